@@ -1,0 +1,121 @@
+//! The component traits: one per table of an experiment file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use rand::rngs::StdRng;
+
+use crate::{
+    Candidates, ExampleSet, Histories, ItemIdx, LoadedDataset, Matrix, Metrics, TrainBatch,
+};
+
+/// `[dataset]`: reads interactions and the item catalog.
+pub trait Dataset {
+    fn load(&self) -> Result<LoadedDataset>;
+}
+
+/// `[features]`: turns interactions into training examples and held-out cases.
+pub trait Features {
+    fn build(&self, data: &LoadedDataset) -> Result<ExampleSet>;
+}
+
+/// `[sampler]`: chooses the candidates each training batch is scored against.
+pub trait Sampler: Send {
+    /// Called once before training with how often each item is a training
+    /// positive (indexed by item).
+    fn fit(&mut self, item_counts: &[u64]) -> Result<()>;
+
+    /// Fills `out` with candidates for a batch whose positives are `positives`.
+    fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates);
+
+    /// q(item) for every item as the sampler sees it (written out with the run).
+    fn item_probabilities(&self) -> Vec<f64>;
+}
+
+/// Named parameter tensors of a model, flat `f32`, for best-epoch snapshots
+/// and checkpoints.
+pub type ModelState = std::collections::BTreeMap<String, Vec<f32>>;
+
+/// `[model]`: a user tower and item vectors trained with a sampled loss.
+pub trait Model: Send {
+    /// Length of user and item vectors.
+    fn dim(&self) -> usize;
+
+    fn parameter_count(&self) -> usize;
+
+    /// One optimisation step; returns the batch's mean loss.
+    fn train_step(&mut self, batch: &TrainBatch<'_>) -> Result<f32>;
+
+    /// One user vector per history row.
+    fn user_vectors(&self, histories: &Histories) -> Result<Matrix>;
+
+    /// One vector per catalog item (the softmax's output embeddings).
+    fn item_vectors(&self) -> Result<Matrix>;
+
+    fn state(&self) -> ModelState;
+
+    fn load_state(&mut self, state: &ModelState) -> Result<()>;
+}
+
+/// One held-out case: the user's vector is the row of the same index in the
+/// user matrix passed alongside.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalCase<'a> {
+    /// Items the user has already seen: never ranked.
+    pub seen: &'a [ItemIdx],
+    pub target: ItemIdx,
+}
+
+/// Result of evaluating a set of cases.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub metrics: Metrics,
+    /// 0-based rank of each case's target among the ranked items.
+    pub ranks: Vec<u32>,
+}
+
+/// `[evaluation]`: ranks held-out targets against the catalog.
+pub trait Evaluator {
+    /// The metric that picks the best epoch (higher is better), e.g. `recall@10`.
+    fn selection_metric(&self) -> &str;
+
+    fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation>;
+}
+
+/// `[index]`: serves the top items for a user vector.
+pub trait Index {
+    fn build(&mut self, items: &Matrix) -> Result<()>;
+
+    /// The `k` best items for `query`, best first, never one in `exclude`.
+    fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>>;
+}
+
+/// What a tracker is told when a run starts.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub experiment: String,
+    pub run_name: String,
+    /// Folder that holds everything this run writes.
+    pub run_dir: PathBuf,
+    /// Every resolved parameter, flattened to dotted keys.
+    pub params: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Finished,
+    Failed,
+}
+
+/// `[tracking]`: records parameters, metrics and artifacts of a run.
+pub trait Tracker {
+    fn start(&mut self, run: &RunInfo) -> Result<()>;
+
+    /// Metrics at `step` (the epoch for per-epoch values).
+    fn log_metrics(&mut self, step: u64, metrics: &Metrics) -> Result<()>;
+
+    fn log_artifact(&mut self, path: &Path) -> Result<()>;
+
+    fn finish(&mut self, status: RunStatus) -> Result<()>;
+}

@@ -1,0 +1,24 @@
+//! The contract between funnel's core and its plugins.
+//!
+//! Every component of an experiment (dataset, features, sampler, model,
+//! evaluation, index, tracking) is a trait object built from its TOML table by
+//! a function registered in a [`Registry`]. This crate holds those traits, the
+//! plain data that flows between them, and the registry itself. It knows no
+//! component by name and depends on no numeric, ANN or HTTP library, so every
+//! plugin crate can depend on it without cycles.
+
+mod components;
+mod data;
+mod matrix;
+mod params;
+mod registry;
+
+pub use components::*;
+pub use data::*;
+pub use matrix::{dot, Matrix};
+pub use params::{NoParams, ParamDoc, Params};
+pub use registry::{parse_params, BuildCx, ComponentKind, PluginInfo, Registry};
+
+/// Re-exported so plugins agree with the core on one version.
+pub use anyhow;
+pub use toml;

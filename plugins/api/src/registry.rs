@@ -1,0 +1,259 @@
+//! The registry of plugins: name -> documented builder, one shelf per kind.
+//!
+//! Built-ins register exactly as a user's plugin would, through the typed
+//! methods below; the core resolves `type = "..."` here and nowhere else.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::{Dataset, Evaluator, Features, Index, Model, Params, Sampler, Tracker};
+
+/// What a builder may know besides its own parameters.
+#[derive(Debug, Clone, Default)]
+pub struct BuildCx {
+    /// `[experiment] seed`: every random choice derives from it.
+    pub seed: u64,
+    /// Users and items of the loaded dataset (0 while the dataset itself is built).
+    pub n_users: usize,
+    pub n_items: usize,
+    /// Longest history the features plugin produces.
+    pub max_history: usize,
+    /// `[train] lr`, for the model's optimizer.
+    pub learning_rate: f64,
+    /// `[train] device`, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+}
+
+/// The kinds of component, one per experiment table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ComponentKind {
+    Dataset,
+    Features,
+    Sampler,
+    Model,
+    Evaluation,
+    Index,
+    Tracking,
+}
+
+impl ComponentKind {
+    pub const ALL: [ComponentKind; 7] = [
+        ComponentKind::Dataset,
+        ComponentKind::Features,
+        ComponentKind::Sampler,
+        ComponentKind::Model,
+        ComponentKind::Evaluation,
+        ComponentKind::Index,
+        ComponentKind::Tracking,
+    ];
+
+    /// The experiment table that names a component of this kind.
+    pub fn table(self) -> &'static str {
+        match self {
+            ComponentKind::Dataset => "dataset",
+            ComponentKind::Features => "features",
+            ComponentKind::Sampler => "sampler",
+            ComponentKind::Model => "model",
+            ComponentKind::Evaluation => "evaluation",
+            ComponentKind::Index => "index",
+            ComponentKind::Tracking => "tracking",
+        }
+    }
+}
+
+impl fmt::Display for ComponentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.table())
+    }
+}
+
+/// A registered component as `cargo xtask plugins` shows it.
+#[derive(Debug, Clone)]
+pub struct PluginInfo {
+    pub kind: ComponentKind,
+    pub name: &'static str,
+    pub doc: &'static str,
+    /// `(key, default rendered as TOML or "(unset)", doc)` for every parameter.
+    pub params: Vec<(String, String, String)>,
+    /// The defaults as a TOML table, exactly as the plugin would see them.
+    pub defaults: toml::Table,
+}
+
+type Build<T> = Box<dyn Fn(toml::Table, &BuildCx) -> Result<Box<T>> + Send + Sync>;
+
+struct Entry<T: ?Sized> {
+    info: PluginInfo,
+    build: Build<T>,
+}
+
+struct Shelf<T: ?Sized> {
+    kind: ComponentKind,
+    entries: BTreeMap<&'static str, Entry<T>>,
+}
+
+impl<T: ?Sized> Shelf<T> {
+    fn new(kind: ComponentKind) -> Self {
+        Shelf { kind, entries: BTreeMap::new() }
+    }
+
+    fn insert<P: Params>(
+        &mut self,
+        name: &'static str,
+        doc: &'static str,
+        build: fn(P, &BuildCx) -> Result<Box<T>>,
+    ) where
+        T: 'static,
+    {
+        let info = describe::<P>(self.kind, name, doc);
+        let build: Build<T> = Box::new(move |table, cx| build(parse_params::<P>(table)?, cx));
+        let previous = self.entries.insert(name, Entry { info, build });
+        assert!(previous.is_none(), "{} `{name}` registered twice", self.kind);
+    }
+
+    fn build(&self, name: &str, table: toml::Table, cx: &BuildCx) -> Result<Box<T>> {
+        let entry = self.entries.get(name).ok_or_else(|| {
+            let known: Vec<_> = self.entries.keys().map(|k| format!("\"{k}\"")).collect();
+            anyhow!(
+                "unknown {} type \"{name}\"; registered {} types: {}",
+                self.kind,
+                self.kind,
+                if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
+            )
+        })?;
+        (entry.build)(table, cx)
+    }
+}
+
+/// Every registered component, by kind and name.
+pub struct Registry {
+    datasets: Shelf<dyn Dataset>,
+    features: Shelf<dyn Features>,
+    samplers: Shelf<dyn Sampler>,
+    models: Shelf<dyn Model>,
+    evaluators: Shelf<dyn Evaluator>,
+    indexes: Shelf<dyn Index>,
+    trackers: Shelf<dyn Tracker>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+macro_rules! kinds {
+    ($($shelf:ident: $Trait:ident, $register:ident, $build:ident;)*) => {
+        impl Registry {
+            $(
+                #[doc = concat!("Registers a `", stringify!($Trait), "` under `name` (its TOML `type`).")]
+                pub fn $register<P: Params>(
+                    &mut self,
+                    name: &'static str,
+                    doc: &'static str,
+                    build: fn(P, &BuildCx) -> Result<Box<dyn $Trait>>,
+                ) {
+                    self.$shelf.insert(name, doc, build)
+                }
+
+                #[doc = concat!("Builds the `", stringify!($Trait), "` registered as `name` from its table (without `type`).")]
+                pub fn $build(&self, name: &str, table: toml::Table, cx: &BuildCx) -> Result<Box<dyn $Trait>> {
+                    self.$shelf.build(name, table, cx)
+                }
+            )*
+
+            /// Every registered component, grouped by kind, names sorted.
+            pub fn plugins(&self) -> Vec<&PluginInfo> {
+                let mut all = Vec::new();
+                $( all.extend(self.$shelf.entries.values().map(|e| &e.info)); )*
+                all
+            }
+        }
+    };
+}
+
+kinds! {
+    datasets: Dataset, dataset, build_dataset;
+    features: Features, features, build_features;
+    samplers: Sampler, sampler, build_sampler;
+    models: Model, model, build_model;
+    evaluators: Evaluator, evaluation, build_evaluator;
+    indexes: Index, index, build_index;
+    trackers: Tracker, tracking, build_tracker;
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry {
+            datasets: Shelf::new(ComponentKind::Dataset),
+            features: Shelf::new(ComponentKind::Features),
+            samplers: Shelf::new(ComponentKind::Sampler),
+            models: Shelf::new(ComponentKind::Model),
+            evaluators: Shelf::new(ComponentKind::Evaluation),
+            indexes: Shelf::new(ComponentKind::Index),
+            trackers: Shelf::new(ComponentKind::Tracking),
+        }
+    }
+
+    /// The registered component of `kind` called `name`, if any.
+    pub fn info(&self, kind: ComponentKind, name: &str) -> Option<&PluginInfo> {
+        self.plugins().into_iter().find(|p| p.kind == kind && p.name == name)
+    }
+
+    /// Checks that `table` deserializes into the parameters of `kind`/`name`
+    /// and returns them with every default filled in.
+    pub fn resolve(&self, kind: ComponentKind, name: &str, table: &toml::Table) -> Result<toml::Table> {
+        let info = self.info(kind, name).ok_or_else(|| {
+            let known: Vec<_> = self
+                .plugins()
+                .into_iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| format!("\"{}\"", p.name))
+                .collect();
+            anyhow!("unknown {kind} type \"{name}\"; registered {kind} types: {}", known.join(", "))
+        })?;
+        let mut resolved = info.defaults.clone();
+        for (k, v) in table {
+            if !resolved.contains_key(k) && !info.params.iter().any(|(key, _, _)| key == k) {
+                let known: Vec<_> = info.params.iter().map(|(key, _, _)| key.as_str()).collect();
+                bail!(
+                    "unknown key `{k}` for {kind} type \"{name}\"; expected one of: {}",
+                    if known.is_empty() { "(no keys)".to_string() } else { known.join(", ") }
+                );
+            }
+            resolved.insert(k.clone(), v.clone());
+        }
+        Ok(resolved)
+    }
+}
+
+/// Deserializes a plugin's table, naming the offending key on error.
+pub fn parse_params<P: Params>(table: toml::Table) -> Result<P> {
+    let value = toml::Value::Table(table);
+    serde_path_to_error::deserialize::<_, P>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            anyhow!("{inner}")
+        } else {
+            anyhow!("key `{path}`: {inner}")
+        }
+    })
+}
+
+fn describe<P: Params>(kind: ComponentKind, name: &'static str, doc: &'static str) -> PluginInfo {
+    let defaults = match toml::Value::try_from(P::default()) {
+        Ok(toml::Value::Table(t)) => t,
+        Ok(other) => panic!("{kind} `{name}`: parameters must serialize to a table, got {other}"),
+        Err(e) => panic!("{kind} `{name}`: default parameters do not serialize: {e}"),
+    };
+    let params = P::DOCS
+        .iter()
+        .map(|d| {
+            let default = defaults.get(d.key).map_or_else(|| "(unset)".to_string(), |v| v.to_string());
+            (d.key.to_string(), default, d.doc.to_string())
+        })
+        .collect();
+    PluginInfo { kind, name, doc, params, defaults }
+}
