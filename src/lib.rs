@@ -1,0 +1,15 @@
+//! funnel: declarative candidate-generation experiments.
+//!
+//! The core loads an experiment file ([`experiment`]), resolves every
+//! component through the plugin [`Registry`](funnel_api::Registry) built by
+//! [`plugins::builtin`], and runs the pipeline ([`run`]): dataset -> features
+//! -> sampler and model -> training ([`training`]) -> full-catalog evaluation
+//! -> index -> report ([`report`]) and tracking. It names no component itself.
+
+pub mod experiment;
+pub mod plugins;
+pub mod report;
+pub mod run;
+pub mod training;
+
+pub use funnel_api as api;

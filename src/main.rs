@@ -1,1 +1,106 @@
-fn main(){}
+//! The `funnel` command line: thin argument parsing over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use funnel::experiment;
+use funnel::plugins;
+use funnel::run::{self, RunOptions};
+
+const USAGE: &str = "\
+usage:
+  funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR]
+  funnel check FILE [--set key.path=value]...
+  funnel plugins
+
+  run       train and evaluate the experiment in FILE
+  check     load and resolve FILE, print the resolved configuration (same as run --dry-run)
+  plugins   list every registered component with its parameters and defaults
+
+Configuration layers: FILE, then FUNNEL_* environment variables
+(FUNNEL_TRAIN__EPOCHS=3 sets train.epochs), then --set (last wins).";
+
+fn main() -> ExitCode {
+    match cli(std::env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Args {
+    file: PathBuf,
+    sets: Vec<String>,
+    dry_run: bool,
+    runs_dir: PathBuf,
+    reports_dir: PathBuf,
+}
+
+fn cli(args: Vec<String>) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let registry = plugins::builtin();
+    match command.as_str() {
+        "plugins" => {
+            if !rest.is_empty() {
+                bail!("`plugins` takes no arguments\n\n{USAGE}");
+            }
+            print!("{}", plugins::catalog(&registry));
+            Ok(())
+        }
+        "run" | "check" => {
+            let mut a = parse(rest)?;
+            a.dry_run |= command == "check";
+            let exp = experiment::load(&a.file, &a.sets, &registry)?;
+            if a.dry_run {
+                print!("{}", run::resolved_toml(&exp));
+                return Ok(());
+            }
+            let summary = run::run(&exp, &registry, &RunOptions { runs_dir: a.runs_dir, reports_dir: a.reports_dir })
+                .with_context(|| format!("experiment {}", a.file.display()))?;
+            println!("best epoch: {}", summary.best_epoch);
+            for (k, v) in &summary.test {
+                println!("test {k}: {v:.4}");
+            }
+            println!("report: {}", summary.report.display());
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn parse(rest: &[String]) -> Result<Args> {
+    let mut file = None;
+    let mut a = Args {
+        file: PathBuf::new(),
+        sets: Vec::new(),
+        dry_run: false,
+        runs_dir: PathBuf::from("runs"),
+        reports_dir: PathBuf::from("reports"),
+    };
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().cloned().with_context(|| format!("{flag} needs a value\n\n{USAGE}"));
+        match arg.as_str() {
+            "--set" => a.sets.push(value("--set")?),
+            "--dry-run" => a.dry_run = true,
+            "--runs-dir" => a.runs_dir = value("--runs-dir")?.into(),
+            "--reports-dir" => a.reports_dir = value("--reports-dir")?.into(),
+            s if s.starts_with("--set=") => a.sets.push(s["--set=".len()..].to_string()),
+            s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
+            s if file.is_none() => file = Some(PathBuf::from(s)),
+            s => bail!("unexpected argument `{s}`\n\n{USAGE}"),
+        }
+    }
+    a.file = file.with_context(|| format!("missing the experiment FILE\n\n{USAGE}"))?;
+    Ok(a)
+}

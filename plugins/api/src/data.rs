@@ -149,7 +149,7 @@ impl Histories {
     pub fn push(&mut self, history: &[ItemIdx]) {
         let h = &history[history.len().saturating_sub(self.width)..];
         self.items.extend_from_slice(h);
-        self.items.extend(std::iter::repeat(Self::PAD).take(self.width - h.len()));
+        self.items.extend(std::iter::repeat_n(Self::PAD, self.width - h.len()));
         self.lengths.push(h.len() as u32);
     }
 

@@ -17,7 +17,7 @@ pub use components::*;
 pub use data::*;
 pub use matrix::{dot, Matrix};
 pub use params::{NoParams, ParamDoc, Params};
-pub use registry::{parse_params, BuildCx, ComponentKind, PluginInfo, Registry};
+pub use registry::{parse_params, BuildCx, ComponentKind, ParamError, PluginInfo, Registry};
 
 /// Re-exported so plugins agree with the core on one version.
 pub use anyhow;

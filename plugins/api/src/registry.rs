@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 
 use crate::{Dataset, Evaluator, Features, Index, Model, Params, Sampler, Tracker};
 
@@ -82,10 +82,12 @@ pub struct PluginInfo {
 }
 
 type Build<T> = Box<dyn Fn(toml::Table, &BuildCx) -> Result<Box<T>> + Send + Sync>;
+type Resolve = Box<dyn Fn(toml::Table) -> Result<toml::Table> + Send + Sync>;
 
 struct Entry<T: ?Sized> {
     info: PluginInfo,
     build: Build<T>,
+    resolve: Resolve,
 }
 
 struct Shelf<T: ?Sized> {
@@ -108,12 +110,19 @@ impl<T: ?Sized> Shelf<T> {
     {
         let info = describe::<P>(self.kind, name, doc);
         let build: Build<T> = Box::new(move |table, cx| build(parse_params::<P>(table)?, cx));
-        let previous = self.entries.insert(name, Entry { info, build });
+        let resolve: Resolve = Box::new(|table| {
+            let params = parse_params::<P>(table)?;
+            match toml::Value::try_from(params)? {
+                toml::Value::Table(t) => Ok(t),
+                other => Err(anyhow!("parameters serialized to {other}, not a table")),
+            }
+        });
+        let previous = self.entries.insert(name, Entry { info, build, resolve });
         assert!(previous.is_none(), "{} `{name}` registered twice", self.kind);
     }
 
-    fn build(&self, name: &str, table: toml::Table, cx: &BuildCx) -> Result<Box<T>> {
-        let entry = self.entries.get(name).ok_or_else(|| {
+    fn entry(&self, name: &str) -> Result<&Entry<T>> {
+        self.entries.get(name).ok_or_else(|| {
             let known: Vec<_> = self.entries.keys().map(|k| format!("\"{k}\"")).collect();
             anyhow!(
                 "unknown {} type \"{name}\"; registered {} types: {}",
@@ -121,8 +130,15 @@ impl<T: ?Sized> Shelf<T> {
                 self.kind,
                 if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
             )
-        })?;
-        (entry.build)(table, cx)
+        })
+    }
+
+    fn build(&self, name: &str, table: toml::Table, cx: &BuildCx) -> Result<Box<T>> {
+        (self.entry(name)?.build)(table, cx)
+    }
+
+    fn resolve(&self, name: &str, table: toml::Table) -> Result<toml::Table> {
+        (self.entry(name)?.resolve)(table)
     }
 }
 
@@ -203,42 +219,45 @@ impl Registry {
 
     /// Checks that `table` deserializes into the parameters of `kind`/`name`
     /// and returns them with every default filled in.
-    pub fn resolve(&self, kind: ComponentKind, name: &str, table: &toml::Table) -> Result<toml::Table> {
-        let info = self.info(kind, name).ok_or_else(|| {
-            let known: Vec<_> = self
-                .plugins()
-                .into_iter()
-                .filter(|p| p.kind == kind)
-                .map(|p| format!("\"{}\"", p.name))
-                .collect();
-            anyhow!("unknown {kind} type \"{name}\"; registered {kind} types: {}", known.join(", "))
-        })?;
-        let mut resolved = info.defaults.clone();
-        for (k, v) in table {
-            if !resolved.contains_key(k) && !info.params.iter().any(|(key, _, _)| key == k) {
-                let known: Vec<_> = info.params.iter().map(|(key, _, _)| key.as_str()).collect();
-                bail!(
-                    "unknown key `{k}` for {kind} type \"{name}\"; expected one of: {}",
-                    if known.is_empty() { "(no keys)".to_string() } else { known.join(", ") }
-                );
-            }
-            resolved.insert(k.clone(), v.clone());
+    pub fn resolve(&self, kind: ComponentKind, name: &str, table: toml::Table) -> Result<toml::Table> {
+        match kind {
+            ComponentKind::Dataset => self.datasets.resolve(name, table),
+            ComponentKind::Features => self.features.resolve(name, table),
+            ComponentKind::Sampler => self.samplers.resolve(name, table),
+            ComponentKind::Model => self.models.resolve(name, table),
+            ComponentKind::Evaluation => self.evaluators.resolve(name, table),
+            ComponentKind::Index => self.indexes.resolve(name, table),
+            ComponentKind::Tracking => self.trackers.resolve(name, table),
         }
-        Ok(resolved)
     }
 }
+
+/// A plugin table that does not fit the plugin's parameters.
+#[derive(Debug, Clone)]
+pub struct ParamError {
+    /// Dotted path of the offending key inside the table, when known.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ParamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "key `{key}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ParamError {}
 
 /// Deserializes a plugin's table, naming the offending key on error.
 pub fn parse_params<P: Params>(table: toml::Table) -> Result<P> {
     let value = toml::Value::Table(table);
     serde_path_to_error::deserialize::<_, P>(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            anyhow!("{inner}")
-        } else {
-            anyhow!("key `{path}`: {inner}")
-        }
+        let key = (!path.is_empty() && path != ".").then_some(path);
+        ParamError { key, message: e.into_inner().to_string() }.into()
     })
 }
 

@@ -1,1 +1,743 @@
-//! placeholder
+//! The `full_ranking` evaluation: ranks every held-out target against the
+//! whole catalog by inner product and reports recall@K, ndcg@K, hit_rate@K
+//! and MRR.
+//!
+//! Sampled metrics (ranking the target against a few random negatives) are
+//! inconsistent with their full-catalog counterparts and can even reorder
+//! models (Krichene & Rendle, "On Sampled Metrics for Item Recommendation",
+//! KDD 2020), so every catalog item is scored for every case. Items the user
+//! has already seen are excluded from the ranking, except the target itself:
+//! a target the user saw before (a re-consumption) still counts.
+//!
+//! Ties count against the target: its 0-based rank is the number of other
+//! eligible items scoring at least as high. That is pessimistic and does not
+//! depend on item order, so a model that scores everything equally cannot
+//! look good.
+
+mod metrics;
+
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+
+use anyhow::{bail, Result};
+use funnel_api::{
+    BuildCx, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry,
+};
+use serde::{Deserialize, Serialize};
+
+pub use metrics::{
+    hit_rate_at_k, ndcg_at_k, recall_at_k, reciprocal_rank, single_target, SingleTarget,
+};
+
+/// Registers the `full_ranking` evaluation.
+pub fn register(reg: &mut Registry) {
+    reg.evaluation::<FullRankingParams>(
+        "full_ranking",
+        "Ranks each held-out target against every catalog item by inner product (no sampled \
+         negatives), excluding items the user has already seen except the target itself; ties \
+         count against the target. Reports recall@K, ndcg@K and hit_rate@K for each K, and mrr.",
+        build,
+    );
+}
+
+fn build(params: FullRankingParams, _cx: &BuildCx) -> Result<Box<dyn Evaluator>> {
+    Ok(Box::new(FullRanking::new(params)?))
+}
+
+/// Parameters of `full_ranking`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FullRankingParams {
+    pub ks: Vec<usize>,
+    pub select_by: String,
+    pub batch_users: usize,
+}
+
+impl Default for FullRankingParams {
+    fn default() -> Self {
+        FullRankingParams {
+            ks: vec![10, 20, 50, 100],
+            select_by: "recall@10".to_string(),
+            batch_users: 1024,
+        }
+    }
+}
+
+impl Params for FullRankingParams {
+    const DOCS: &'static [ParamDoc] = &[
+        ParamDoc::new(
+            "ks",
+            "Cutoffs K of recall@K, ndcg@K and hit_rate@K; non-empty, each at least 1 \
+             (default [10, 20, 50, 100])",
+        ),
+        ParamDoc::new(
+            "select_by",
+            "Validation metric that picks the best epoch, higher is better; one of the metrics \
+             this evaluation reports, e.g. recall@20 or mrr (default \"recall@10\")",
+        ),
+        ParamDoc::new(
+            "batch_users",
+            "Users scored per matrix-multiply block; each scoring thread holds \
+             batch_users x n_items f32 scores (default 1024)",
+        ),
+    ];
+}
+
+/// The `full_ranking` evaluator.
+#[derive(Debug, Clone)]
+pub struct FullRanking {
+    /// Cutoffs as configured, repeats dropped.
+    ks: Vec<usize>,
+    select_by: String,
+    batch_users: usize,
+    threads: usize,
+}
+
+impl FullRanking {
+    /// Checks `params` and builds the evaluator; scores with all available
+    /// cores.
+    pub fn new(params: FullRankingParams) -> Result<FullRanking> {
+        if params.ks.is_empty() {
+            bail!("ks must list at least one cutoff");
+        }
+        if let Some(k) = params.ks.iter().find(|&&k| k == 0) {
+            bail!("ks must be at least 1, got {k}");
+        }
+        if params.batch_users == 0 {
+            bail!("batch_users must be at least 1");
+        }
+        let mut ks = Vec::with_capacity(params.ks.len());
+        for k in params.ks {
+            if !ks.contains(&k) {
+                ks.push(k);
+            }
+        }
+        let names = metric_names(&ks);
+        if !names.contains(&params.select_by) {
+            bail!(
+                "select_by \"{}\" is not a metric of full_ranking; expected one of: {}",
+                params.select_by,
+                names.join(", ")
+            );
+        }
+        let threads = thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(FullRanking {
+            ks,
+            select_by: params.select_by,
+            batch_users: params.batch_users,
+            threads,
+        })
+    }
+
+    /// Scores with at most `threads` threads (at least one). Results do not
+    /// depend on it: blocks are fixed by `batch_users` and metrics are summed
+    /// in case order.
+    pub fn with_threads(mut self, threads: usize) -> FullRanking {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Every metric name `evaluate` reports.
+    pub fn metric_names(&self) -> Vec<String> {
+        metric_names(&self.ks)
+    }
+
+    /// 0-based rank of each case's target, in case order.
+    pub fn ranks(
+        &self,
+        users: &Matrix,
+        items: &Matrix,
+        cases: &[EvalCase<'_>],
+    ) -> Result<Vec<u32>> {
+        validate(users, items, cases)?;
+        let block = self.batch_users.min(cases.len());
+        let mut ranks = vec![0u32; cases.len()];
+        // Blocks depend only on batch_users, never on the thread count, and
+        // each writes its own slice of `ranks`, so threads cannot change results.
+        let work: Vec<(usize, &mut [u32])> = ranks
+            .chunks_mut(block)
+            .enumerate()
+            .map(|(b, out)| (b * block, out))
+            .collect();
+        let threads = self.threads.min(work.len());
+        let queue = Mutex::new(work.into_iter());
+        let errors = Mutex::new(Vec::new());
+        thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut scores = vec![0f32; block * items.rows];
+                    loop {
+                        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                        let Some((first, out)) = next else { break };
+                        let cases = &cases[first..first + out.len()];
+                        if let Err(e) = rank_block(users, items, cases, first, out, &mut scores) {
+                            errors
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .push(e);
+                        }
+                    }
+                });
+            }
+        });
+        // Report the earliest failing case, whichever thread found it.
+        let errors = errors.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if let Some((case, e)) = errors.into_iter().min_by_key(|(case, _)| *case) {
+            bail!("case {case}: {e}");
+        }
+        Ok(ranks)
+    }
+}
+
+impl Evaluator for FullRanking {
+    fn selection_metric(&self) -> &str {
+        &self.select_by
+    }
+
+    fn evaluate(
+        &self,
+        users: &Matrix,
+        items: &Matrix,
+        cases: &[EvalCase<'_>],
+    ) -> Result<Evaluation> {
+        let ranks = self.ranks(users, items, cases)?;
+        let mut sums = vec![[0f64; 3]; self.ks.len()];
+        let mut mrr = 0f64;
+        for &rank in &ranks {
+            let m = single_target(rank);
+            for (sum, &k) in sums.iter_mut().zip(&self.ks) {
+                sum[0] += m.recall_at_k(k);
+                sum[1] += m.ndcg_at_k(k);
+                sum[2] += m.hit_rate_at_k(k);
+            }
+            mrr += m.reciprocal_rank();
+        }
+        let n = ranks.len() as f64;
+        let mut metrics = Metrics::new();
+        for (sum, &k) in sums.iter().zip(&self.ks) {
+            metrics.insert(format!("recall@{k}"), sum[0] / n);
+            metrics.insert(format!("ndcg@{k}"), sum[1] / n);
+            metrics.insert(format!("hit_rate@{k}"), sum[2] / n);
+        }
+        metrics.insert("mrr".to_string(), mrr / n);
+        Ok(Evaluation { metrics, ranks })
+    }
+}
+
+fn metric_names(ks: &[usize]) -> Vec<String> {
+    let mut names = Vec::with_capacity(3 * ks.len() + 1);
+    for k in ks {
+        names.push(format!("recall@{k}"));
+        names.push(format!("ndcg@{k}"));
+        names.push(format!("hit_rate@{k}"));
+    }
+    names.push("mrr".to_string());
+    names
+}
+
+fn validate(users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<()> {
+    if cases.is_empty() {
+        bail!("no evaluation cases");
+    }
+    for (what, m) in [("user", users), ("item", items)] {
+        if m.data.len() != m.rows * m.cols {
+            bail!(
+                "{what} matrix holds {} values but claims {}x{}",
+                m.data.len(),
+                m.rows,
+                m.cols
+            );
+        }
+    }
+    if users.rows != cases.len() {
+        bail!(
+            "user matrix has {} rows but there are {} cases; expected one user vector per case",
+            users.rows,
+            cases.len()
+        );
+    }
+    if users.cols != items.cols {
+        bail!(
+            "user vectors have {} dimensions but item vectors have {}",
+            users.cols,
+            items.cols
+        );
+    }
+    let n = items.rows;
+    for (i, case) in cases.iter().enumerate() {
+        if case.target as usize >= n {
+            bail!(
+                "case {i}: target item {} is outside the catalog of {n} items",
+                case.target
+            );
+        }
+        if let Some(s) = case.seen.iter().find(|&&s| s as usize >= n) {
+            bail!("case {i}: seen item {s} is outside the catalog of {n} items");
+        }
+    }
+    Ok(())
+}
+
+/// Scores `cases` (whose first index is `first`) against every item and writes
+/// their ranks to `out`; `scores` is the thread's buffer of at least
+/// `cases.len() x items.rows`. Fails with the index of the first bad case.
+fn rank_block(
+    users: &Matrix,
+    items: &Matrix,
+    cases: &[EvalCase<'_>],
+    first: usize,
+    out: &mut [u32],
+    scores: &mut [f32],
+) -> Result<(), (usize, anyhow::Error)> {
+    let (m, d, n) = (cases.len(), items.cols, items.rows);
+    let a = &users.data[first * d..(first + m) * d];
+    let scores = &mut scores[..m * n];
+    // SAFETY: `a` is m x d row-major (strides d, 1); items is n x d row-major,
+    // read as its transpose d x n (strides 1, d); `scores` is m x n row-major
+    // (strides n, 1). validate() checked every length, and beta = 0 means the
+    // output is only written.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            d,
+            n,
+            1.0,
+            a.as_ptr(),
+            d as isize,
+            1,
+            items.data.as_ptr(),
+            1,
+            d as isize,
+            0.0,
+            scores.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    for (r, (case, rank)) in cases.iter().zip(out).enumerate() {
+        *rank = target_rank(&mut scores[r * n..(r + 1) * n], case).map_err(|e| (first + r, e))?;
+    }
+    Ok(())
+}
+
+/// Number of eligible items other than the target scoring at least as high as
+/// it. Overwrites the scores of excluded items.
+fn target_rank(scores: &mut [f32], case: &EvalCase<'_>) -> Result<u32> {
+    if let Some(j) = scores.iter().position(|s| s.is_nan()) {
+        bail!("score of item {j} is NaN; the user or item vectors hold NaN or overflow");
+    }
+    let target_score = scores[case.target as usize];
+    // NaN compares false with everything, so a masked item is never counted,
+    // and masking twice (a repeated seen item) is harmless.
+    for &s in case.seen {
+        if s != case.target {
+            scores[s as usize] = f32::NAN;
+        }
+    }
+    let at_least: usize = scores.iter().map(|&s| usize::from(s >= target_score)).sum();
+    // The target's own score is counted above (it is not NaN).
+    Ok((at_least - 1) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use funnel_api::{dot, parse_params, ComponentKind, ItemIdx};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn evaluator(ks: &[usize]) -> FullRanking {
+        FullRanking::new(FullRankingParams {
+            ks: ks.to_vec(),
+            select_by: "mrr".to_string(),
+            ..FullRankingParams::default()
+        })
+        .unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    fn table(src: &str) -> toml::Table {
+        src.parse().unwrap()
+    }
+
+    /// Five 2-d items and two users, ranked by hand.
+    ///
+    /// items: 0 = (1, 0), 1 = (0, 1), 2 = (1, 1), 3 = (2, 0), 4 = (-1, 0)
+    ///
+    /// user 0 = (1, 0): scores [1, 0, 1, 2, -1]; target 0 (score 1), seen [3].
+    ///   Item 3 (score 2) is excluded; item 2 ties the target and counts
+    ///   against it; items 1 and 4 score lower. rank = 1.
+    /// user 1 = (0, 1): scores [0, 1, 1, 0, 0]; target 1 (score 1), seen [1, 2].
+    ///   The target was seen but still counts; item 2 (a tie) is excluded;
+    ///   items 0, 3, 4 score lower. rank = 0.
+    fn hand_example() -> (Matrix, Matrix) {
+        let items = Matrix::from_vec(5, 2, vec![1., 0., 0., 1., 1., 1., 2., 0., -1., 0.]);
+        let users = Matrix::from_vec(2, 2, vec![1., 0., 0., 1.]);
+        (users, items)
+    }
+
+    #[test]
+    fn hand_computed_example() {
+        let (users, items) = hand_example();
+        let cases = [
+            EvalCase {
+                seen: &[3],
+                target: 0,
+            },
+            EvalCase {
+                seen: &[1, 2],
+                target: 1,
+            },
+        ];
+        let eval = evaluator(&[1, 2]).evaluate(&users, &items, &cases).unwrap();
+        assert_eq!(eval.ranks, vec![1, 0]);
+        let m = &eval.metrics;
+        // recall@1 = hit_rate@1 = ndcg@1 = (0 + 1) / 2.
+        assert_eq!(m["recall@1"], 0.5);
+        assert_eq!(m["hit_rate@1"], 0.5);
+        assert_eq!(m["ndcg@1"], 0.5);
+        // Both targets within the top 2.
+        assert_eq!(m["recall@2"], 1.0);
+        assert_eq!(m["hit_rate@2"], 1.0);
+        // ndcg@2 = (1/log2(3) + 1/log2(2)) / 2 = (0.6309297535714575 + 1) / 2.
+        assert!(close(m["ndcg@2"], 0.8154648767857288));
+        // mrr = (1/2 + 1/1) / 2.
+        assert_eq!(m["mrr"], 0.75);
+        assert_eq!(m.len(), 7);
+
+        // Without exclusions user 0's target also trails item 3: rank 2.
+        let cases = [
+            EvalCase {
+                seen: &[],
+                target: 0,
+            },
+            EvalCase {
+                seen: &[],
+                target: 1,
+            },
+        ];
+        let eval = evaluator(&[1]).evaluate(&users, &items, &cases).unwrap();
+        assert_eq!(eval.ranks, vec![2, 1]);
+    }
+
+    #[test]
+    fn default_metric_names_and_selection() {
+        let e = FullRanking::new(FullRankingParams::default()).unwrap();
+        assert_eq!(e.selection_metric(), "recall@10");
+        let names = e.metric_names();
+        for name in ["recall@10", "ndcg@10", "hit_rate@10", "mrr", "recall@100"] {
+            assert!(
+                names.iter().any(|n| n == name),
+                "{name} missing from {names:?}"
+            );
+        }
+        let (users, items) = hand_example();
+        let cases = [
+            EvalCase {
+                seen: &[],
+                target: 0,
+            },
+            EvalCase {
+                seen: &[],
+                target: 1,
+            },
+        ];
+        let eval = e.evaluate(&users, &items, &cases).unwrap();
+        let reported: Vec<_> = eval.metrics.keys().cloned().collect();
+        let mut expected = names.clone();
+        expected.sort();
+        assert_eq!(reported, expected);
+    }
+
+    /// Ranks the target by sorting every eligible item, ties placing the target
+    /// last, then applies the general metric functions.
+    fn reference(users: &Matrix, items: &Matrix, case: &EvalCase<'_>, u: usize) -> Vec<ItemIdx> {
+        let mut ranked: Vec<(ItemIdx, f32)> = (0..items.rows as ItemIdx)
+            .filter(|j| *j == case.target || !case.seen.contains(j))
+            .map(|j| (j, dot(users.row(u), items.row(j as usize))))
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.1.partial_cmp(&a.1)
+                .unwrap()
+                .then((a.0 == case.target).cmp(&(b.0 == case.target)))
+                .then(a.0.cmp(&b.0))
+        });
+        ranked.into_iter().map(|(j, _)| j).collect()
+    }
+
+    #[test]
+    fn fast_path_matches_general_functions_on_random_data() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let (n_users, n_items, d) = (57, 40, 3);
+        // Small integers: exact f32 scores with many ties.
+        let mut random_matrix = |rows: usize| {
+            let data = (0..rows * d)
+                .map(|_| rng.gen_range(-2..=2) as f32)
+                .collect();
+            Matrix::from_vec(rows, d, data)
+        };
+        let users = random_matrix(n_users);
+        let items = random_matrix(n_items);
+        let seen: Vec<Vec<ItemIdx>> = (0..n_users)
+            .map(|_| {
+                let len = rng.gen_range(0..12);
+                (0..len)
+                    .map(|_| rng.gen_range(0..n_items as ItemIdx))
+                    .collect()
+            })
+            .collect();
+        let targets: Vec<ItemIdx> = (0..n_users)
+            .map(|u| {
+                // Sometimes a re-consumption: the target is among the seen items.
+                if !seen[u].is_empty() && rng.gen_bool(0.2) {
+                    seen[u][0]
+                } else {
+                    rng.gen_range(0..n_items as ItemIdx)
+                }
+            })
+            .collect();
+        let cases: Vec<EvalCase> = (0..n_users)
+            .map(|u| EvalCase {
+                seen: &seen[u],
+                target: targets[u],
+            })
+            .collect();
+        let ks = [1, 3, 10, 50];
+        let eval = evaluator(&ks).evaluate(&users, &items, &cases).unwrap();
+
+        let mut sums = vec![[0f64; 3]; ks.len()];
+        let mut mrr = 0.0;
+        for (u, case) in cases.iter().enumerate() {
+            let ranked = reference(&users, &items, case, u);
+            let pos = ranked.iter().position(|&j| j == case.target).unwrap();
+            assert_eq!(eval.ranks[u] as usize, pos, "case {u}");
+            let relevant = HashSet::from([case.target]);
+            for (sum, &k) in sums.iter_mut().zip(&ks) {
+                sum[0] += recall_at_k(&ranked, &relevant, k);
+                sum[1] += ndcg_at_k(&ranked, &relevant, k);
+                sum[2] += hit_rate_at_k(&ranked, &relevant, k);
+            }
+            mrr += reciprocal_rank(&ranked, &relevant);
+        }
+        let n = n_users as f64;
+        for (sum, &k) in sums.iter().zip(&ks) {
+            assert!(close(eval.metrics[&format!("recall@{k}")], sum[0] / n));
+            assert!(close(eval.metrics[&format!("ndcg@{k}")], sum[1] / n));
+            assert!(close(eval.metrics[&format!("hit_rate@{k}")], sum[2] / n));
+        }
+        assert!(close(eval.metrics["mrr"], mrr / n));
+        // Ties really occurred, so the pessimistic rule was exercised.
+        assert!(cases.iter().enumerate().any(|(u, c)| {
+            let t = dot(users.row(u), items.row(c.target as usize));
+            (0..n_items).any(|j| j != c.target as usize && dot(users.row(u), items.row(j)) == t)
+        }));
+    }
+
+    #[test]
+    fn results_do_not_depend_on_threads_or_blocks() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let (n_users, n_items, d) = (203, 150, 16);
+        let users = Matrix::from_vec(
+            n_users,
+            d,
+            (0..n_users * d).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+        );
+        let items = Matrix::from_vec(
+            n_items,
+            d,
+            (0..n_items * d).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+        );
+        let seen: Vec<Vec<ItemIdx>> = (0..n_users)
+            .map(|_| {
+                (0..rng.gen_range(0..30))
+                    .map(|_| rng.gen_range(0..n_items as ItemIdx))
+                    .collect()
+            })
+            .collect();
+        let cases: Vec<EvalCase> = seen
+            .iter()
+            .map(|s| EvalCase {
+                seen: s,
+                target: rng.gen_range(0..n_items as ItemIdx),
+            })
+            .collect();
+        let run = |batch_users: usize, threads: usize| {
+            FullRanking::new(FullRankingParams {
+                batch_users,
+                ..FullRankingParams::default()
+            })
+            .unwrap()
+            .with_threads(threads)
+            .evaluate(&users, &items, &cases)
+            .unwrap()
+        };
+        let base = run(1024, 1);
+        for (batch, threads) in [(1, 1), (1, 4), (7, 3), (64, 2), (64, 8), (5000, 16)] {
+            let other = run(batch, threads);
+            assert_eq!(other.ranks, base.ranks, "batch {batch}, threads {threads}");
+            assert_eq!(
+                other.metrics, base.metrics,
+                "batch {batch}, threads {threads}"
+            );
+        }
+    }
+
+    fn error(users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> String {
+        evaluator(&[1])
+            .evaluate(users, items, cases)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn shape_errors() {
+        let (users, items) = hand_example();
+        let one = [EvalCase {
+            seen: &[],
+            target: 0,
+        }];
+        let two = [
+            EvalCase {
+                seen: &[],
+                target: 0,
+            },
+            EvalCase {
+                seen: &[],
+                target: 1,
+            },
+        ];
+        assert!(error(&users, &items, &[]).contains("no evaluation cases"));
+        assert!(error(&users, &items, &one).contains("2 rows but there are 1 cases"));
+        let wide = Matrix::from_vec(2, 3, vec![0.0; 6]);
+        assert!(error(&wide, &items, &two).contains("3 dimensions but item vectors have 2"));
+        let far = [
+            EvalCase {
+                seen: &[],
+                target: 0,
+            },
+            EvalCase {
+                seen: &[],
+                target: 5,
+            },
+        ];
+        let e = error(&users, &items, &far);
+        assert!(e.contains("case 1") && e.contains("target item 5"), "{e}");
+        let far_seen = [
+            EvalCase {
+                seen: &[0, 9],
+                target: 0,
+            },
+            EvalCase {
+                seen: &[],
+                target: 1,
+            },
+        ];
+        let e = error(&users, &items, &far_seen);
+        assert!(e.contains("case 0") && e.contains("seen item 9"), "{e}");
+        let broken = Matrix {
+            rows: 2,
+            cols: 2,
+            data: vec![0.0; 3],
+        };
+        assert!(error(&broken, &items, &two).contains("user matrix holds 3 values"));
+    }
+
+    #[test]
+    fn nan_scores_name_the_case() {
+        let (mut users, items) = hand_example();
+        users.row_mut(1)[0] = f32::NAN;
+        let cases = [
+            EvalCase {
+                seen: &[],
+                target: 0,
+            },
+            EvalCase {
+                seen: &[],
+                target: 1,
+            },
+        ];
+        let e = error(&users, &items, &cases);
+        assert!(e.starts_with("case 1:") && e.contains("NaN"), "{e}");
+
+        let (users, mut items) = hand_example();
+        items.row_mut(4)[1] = f32::NAN;
+        let e = error(&users, &items, &cases);
+        assert!(e.starts_with("case 0:") && e.contains("item 4"), "{e}");
+    }
+
+    #[test]
+    fn params_are_checked() {
+        let e = parse_params::<FullRankingParams>(table("k = [5]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`k`"), "{e}");
+        let p =
+            parse_params::<FullRankingParams>(table("ks = [5]\nselect_by = \"ndcg@5\"")).unwrap();
+        assert_eq!(p.ks, vec![5]);
+        assert_eq!(p.batch_users, 1024);
+
+        let bad = |p: FullRankingParams| FullRanking::new(p).unwrap_err().to_string();
+        let e = bad(FullRankingParams {
+            select_by: "recall@7".into(),
+            ..Default::default()
+        });
+        assert!(e.contains("\"recall@7\""), "{e}");
+        assert!(
+            e.contains("recall@10, ndcg@10, hit_rate@10, recall@20"),
+            "{e}"
+        );
+        assert!(e.ends_with("hit_rate@100, mrr"), "{e}");
+        assert!(bad(FullRankingParams {
+            ks: vec![],
+            ..Default::default()
+        })
+        .contains("at least one"));
+        assert!(bad(FullRankingParams {
+            ks: vec![10, 0],
+            ..Default::default()
+        })
+        .contains("got 0"));
+        assert!(bad(FullRankingParams {
+            batch_users: 0,
+            ..Default::default()
+        })
+        .contains("batch_users"));
+    }
+
+    #[test]
+    fn registered_and_built_from_toml() {
+        let mut reg = Registry::new();
+        register(&mut reg);
+        let info = reg.info(ComponentKind::Evaluation, "full_ranking").unwrap();
+        let keys: Vec<_> = info.params.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(keys, ["ks", "select_by", "batch_users"]);
+        assert!(info
+            .params
+            .iter()
+            .all(|(_, default, _)| default != "(unset)"));
+
+        let cx = BuildCx::default();
+        let e = reg
+            .build_evaluator("full_ranking", table("select_by = \"mrr\""), &cx)
+            .unwrap();
+        assert_eq!(e.selection_metric(), "mrr");
+        let err = reg
+            .build_evaluator("full_ranking", table("select_by = \"recall@5\""), &cx)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("expected one of"), "{err}");
+        let err = reg
+            .build_evaluator("full_ranking", table("batch = 3"), &cx)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`batch`"), "{err}");
+    }
+}

@@ -1,1 +1,190 @@
-//! placeholder
+//! `[sampler] type = "uniform"`: one set of negatives per batch, drawn
+//! uniformly from the catalog and shared by every row (the sampled softmax of
+//! Jean et al. 2015 as used by Covington et al. 2016).
+//!
+//! Every item enters the set with probability `q = num_negatives / n_items`
+//! (with or without replacement), so `log q` is a constant and the logQ
+//! correction leaves the softmax unchanged; it is reported all the same.
+
+use anyhow::{bail, Result};
+use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+pub fn register(reg: &mut Registry) {
+    reg.sampler::<UniformParams>(
+        "uniform",
+        "Shared negatives drawn uniformly from the catalog",
+        |p, cx: &BuildCx| Ok(Box::new(UniformSampler::new(p, cx.n_items)?)),
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniformParams {
+    pub num_negatives: usize,
+    pub replacement: bool,
+    pub log_q_correction: bool,
+}
+
+impl Default for UniformParams {
+    fn default() -> Self {
+        UniformParams { num_negatives: 1000, replacement: false, log_q_correction: true }
+    }
+}
+
+impl Params for UniformParams {
+    const DOCS: &'static [ParamDoc] = &[
+        ParamDoc::new("num_negatives", "Negatives drawn per batch, shared by its rows (default 1000)"),
+        ParamDoc::new("replacement", "Draw with replacement; false draws distinct items (default false)"),
+        ParamDoc::new("log_q_correction", "Subtract log q from candidate logits (default true)"),
+    ];
+}
+
+pub struct UniformSampler {
+    params: UniformParams,
+    n_items: usize,
+    /// Marks items already drawn in this batch (draws without replacement).
+    drawn: Vec<bool>,
+}
+
+impl UniformSampler {
+    pub fn new(params: UniformParams, n_items: usize) -> Result<UniformSampler> {
+        if n_items == 0 {
+            bail!("the catalog is empty");
+        }
+        if params.num_negatives == 0 {
+            bail!("key `num_negatives`: must be at least 1");
+        }
+        if !params.replacement && params.num_negatives > n_items {
+            bail!(
+                "key `num_negatives`: {} distinct negatives asked of a catalog of {n_items} items \
+                 (lower it or set replacement = true)",
+                params.num_negatives
+            );
+        }
+        Ok(UniformSampler { params, n_items, drawn: vec![false; n_items] })
+    }
+
+    fn inclusion_probability(&self) -> f64 {
+        (self.params.num_negatives as f64 / self.n_items as f64).min(1.0)
+    }
+}
+
+impl Sampler for UniformSampler {
+    fn fit(&mut self, _item_counts: &[u64]) -> Result<()> {
+        Ok(())
+    }
+
+    fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
+        let n = self.n_items as u32;
+        out.shared.clear();
+        if self.params.replacement {
+            out.shared.extend((0..self.params.num_negatives).map(|_| rng.gen_range(0..n)));
+        } else {
+            // Robert Floyd's algorithm: k distinct draws in k steps.
+            for j in (n - self.params.num_negatives as u32)..n {
+                let t = rng.gen_range(0..=j);
+                let pick = if self.drawn[t as usize] { j } else { t };
+                self.drawn[pick as usize] = true;
+                out.shared.push(pick);
+            }
+            for &i in &out.shared {
+                self.drawn[i as usize] = false;
+            }
+        }
+        let log_q = self.inclusion_probability().ln() as f32;
+        out.shared_log_q.clear();
+        out.shared_log_q.resize(out.shared.len(), log_q);
+        out.in_batch = false;
+        out.positive_log_q.clear();
+        out.positive_log_q.resize(positives.len(), log_q);
+        out.log_q_correction = self.params.log_q_correction;
+    }
+
+    fn item_probabilities(&self) -> Vec<f64> {
+        vec![self.inclusion_probability(); self.n_items]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn sampler(num_negatives: usize, replacement: bool, n_items: usize) -> UniformSampler {
+        UniformSampler::new(UniformParams { num_negatives, replacement, log_q_correction: true }, n_items)
+            .unwrap()
+    }
+
+    /// Pearson's statistic of `counts` against equal expected counts.
+    fn chi_square_uniform(counts: &[u64]) -> f64 {
+        let total: u64 = counts.iter().sum();
+        let expected = total as f64 / counts.len() as f64;
+        counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum()
+    }
+
+    #[test]
+    fn draws_match_the_uniform_distribution() {
+        // 50 items -> 49 degrees of freedom; the 0.999 quantile of chi2(49) is 85.4.
+        for replacement in [true, false] {
+            let mut s = sampler(10, replacement, 50);
+            let mut rng = StdRng::seed_from_u64(7);
+            let mut out = Candidates::default();
+            let mut counts = vec![0u64; 50];
+            for _ in 0..20_000 {
+                s.sample(&[0], &mut rng, &mut out);
+                for &i in &out.shared {
+                    counts[i as usize] += 1;
+                }
+            }
+            let chi2 = chi_square_uniform(&counts);
+            assert!(chi2 < 85.4, "replacement = {replacement}: chi2 = {chi2}");
+        }
+    }
+
+    #[test]
+    fn without_replacement_items_are_distinct() {
+        let mut s = sampler(30, false, 31);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut out = Candidates::default();
+        for _ in 0..100 {
+            s.sample(&[0, 1], &mut rng, &mut out);
+            let mut seen = out.shared.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), 30);
+        }
+    }
+
+    #[test]
+    fn log_q_is_the_inclusion_probability() {
+        let mut s = sampler(10, false, 40);
+        let mut out = Candidates::default();
+        s.sample(&[3, 4, 5], &mut StdRng::seed_from_u64(0), &mut out);
+        let expected = (10.0f32 / 40.0).ln();
+        assert!(out.shared_log_q.iter().all(|&q| (q - expected).abs() < 1e-6));
+        assert_eq!(out.positive_log_q.len(), 3);
+        assert_eq!(s.item_probabilities(), vec![0.25; 40]);
+    }
+
+    #[test]
+    fn same_seed_same_draws() {
+        let draw = || {
+            let mut s = sampler(5, false, 100);
+            let mut out = Candidates::default();
+            s.sample(&[0], &mut StdRng::seed_from_u64(42), &mut out);
+            out.shared
+        };
+        assert_eq!(draw(), draw());
+    }
+
+    #[test]
+    fn too_many_distinct_negatives_is_an_error() {
+        let err = UniformSampler::new(UniformParams { num_negatives: 11, ..Default::default() }, 10)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("num_negatives"), "{err}");
+    }
+}

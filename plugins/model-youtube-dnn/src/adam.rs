@@ -1,0 +1,98 @@
+//! Adam (Kingma & Ba 2015) over flat `f32` buffers, dense and row-lazy.
+//!
+//! dfdx's optimizers need compile-time shapes; the tower's widths come from
+//! TOML, so its parameters and the embedding tables are updated here.
+
+/// Hyper-parameters and the shared step counter.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// Steps taken so far (bias correction uses it).
+    pub t: u64,
+}
+
+/// First and second moments of one parameter buffer.
+#[derive(Debug, Clone)]
+pub struct Moments {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl Moments {
+    pub fn zeros(n: usize) -> Moments {
+        Moments { m: vec![0.0; n], v: vec![0.0; n] }
+    }
+}
+
+impl Adam {
+    pub fn new(lr: f32) -> Adam {
+        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, t: 0 }
+    }
+
+    /// Starts a step: every update until the next call uses the same bias correction.
+    pub fn begin_step(&mut self) {
+        self.t += 1;
+    }
+
+    /// Updates `params` in place from `grads` (same length as the moments).
+    pub fn update(&self, params: &mut [f32], grads: &[f32], moments: &mut Moments) {
+        self.update_slices(params, grads, &mut moments.m, &mut moments.v)
+    }
+
+    /// [`Adam::update`] over parts of buffers (one embedding row, say).
+    pub fn update_slices(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let (b1, b2) = (self.beta1, self.beta2);
+        let step = self.lr * (1.0 - b2.powi(self.t as i32)).sqrt() / (1.0 - b1.powi(self.t as i32));
+        // The bias-corrected form of Adam's update, with eps scaled to match
+        // `m_hat / (sqrt(v_hat) + eps)` exactly.
+        let eps = self.eps * (1.0 - b2.powi(self.t as i32)).sqrt();
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= step * *m / (v.sqrt() + eps);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_step_moves_each_weight_by_lr_against_its_gradient_sign() {
+        // At t = 1, m_hat = g and v_hat = g^2, so the step is lr * g / (|g| + eps).
+        let mut adam = Adam::new(0.1);
+        adam.begin_step();
+        let mut p = vec![1.0, 1.0, 1.0];
+        let mut mo = Moments::zeros(3);
+        adam.update(&mut p, &[2.0, -0.5, 0.0], &mut mo);
+        assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] - 1.1).abs() < 1e-6 && p[2] == 1.0, "{p:?}");
+    }
+
+    #[test]
+    fn matches_the_textbook_update_over_several_steps() {
+        let grads = [[0.3f32, -1.0], [0.1, 0.5], [-0.2, 0.2]];
+        let mut adam = Adam::new(0.01);
+        let mut p = vec![0.5f32, -0.5];
+        let mut mo = Moments::zeros(2);
+        let (mut m, mut v, mut q) = ([0.0f64; 2], [0.0f64; 2], [0.5f64, -0.5]);
+        for (t, g) in grads.iter().enumerate() {
+            adam.begin_step();
+            adam.update(&mut p, g, &mut mo);
+            for i in 0..2 {
+                let gi = g[i] as f64;
+                m[i] = 0.9 * m[i] + 0.1 * gi;
+                v[i] = 0.999 * v[i] + 0.001 * gi * gi;
+                let m_hat = m[i] / (1.0 - 0.9f64.powi(t as i32 + 1));
+                let v_hat = v[i] / (1.0 - 0.999f64.powi(t as i32 + 1));
+                q[i] -= 0.01 * m_hat / (v_hat.sqrt() + 1e-8);
+            }
+        }
+        for i in 0..2 {
+            assert!((p[i] as f64 - q[i]).abs() < 1e-6, "{p:?} vs {q:?}");
+        }
+    }
+}

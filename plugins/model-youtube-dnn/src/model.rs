@@ -1,0 +1,460 @@
+//! The YouTube DNN model: parameters, one training step on dfdx, inference.
+
+use anyhow::{bail, ensure, Context, Result};
+// A glob: dfdx's tensor methods come from dozens of traits. Local imports
+// below (`Adam`, `Model`) shadow its names of the same spelling.
+use dfdx::prelude::*;
+use funnel_api::{BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, TrainBatch};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::adam::{Adam, Moments};
+use crate::table::EmbeddingTable;
+use crate::YoutubeDnnParams;
+
+type Mat<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
+type Vector<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
+
+/// Added to the logit of a candidate that must not count as a negative
+/// (an accidental hit, or another row's positive when in-batch negatives are
+/// off): far below any real logit, yet finite so no `inf - inf` appears.
+const MASKED: f32 = -1.0e9;
+
+/// Rows scored per forward pass at inference, to bound memory.
+const INFERENCE_CHUNK: usize = 4096;
+
+/// A fully connected layer `y = x W + b`, `W` row-major `[fan_in, fan_out]`.
+struct Layer {
+    fan_in: usize,
+    fan_out: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    weight_grad: Vec<f32>,
+    bias_grad: Vec<f32>,
+    weight_moments: Moments,
+    bias_moments: Moments,
+}
+
+impl Layer {
+    /// PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+    fn uniform(fan_in: usize, fan_out: usize, rng: &mut impl Rng) -> Layer {
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let mut draw = |n: usize| (0..n).map(|_| rng.gen_range(-bound..bound)).collect::<Vec<f32>>();
+        Layer {
+            fan_in,
+            fan_out,
+            weight: draw(fan_in * fan_out),
+            bias: draw(fan_out),
+            weight_grad: vec![0.0; fan_in * fan_out],
+            bias_grad: vec![0.0; fan_out],
+            weight_moments: Moments::zeros(fan_in * fan_out),
+            bias_moments: Moments::zeros(fan_out),
+        }
+    }
+
+    fn tensors<D: Device<f32>>(&self, dev: &D) -> (Mat<D>, Vector<D>) {
+        (
+            dev.tensor_from_vec(self.weight.clone(), (self.fan_in, self.fan_out)),
+            dev.tensor_from_vec(self.bias.clone(), (self.fan_out,)),
+        )
+    }
+}
+
+pub struct YoutubeDnn<D: Device<f32>> {
+    dev: D,
+    params: YoutubeDnnParams,
+    input: EmbeddingTable,
+    /// `None` when the output vectors share the input table.
+    output: Option<EmbeddingTable>,
+    layers: Vec<Layer>,
+    adam: Adam,
+}
+
+impl<D: Device<f32>> YoutubeDnn<D> {
+    pub fn new(dev: D, params: YoutubeDnnParams, cx: &BuildCx) -> YoutubeDnn<D> {
+        let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
+        let d = params.dim;
+        let input = EmbeddingTable::normal(cx.n_items, d, params.init_std, &mut rng);
+        let output = (!params.share_embeddings)
+            .then(|| EmbeddingTable::normal(cx.n_items, d, params.init_std, &mut rng));
+        let mut widths = vec![d];
+        widths.extend(&params.hidden);
+        widths.push(d);
+        let layers = widths.windows(2).map(|w| Layer::uniform(w[0], w[1], &mut rng)).collect();
+        YoutubeDnn { dev, params, input, output, layers, adam: Adam::new(cx.learning_rate as f32) }
+    }
+
+    fn output_table(&self) -> &EmbeddingTable {
+        self.output.as_ref().unwrap_or(&self.input)
+    }
+
+    /// Mean input embedding of each history row (zeros for an empty history).
+    fn history_means(&self, h: &Histories) -> Vec<f32> {
+        let d = self.params.dim;
+        let mut out = vec![0.0f32; h.len() * d];
+        for (r, acc) in out.chunks_exact_mut(d).enumerate() {
+            let items = h.row(r);
+            for &item in items {
+                for (a, &x) in acc.iter_mut().zip(self.input.row(item)) {
+                    *a += x;
+                }
+            }
+            if !items.is_empty() {
+                let inv = 1.0 / items.len() as f32;
+                acc.iter_mut().for_each(|a| *a *= inv);
+            }
+        }
+        out
+    }
+
+    /// Candidate columns: the batch's positives first (column `i` is row
+    /// `i`'s positive), then the shared negatives.
+    fn candidate_ids(batch: &TrainBatch<'_>) -> Vec<ItemIdx> {
+        batch.positives.iter().chain(&batch.candidates.shared).copied().collect()
+    }
+
+    /// Per-logit additive term: `-log q` where corrected, [`MASKED`] where the
+    /// candidate must not act as a negative for that row.
+    fn logit_offsets(positives: &[ItemIdx], cands: &Candidates) -> Vec<f32> {
+        let b = positives.len();
+        let c = b + cands.shared.len();
+        let correct = |log_q: f32| if cands.log_q_correction { -log_q } else { 0.0 };
+        let mut out = Vec::with_capacity(b * c);
+        for (row, &pos) in positives.iter().enumerate() {
+            for (col, &other) in positives.iter().enumerate() {
+                out.push(if col == row {
+                    correct(cands.positive_log_q[col])
+                } else if !cands.in_batch || other == pos {
+                    MASKED
+                } else {
+                    correct(cands.positive_log_q[col])
+                });
+            }
+            for (&neg, &log_q) in cands.shared.iter().zip(&cands.shared_log_q) {
+                out.push(if neg == pos { MASKED } else { correct(log_q) });
+            }
+        }
+        out
+    }
+
+    /// Forward and backward pass; leaves gradients in the tables and layers.
+    fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<f32> {
+        let b = batch.positives.len();
+        let d = self.params.dim;
+        ensure!(b > 0, "empty batch");
+        ensure!(batch.histories.len() == b, "batch has {b} positives but {} histories", batch.histories.len());
+        let cand_ids = Self::candidate_ids(batch);
+        let c = cand_ids.len();
+        let mut cand = Vec::with_capacity(c * d);
+        for &i in &cand_ids {
+            self.output_table().gather_into(i, &mut cand);
+        }
+        let dev = &self.dev;
+        let x = dev.tensor_from_vec(self.history_means(batch.histories), (b, d));
+        let v = dev.tensor_from_vec(cand, (c, d));
+        let offsets = dev.tensor_from_vec(Self::logit_offsets(batch.positives, batch.candidates), (b, c));
+        let labels = dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,));
+        let layers: Vec<_> = self.layers.iter().map(|l| l.tensors(dev)).collect();
+
+        let traced = layers.iter().map(|(w, bias)| (w.leaky_trace(), bias.leaky_trace())).collect();
+        let u = tower(x.leaky_trace(), traced);
+        let loss = sampled_softmax(u, v.leaky_trace(), offsets, labels, 1.0 / self.params.temperature);
+        let loss_value = loss.as_vec()[0];
+        if !loss_value.is_finite() {
+            bail!("loss is {loss_value}");
+        }
+        let grads = loss.backward();
+
+        for (layer, (w, bias)) in self.layers.iter_mut().zip(&layers) {
+            layer.weight_grad = grads.get(w).as_vec();
+            layer.bias_grad = grads.get(bias).as_vec();
+        }
+        let gx = grads.get(&x).as_vec();
+        for (r, g) in gx.chunks_exact(d).enumerate() {
+            let items = batch.histories.row(r);
+            let scale = 1.0 / items.len().max(1) as f32;
+            for &item in items {
+                self.input.accumulate(item, g, scale);
+            }
+        }
+        let gv = grads.get(&v).as_vec();
+        let out = self.output.as_mut().unwrap_or(&mut self.input);
+        for (&item, g) in cand_ids.iter().zip(gv.chunks_exact(d)) {
+            out.accumulate(item, g, 1.0);
+        }
+        Ok(loss_value)
+    }
+
+    fn apply_gradients(&mut self) {
+        self.adam.begin_step();
+        for l in &mut self.layers {
+            self.adam.update(&mut l.weight, &l.weight_grad, &mut l.weight_moments);
+            self.adam.update(&mut l.bias, &l.bias_grad, &mut l.bias_moments);
+        }
+        self.input.apply(&self.adam, self.params.embedding_optimizer);
+        if let Some(out) = &mut self.output {
+            out.apply(&self.adam, self.params.embedding_optimizer);
+        }
+    }
+
+    /// Loss of a batch without touching any state (gradient checks).
+    #[cfg(test)]
+    fn loss(&self, batch: &TrainBatch<'_>) -> f32 {
+        let b = batch.positives.len();
+        let d = self.params.dim;
+        let cand_ids = Self::candidate_ids(batch);
+        let mut cand = Vec::new();
+        for &i in &cand_ids {
+            self.output_table().gather_into(i, &mut cand);
+        }
+        let dev = &self.dev;
+        let x = dev.tensor_from_vec(self.history_means(batch.histories), (b, d));
+        let v = dev.tensor_from_vec(cand, (cand_ids.len(), d));
+        let offsets =
+            dev.tensor_from_vec(Self::logit_offsets(batch.positives, batch.candidates), (b, cand_ids.len()));
+        let labels = dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,));
+        let layers = self.layers.iter().map(|l| l.tensors(dev)).collect();
+        sampled_softmax(tower(x, layers), v, offsets, labels, 1.0 / self.params.temperature).as_vec()[0]
+    }
+}
+
+/// The user tower: ReLU after every layer but the last, which projects to `dim`.
+fn tower<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
+    mut x: Mat<D, T>,
+    layers: Vec<(Mat<D, T>, Vector<D, T>)>,
+) -> Mat<D, T> {
+    let n = layers.len();
+    for (i, (w, bias)) in layers.into_iter().enumerate() {
+        let shape = (x.shape().0, w.shape().1);
+        let y = x.matmul(w) + bias.broadcast_like::<_, Axis<0>>(&shape);
+        x = if i + 1 < n { y.relu() } else { y };
+    }
+    x
+}
+
+/// Mean over rows of `-log softmax(u V^T / temperature + offsets)[row, label]`.
+fn sampled_softmax<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
+    u: Mat<D, T>,
+    v: Mat<D, T>,
+    offsets: Mat<D>,
+    labels: Tensor<(usize,), usize, D>,
+    inv_temperature: f32,
+) -> Tensor<(), f32, D, T> {
+    let logits = u.matmul(v.permute::<_, Axes2<1, 0>>()) * inv_temperature + offsets;
+    logits.log_softmax::<Axis<1>>().select(labels).mean().negate()
+}
+
+impl<D: Device<f32> + Send> Model for YoutubeDnn<D> {
+    fn dim(&self) -> usize {
+        self.params.dim
+    }
+
+    fn parameter_count(&self) -> usize {
+        let tables = self.input.weights.len() + self.output.as_ref().map_or(0, |t| t.weights.len());
+        tables + self.layers.iter().map(|l| l.weight.len() + l.bias.len()).sum::<usize>()
+    }
+
+    fn train_step(&mut self, batch: &TrainBatch<'_>) -> Result<f32> {
+        let loss = self.forward_backward(batch)?;
+        self.apply_gradients();
+        Ok(loss)
+    }
+
+    fn user_vectors(&self, histories: &Histories) -> Result<Matrix> {
+        let d = self.params.dim;
+        let means = self.history_means(histories);
+        let mut out = Vec::with_capacity(histories.len() * d);
+        for chunk in means.chunks(INFERENCE_CHUNK * d) {
+            let x = self.dev.tensor_from_vec(chunk.to_vec(), (chunk.len() / d, d));
+            let layers = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
+            out.extend(tower(x, layers).as_vec());
+        }
+        Ok(Matrix::from_vec(histories.len(), d, out))
+    }
+
+    fn item_vectors(&self) -> Result<Matrix> {
+        let t = self.output_table();
+        Ok(Matrix::from_vec(t.rows, t.dim, t.weights.clone()))
+    }
+
+    fn state(&self) -> ModelState {
+        let mut s = ModelState::new();
+        s.insert("input_embeddings".into(), self.input.weights.clone());
+        if let Some(out) = &self.output {
+            s.insert("output_embeddings".into(), out.weights.clone());
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            s.insert(format!("layer{i}.weight"), l.weight.clone());
+            s.insert(format!("layer{i}.bias"), l.bias.clone());
+        }
+        s
+    }
+
+    fn load_state(&mut self, state: &ModelState) -> Result<()> {
+        fn put(dst: &mut Vec<f32>, state: &ModelState, name: &str) -> Result<()> {
+            let src = state.get(name).with_context(|| format!("model state lacks `{name}`"))?;
+            ensure!(src.len() == dst.len(), "model state `{name}` has {} values, expected {}", src.len(), dst.len());
+            dst.copy_from_slice(src);
+            Ok(())
+        }
+        put(&mut self.input.weights, state, "input_embeddings")?;
+        if let Some(out) = &mut self.output {
+            put(&mut out.weights, state, "output_embeddings")?;
+        }
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            put(&mut l.weight, state, &format!("layer{i}.weight"))?;
+            put(&mut l.bias, state, &format!("layer{i}.bias"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EmbeddingOptimizer;
+    use dfdx::tensor::Cpu;
+
+    fn tiny(share_embeddings: bool, temperature: f32) -> YoutubeDnn<Cpu> {
+        let params = YoutubeDnnParams {
+            dim: 3,
+            hidden: vec![4],
+            share_embeddings,
+            init_std: 0.5,
+            temperature,
+            embedding_optimizer: EmbeddingOptimizer::Adam,
+        };
+        let cx = BuildCx { seed: 3, n_items: 7, learning_rate: 0.01, device: "cpu".into(), ..Default::default() };
+        YoutubeDnn::new(Cpu::default(), params, &cx)
+    }
+
+    fn histories(rows: &[&[ItemIdx]]) -> Histories {
+        let mut h = Histories::new(3);
+        rows.iter().for_each(|r| h.push(r));
+        h
+    }
+
+    fn candidates(shared: &[ItemIdx], in_batch: bool, b: usize) -> Candidates {
+        Candidates {
+            shared: shared.to_vec(),
+            shared_log_q: shared.iter().enumerate().map(|(i, _)| -1.0 - i as f32 * 0.5).collect(),
+            in_batch,
+            positive_log_q: (0..b).map(|i| -2.0 + i as f32 * 0.25).collect(),
+            log_q_correction: true,
+        }
+    }
+
+    /// Every parameter of `m`, addressed as (tensor name, flat index).
+    fn coordinates(m: &YoutubeDnn<Cpu>) -> Vec<(String, usize)> {
+        m.state().into_iter().flat_map(|(k, v)| (0..v.len()).map(move |i| (k.clone(), i))).collect()
+    }
+
+    fn analytic(m: &YoutubeDnn<Cpu>, name: &str, i: usize) -> f32 {
+        match name {
+            "input_embeddings" => m.input.gradient()[i],
+            "output_embeddings" => m.output.as_ref().unwrap().gradient()[i],
+            _ => {
+                let (layer, what) = name.trim_start_matches("layer").split_once('.').unwrap();
+                let l = &m.layers[layer.parse::<usize>().unwrap()];
+                if what == "weight" { l.weight_grad[i] } else { l.bias_grad[i] }
+            }
+        }
+    }
+
+    fn check_gradients(mut m: YoutubeDnn<Cpu>, in_batch: bool) {
+        // Row 1's history is empty; negative 4 is row 0's positive (an
+        // accidental hit, masked); positives 4 and 5 differ.
+        let h = histories(&[&[0, 1, 2], &[]]);
+        let positives = [4, 5];
+        let cands = candidates(&[6, 4, 1], in_batch, 2);
+        let batch = TrainBatch { histories: &h, positives: &positives, candidates: &cands };
+        m.forward_backward(&batch).unwrap();
+        let eps = 1e-2f32;
+        for (name, i) in coordinates(&m) {
+            let base = m.state();
+            let loss_at = |delta: f32, m: &mut YoutubeDnn<Cpu>| {
+                let mut s = base.clone();
+                s.get_mut(&name).unwrap()[i] += delta;
+                m.load_state(&s).unwrap();
+                m.loss(&batch)
+            };
+            let numeric = (loss_at(eps, &mut m) - loss_at(-eps, &mut m)) / (2.0 * eps);
+            m.load_state(&base).unwrap();
+            let a = analytic(&m, &name, i);
+            assert!(
+                (a - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs(),
+                "{name}[{i}]: analytic {a} vs numeric {numeric} (in_batch = {in_batch})"
+            );
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        check_gradients(tiny(false, 1.0), false);
+        check_gradients(tiny(false, 0.5), true);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_with_shared_tables() {
+        check_gradients(tiny(true, 1.0), false);
+        check_gradients(tiny(true, 1.0), true);
+    }
+
+    #[test]
+    fn logit_offsets_mask_accidental_hits_and_subtract_log_q() {
+        // Two rows with positives 4 and 4 (a duplicate), shared negatives [4, 1].
+        let mut c = candidates(&[4, 1], false, 2);
+        c.shared_log_q = vec![-1.0, -3.0];
+        c.positive_log_q = vec![-2.0, -2.5];
+        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 4], &c);
+        // Without in-batch negatives the other row's positive is masked.
+        assert_eq!(off, vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
+        c.in_batch = true;
+        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 4], &c);
+        // In-batch, the duplicate positive is still an accidental hit.
+        assert_eq!(off, vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
+        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 5], &c);
+        assert_eq!(off, vec![2.0, 2.5, MASKED, 3.0, 2.0, 2.5, 1.0, 3.0]);
+    }
+
+    #[test]
+    fn loss_equals_the_hand_computed_sampled_softmax() {
+        // With every logit offset equal (no correction), the loss of a row is
+        // logsumexp(logits) - logit(positive); recompute it on the host.
+        let m = tiny(false, 1.0);
+        let h = histories(&[&[0, 1]]);
+        let mut cands = candidates(&[2, 3], false, 1);
+        cands.log_q_correction = false;
+        let batch = TrainBatch { histories: &h, positives: &[6], candidates: &cands };
+        let u = m.user_vectors(&h).unwrap();
+        let items = m.item_vectors().unwrap();
+        let logits: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_api::dot(u.row(0), items.row(i))).collect();
+        let lse = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+        assert!((m.loss(&batch) - (lse - logits[0])).abs() < 1e-5);
+    }
+
+    #[test]
+    fn training_lowers_the_loss_of_a_repeated_batch() {
+        let mut m = tiny(false, 1.0);
+        let h = histories(&[&[0, 1], &[2]]);
+        let cands = candidates(&[3, 6], false, 2);
+        let batch = TrainBatch { histories: &h, positives: &[4, 5], candidates: &cands };
+        let first = m.loss(&batch);
+        for _ in 0..200 {
+            m.train_step(&batch).unwrap();
+        }
+        assert!(m.loss(&batch) < first * 0.2, "{} -> {}", first, m.loss(&batch));
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let m = tiny(false, 1.0);
+        let mut other = tiny(false, 1.0);
+        other.layers[0].weight[0] += 1.0;
+        other.load_state(&m.state()).unwrap();
+        assert_eq!(other.state(), m.state());
+        let mut missing = m.state();
+        missing.remove("layer1.bias");
+        assert!(other.load_state(&missing).unwrap_err().to_string().contains("layer1.bias"));
+    }
+}

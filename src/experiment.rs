@@ -1,0 +1,287 @@
+//! The experiment file: figment layers (file, `FUNNEL_*` environment,
+//! `--set` overrides), the typed top-level spec, and its resolution against
+//! the registry into one fully explicit configuration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use funnel_api::{ComponentKind, ParamError, Registry};
+use serde::{Deserialize, Serialize};
+
+/// `[experiment]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentMeta {
+    /// Names the run folder, the report folder and the tracking experiment.
+    pub name: String,
+    /// Every random choice of the run derives from it (default 42).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+/// `[train]`: the core's training loop.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training examples (default 10).
+    pub epochs: usize,
+    /// Examples per optimisation step (default 256).
+    pub batch_size: usize,
+    /// Adam learning rate (default 0.001).
+    pub lr: f64,
+    /// dfdx device: "cpu", "cuda" or "cuda:N" (default "cpu").
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { epochs: 10, batch_size: 256, lr: 1e-3, device: "cpu".into() }
+    }
+}
+
+/// A component table: `type` names the registered plugin, the rest are its
+/// parameters.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub params: toml::Table,
+}
+
+impl<'de> Deserialize<'de> for ComponentSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `flatten` so the plugin, not serde, judges
+        // the remaining keys (`deny_unknown_fields` does not work with flatten).
+        let mut params = toml::Table::deserialize(d)?;
+        match params.remove("type") {
+            Some(toml::Value::String(kind)) => Ok(ComponentSpec { kind, params }),
+            Some(other) => Err(serde::de::Error::custom(format!(
+                "`type` must be a string naming a registered plugin, found {}",
+                other.type_str()
+            ))),
+            None => Err(serde::de::Error::custom("missing `type` (the registered plugin name)")),
+        }
+    }
+}
+
+/// The experiment file as written, every table required.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub experiment: ExperimentMeta,
+    pub dataset: ComponentSpec,
+    pub features: ComponentSpec,
+    pub sampler: ComponentSpec,
+    pub model: ComponentSpec,
+    #[serde(default)]
+    pub train: TrainConfig,
+    pub evaluation: ComponentSpec,
+    pub index: ComponentSpec,
+    pub tracking: ComponentSpec,
+}
+
+impl ExperimentSpec {
+    pub fn component(&self, kind: ComponentKind) -> &ComponentSpec {
+        match kind {
+            ComponentKind::Dataset => &self.dataset,
+            ComponentKind::Features => &self.features,
+            ComponentKind::Sampler => &self.sampler,
+            ComponentKind::Model => &self.model,
+            ComponentKind::Evaluation => &self.evaluation,
+            ComponentKind::Index => &self.index,
+            ComponentKind::Tracking => &self.tracking,
+        }
+    }
+
+    fn component_mut(&mut self, kind: ComponentKind) -> &mut ComponentSpec {
+        match kind {
+            ComponentKind::Dataset => &mut self.dataset,
+            ComponentKind::Features => &mut self.features,
+            ComponentKind::Sampler => &mut self.sampler,
+            ComponentKind::Model => &mut self.model,
+            ComponentKind::Evaluation => &mut self.evaluation,
+            ComponentKind::Index => &mut self.index,
+            ComponentKind::Tracking => &mut self.tracking,
+        }
+    }
+
+    /// The configuration as TOML, every default written out.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("an experiment spec always serializes")
+    }
+
+    /// Every parameter as `(dotted.key, value)`, for trackers.
+    pub fn flatten(&self) -> Vec<(String, String)> {
+        let value = toml::Value::try_from(self).expect("an experiment spec always serializes");
+        let mut out = Vec::new();
+        flatten_into("", &value, &mut out);
+        out
+    }
+}
+
+fn flatten_into(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_into(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// An experiment loaded and checked against the registry.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Fully resolved: every plugin's defaults filled in.
+    pub spec: ExperimentSpec,
+    /// The `--set` overrides as given, for the record.
+    pub overrides: Vec<String>,
+}
+
+/// Loads `path`, then `FUNNEL_*` variables, then `overrides` (`key.path=value`,
+/// the value parsed as TOML, else taken as a string); later layers win.
+pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Experiment> {
+    if !path.is_file() {
+        bail!("experiment file {} does not exist", path.display());
+    }
+    // Parse once up front: figment reports TOML syntax errors without a line.
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        bail!("{}: {}", path.display(), e.to_string().trim_end());
+    }
+    let mut figment = Figment::from(Toml::file_exact(path))
+        // FUNNEL_MODEL__HIDDEN="[512]" sets model.hidden; FUNNEL_DATA_DIR is
+        // the dataset plugins' data folder, not a configuration key.
+        .merge(Env::prefixed("FUNNEL_").split("__").ignore(&["data_dir", "cache_dir"]));
+    for o in overrides {
+        figment = figment.merge(CommandLineSet::parse(o)?);
+    }
+    let mut spec: ExperimentSpec = figment.extract().map_err(|e| describe_figment_error(e, path))?;
+    for kind in ComponentKind::ALL {
+        let table = spec.component(kind).clone();
+        let resolved = registry.resolve(kind, &table.kind, table.params).map_err(|e| {
+            let source = e
+                .downcast_ref::<ParamError>()
+                .and_then(|p| p.key.as_ref())
+                .and_then(|key| figment.find_metadata(&format!("{kind}.{key}")))
+                .map_or_else(|| path.display().to_string(), source_name);
+            anyhow!("{source}: [{kind}] type = \"{}\": {e:#}", table.kind)
+        })?;
+        spec.component_mut(kind).params = resolved;
+    }
+    check_train(&spec.train).map_err(|e| anyhow!("{}: [train] {e}", path.display()))?;
+    if spec.experiment.name.trim().is_empty()
+        || spec.experiment.name.contains(['/', '\\'])
+        || spec.experiment.name.starts_with('.')
+    {
+        bail!(
+            "{}: [experiment] key `name`: must be a non-empty folder name without slashes, found {:?}",
+            path.display(),
+            spec.experiment.name
+        );
+    }
+    Ok(Experiment { path: path.to_path_buf(), spec, overrides: overrides.to_vec() })
+}
+
+fn check_train(t: &TrainConfig) -> Result<()> {
+    if t.epochs == 0 {
+        bail!("key `epochs`: must be at least 1");
+    }
+    if t.batch_size == 0 {
+        bail!("key `batch_size`: must be at least 1");
+    }
+    if !(t.lr > 0.0 && t.lr.is_finite()) {
+        bail!("key `lr`: must be a positive number, found {}", t.lr);
+    }
+    Ok(())
+}
+
+fn source_name(m: &Metadata) -> String {
+    match &m.source {
+        Some(figment::Source::File(p)) => p.display().to_string(),
+        Some(other) => format!("{} ({other})", m.name),
+        None => m.name.to_string(),
+    }
+}
+
+/// Turns figment's errors into one line per problem naming source and key.
+fn describe_figment_error(err: figment::Error, path: &Path) -> anyhow::Error {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let source = e.metadata.as_ref().map_or_else(|| path.display().to_string(), source_name);
+            let key = e.path.iter().filter(|p| p.as_str() != "default").cloned().collect::<Vec<_>>().join(".");
+            let what = match &e.kind {
+                figment::error::Kind::MissingField(f) => {
+                    let table = if key.is_empty() { String::new() } else { format!("[{key}] ") };
+                    return format!("{source}: {table}missing `{f}`");
+                }
+                kind => kind.to_string(),
+            };
+            if key.is_empty() {
+                format!("{source}: {what}")
+            } else {
+                format!("{source}: key `{key}`: {what}")
+            }
+        })
+        .collect();
+    anyhow!("{}", lines.join("\n"))
+}
+
+/// One `--set key.path=value` override as a figment provider, so errors name
+/// it as their source.
+struct CommandLineSet {
+    raw: String,
+    key: String,
+    value: Value,
+}
+
+impl CommandLineSet {
+    fn parse(raw: &str) -> Result<CommandLineSet> {
+        let (key, text) = raw
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set {raw}: expected key.path=value"))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            bail!("--set {raw}: expected key.path=value");
+        }
+        let toml_value = match format!("v = {text}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("v").expect("parsed table holds v"),
+            Err(_) => toml::Value::String(text.to_string()),
+        };
+        let value = Value::serialize(toml_value).map_err(|e| anyhow!("--set {raw}: {e}"))?;
+        Ok(CommandLineSet { raw: raw.to_string(), key: key.to_string(), value })
+    }
+}
+
+impl Provider for CommandLineSet {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("--set {}", self.raw))
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        let mut value = self.value.clone();
+        for part in self.key.rsplit('.') {
+            let mut dict = Dict::new();
+            dict.insert(part.to_string(), value);
+            value = Value::from(dict);
+        }
+        let dict = value.into_dict().expect("built as a dict");
+        Ok(Profile::Default.collect(dict))
+    }
+}

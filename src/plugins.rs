@@ -1,0 +1,35 @@
+//! THE list of built-in plugins. Adding a plugin crate is one line here (and
+//! one dependency in Cargo.toml); built-ins register exactly as a user's
+//! plugin would.
+
+use funnel_api::Registry;
+
+/// A registry holding every built-in component.
+pub fn builtin() -> Registry {
+    let mut reg = Registry::new();
+    funnel_dataset_movielens::register(&mut reg);
+    funnel_features_history::register(&mut reg);
+    funnel_sampler_uniform::register(&mut reg);
+    funnel_model_youtube_dnn::register(&mut reg);
+    funnel_eval_full_ranking::register(&mut reg);
+    funnel_index_exact::register(&mut reg);
+    funnel_tracker_local::register(&mut reg);
+    reg
+}
+
+/// `funnel plugins`: every component with its parameters and defaults.
+pub fn catalog(reg: &Registry) -> String {
+    let mut out = String::new();
+    let mut last_kind = None;
+    for p in reg.plugins() {
+        if last_kind != Some(p.kind) {
+            out.push_str(&format!("\n[{}]\n", p.kind));
+            last_kind = Some(p.kind);
+        }
+        out.push_str(&format!("  type = \"{}\"\n      {}\n", p.name, p.doc));
+        for (key, default, doc) in &p.params {
+            out.push_str(&format!("      {key} = {default}\n          {doc}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,234 @@
+//! The Markdown report of a run: a pure function of what the run measured.
+
+use std::fmt::Write;
+
+use funnel_api::{ExampleSet, LoadedDataset, Metrics};
+
+use crate::experiment::ExperimentMeta;
+use crate::training::EpochRecord;
+
+/// Size of the data a run trained and evaluated on.
+#[derive(Debug, Clone)]
+pub struct DatasetStats {
+    pub name: String,
+    pub source: String,
+    pub checksum: String,
+    pub raw_rows: usize,
+    pub users: usize,
+    pub items: usize,
+    pub positives: usize,
+    pub train_examples: usize,
+    pub validation_cases: usize,
+    pub test_cases: usize,
+    pub load_seconds: f64,
+}
+
+impl DatasetStats {
+    pub fn of(data: &LoadedDataset, examples: &ExampleSet, load_seconds: f64) -> DatasetStats {
+        DatasetStats {
+            name: data.name.clone(),
+            source: data.source.clone(),
+            checksum: data.checksum.clone(),
+            raw_rows: data.raw_rows,
+            users: data.n_users(),
+            items: data.n_items(),
+            positives: data.interactions.len(),
+            train_examples: examples.train.len(),
+            validation_cases: examples.validation.len(),
+            test_cases: examples.test.len(),
+            load_seconds,
+        }
+    }
+
+    /// Share of the user x item matrix without a positive.
+    pub fn sparsity(&self) -> f64 {
+        1.0 - self.positives as f64 / (self.users as f64 * self.items as f64).max(1.0)
+    }
+}
+
+/// A user shown in the report with what the model recommends.
+#[derive(Debug, Clone)]
+pub struct SampleUser {
+    pub user_id: u64,
+    /// Most recent first.
+    pub recent: Vec<String>,
+    /// The held-out next watch.
+    pub target: String,
+    /// Title and whether it is the held-out target.
+    pub recommended: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub experiment: ExperimentMeta,
+    pub started: String,
+    pub experiment_file: String,
+    pub run_dir: String,
+    pub resolved: String,
+    pub dataset: DatasetStats,
+    pub parameters: usize,
+    pub selection_metric: String,
+    pub epochs: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    pub test: Metrics,
+    pub wall_seconds: f64,
+    pub samples: Vec<SampleUser>,
+}
+
+/// Validation columns of the per-epoch table, when present.
+const EPOCH_COLUMNS: [&str; 4] = ["recall@10", "ndcg@10", "recall@50", "mrr"];
+
+impl Report {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let d = &self.dataset;
+        let e = &self.experiment;
+        let _ = writeln!(s, "# {}\n", e.name);
+        if !e.description.is_empty() {
+            let _ = writeln!(s, "{}\n", e.description.trim());
+        }
+        let _ = writeln!(
+            s,
+            "Run started {} from `{}` (seed {}); files in `{}`.\n",
+            self.started, self.experiment_file, e.seed, self.run_dir
+        );
+
+        let _ = writeln!(s, "## Test metrics (best epoch {} by validation {})\n", self.best_epoch, self.selection_metric);
+        let _ = writeln!(s, "Full-catalog ranking of each user's last positive; items already seen are excluded.\n");
+        let _ = writeln!(s, "| metric | value |\n|---|---|");
+        for (k, v) in &self.test {
+            let _ = writeln!(s, "| {k} | {v:.4} |");
+        }
+
+        let _ = writeln!(s, "\n## Dataset\n");
+        let _ = writeln!(s, "| | |\n|---|---|");
+        let _ = writeln!(s, "| dataset | {} |", d.name);
+        let _ = writeln!(s, "| source | `{}` |", d.source);
+        let _ = writeln!(s, "| sha256 | `{}` |", d.checksum);
+        let _ = writeln!(s, "| rows read | {} |", d.raw_rows);
+        let _ = writeln!(s, "| users | {} |", d.users);
+        let _ = writeln!(s, "| items | {} |", d.items);
+        let _ = writeln!(s, "| positives | {} |", d.positives);
+        let _ = writeln!(s, "| sparsity | {:.4} % |", d.sparsity() * 100.0);
+        let _ = writeln!(s, "| training examples | {} |", d.train_examples);
+        let _ = writeln!(s, "| validation / test cases | {} / {} |", d.validation_cases, d.test_cases);
+        let _ = writeln!(s, "| load time | {:.2} s |", d.load_seconds);
+
+        let _ = writeln!(s, "\n## Training\n");
+        let train_secs: f64 = self.epochs.iter().map(|r| r.train_seconds).sum();
+        let examples: f64 = self.epochs.iter().map(|r| r.examples_per_second * r.train_seconds).sum();
+        let _ = writeln!(
+            s,
+            "{} parameters; {:.0} training examples/s on average; {:.1} s training, {:.1} s wall time in all.\n",
+            self.parameters,
+            examples / train_secs.max(1e-9),
+            train_secs,
+            self.wall_seconds
+        );
+        let cols: Vec<&str> = EPOCH_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| self.epochs.first().is_some_and(|r| r.validation.contains_key(*c)))
+            .collect();
+        let _ = write!(s, "| epoch | loss | examples/s | seconds |");
+        for c in &cols {
+            let _ = write!(s, " valid {c} |");
+        }
+        let _ = write!(s, "\n|---|---|---|---|");
+        for _ in &cols {
+            let _ = write!(s, "---|");
+        }
+        s.push('\n');
+        for r in &self.epochs {
+            let mark = if r.epoch == self.best_epoch { " (best)" } else { "" };
+            let _ = write!(s, "| {}{mark} | {:.4} | {:.0} | {:.1} |", r.epoch, r.loss, r.examples_per_second, r.train_seconds);
+            for c in &cols {
+                let _ = write!(s, " {:.4} |", r.validation[*c]);
+            }
+            s.push('\n');
+        }
+
+        if !self.samples.is_empty() {
+            let _ = writeln!(s, "\n## Sample recommendations\n");
+            let _ = writeln!(s, "Top {} by the index for a few test users; **bold** is the held-out next watch.\n",
+                self.samples[0].recommended.len());
+            for u in &self.samples {
+                let _ = writeln!(s, "### User {}\n", u.user_id);
+                let _ = writeln!(s, "Recently watched (newest first): {}\n", u.recent.join("; "));
+                let _ = writeln!(s, "Next watch (held out): {}\n", u.target);
+                for (i, (title, hit)) in u.recommended.iter().enumerate() {
+                    if *hit {
+                        let _ = writeln!(s, "{}. **{title}**", i + 1);
+                    } else {
+                        let _ = writeln!(s, "{}. {title}", i + 1);
+                    }
+                }
+                s.push('\n');
+            }
+        }
+
+        let _ = writeln!(s, "## Resolved configuration\n\n```toml\n{}\n```", self.resolved.trim_end());
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_names_every_section_and_marks_the_best_epoch() {
+        let record = |epoch, recall| EpochRecord {
+            epoch,
+            loss: 5.0,
+            train_seconds: 2.0,
+            examples_per_second: 1000.0,
+            validation: Metrics::from([("recall@10".to_string(), recall), ("mrr".to_string(), 0.01)]),
+        };
+        let r = Report {
+            experiment: ExperimentMeta { name: "demo".into(), seed: 7, description: "A demo.".into() },
+            started: "2026-11-24 07:00:00 UTC".into(),
+            experiment_file: "experiments/demo.toml".into(),
+            run_dir: "runs/demo/x".into(),
+            resolved: "[experiment]\nname = \"demo\"\n".into(),
+            dataset: DatasetStats {
+                name: "movielens/ml-100k".into(),
+                source: "/data".into(),
+                checksum: "abc".into(),
+                raw_rows: 100,
+                users: 10,
+                items: 20,
+                positives: 50,
+                train_examples: 30,
+                validation_cases: 10,
+                test_cases: 10,
+                load_seconds: 0.1,
+            },
+            parameters: 1234,
+            selection_metric: "recall@10".into(),
+            epochs: vec![record(1, 0.1), record(2, 0.2)],
+            best_epoch: 2,
+            test: Metrics::from([("recall@10".to_string(), 0.25)]),
+            wall_seconds: 9.0,
+            samples: vec![SampleUser {
+                user_id: 42,
+                recent: vec!["B".into(), "A".into()],
+                target: "C".into(),
+                recommended: vec![("C".into(), true), ("D".into(), false)],
+            }],
+        };
+        let md = r.render();
+        for needle in [
+            "# demo",
+            "| recall@10 | 0.2500 |",
+            "| sparsity | 75.0000 % |",
+            "| 2 (best) | 5.0000 | 1000 | 2.0 | 0.2000 | 0.0100 |",
+            "1000 training examples/s",
+            "1. **C**",
+            "2. D",
+            "```toml\n[experiment]",
+        ] {
+            assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! One run, end to end: dataset -> features -> sampler/model -> training ->
+//! test evaluation -> index -> report and tracking.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use funnel_api::{BuildCx, ComponentKind, Metrics, Registry, RunInfo, RunStatus, Tracker};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::experiment::Experiment;
+use crate::report::{DatasetStats, Report, SampleUser};
+use crate::training;
+
+/// Where a run writes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run folders go to `<runs_dir>/<experiment>/<timestamp>/`.
+    pub runs_dir: PathBuf,
+    /// Reports go to `<reports_dir>/<experiment>/<timestamp>.md`.
+    pub reports_dir: PathBuf,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub report: PathBuf,
+    pub best_epoch: usize,
+    pub test: Metrics,
+}
+
+/// Users shown with their recommendations in the report.
+const SAMPLE_USERS: usize = 3;
+/// Recommendations shown per sample user.
+const SAMPLE_K: usize = 10;
+
+pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let spec = &exp.spec;
+    let stamp = Timestamp::now();
+    let run_dir = create_unique_dir(&opts.runs_dir.join(&spec.experiment.name), &stamp.compact)?;
+    let resolved = resolved_toml(exp);
+    write(&run_dir.join("resolved.toml"), &resolved)?;
+    eprintln!("run folder: {}", run_dir.display());
+
+    let cx = BuildCx {
+        seed: spec.experiment.seed,
+        learning_rate: spec.train.lr,
+        device: spec.train.device.clone(),
+        ..Default::default()
+    };
+    let build = |kind: ComponentKind| -> (String, toml::Table) {
+        let c = spec.component(kind);
+        (c.kind.clone(), c.params.clone())
+    };
+    let within = |kind: ComponentKind| format!("[{kind}] type = \"{}\"", spec.component(kind).kind);
+
+    let (name, params) = build(ComponentKind::Tracking);
+    let mut tracker = reg.build_tracker(&name, params, &cx).with_context(|| within(ComponentKind::Tracking))?;
+
+    let (name, params) = build(ComponentKind::Dataset);
+    let dataset = reg.build_dataset(&name, params, &cx).with_context(|| within(ComponentKind::Dataset))?;
+    let load_started = Instant::now();
+    let data = dataset.load().with_context(|| within(ComponentKind::Dataset))?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    eprintln!(
+        "dataset {}: {} users, {} items, {} positives ({load_seconds:.2} s)",
+        data.name,
+        data.n_users(),
+        data.n_items(),
+        data.interactions.len()
+    );
+
+    let info = RunInfo {
+        experiment: spec.experiment.name.clone(),
+        run_name: stamp.compact.clone(),
+        run_dir: run_dir.clone(),
+        params: spec.flatten(),
+        tags: vec![
+            ("funnel.version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("config.hash".into(), format!("{:016x}", fnv1a(resolved.as_bytes()))),
+            ("dataset.name".into(), data.name.clone()),
+            ("dataset.sha256".into(), data.checksum.clone()),
+            ("seed".into(), spec.experiment.seed.to_string()),
+        ],
+    };
+    tracker.start(&info)?;
+    let outcome = train_and_report(exp, reg, opts, &run_dir, &stamp, &resolved, &data, load_seconds, started, tracker.as_mut());
+    match &outcome {
+        Ok(_) => tracker.finish(RunStatus::Finished)?,
+        Err(_) => {
+            // Keep the original error; the journal already holds what was logged.
+            let _ = tracker.finish(RunStatus::Failed);
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_and_report(
+    exp: &Experiment,
+    reg: &Registry,
+    opts: &RunOptions,
+    run_dir: &Path,
+    stamp: &Timestamp,
+    resolved: &str,
+    data: &funnel_api::LoadedDataset,
+    load_seconds: f64,
+    started: Instant,
+    tracker: &mut dyn Tracker,
+) -> Result<RunSummary> {
+    let spec = &exp.spec;
+    let within = |kind: ComponentKind| format!("[{kind}] type = \"{}\"", spec.component(kind).kind);
+    let mut cx = BuildCx {
+        seed: spec.experiment.seed,
+        learning_rate: spec.train.lr,
+        device: spec.train.device.clone(),
+        n_users: data.n_users(),
+        n_items: data.n_items(),
+        ..Default::default()
+    };
+    let c = &spec.features;
+    let features = reg.build_features(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Features))?;
+    let examples = features.build(data).with_context(|| within(ComponentKind::Features))?;
+    cx.max_history = examples.max_history;
+
+    let c = &spec.sampler;
+    let mut sampler = reg.build_sampler(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Sampler))?;
+    let mut counts = vec![0u64; data.n_items()];
+    for &ex in &examples.train {
+        counts[examples.target(ex) as usize] += 1;
+    }
+    sampler.fit(&counts).with_context(|| within(ComponentKind::Sampler))?;
+    let c = &spec.model;
+    let mut model = reg.build_model(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Model))?;
+    let c = &spec.evaluation;
+    let evaluator = reg.build_evaluator(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Evaluation))?;
+    let c = &spec.index;
+    let mut index = reg.build_index(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Index))?;
+
+    let stats = DatasetStats::of(data, &examples, load_seconds);
+    eprintln!(
+        "examples: {} train, {} validation, {} test; model has {} parameters",
+        stats.train_examples,
+        stats.validation_cases,
+        stats.test_cases,
+        model.parameter_count()
+    );
+    let mut rng = StdRng::seed_from_u64(spec.experiment.seed);
+    let trained = training::train(
+        model.as_mut(),
+        sampler.as_mut(),
+        evaluator.as_ref(),
+        tracker,
+        &examples,
+        &spec.train,
+        &mut rng,
+    )?;
+    model.load_state(&trained.best_state)?;
+    let test = training::evaluate(model.as_ref(), evaluator.as_ref(), &examples, &examples.test)
+        .context("test evaluation")?
+        .metrics;
+    let final_metrics: Metrics = test
+        .iter()
+        .map(|(k, v)| (format!("test/{k}"), *v))
+        .chain([("best_epoch".to_string(), trained.best_epoch as f64)])
+        .collect();
+    tracker.log_metrics(trained.best_epoch as u64, &final_metrics)?;
+
+    let items = model.item_vectors()?;
+    index.build(&items).with_context(|| within(ComponentKind::Index))?;
+    let mut samples = Vec::new();
+    let n_test = examples.test.len();
+    for s in 0..SAMPLE_USERS.min(n_test) {
+        let ex = examples.test[s * n_test / SAMPLE_USERS];
+        let mut h = funnel_api::Histories::new(examples.max_history);
+        h.push(examples.history(ex));
+        let user = model.user_vectors(&h)?;
+        let top = index.search(user.row(0), SAMPLE_K, examples.seen(ex))?;
+        samples.push(SampleUser {
+            user_id: data.user_raw_ids[ex.user as usize],
+            recent: examples.history(ex).iter().rev().take(5).map(|&i| data.catalog.display(i)).collect(),
+            target: data.catalog.display(examples.target(ex)),
+            recommended: top.iter().map(|&(i, _)| (data.catalog.display(i), i == examples.target(ex))).collect(),
+        });
+    }
+
+    let report = Report {
+        experiment: spec.experiment.clone(),
+        started: stamp.readable.clone(),
+        experiment_file: exp.path.display().to_string(),
+        run_dir: run_dir.display().to_string(),
+        resolved: resolved.to_string(),
+        dataset: stats,
+        parameters: model.parameter_count(),
+        selection_metric: evaluator.selection_metric().to_string(),
+        epochs: trained.epochs,
+        best_epoch: trained.best_epoch,
+        test: test.clone(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        samples,
+    };
+    let markdown = report.render();
+    let report_path = opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_name(run_dir)));
+    write(&run_dir.join("report.md"), &markdown)?;
+    write(&report_path, &markdown)?;
+    let metrics_json = serde_json::to_string_pretty(&serde_json::json!({
+        "best_epoch": trained.best_epoch,
+        "test": test,
+    }))?;
+    write(&run_dir.join("metrics.json"), &metrics_json)?;
+    for artifact in ["resolved.toml", "report.md", "metrics.json"] {
+        tracker.log_artifact(&run_dir.join(artifact))?;
+    }
+    eprintln!("report: {}", report_path.display());
+    Ok(RunSummary { run_dir: run_dir.to_path_buf(), report: report_path, best_epoch: trained.best_epoch, test })
+}
+
+/// The resolved configuration, headed by how it was produced.
+pub fn resolved_toml(exp: &Experiment) -> String {
+    let mut head = format!("# Resolved from {}", exp.path.display());
+    for o in &exp.overrides {
+        head.push_str(&format!("\n# --set {o}"));
+    }
+    format!("{head}\n\n{}", exp.spec.to_toml())
+}
+
+fn run_name(run_dir: &Path) -> String {
+    run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Creates `<parent>/<name>`, or `<name>-2`, `-3`, ... when a concurrent run
+/// took the name, so two runs never share a folder.
+fn create_unique_dir(parent: &Path, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    for n in 1.. {
+        let dir = if n == 1 { parent.join(name) } else { parent.join(format!("{name}-{n}")) };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    unreachable!("the loop above returns")
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so a crash
+/// never leaves a half-written file.
+fn write(path: &Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// 64-bit FNV-1a: a stable fingerprint of the resolved configuration.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The run's start time in UTC.
+pub struct Timestamp {
+    /// `20261124-071530`, for folder and file names.
+    pub compact: String,
+    /// `2026-11-24 07:15:30 UTC`, for reports.
+    pub readable: String,
+}
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Timestamp::from_unix(secs)
+    }
+
+    fn from_unix(secs: u64) -> Timestamp {
+        let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+        let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+        // Howard Hinnant's days-to-civil algorithm.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Timestamp {
+            compact: format!("{year:04}{month:02}{day:02}-{h:02}{m:02}{s:02}"),
+            readable: format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        let t = Timestamp::from_unix(1_795_000_000);
+        assert_eq!(t.compact, "20261118-110640");
+        assert_eq!(t.readable, "2026-11-18 11:06:40 UTC");
+        assert_eq!(Timestamp::from_unix(951_782_400).compact, "20000229-000000");
+    }
+
+    #[test]
+    fn concurrent_runs_get_distinct_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = create_unique_dir(dir.path(), "r").unwrap();
+        let b = create_unique_dir(dir.path(), "r").unwrap();
+        assert_ne!(a, b);
+        assert!(b.ends_with("r-2"));
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
+    }
+}

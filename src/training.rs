@@ -1,0 +1,145 @@
+//! The training loop: shuffled mini-batches, the sampler's candidates, one
+//! model step each, validation after every epoch, best epoch kept.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use funnel_api::{
+    Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, Histories, Metrics, Model,
+    ModelState, Sampler, Tracker, TrainBatch,
+};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::experiment::TrainConfig;
+
+/// What one epoch did.
+#[derive(Debug, Clone)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub train_seconds: f64,
+    pub examples_per_second: f64,
+    pub validation: Metrics,
+}
+
+/// The outcome of training: the per-epoch history and the best epoch's state.
+pub struct Trained {
+    pub epochs: Vec<EpochRecord>,
+    /// 1-based epoch whose validation selection metric was highest.
+    pub best_epoch: usize,
+    pub best_state: ModelState,
+}
+
+/// Trains `model` for `cfg.epochs`, logging each epoch to `tracker`.
+pub fn train(
+    model: &mut dyn Model,
+    sampler: &mut dyn Sampler,
+    evaluator: &dyn Evaluator,
+    tracker: &mut dyn Tracker,
+    examples: &ExampleSet,
+    cfg: &TrainConfig,
+    rng: &mut StdRng,
+) -> Result<Trained> {
+    let selection = evaluator.selection_metric().to_string();
+    let mut order: Vec<Example> = examples.train.clone();
+    let mut histories = Histories::new(examples.max_history);
+    let mut positives = Vec::with_capacity(cfg.batch_size);
+    let mut candidates = Candidates::default();
+    let mut records = Vec::new();
+    let mut best: Option<(usize, f64, ModelState)> = None;
+    let n_batches = order.len().div_ceil(cfg.batch_size);
+
+    for epoch in 1..=cfg.epochs {
+        order.shuffle(rng);
+        let started = Instant::now();
+        let mut loss_sum = 0.0f64;
+        let mut bar = progress(n_batches, &format!("epoch {epoch}/{}", cfg.epochs));
+        for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            histories.clear();
+            positives.clear();
+            for &ex in chunk {
+                histories.push(examples.history(ex));
+                positives.push(examples.target(ex));
+            }
+            sampler.sample(&positives, rng, &mut candidates);
+            let batch = TrainBatch { histories: &histories, positives: &positives, candidates: &candidates };
+            let loss = model
+                .train_step(&batch)
+                .with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
+            loss_sum += loss as f64 * chunk.len() as f64;
+            if let Some(bar) = bar.as_mut() {
+                kdam::BarExt::update(bar, 1).ok();
+            }
+        }
+        if let Some(bar) = bar.as_mut() {
+            kdam::BarExt::refresh(bar).ok();
+            eprintln!();
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let validation = evaluate(model, evaluator, examples, &examples.validation)
+            .with_context(|| format!("validation after epoch {epoch}"))?
+            .metrics;
+        let record = EpochRecord {
+            epoch,
+            loss: loss_sum / order.len() as f64,
+            train_seconds,
+            examples_per_second: order.len() as f64 / train_seconds.max(1e-9),
+            validation,
+        };
+        let score = *record
+            .validation
+            .get(&selection)
+            .with_context(|| format!("the evaluation produced no `{selection}`"))?;
+        eprintln!(
+            "epoch {epoch}/{}: loss {:.4}, {:.0} examples/s, validation {selection} {score:.4}",
+            cfg.epochs, record.loss, record.examples_per_second
+        );
+        tracker.log_metrics(epoch as u64, &epoch_metrics(&record))?;
+        if best.as_ref().map_or(true, |(_, s, _)| score > *s) {
+            best = Some((epoch, score, model.state()));
+        }
+        records.push(record);
+    }
+    let (best_epoch, _, best_state) = best.expect("at least one epoch runs");
+    Ok(Trained { epochs: records, best_epoch, best_state })
+}
+
+/// Ranks each case's target against the full catalog.
+pub fn evaluate(
+    model: &dyn Model,
+    evaluator: &dyn Evaluator,
+    examples: &ExampleSet,
+    cases: &[Example],
+) -> Result<Evaluation> {
+    let mut histories = Histories::new(examples.max_history);
+    for &ex in cases {
+        histories.push(examples.history(ex));
+    }
+    let users = model.user_vectors(&histories)?;
+    let items = model.item_vectors()?;
+    let eval_cases: Vec<EvalCase<'_>> =
+        cases.iter().map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) }).collect();
+    evaluator.evaluate(&users, &items, &eval_cases)
+}
+
+fn epoch_metrics(r: &EpochRecord) -> Metrics {
+    let mut m = Metrics::new();
+    m.insert("train/loss".into(), r.loss);
+    m.insert("train/examples_per_second".into(), r.examples_per_second);
+    m.insert("train/epoch_seconds".into(), r.train_seconds);
+    for (k, v) in &r.validation {
+        m.insert(format!("validation/{k}"), *v);
+    }
+    m
+}
+
+/// A progress bar on a terminal; `None` elsewhere (CI logs get one line per
+/// epoch instead of redraws).
+fn progress(total: usize, desc: &str) -> Option<kdam::Bar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(kdam::Bar::builder().total(total).desc(desc).unit(" steps").build().ok()?)
+}
