@@ -9,7 +9,7 @@ pub fn builtin() -> Registry {
     let mut reg = Registry::new();
     funnel_dataset_movielens::register(&mut reg);
     funnel_features_history::register(&mut reg);
-    funnel_sampler_uniform::register(&mut reg);
+    funnel_samplers::register(&mut reg);
     funnel_model_youtube_dnn::register(&mut reg);
     funnel_eval_full_ranking::register(&mut reg);
     funnel_index_exact::register(&mut reg);

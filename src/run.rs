@@ -116,6 +116,7 @@ fn train_and_report(
     let mut cx = BuildCx {
         seed: spec.experiment.seed,
         learning_rate: spec.train.lr,
+        batch_size: spec.train.batch_size,
         device: spec.train.device.clone(),
         n_users: data.n_users(),
         n_items: data.n_items(),

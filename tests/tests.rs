@@ -1,0 +1,6 @@
+//! Integration tests: the real `funnel` binary on real files.
+//! One test binary (ripgrep's layout), one module per area.
+
+mod bad_input;
+mod movielens;
+mod util;

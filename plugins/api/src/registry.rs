@@ -20,6 +20,8 @@ pub struct BuildCx {
     pub n_items: usize,
     /// Longest history the features plugin produces.
     pub max_history: usize,
+    /// `[train] batch_size`: rows per training batch.
+    pub batch_size: usize,
     /// `[train] lr`, for the model's optimizer.
     pub learning_rate: f64,
     /// `[train] device`, e.g. `cpu` or `cuda:0`.

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-pub fn register(reg: &mut Registry) {
+pub(crate) fn register(reg: &mut Registry) {
     reg.sampler::<UniformParams>(
         "uniform",
         "Shared negatives drawn uniformly from the catalog",
@@ -44,31 +44,17 @@ impl Params for UniformParams {
 
 pub struct UniformSampler {
     params: UniformParams,
-    n_items: usize,
-    /// Marks items already drawn in this batch (draws without replacement).
-    drawn: Vec<bool>,
+    draw: UniformDraw,
 }
 
 impl UniformSampler {
     pub fn new(params: UniformParams, n_items: usize) -> Result<UniformSampler> {
-        if n_items == 0 {
-            bail!("the catalog is empty");
-        }
         if params.num_negatives == 0 {
             bail!("key `num_negatives`: must be at least 1");
         }
-        if !params.replacement && params.num_negatives > n_items {
-            bail!(
-                "key `num_negatives`: {} distinct negatives asked of a catalog of {n_items} items \
-                 (lower it or set replacement = true)",
-                params.num_negatives
-            );
-        }
-        Ok(UniformSampler { params, n_items, drawn: vec![false; n_items] })
-    }
-
-    fn inclusion_probability(&self) -> f64 {
-        (self.params.num_negatives as f64 / self.n_items as f64).min(1.0)
+        let draw = UniformDraw::new(n_items, params.num_negatives, params.replacement)
+            .map_err(|e| anyhow::anyhow!("key `num_negatives`: {e}"))?;
+        Ok(UniformSampler { params, draw })
     }
 }
 
@@ -78,23 +64,8 @@ impl Sampler for UniformSampler {
     }
 
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
-        let n = self.n_items as u32;
-        out.shared.clear();
-        if self.params.replacement {
-            out.shared.extend((0..self.params.num_negatives).map(|_| rng.gen_range(0..n)));
-        } else {
-            // Robert Floyd's algorithm: k distinct draws in k steps.
-            for j in (n - self.params.num_negatives as u32)..n {
-                let t = rng.gen_range(0..=j);
-                let pick = if self.drawn[t as usize] { j } else { t };
-                self.drawn[pick as usize] = true;
-                out.shared.push(pick);
-            }
-            for &i in &out.shared {
-                self.drawn[i as usize] = false;
-            }
-        }
-        let log_q = self.inclusion_probability().ln() as f32;
+        self.draw.draw(rng, &mut out.shared);
+        let log_q = self.draw.inclusion_probability().ln() as f32;
         out.shared_log_q.clear();
         out.shared_log_q.resize(out.shared.len(), log_q);
         out.in_batch = false;
@@ -104,7 +75,53 @@ impl Sampler for UniformSampler {
     }
 
     fn item_probabilities(&self) -> Vec<f64> {
-        vec![self.inclusion_probability(); self.n_items]
+        vec![self.draw.inclusion_probability(); self.draw.n_items]
+    }
+}
+
+/// `k` items drawn uniformly from `0..n_items`, with or without replacement.
+pub(crate) struct UniformDraw {
+    n_items: usize,
+    k: usize,
+    replacement: bool,
+    /// Marks items already drawn in this batch (draws without replacement).
+    drawn: Vec<bool>,
+}
+
+impl UniformDraw {
+    pub(crate) fn new(n_items: usize, k: usize, replacement: bool) -> Result<UniformDraw> {
+        if n_items == 0 {
+            bail!("the catalog is empty");
+        }
+        if !replacement && k > n_items {
+            bail!("{k} distinct negatives asked of a catalog of {n_items} items (lower it or set replacement = true)");
+        }
+        Ok(UniformDraw { n_items, k, replacement, drawn: vec![false; n_items] })
+    }
+
+    /// Expected number of copies of one item among the draws (its inclusion
+    /// probability when drawing without replacement).
+    pub(crate) fn inclusion_probability(&self) -> f64 {
+        self.k as f64 / self.n_items as f64
+    }
+
+    pub(crate) fn draw(&mut self, rng: &mut StdRng, out: &mut Vec<ItemIdx>) {
+        let n = self.n_items as u32;
+        out.clear();
+        if self.replacement {
+            out.extend((0..self.k).map(|_| rng.gen_range(0..n)));
+        } else {
+            // Robert Floyd's algorithm: k distinct draws in k steps.
+            for j in (n - self.k as u32)..n {
+                let t = rng.gen_range(0..=j);
+                let pick = if self.drawn[t as usize] { j } else { t };
+                self.drawn[pick as usize] = true;
+                out.push(pick);
+            }
+            for &i in out.iter() {
+                self.drawn[i as usize] = false;
+            }
+        }
     }
 }
 

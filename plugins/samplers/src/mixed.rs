@@ -1,0 +1,208 @@
+//! `[sampler] type = "in_batch"` and `type = "mixed"`: the batch's own
+//! positives as negatives for each other, optionally joined by uniformly
+//! drawn items (mixed negative sampling, Yang et al. 2020).
+//!
+//! Candidates are one shared set: the `B` positives of the batch and `N`
+//! uniform draws. The logQ term of candidate `j` is the log of its expected
+//! number of copies in that set, `B * p(j) + N / n_items`, where `p(j)` is
+//! `j`'s share of training positives (exact counts from the training set):
+//! positives arrive with the training distribution, uniform draws with
+//! `1 / n_items` each. A candidate equal to a row's positive (its own
+//! column aside) is an accidental hit and is masked by the loss; duplicates
+//! among the candidates are kept, each copy a column, which matches the
+//! expected-count correction above.
+
+use anyhow::{bail, Result};
+use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::uniform::UniformDraw;
+
+pub(crate) fn register(reg: &mut Registry) {
+    reg.sampler::<InBatchParams>(
+        "in_batch",
+        "The batch's other positives as negatives, logQ from training frequencies",
+        |p, cx: &BuildCx| {
+            let mixed = MixedParams { num_uniform: 0, replacement: false, log_q_correction: p.log_q_correction };
+            Ok(Box::new(MixedSampler::new(mixed, cx)?))
+        },
+    );
+    reg.sampler::<MixedParams>(
+        "mixed",
+        "Mixed negative sampling: in-batch positives plus shared uniform negatives, logQ-corrected",
+        |p, cx: &BuildCx| Ok(Box::new(MixedSampler::new(p, cx)?)),
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InBatchParams {
+    pub log_q_correction: bool,
+}
+
+impl Default for InBatchParams {
+    fn default() -> Self {
+        InBatchParams { log_q_correction: true }
+    }
+}
+
+impl Params for InBatchParams {
+    const DOCS: &'static [ParamDoc] = &[ParamDoc::new(
+        "log_q_correction",
+        "Subtract log(expected copies in the batch) from each candidate's logit (default true)",
+    )];
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MixedParams {
+    pub num_uniform: usize,
+    pub replacement: bool,
+    pub log_q_correction: bool,
+}
+
+impl Default for MixedParams {
+    fn default() -> Self {
+        MixedParams { num_uniform: 1000, replacement: false, log_q_correction: true }
+    }
+}
+
+impl Params for MixedParams {
+    const DOCS: &'static [ParamDoc] = &[
+        ParamDoc::new("num_uniform", "Uniform negatives added to the in-batch ones per batch (default 1000)"),
+        ParamDoc::new("replacement", "Draw the uniform negatives with replacement (default false)"),
+        ParamDoc::new(
+            "log_q_correction",
+            "Subtract log(expected copies in the candidate set) from each candidate's logit (default true)",
+        ),
+    ];
+}
+
+pub struct MixedSampler {
+    params: MixedParams,
+    uniform: Option<UniformDraw>,
+    n_items: usize,
+    batch_size: usize,
+    /// Share of training positives per item; set by `fit`.
+    unigram: Option<Vec<f64>>,
+}
+
+impl MixedSampler {
+    pub fn new(params: MixedParams, cx: &BuildCx) -> Result<MixedSampler> {
+        if cx.n_items == 0 {
+            bail!("the catalog is empty");
+        }
+        let uniform = (params.num_uniform > 0)
+            .then(|| UniformDraw::new(cx.n_items, params.num_uniform, params.replacement))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("key `num_uniform`: {e}"))?;
+        Ok(MixedSampler { params, uniform, n_items: cx.n_items, batch_size: cx.batch_size.max(1), unigram: None })
+    }
+
+    /// Expected copies of `item` in a candidate set built for `b` positives.
+    fn expected_copies(&self, unigram: &[f64], item: ItemIdx, b: usize) -> f64 {
+        let uniform = self.uniform.as_ref().map_or(0.0, |u| u.inclusion_probability());
+        b as f64 * unigram[item as usize] + uniform
+    }
+}
+
+impl Sampler for MixedSampler {
+    fn fit(&mut self, item_counts: &[u64]) -> Result<()> {
+        let total: u64 = item_counts.iter().sum();
+        if total == 0 || item_counts.len() != self.n_items {
+            bail!("no training positives to estimate item frequencies from");
+        }
+        self.unigram = Some(item_counts.iter().map(|&c| c as f64 / total as f64).collect());
+        Ok(())
+    }
+
+    fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
+        let unigram = self.unigram.take().expect("the core fits a sampler before sampling");
+        let b = positives.len();
+        match &mut self.uniform {
+            Some(u) => u.draw(rng, &mut out.shared),
+            None => out.shared.clear(),
+        }
+        out.in_batch = true;
+        out.log_q_correction = self.params.log_q_correction;
+        out.positive_log_q.clear();
+        out.positive_log_q.extend(positives.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
+        out.shared_log_q.clear();
+        out.shared_log_q.extend(out.shared.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
+        self.unigram = Some(unigram);
+    }
+
+    fn item_probabilities(&self) -> Vec<f64> {
+        match &self.unigram {
+            Some(u) => (0..self.n_items as u32).map(|i| self.expected_copies(u, i, self.batch_size)).collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn fitted(num_uniform: usize, counts: &[u64]) -> MixedSampler {
+        let cx = BuildCx { n_items: counts.len(), batch_size: 2, ..Default::default() };
+        let mut s = MixedSampler::new(MixedParams { num_uniform, ..Default::default() }, &cx).unwrap();
+        s.fit(counts).unwrap();
+        s
+    }
+
+    #[test]
+    fn log_q_is_the_log_of_expected_copies() {
+        // Counts 1, 3, 0, 4 of 8 positives; batches of 2; 2 uniform draws of 4 items.
+        // Item 1: 2 * 3/8 + 2/4 = 1.25. Item 3: 2 * 4/8 + 0.5 = 1.5. Item 2: 0 + 0.5.
+        let mut s = fitted(2, &[1, 3, 0, 4]);
+        let mut out = Candidates::default();
+        s.sample(&[1, 3], &mut StdRng::seed_from_u64(0), &mut out);
+        assert!(out.in_batch && out.log_q_correction);
+        assert!((out.positive_log_q[0] - 1.25f32.ln()).abs() < 1e-6);
+        assert!((out.positive_log_q[1] - 1.5f32.ln()).abs() < 1e-6);
+        assert_eq!(out.shared.len(), 2);
+        let expected = [0.25 + 0.5, 1.25, 0.5, 1.5];
+        for (&i, &lq) in out.shared.iter().zip(&out.shared_log_q) {
+            assert!((lq - (expected[i as usize] as f32).ln()).abs() < 1e-6, "item {i}");
+        }
+        assert_eq!(s.item_probabilities(), expected.to_vec());
+    }
+
+    #[test]
+    fn in_batch_alone_draws_nothing_else() {
+        let mut s = fitted(0, &[1, 1]);
+        let mut out = Candidates::default();
+        s.sample(&[0, 1], &mut StdRng::seed_from_u64(0), &mut out);
+        assert!(out.shared.is_empty());
+        assert!((out.positive_log_q[0] - 1.0f32.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn expected_copies_match_simulated_batches() {
+        // Positives arrive as shuffled training targets, so each item's mean
+        // count per batch approaches B * p(item).
+        use rand::seq::SliceRandom;
+        let counts = [10u64, 30, 60];
+        let mut targets: Vec<ItemIdx> =
+            counts.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat_n(i as ItemIdx, c as usize)).collect();
+        let s = fitted(0, &counts);
+        let unigram = s.unigram.clone().unwrap();
+        let mut rng = StdRng::seed_from_u64(5);
+        let (b, rounds) = (10usize, 2000);
+        let mut seen = [0f64; 3];
+        for _ in 0..rounds {
+            targets.shuffle(&mut rng);
+            for chunk in targets.chunks(b) {
+                chunk.iter().for_each(|&i| seen[i as usize] += 1.0);
+            }
+        }
+        let batches = (rounds * targets.len() / b) as f64;
+        for i in 0..3 {
+            let mean = seen[i] / batches;
+            assert!((mean - s.expected_copies(&unigram, i as ItemIdx, b)).abs() < 1e-9, "item {i}: {mean}");
+        }
+    }
+}
