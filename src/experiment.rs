@@ -117,7 +117,7 @@ impl ExperimentSpec {
 
     /// The configuration as TOML, every default written out.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("an experiment spec always serializes")
+        toml::to_string(self).expect("an experiment spec always serializes")
     }
 
     /// Every parameter as `(dotted.key, value)`, for trackers.

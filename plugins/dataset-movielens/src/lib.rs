@@ -1,1 +1,190 @@
-//! placeholder
+//! The `movielens` dataset plugin: its parameters, its registration, and the
+//! `Dataset` that reads a MovieLens release as implicit positive interactions.
+//!
+//! A rating >= `min_rating` is a positive; users with fewer than
+//! `min_user_interactions` positives are dropped; users and items get dense
+//! indices in order of first appearance among the kept rows, which stay in
+//! file order. The release is read from `path`, `$FUNNEL_DATA_DIR/<variant>`
+//! or the download cache, or downloaded from GroupLens and verified.
+
+mod assemble;
+mod csv;
+mod download;
+mod locate;
+mod parse;
+mod variant;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use funnel_api::{BuildCx, Dataset, LoadedDataset, ParamDoc, Params, Registry};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use variant::{Layout, Variant};
+
+/// Registers the `movielens` dataset.
+pub fn register(reg: &mut Registry) {
+    reg.dataset::<MovieLensParams>(
+        "movielens",
+        "MovieLens ratings (ml-100k, ml-1m, ml-20m, ml-25m, ml-latest, ml-latest-small) as implicit \
+         positives, read from a folder or downloaded from GroupLens and verified by sha256",
+        build,
+    );
+}
+
+fn build(params: MovieLensParams, _cx: &BuildCx) -> Result<Box<dyn Dataset>> {
+    Ok(Box::new(MovieLens::new(params)?))
+}
+
+/// Parameters of `movielens`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MovieLensParams {
+    pub variant: String,
+    pub path: Option<String>,
+    pub min_rating: f32,
+    pub min_user_interactions: usize,
+    pub cache_dir: Option<String>,
+}
+
+impl Default for MovieLensParams {
+    fn default() -> Self {
+        MovieLensParams {
+            variant: "ml-1m".to_string(),
+            path: None,
+            min_rating: 4.0,
+            min_user_interactions: 5,
+            cache_dir: None,
+        }
+    }
+}
+
+impl Params for MovieLensParams {
+    const DOCS: &'static [ParamDoc] = &[
+        ParamDoc::new(
+            "variant",
+            "MovieLens release: \"ml-100k\", \"ml-1m\", \"ml-20m\", \"ml-25m\", \"ml-latest\" or \
+             \"ml-latest-small\" (default \"ml-1m\")",
+        ),
+        ParamDoc::new(
+            "path",
+            "Folder holding the release's files (u.data, ratings.dat or ratings.csv); when unset, \
+             $FUNNEL_DATA_DIR/<variant>, then <cache_dir>/<variant>, then a download (default unset)",
+        ),
+        ParamDoc::new("min_rating", "A rating >= this is a positive interaction; the rest are dropped (default 4.0)"),
+        ParamDoc::new("min_user_interactions", "Users with fewer positives than this are dropped (default 5)"),
+        ParamDoc::new(
+            "cache_dir",
+            "Where official archives are downloaded and unpacked (default unset: \
+             $XDG_CACHE_HOME/funnel/movielens, else ~/.cache/funnel/movielens)",
+        ),
+    ];
+}
+
+/// A MovieLens release as a `Dataset`.
+#[derive(Debug, Clone)]
+pub struct MovieLens {
+    params: MovieLensParams,
+    variant: Variant,
+}
+
+impl MovieLens {
+    /// Checks the parameters (variant name, threshold, an explicit `path`)
+    /// without reading any data.
+    pub fn new(params: MovieLensParams) -> Result<MovieLens> {
+        let variant = Variant::parse(&params.variant)?;
+        if !params.min_rating.is_finite() {
+            bail!("min_rating must be a finite number, not {}", params.min_rating);
+        }
+        if let Some(path) = &params.path {
+            locate::check_explicit(Path::new(path), variant)?;
+        }
+        Ok(MovieLens { params, variant })
+    }
+
+    pub fn variant(&self) -> Variant {
+        self.variant
+    }
+
+    /// The folder the release will be read from, downloading it first when
+    /// no local copy exists.
+    pub fn locate(&self) -> Result<PathBuf> {
+        let variant = self.variant;
+        locate::locate(
+            variant,
+            self.params.path.as_deref(),
+            self.params.cache_dir.as_deref(),
+            &locate::Env::current(),
+            |cache| {
+                download::fetch(
+                    &download::archive_url(variant),
+                    download::archive_sha256(variant),
+                    cache,
+                    variant.name(),
+                    variant.ratings_file(),
+                )
+            },
+        )
+    }
+
+    /// Reads the release from `dir`, which must hold its ratings file; the
+    /// movies file is optional (without it every title is empty).
+    pub fn load_dir(&self, dir: &Path) -> Result<LoadedDataset> {
+        let layout = self.variant.layout();
+        let ratings_path = dir.join(layout.ratings_file());
+        let min_rating = self.params.min_rating;
+        let (positives, checksum) = match layout {
+            Layout::Tab | Layout::DoubleColon => {
+                let bytes = fs::read(&ratings_path).with_context(|| format!("reading {}", ratings_path.display()))?;
+                let fmt = if layout == Layout::Tab { &parse::TAB } else { &parse::DOUBLE_COLON };
+                let positives = parse::parse_ratings(&bytes, fmt, &ratings_path, min_rating)?;
+                (positives, download::hex(&Sha256::digest(&bytes)))
+            }
+            Layout::Csv => csv::read_ratings(&ratings_path, min_rating)?,
+        };
+        let movies = read_movies(dir, layout)?;
+        assemble::assemble(
+            positives,
+            &movies,
+            assemble::Provenance {
+                name: format!("movielens/{}", self.variant),
+                source: dir.display().to_string(),
+                checksum,
+                ratings_file: &ratings_path,
+                min_rating,
+                min_user_interactions: self.params.min_user_interactions,
+            },
+        )
+    }
+}
+
+impl Dataset for MovieLens {
+    fn load(&self) -> Result<LoadedDataset> {
+        let dir = self.locate()?;
+        self.load_dir(&dir)
+    }
+}
+
+/// The release's titles and genres, or none when its movies file is absent.
+fn read_movies(dir: &Path, layout: Layout) -> Result<Vec<parse::Movie>> {
+    let path = dir.join(layout.movies_file());
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
+    match layout {
+        Layout::Tab => {
+            let genre_path = dir.join("u.genre");
+            let genre_names = if genre_path.is_file() {
+                parse::parse_genre_names(&read(&genre_path)?, &genre_path)?
+            } else {
+                parse::ML100K_GENRES.iter().map(|g| g.to_string()).collect()
+            };
+            parse::parse_u_item(&read(&path)?, &path, &genre_names)
+        }
+        Layout::DoubleColon => parse::parse_movies_dat(&read(&path)?, &path),
+        Layout::Csv => csv::read_movies(&path),
+    }
+}

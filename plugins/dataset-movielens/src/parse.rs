@@ -60,9 +60,25 @@ pub(crate) const TAB: RowFormat = RowFormat {
 
 /// The 19 genres of ml-100k in flag order, for when `u.genre` is absent.
 pub(crate) const ML100K_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
-    "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 /// Non-blank lines of `bytes` as (1-based line number, line without its end).
@@ -94,11 +110,7 @@ pub(crate) fn shown(line: &[u8]) -> String {
 
 /// `FILE:LINE: expected `FORMAT`, found `LINE` (REASON)`.
 pub(crate) fn line_error(file: &Path, line_no: usize, expected: &str, line: &[u8], reason: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{}:{line_no}: expected `{expected}`, found `{}` ({reason})",
-        file.display(),
-        shown(line)
-    )
+    anyhow::anyhow!("{}:{line_no}: expected `{expected}`, found `{}` ({reason})", file.display(), shown(line))
 }
 
 pub(crate) fn parse_u64(b: &[u8]) -> Option<u64> {
@@ -144,7 +156,7 @@ fn next_field<'a>(rest: &'a [u8], sep: &[u8]) -> (&'a [u8], Option<&'a [u8]>) {
 }
 
 /// The four fields of one ratings row, or why they are not there.
-fn parse_row(line: &[u8], fmt: &RowFormat) -> std::result::Result<(u64, u64, f32, i64), String> {
+pub(crate) fn parse_row(line: &[u8], fmt: &RowFormat) -> std::result::Result<(u64, u64, f32, i64), String> {
     let mut fields: [&[u8]; 4] = [&[]; 4];
     let mut rest = Some(line);
     for (i, name) in fmt.fields.iter().enumerate() {
@@ -251,8 +263,8 @@ pub(crate) fn parse_u_item(bytes: &[u8], file: &Path, genre_names: &[String]) ->
         if fields.len() != 5 + genre_names.len() {
             return Err(err(&format!("{} fields instead of {}", fields.len(), 5 + genre_names.len())));
         }
-        let id = parse_u64(fields[0])
-            .ok_or_else(|| err(&format!("cannot parse movie id from `{}`", shown(fields[0]))))?;
+        let id =
+            parse_u64(fields[0]).ok_or_else(|| err(&format!("cannot parse movie id from `{}`", shown(fields[0]))))?;
         let mut genres = Vec::new();
         for (flag, name) in fields[5..].iter().zip(genre_names) {
             match *flag {

@@ -27,14 +27,8 @@ pub enum Layout {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
-        Variant::Ml100k,
-        Variant::Ml1m,
-        Variant::Ml20m,
-        Variant::Ml25m,
-        Variant::MlLatest,
-        Variant::MlLatestSmall,
-    ];
+    pub const ALL: [Variant; 6] =
+        [Variant::Ml100k, Variant::Ml1m, Variant::Ml20m, Variant::Ml25m, Variant::MlLatest, Variant::MlLatestSmall];
 
     /// The variant called `name`; the error lists every valid name.
     pub fn parse(name: &str) -> Result<Variant> {

@@ -36,7 +36,7 @@ pub struct YoutubeDnnParams {
     pub dim: usize,
     pub hidden: Vec<usize>,
     pub share_embeddings: bool,
-    pub init_std: f32,
+    pub init_std: f64,
     pub temperature: f32,
     pub embedding_optimizer: EmbeddingOptimizer,
 }

@@ -74,9 +74,9 @@ impl<D: Device<f32>> YoutubeDnn<D> {
     pub fn new(dev: D, params: YoutubeDnnParams, cx: &BuildCx) -> YoutubeDnn<D> {
         let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
         let d = params.dim;
-        let input = EmbeddingTable::normal(cx.n_items, d, params.init_std, &mut rng);
+        let input = EmbeddingTable::normal(cx.n_items, d, params.init_std as f32, &mut rng);
         let output = (!params.share_embeddings)
-            .then(|| EmbeddingTable::normal(cx.n_items, d, params.init_std, &mut rng));
+            .then(|| EmbeddingTable::normal(cx.n_items, d, params.init_std as f32, &mut rng));
         let mut widths = vec![d];
         widths.extend(&params.hidden);
         widths.push(d);

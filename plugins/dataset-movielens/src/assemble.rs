@@ -1,0 +1,216 @@
+//! From parsed positives to a `LoadedDataset`: the per-user threshold, dense
+//! indices in order of first appearance, and the catalog of kept items.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use funnel_api::{Interactions, ItemCatalog, LoadedDataset};
+
+use crate::parse::{Movie, Positives};
+
+/// Raw ids to dense indices `0..n`, assigned in order of first appearance.
+struct FirstSeen {
+    lookup: Lookup,
+    raw: Vec<u64>,
+}
+
+/// MovieLens ids are small and nearly dense, so a flat table beats hashing;
+/// a stray huge id falls back to a map rather than a huge table.
+enum Lookup {
+    Table(Vec<u32>),
+    Map(HashMap<u64, u32>),
+}
+
+const VACANT: u32 = u32::MAX;
+
+impl FirstSeen {
+    /// An empty mapping sized for `ids`, which it will be asked about.
+    fn for_ids(ids: &[u64]) -> FirstSeen {
+        let max = ids.iter().copied().max().unwrap_or(0);
+        let table_limit = (ids.len() as u64 * 4).max(1 << 20);
+        let lookup = match usize::try_from(max) {
+            Ok(max) if (max as u64) < table_limit => Lookup::Table(vec![VACANT; max + 1]),
+            _ => Lookup::Map(HashMap::new()),
+        };
+        FirstSeen { lookup, raw: Vec::new() }
+    }
+
+    /// The index of `id`, assigning the next one when `id` is new.
+    fn index(&mut self, id: u64) -> u32 {
+        let next = self.raw.len() as u32;
+        let slot = match &mut self.lookup {
+            // `for_ids` sized the table for every id it will see.
+            Lookup::Table(t) => &mut t[id as usize],
+            Lookup::Map(m) => m.entry(id).or_insert(VACANT),
+        };
+        if *slot == VACANT {
+            *slot = next;
+            self.raw.push(id);
+        }
+        *slot
+    }
+
+    fn get(&self, id: u64) -> Option<u32> {
+        let idx = match &self.lookup {
+            Lookup::Table(t) => usize::try_from(id).ok().and_then(|i| t.get(i)).copied(),
+            Lookup::Map(m) => m.get(&id).copied(),
+        };
+        idx.filter(|&i| i != VACANT)
+    }
+}
+
+/// What `assemble` needs besides the rows, for the result and its errors.
+pub(crate) struct Provenance<'a> {
+    pub name: String,
+    pub source: String,
+    pub checksum: String,
+    pub ratings_file: &'a Path,
+    pub min_rating: f32,
+    pub min_user_interactions: usize,
+}
+
+/// Drops users with fewer than `min_user_interactions` positives, indexes
+/// users and items densely by first appearance among the kept rows, and
+/// builds the catalog of exactly the kept items (titles from `movies` where
+/// known, "" otherwise).
+pub(crate) fn assemble(pos: Positives, movies: &[Movie], prov: Provenance<'_>) -> Result<LoadedDataset> {
+    if pos.users.len() >= VACANT as usize {
+        bail!("{} holds {} positives, more than this plugin indexes", prov.ratings_file.display(), pos.users.len());
+    }
+    let mut users = FirstSeen::for_ids(&pos.users);
+    let provisional: Vec<u32> = pos.users.iter().map(|&u| users.index(u)).collect();
+    let mut counts = vec![0usize; users.raw.len()];
+    for &u in &provisional {
+        counts[u as usize] += 1;
+    }
+    // Whole users are dropped, so the survivors keep their relative order of
+    // first appearance: renumbering the provisional indices suffices.
+    let mut user_raw_ids = Vec::new();
+    let final_index: Vec<u32> = counts
+        .iter()
+        .zip(&users.raw)
+        .map(|(&count, &raw)| {
+            if count >= prov.min_user_interactions {
+                user_raw_ids.push(raw);
+                (user_raw_ids.len() - 1) as u32
+            } else {
+                VACANT
+            }
+        })
+        .collect();
+
+    let mut items = FirstSeen::for_ids(&pos.items);
+    let mut interactions = Interactions::default();
+    for ((&u, &item), &t) in provisional.iter().zip(&pos.items).zip(&pos.timestamps) {
+        let user = final_index[u as usize];
+        if user != VACANT {
+            interactions.users.push(user);
+            interactions.items.push(items.index(item));
+            interactions.timestamps.push(t);
+        }
+    }
+    if interactions.is_empty() {
+        bail!(
+            "no positive interactions left in {} after min_rating = {} and min_user_interactions = {} \
+             ({} rows read, {} positives)",
+            prov.ratings_file.display(),
+            prov.min_rating,
+            prov.min_user_interactions,
+            pos.raw_rows,
+            pos.users.len()
+        );
+    }
+
+    let n_items = items.raw.len();
+    let mut catalog =
+        ItemCatalog { raw_ids: Vec::new(), titles: vec![String::new(); n_items], genres: vec![Vec::new(); n_items] };
+    let mut described = vec![false; n_items];
+    for movie in movies {
+        if let Some(i) = items.get(movie.id) {
+            // The first entry of a duplicated id wins, as a reader scanning
+            // the file top-down would expect.
+            if !described[i as usize] {
+                described[i as usize] = true;
+                catalog.titles[i as usize] = movie.title.clone();
+                catalog.genres[i as usize] = movie.genres.clone();
+            }
+        }
+    }
+    catalog.raw_ids = items.raw;
+
+    Ok(LoadedDataset {
+        name: prov.name,
+        source: prov.source,
+        checksum: prov.checksum,
+        user_raw_ids,
+        catalog,
+        interactions,
+        raw_rows: pos.raw_rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prov(min_user_interactions: usize) -> Provenance<'static> {
+        Provenance {
+            name: "t".into(),
+            source: "s".into(),
+            checksum: "c".into(),
+            ratings_file: Path::new("r.dat"),
+            min_rating: 4.0,
+            min_user_interactions,
+        }
+    }
+
+    fn positives(rows: &[(u64, u64, i64)]) -> Positives {
+        let mut p = Positives::default();
+        for &(u, i, t) in rows {
+            p.push(u, i, t);
+        }
+        p.raw_rows = rows.len() + 3;
+        p
+    }
+
+    #[test]
+    fn dense_indices_follow_first_appearance_among_kept_rows() {
+        // User 9 has one positive and is dropped, so item 500 (seen only by
+        // user 9) is absent and item 7 becomes index 1 after item 3.
+        let pos = positives(&[(9, 500, 1), (4, 3, 5), (2, 7, 2), (4, 7, 2), (2, 3, 9)]);
+        let movies = [
+            Movie { id: 7, title: "Seven".into(), genres: vec!["Drama".into()] },
+            Movie { id: 7, title: "Duplicate".into(), genres: vec![] },
+            Movie { id: 500, title: "Dropped".into(), genres: vec![] },
+        ];
+        let d = assemble(pos, &movies, prov(2)).unwrap();
+        assert_eq!(d.user_raw_ids, [4, 2]);
+        assert_eq!(d.catalog.raw_ids, [3, 7]);
+        assert_eq!(d.interactions.users, [0, 1, 0, 1]);
+        assert_eq!(d.interactions.items, [0, 1, 1, 0]);
+        assert_eq!(d.interactions.timestamps, [5, 2, 2, 9]);
+        assert_eq!(d.catalog.titles, ["", "Seven"]);
+        assert_eq!(d.catalog.genres, [vec![], vec!["Drama".to_string()]]);
+        assert_eq!(d.catalog.display(0), "item 3");
+        assert_eq!(d.raw_rows, 8);
+    }
+
+    #[test]
+    fn huge_ids_use_the_map_and_agree_with_the_table() {
+        let rows = [(u64::MAX, 1 << 40, 0), (3, 2, 0), (u64::MAX, 2, 1)];
+        let d = assemble(positives(&rows), &[], prov(1)).unwrap();
+        assert_eq!(d.user_raw_ids, [u64::MAX, 3]);
+        assert_eq!(d.catalog.raw_ids, [1 << 40, 2]);
+        assert_eq!(d.interactions.items, [0, 1, 1]);
+    }
+
+    #[test]
+    fn nothing_left_names_file_and_thresholds() {
+        let e = assemble(positives(&[(1, 1, 0)]), &[], prov(5)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("no positive interactions left in r.dat after min_rating = 4 and min_user_interactions = 5"),
+            "{e}"
+        );
+    }
+}
