@@ -95,10 +95,7 @@ impl Report {
 
         let _ = writeln!(s, "## Test metrics (best epoch {} by validation {})\n", self.best_epoch, self.selection_metric);
         let _ = writeln!(s, "Full-catalog ranking of each user's last positive; items already seen are excluded.\n");
-        let _ = writeln!(s, "| metric | value |\n|---|---|");
-        for (k, v) in &self.test {
-            let _ = writeln!(s, "| {k} | {v:.4} |");
-        }
+        s.push_str(&metric_table(&self.test));
 
         let _ = writeln!(s, "\n## Dataset\n");
         let _ = writeln!(s, "| | |\n|---|---|");
@@ -172,6 +169,51 @@ impl Report {
     }
 }
 
+/// Metrics named `family@K` as one row per K and one column per family;
+/// the rest (e.g. `mrr`) as rows of their own below.
+fn metric_table(metrics: &Metrics) -> String {
+    let mut families: Vec<&str> = Vec::new();
+    let mut ks: Vec<u64> = Vec::new();
+    let mut plain = Vec::new();
+    for (name, v) in metrics {
+        match name.split_once('@').and_then(|(f, k)| Some((f, k.parse::<u64>().ok()?))) {
+            Some((f, k)) => {
+                if !families.contains(&f) {
+                    families.push(f);
+                }
+                if !ks.contains(&k) {
+                    ks.push(k);
+                }
+            }
+            None => plain.push((name, v)),
+        }
+    }
+    ks.sort_unstable();
+    let mut s = String::new();
+    if !ks.is_empty() {
+        let _ = writeln!(s, "| K | {} |", families.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(families.len()));
+        for k in &ks {
+            let _ = write!(s, "| {k} |");
+            for f in &families {
+                match metrics.get(&format!("{f}@{k}")) {
+                    Some(v) => { let _ = write!(s, " {v:.4} |"); }
+                    None => s.push_str(" |"),
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
+    if !plain.is_empty() {
+        let _ = writeln!(s, "| metric | value |\n|---|---|");
+        for (name, v) in plain {
+            let _ = writeln!(s, "| {name} | {v:.4} |");
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,7 +250,12 @@ mod tests {
             selection_metric: "recall@10".into(),
             epochs: vec![record(1, 0.1), record(2, 0.2)],
             best_epoch: 2,
-            test: Metrics::from([("recall@10".to_string(), 0.25)]),
+            test: Metrics::from([
+                ("recall@10".to_string(), 0.25),
+                ("recall@100".to_string(), 0.5),
+                ("ndcg@10".to_string(), 0.125),
+                ("mrr".to_string(), 0.0625),
+            ]),
             wall_seconds: 9.0,
             samples: vec![SampleUser {
                 user_id: 42,
@@ -220,7 +267,8 @@ mod tests {
         let md = r.render();
         for needle in [
             "# demo",
-            "| recall@10 | 0.2500 |",
+            "| K | ndcg | recall |\n|---|---|---|\n| 10 | 0.1250 | 0.2500 |\n| 100 | | 0.5000 |",
+            "| mrr | 0.0625 |",
             "| sparsity | 75.0000 % |",
             "| 2 (best) | 5.0000 | 1000 | 2.0 | 0.2000 | 0.0100 |",
             "1000 training examples/s",

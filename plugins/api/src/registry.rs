@@ -259,7 +259,7 @@ pub fn parse_params<P: Params>(table: toml::Table) -> Result<P> {
     serde_path_to_error::deserialize::<_, P>(value).map_err(|e| {
         let path = e.path().to_string();
         let key = (!path.is_empty() && path != ".").then_some(path);
-        ParamError { key, message: e.into_inner().to_string() }.into()
+        ParamError { key, message: e.into_inner().message().trim_end().to_string() }.into()
     })
 }
 
