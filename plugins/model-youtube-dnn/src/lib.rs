@@ -38,6 +38,8 @@ pub struct YoutubeDnnParams {
     pub share_embeddings: bool,
     pub init_std: f64,
     pub temperature: f32,
+    pub normalize: bool,
+    pub loss: Loss,
     pub embedding_optimizer: EmbeddingOptimizer,
 }
 
@@ -49,6 +51,8 @@ impl Default for YoutubeDnnParams {
             share_embeddings: false,
             init_std: 0.1,
             temperature: 1.0,
+            normalize: false,
+            loss: Loss::Softmax,
             embedding_optimizer: EmbeddingOptimizer::Adam,
         }
     }
@@ -65,11 +69,28 @@ impl Params for YoutubeDnnParams {
         ParamDoc::new("init_std", "Standard deviation of the normal embedding init (default 0.1)"),
         ParamDoc::new("temperature", "Logits are divided by it (default 1.0)"),
         ParamDoc::new(
+            "normalize",
+            "L2-normalise user and item vectors, so logits are cosines / temperature (default false)",
+        ),
+        ParamDoc::new(
+            "loss",
+            "\"softmax\": sampled softmax over the candidates; \"bce\": a logistic loss per candidate \
+             (word2vec's negative sampling; NCE when the sampler's logQ correction is on) (default \"softmax\")",
+        ),
+        ParamDoc::new(
             "embedding_optimizer",
             "\"adam\": every row's moments decay each step, like PyTorch's dense Adam; \
              \"lazy_adam\": only rows in the batch are updated (default \"adam\")",
         ),
     ];
+}
+
+/// The training objective over a batch's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    Softmax,
+    Bce,
 }
 
 /// How embedding rows are optimised.

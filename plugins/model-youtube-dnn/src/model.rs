@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::adam::{Adam, Moments};
 use crate::table::EmbeddingTable;
-use crate::YoutubeDnnParams;
+use crate::{Loss, YoutubeDnnParams};
 
 type Mat<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
 type Vector<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
@@ -158,7 +158,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
 
         let traced = layers.iter().map(|(w, bias)| (w.leaky_trace(), bias.leaky_trace())).collect();
         let u = tower(x.leaky_trace(), traced);
-        let loss = sampled_softmax(u, v.leaky_trace(), offsets, labels, 1.0 / self.params.temperature);
+        let loss = self.objective(u, v.leaky_trace(), offsets, labels);
         let loss_value = loss.as_vec()[0];
         if !loss_value.is_finite() {
             bail!("loss is {loss_value}");
@@ -214,8 +214,41 @@ impl<D: Device<f32>> YoutubeDnn<D> {
             dev.tensor_from_vec(Self::logit_offsets(batch.positives, batch.candidates), (b, cand_ids.len()));
         let labels = dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,));
         let layers = self.layers.iter().map(|l| l.tensors(dev)).collect();
-        sampled_softmax(tower(x, layers), v, offsets, labels, 1.0 / self.params.temperature).as_vec()[0]
+        self.objective(tower(x, layers), v, offsets, labels).as_vec()[0]
     }
+
+    /// The configured loss of user vectors `u` against candidate vectors `v`;
+    /// row `i`'s positive is column `labels[i]`.
+    fn objective<T: Tape<f32, D> + Merge<T>>(
+        &self,
+        u: Mat<D, T>,
+        v: Mat<D, T>,
+        offsets: Mat<D>,
+        labels: Tensor<(usize,), usize, D>,
+    ) -> Tensor<(), f32, D, T> {
+        let (u, v) = if self.params.normalize { (l2_normalize(u), l2_normalize(v)) } else { (u, v) };
+        let logits = u.matmul(v.permute::<_, Axes2<1, 0>>()) * (1.0 / self.params.temperature) + offsets;
+        match self.params.loss {
+            Loss::Softmax => logits.log_softmax::<Axis<1>>().select(labels).mean().negate(),
+            Loss::Bce => {
+                // Masked candidates carry a -1e9 offset: target 0, loss and gradient 0.
+                let (b, c) = *logits.shape();
+                let mut targets = vec![0.0f32; b * c];
+                for (row, &col) in labels.as_vec().iter().enumerate() {
+                    targets[row * c + col] = 1.0;
+                }
+                let targets = self.dev.tensor_from_vec(targets, (b, c));
+                logits.bce_with_logits(targets).sum::<(usize,), Axis<1>>().mean()
+            }
+        }
+    }
+}
+
+/// Rows scaled to unit length (the epsilon keeps a zero row finite).
+fn l2_normalize<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>) -> Mat<D, T> {
+    let shape = *x.shape();
+    let norms = (x.retaped::<T>().square().sum::<(usize,), Axis<1>>() + 1e-12).sqrt();
+    x / norms.broadcast_like::<_, Axis<1>>(&shape)
 }
 
 /// The user tower: ReLU after every layer but the last, which projects to `dim`.
@@ -230,18 +263,6 @@ fn tower<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
         x = if i + 1 < n { y.relu() } else { y };
     }
     x
-}
-
-/// Mean over rows of `-log softmax(u V^T / temperature + offsets)[row, label]`.
-fn sampled_softmax<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
-    u: Mat<D, T>,
-    v: Mat<D, T>,
-    offsets: Mat<D>,
-    labels: Tensor<(usize,), usize, D>,
-    inv_temperature: f32,
-) -> Tensor<(), f32, D, T> {
-    let logits = u.matmul(v.permute::<_, Axes2<1, 0>>()) * inv_temperature + offsets;
-    logits.log_softmax::<Axis<1>>().select(labels).mean().negate()
 }
 
 impl<D: Device<f32> + Send> Model for YoutubeDnn<D> {
@@ -267,14 +288,23 @@ impl<D: Device<f32> + Send> Model for YoutubeDnn<D> {
         for chunk in means.chunks(INFERENCE_CHUNK * d) {
             let x = self.dev.tensor_from_vec(chunk.to_vec(), (chunk.len() / d, d));
             let layers = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
-            out.extend(tower(x, layers).as_vec());
+            let u = tower(x, layers);
+            out.extend(if self.params.normalize { l2_normalize(u) } else { u }.as_vec());
         }
         Ok(Matrix::from_vec(histories.len(), d, out))
     }
 
     fn item_vectors(&self) -> Result<Matrix> {
         let t = self.output_table();
-        Ok(Matrix::from_vec(t.rows, t.dim, t.weights.clone()))
+        let mut m = Matrix::from_vec(t.rows, t.dim, t.weights.clone());
+        if self.params.normalize {
+            for r in 0..m.rows {
+                let row = m.row_mut(r);
+                let norm = (row.iter().map(|x| x * x).sum::<f32>() + 1e-12).sqrt();
+                row.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        Ok(m)
     }
 
     fn state(&self) -> ModelState {
@@ -316,12 +346,18 @@ mod tests {
     use dfdx::tensor::Cpu;
 
     fn tiny(share_embeddings: bool, temperature: f32) -> YoutubeDnn<Cpu> {
+        tiny_with(share_embeddings, temperature, Loss::Softmax, false)
+    }
+
+    fn tiny_with(share_embeddings: bool, temperature: f32, loss: Loss, normalize: bool) -> YoutubeDnn<Cpu> {
         let params = YoutubeDnnParams {
             dim: 3,
             hidden: vec![4],
             share_embeddings,
             init_std: 0.5,
             temperature,
+            normalize,
+            loss,
             embedding_optimizer: EmbeddingOptimizer::Adam,
         };
         let cx = BuildCx { seed: 3, n_items: 7, learning_rate: 0.01, device: "cpu".into(), ..Default::default() };
@@ -392,6 +428,41 @@ mod tests {
     fn gradients_match_finite_differences() {
         check_gradients(tiny(false, 1.0), false);
         check_gradients(tiny(false, 0.5), true);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_for_bce_and_normalised_vectors() {
+        check_gradients(tiny_with(false, 1.0, Loss::Bce, false), false);
+        check_gradients(tiny_with(false, 1.0, Loss::Bce, false), true);
+        check_gradients(tiny_with(false, 0.2, Loss::Softmax, true), true);
+        check_gradients(tiny_with(true, 0.5, Loss::Bce, true), false);
+    }
+
+    #[test]
+    fn bce_equals_the_hand_computed_logistic_loss() {
+        // One row, positive 6, negatives 2 and 3 (no correction): the loss is
+        // softplus(-s6) + softplus(s2) + softplus(s3).
+        let m = tiny_with(false, 1.0, Loss::Bce, false);
+        let h = histories(&[&[0, 1]]);
+        let mut cands = candidates(&[2, 3], false, 1);
+        cands.log_q_correction = false;
+        let batch = TrainBatch { histories: &h, positives: &[6], candidates: &cands };
+        let u = m.user_vectors(&h).unwrap();
+        let items = m.item_vectors().unwrap();
+        let s: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_api::dot(u.row(0), items.row(i))).collect();
+        let softplus = |x: f32| (1.0 + x.exp()).ln();
+        let expected = softplus(-s[0]) + softplus(s[1]) + softplus(s[2]);
+        assert!((m.loss(&batch) - expected).abs() < 1e-5, "{} vs {expected}", m.loss(&batch));
+    }
+
+    #[test]
+    fn normalised_vectors_have_unit_length() {
+        let m = tiny_with(false, 0.1, Loss::Softmax, true);
+        let u = m.user_vectors(&histories(&[&[0, 1], &[]])).unwrap();
+        let items = m.item_vectors().unwrap();
+        for r in (0..u.rows).map(|r| u.row(r)).chain((0..items.rows).map(|r| items.row(r))) {
+            assert!((funnel_api::dot(r, r) - 1.0).abs() < 1e-5);
+        }
     }
 
     #[test]
