@@ -1,0 +1,134 @@
+//! `[sampler] type = "popularity"`: shared negatives drawn from the training
+//! positives' unigram distribution raised to `alpha` (word2vec's 0.75 by
+//! default), with replacement, through an alias table.
+//!
+//! Item `j` is drawn with probability `P(j) = count(j)^alpha / sum`, so its
+//! expected number of copies among `N` draws, the logQ term, is `N * P(j)`.
+//! Items never seen in training are never drawn.
+
+use anyhow::{bail, Result};
+use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::alias::AliasTable;
+
+pub(crate) fn register(reg: &mut Registry) {
+    reg.sampler::<PopularityParams>(
+        "popularity",
+        "Shared negatives drawn from unigram^alpha of training positives (alias method), logQ-corrected",
+        |p, cx: &BuildCx| Ok(Box::new(PopularitySampler::new(p, cx.n_items)?)),
+    );
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PopularityParams {
+    pub num_negatives: usize,
+    pub alpha: f64,
+    pub log_q_correction: bool,
+}
+
+impl Default for PopularityParams {
+    fn default() -> Self {
+        PopularityParams { num_negatives: 1000, alpha: 0.75, log_q_correction: true }
+    }
+}
+
+impl Params for PopularityParams {
+    const DOCS: &'static [ParamDoc] = &[
+        ParamDoc::new("num_negatives", "Negatives drawn per batch with replacement, shared by its rows (default 1000)"),
+        ParamDoc::new("alpha", "Exponent on training counts; 0 is uniform over seen items, 1 is unigram (default 0.75)"),
+        ParamDoc::new("log_q_correction", "Subtract log(expected copies) from candidate logits (default true)"),
+    ];
+}
+
+pub struct PopularitySampler {
+    params: PopularityParams,
+    n_items: usize,
+    table: Option<AliasTable>,
+    /// P(j) per item; set by `fit`.
+    probabilities: Vec<f64>,
+}
+
+impl PopularitySampler {
+    pub fn new(params: PopularityParams, n_items: usize) -> Result<PopularitySampler> {
+        if params.num_negatives == 0 {
+            bail!("key `num_negatives`: must be at least 1");
+        }
+        if !(params.alpha.is_finite() && params.alpha >= 0.0) {
+            bail!("key `alpha`: must be a non-negative number, found {}", params.alpha);
+        }
+        Ok(PopularitySampler { params, n_items, table: None, probabilities: Vec::new() })
+    }
+}
+
+impl Sampler for PopularitySampler {
+    fn fit(&mut self, item_counts: &[u64]) -> Result<()> {
+        if item_counts.len() != self.n_items || item_counts.iter().all(|&c| c == 0) {
+            bail!("no training positives to estimate item frequencies from");
+        }
+        let weights: Vec<f64> =
+            item_counts.iter().map(|&c| if c == 0 { 0.0 } else { (c as f64).powf(self.params.alpha) }).collect();
+        let total: f64 = weights.iter().sum();
+        self.probabilities = weights.iter().map(|w| w / total).collect();
+        self.table = Some(AliasTable::new(&weights));
+        Ok(())
+    }
+
+    fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
+        let table = self.table.as_ref().expect("the core fits a sampler before sampling");
+        let n = self.params.num_negatives as f64;
+        out.shared.clear();
+        out.shared.extend((0..self.params.num_negatives).map(|_| table.sample(rng)));
+        out.shared_log_q.clear();
+        out.shared_log_q.extend(out.shared.iter().map(|&i| (n * self.probabilities[i as usize]).ln() as f32));
+        out.in_batch = false;
+        out.positive_log_q.clear();
+        // A positive's own column is not a negative; its logQ term is the
+        // same expected-copies value, floored so unseen items stay finite.
+        out.positive_log_q
+            .extend(positives.iter().map(|&i| (n * self.probabilities[i as usize]).max(1e-12).ln() as f32));
+        out.log_q_correction = self.params.log_q_correction;
+    }
+
+    fn item_probabilities(&self) -> Vec<f64> {
+        self.probabilities.iter().map(|p| p * self.params.num_negatives as f64).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn draws_match_the_declared_distribution() {
+        // Counts 1, 8, 27, 0, 64 with alpha 1/3 give weights 1, 2, 3, 0, 4.
+        let mut s = PopularitySampler::new(
+            PopularityParams { num_negatives: 100, alpha: 1.0 / 3.0, log_q_correction: true },
+            5,
+        )
+        .unwrap();
+        s.fit(&[1, 8, 27, 0, 64]).unwrap();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut out = Candidates::default();
+        let mut counts = [0f64; 5];
+        for _ in 0..1000 {
+            s.sample(&[0], &mut rng, &mut out);
+            out.shared.iter().for_each(|&i| counts[i as usize] += 1.0);
+        }
+        assert_eq!(counts[3], 0.0, "an unseen item was drawn");
+        let declared = [0.1, 0.2, 0.3, 0.0, 0.4];
+        let total: f64 = counts.iter().sum();
+        let chi2: f64 = (0..5)
+            .filter(|&i| declared[i] > 0.0)
+            .map(|i| (counts[i] - total * declared[i]).powi(2) / (total * declared[i]))
+            .sum();
+        // 3 degrees of freedom: the 0.999 quantile of chi2(3) is 16.27.
+        assert!(chi2 < 16.27, "chi2 = {chi2}, counts {counts:?}");
+        for (&i, &lq) in out.shared.iter().zip(&out.shared_log_q) {
+            assert!((lq as f64 - (100.0 * declared[i as usize]).ln()).abs() < 1e-5);
+        }
+    }
+}
