@@ -167,7 +167,7 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
     let mut figment = Figment::from(Toml::file_exact(path))
         // FUNNEL_MODEL__HIDDEN="[512]" sets model.hidden; FUNNEL_DATA_DIR is
         // the dataset plugins' data folder, not a configuration key.
-        .merge(Env::prefixed("FUNNEL_").split("__").ignore(&["data_dir", "cache_dir"]));
+        .merge(Env::prefixed("FUNNEL_").split("__").ignore(&["data_dir"]));
     for o in overrides {
         figment = figment.merge(CommandLineSet::parse(o)?);
     }
@@ -253,9 +253,7 @@ struct CommandLineSet {
 
 impl CommandLineSet {
     fn parse(raw: &str) -> Result<CommandLineSet> {
-        let (key, text) = raw
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--set {raw}: expected key.path=value"))?;
+        let (key, text) = raw.split_once('=').ok_or_else(|| anyhow!("--set {raw}: expected key.path=value"))?;
         let key = key.trim();
         if key.is_empty() || key.split('.').any(str::is_empty) {
             bail!("--set {raw}: expected key.path=value");

@@ -93,7 +93,8 @@ impl Report {
             self.started, self.experiment_file, e.seed, self.run_dir
         );
 
-        let _ = writeln!(s, "## Test metrics (best epoch {} by validation {})\n", self.best_epoch, self.selection_metric);
+        let _ =
+            writeln!(s, "## Test metrics (best epoch {} by validation {})\n", self.best_epoch, self.selection_metric);
         let _ = writeln!(s, "Full-catalog ranking of each user's last positive; items already seen are excluded.\n");
         s.push_str(&metric_table(&self.test));
 
@@ -138,7 +139,11 @@ impl Report {
         s.push('\n');
         for r in &self.epochs {
             let mark = if r.epoch == self.best_epoch { " (best)" } else { "" };
-            let _ = write!(s, "| {}{mark} | {:.4} | {:.0} | {:.1} |", r.epoch, r.loss, r.examples_per_second, r.train_seconds);
+            let _ = write!(
+                s,
+                "| {}{mark} | {:.4} | {:.0} | {:.1} |",
+                r.epoch, r.loss, r.examples_per_second, r.train_seconds
+            );
             for c in &cols {
                 let _ = write!(s, " {:.4} |", r.validation[*c]);
             }
@@ -147,8 +152,11 @@ impl Report {
 
         if !self.samples.is_empty() {
             let _ = writeln!(s, "\n## Sample recommendations\n");
-            let _ = writeln!(s, "Top {} by the index for a few test users; **bold** is the held-out next watch.\n",
-                self.samples[0].recommended.len());
+            let _ = writeln!(
+                s,
+                "Top {} by the index for a few test users; **bold** is the held-out next watch.\n",
+                self.samples[0].recommended.len()
+            );
             for u in &self.samples {
                 let _ = writeln!(s, "### User {}\n", u.user_id);
                 let _ = writeln!(s, "Recently watched (newest first): {}\n", u.recent.join("; "));
@@ -197,7 +205,9 @@ fn metric_table(metrics: &Metrics) -> String {
             let _ = write!(s, "| {k} |");
             for f in &families {
                 match metrics.get(&format!("{f}@{k}")) {
-                    Some(v) => { let _ = write!(s, " {v:.4} |"); }
+                    Some(v) => {
+                        let _ = write!(s, " {v:.4} |");
+                    }
                     None => s.push_str(" |"),
                 }
             }

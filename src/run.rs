@@ -87,7 +87,8 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
         ],
     };
     tracker.start(&info)?;
-    let outcome = train_and_report(exp, reg, opts, &run_dir, &stamp, &resolved, &data, load_seconds, started, tracker.as_mut());
+    let outcome =
+        train_and_report(exp, reg, opts, &run_dir, &stamp, &resolved, &data, load_seconds, started, tracker.as_mut());
     match &outcome {
         Ok(_) => tracker.finish(RunStatus::Finished)?,
         Err(_) => {
@@ -123,12 +124,14 @@ fn train_and_report(
         ..Default::default()
     };
     let c = &spec.features;
-    let features = reg.build_features(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Features))?;
+    let features =
+        reg.build_features(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Features))?;
     let examples = features.build(data).with_context(|| within(ComponentKind::Features))?;
     cx.max_history = examples.max_history;
 
     let c = &spec.sampler;
-    let mut sampler = reg.build_sampler(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Sampler))?;
+    let mut sampler =
+        reg.build_sampler(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Sampler))?;
     let mut counts = vec![0u64; data.n_items()];
     for &ex in &examples.train {
         counts[examples.target(ex) as usize] += 1;
@@ -137,7 +140,8 @@ fn train_and_report(
     let c = &spec.model;
     let mut model = reg.build_model(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Model))?;
     let c = &spec.evaluation;
-    let evaluator = reg.build_evaluator(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Evaluation))?;
+    let evaluator =
+        reg.build_evaluator(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Evaluation))?;
     let c = &spec.index;
     let mut index = reg.build_index(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Index))?;
 
@@ -273,10 +277,7 @@ pub struct Timestamp {
 
 impl Timestamp {
     pub fn now() -> Timestamp {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Timestamp::from_unix(secs)
     }
 

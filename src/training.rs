@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use funnel_api::{
-    Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, Histories, Metrics, Model,
-    ModelState, Sampler, Tracker, TrainBatch,
+    Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, Histories, Metrics, Model, ModelState, Sampler,
+    Tracker, TrainBatch,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -65,9 +65,7 @@ pub fn train(
             }
             sampler.sample(&positives, rng, &mut candidates);
             let batch = TrainBatch { histories: &histories, positives: &positives, candidates: &candidates };
-            let loss = model
-                .train_step(&batch)
-                .with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
+            let loss = model.train_step(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
             loss_sum += loss as f64 * chunk.len() as f64;
             if let Some(bar) = bar.as_mut() {
                 kdam::BarExt::update(bar, 1).ok();
@@ -88,10 +86,8 @@ pub fn train(
             examples_per_second: order.len() as f64 / train_seconds.max(1e-9),
             validation,
         };
-        let score = *record
-            .validation
-            .get(&selection)
-            .with_context(|| format!("the evaluation produced no `{selection}`"))?;
+        let score =
+            *record.validation.get(&selection).with_context(|| format!("the evaluation produced no `{selection}`"))?;
         eprintln!(
             "epoch {epoch}/{}: loss {:.4}, {:.0} examples/s, validation {selection} {score:.4}",
             cfg.epochs, record.loss, record.examples_per_second

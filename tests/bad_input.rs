@@ -23,8 +23,11 @@ fn edit(exp: &std::path::Path, from: &str, to: &str) {
 fn unknown_type_lists_the_registered_ones() {
     let (dir, exp) = setup();
     edit(&exp, "type = \"youtube_dnn\"", "type = \"youtube_dnm\"");
-    funnel(dir.path(), &["check", "exp.toml"])
-        .assert_error(&["exp.toml", "unknown model type \"youtube_dnm\"", "\"youtube_dnn\""]);
+    funnel(dir.path(), &["check", "exp.toml"]).assert_error(&[
+        "exp.toml",
+        "unknown model type \"youtube_dnm\"",
+        "\"youtube_dnn\"",
+    ]);
     let _ = exp;
 }
 
@@ -96,11 +99,8 @@ fn malformed_rating_line_gives_file_and_line() {
 #[test]
 fn dataset_empty_after_filtering_is_explained() {
     let (dir, _exp) = setup();
-    funnel(
-        dir.path(),
-        &["run", "exp.toml", "--set", "dataset.min_user_interactions=1000", "--runs-dir", "runs"],
-    )
-    .assert_error(&["min_user_interactions"]);
+    funnel(dir.path(), &["run", "exp.toml", "--set", "dataset.min_user_interactions=1000", "--runs-dir", "runs"])
+        .assert_error(&["min_user_interactions"]);
 }
 
 #[test]
@@ -125,9 +125,18 @@ fn plugins_lists_every_component_with_defaults() {
     let out = funnel(dir.path(), &["plugins"]);
     out.assert_success();
     for needle in [
-        "[dataset]", "type = \"movielens\"", "[model]", "type = \"youtube_dnn\"", "hidden = [256]",
-        "type = \"uniform\"", "num_negatives = 1000", "type = \"full_ranking\"", "type = \"exact\"",
-        "type = \"local\"", "type = \"watch_history\"", "max_history = 30",
+        "[dataset]",
+        "type = \"movielens\"",
+        "[model]",
+        "type = \"youtube_dnn\"",
+        "hidden = [256]",
+        "type = \"uniform\"",
+        "num_negatives = 1000",
+        "type = \"full_ranking\"",
+        "type = \"exact\"",
+        "type = \"local\"",
+        "type = \"watch_history\"",
+        "max_history = 30",
     ] {
         assert!(out.stdout.contains(needle), "plugins output lacks {needle:?}:\n{}", out.stdout);
     }

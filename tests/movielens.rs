@@ -39,8 +39,17 @@ fn ml100k_trains_evaluates_reports_and_repeats_itself() {
     let reports: Vec<_> = std::fs::read_dir(dir.path().join("reports/itest")).unwrap().collect();
     assert_eq!(reports.len(), 1);
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
-    for needle in ["## Test metrics", "## Dataset", "| users | ", "sparsity", "## Training", "examples/s",
-        "## Sample recommendations", "## Resolved configuration", "type = \"youtube_dnn\""] {
+    for needle in [
+        "## Test metrics",
+        "## Dataset",
+        "| users | ",
+        "sparsity",
+        "## Training",
+        "examples/s",
+        "## Sample recommendations",
+        "## Resolved configuration",
+        "type = \"youtube_dnn\"",
+    ] {
         assert!(report.contains(needle), "report lacks {needle:?}:\n{report}");
     }
     // ml-100k titles reach the report.
@@ -66,8 +75,16 @@ fn ml1m_youtube_dnn_reaches_the_peer_quality() {
     let data = shared_data().join("ml-1m");
     let out = funnel(
         dir.path(),
-        &["run", exp.to_str().unwrap(), "--set", &format!("dataset.path={}", data.display()),
-          "--runs-dir", "runs", "--reports-dir", "reports"],
+        &[
+            "run",
+            exp.to_str().unwrap(),
+            "--set",
+            &format!("dataset.path={}", data.display()),
+            "--runs-dir",
+            "runs",
+            "--reports-dir",
+            "reports",
+        ],
     );
     out.assert_success();
     let m = metrics(&dir.path().join("runs/youtube_dnn"));

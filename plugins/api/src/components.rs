@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rand::rngs::StdRng;
 
-use crate::{
-    Candidates, ExampleSet, Histories, ItemIdx, LoadedDataset, Matrix, Metrics, TrainBatch,
-};
+use crate::{Candidates, ExampleSet, Histories, ItemIdx, LoadedDataset, Matrix, Metrics, TrainBatch};
 
 /// `[dataset]`: reads interactions and the item catalog.
 pub trait Dataset {

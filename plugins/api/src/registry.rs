@@ -102,12 +102,8 @@ impl<T: ?Sized> Shelf<T> {
         Shelf { kind, entries: BTreeMap::new() }
     }
 
-    fn insert<P: Params>(
-        &mut self,
-        name: &'static str,
-        doc: &'static str,
-        build: fn(P, &BuildCx) -> Result<Box<T>>,
-    ) where
+    fn insert<P: Params>(&mut self, name: &'static str, doc: &'static str, build: fn(P, &BuildCx) -> Result<Box<T>>)
+    where
         T: 'static,
     {
         let info = describe::<P>(self.kind, name, doc);

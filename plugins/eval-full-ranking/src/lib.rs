@@ -20,14 +20,10 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 
 use anyhow::{bail, Result};
-use funnel_api::{
-    BuildCx, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry,
-};
+use funnel_api::{BuildCx, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry};
 use serde::{Deserialize, Serialize};
 
-pub use metrics::{
-    hit_rate_at_k, ndcg_at_k, recall_at_k, reciprocal_rank, single_target, SingleTarget,
-};
+pub use metrics::{hit_rate_at_k, ndcg_at_k, recall_at_k, reciprocal_rank, single_target, SingleTarget};
 
 /// Registers the `full_ranking` evaluation.
 pub fn register(reg: &mut Registry) {
@@ -55,11 +51,7 @@ pub struct FullRankingParams {
 
 impl Default for FullRankingParams {
     fn default() -> Self {
-        FullRankingParams {
-            ks: vec![10, 20, 50, 100],
-            select_by: "recall@10".to_string(),
-            batch_users: 1024,
-        }
+        FullRankingParams { ks: vec![10, 20, 50, 100], select_by: "recall@10".to_string(), batch_users: 1024 }
     }
 }
 
@@ -121,12 +113,7 @@ impl FullRanking {
             );
         }
         let threads = thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(FullRanking {
-            ks,
-            select_by: params.select_by,
-            batch_users: params.batch_users,
-            threads,
-        })
+        Ok(FullRanking { ks, select_by: params.select_by, batch_users: params.batch_users, threads })
     }
 
     /// Scores with at most `threads` threads (at least one). Results do not
@@ -143,22 +130,14 @@ impl FullRanking {
     }
 
     /// 0-based rank of each case's target, in case order.
-    pub fn ranks(
-        &self,
-        users: &Matrix,
-        items: &Matrix,
-        cases: &[EvalCase<'_>],
-    ) -> Result<Vec<u32>> {
+    pub fn ranks(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Vec<u32>> {
         validate(users, items, cases)?;
         let block = self.batch_users.min(cases.len());
         let mut ranks = vec![0u32; cases.len()];
         // Blocks depend only on batch_users, never on the thread count, and
         // each writes its own slice of `ranks`, so threads cannot change results.
-        let work: Vec<(usize, &mut [u32])> = ranks
-            .chunks_mut(block)
-            .enumerate()
-            .map(|(b, out)| (b * block, out))
-            .collect();
+        let work: Vec<(usize, &mut [u32])> =
+            ranks.chunks_mut(block).enumerate().map(|(b, out)| (b * block, out)).collect();
         let threads = self.threads.min(work.len());
         let queue = Mutex::new(work.into_iter());
         let errors = Mutex::new(Vec::new());
@@ -171,10 +150,7 @@ impl FullRanking {
                         let Some((first, out)) = next else { break };
                         let cases = &cases[first..first + out.len()];
                         if let Err(e) = rank_block(users, items, cases, first, out, &mut scores) {
-                            errors
-                                .lock()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .push(e);
+                            errors.lock().unwrap_or_else(PoisonError::into_inner).push(e);
                         }
                     }
                 });
@@ -194,12 +170,7 @@ impl Evaluator for FullRanking {
         &self.select_by
     }
 
-    fn evaluate(
-        &self,
-        users: &Matrix,
-        items: &Matrix,
-        cases: &[EvalCase<'_>],
-    ) -> Result<Evaluation> {
+    fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation> {
         let ranks = self.ranks(users, items, cases)?;
         let mut sums = vec![[0f64; 3]; self.ks.len()];
         let mut mrr = 0f64;
@@ -241,12 +212,7 @@ fn validate(users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<()
     }
     for (what, m) in [("user", users), ("item", items)] {
         if m.data.len() != m.rows * m.cols {
-            bail!(
-                "{what} matrix holds {} values but claims {}x{}",
-                m.data.len(),
-                m.rows,
-                m.cols
-            );
+            bail!("{what} matrix holds {} values but claims {}x{}", m.data.len(), m.rows, m.cols);
         }
     }
     if users.rows != cases.len() {
@@ -257,19 +223,12 @@ fn validate(users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<()
         );
     }
     if users.cols != items.cols {
-        bail!(
-            "user vectors have {} dimensions but item vectors have {}",
-            users.cols,
-            items.cols
-        );
+        bail!("user vectors have {} dimensions but item vectors have {}", users.cols, items.cols);
     }
     let n = items.rows;
     for (i, case) in cases.iter().enumerate() {
         if case.target as usize >= n {
-            bail!(
-                "case {i}: target item {} is outside the catalog of {n} items",
-                case.target
-            );
+            bail!("case {i}: target item {} is outside the catalog of {n} items", case.target);
         }
         if let Some(s) = case.seen.iter().find(|&&s| s as usize >= n) {
             bail!("case {i}: seen item {s} is outside the catalog of {n} items");
@@ -385,16 +344,7 @@ mod tests {
     #[test]
     fn hand_computed_example() {
         let (users, items) = hand_example();
-        let cases = [
-            EvalCase {
-                seen: &[3],
-                target: 0,
-            },
-            EvalCase {
-                seen: &[1, 2],
-                target: 1,
-            },
-        ];
+        let cases = [EvalCase { seen: &[3], target: 0 }, EvalCase { seen: &[1, 2], target: 1 }];
         let eval = evaluator(&[1, 2]).evaluate(&users, &items, &cases).unwrap();
         assert_eq!(eval.ranks, vec![1, 0]);
         let m = &eval.metrics;
@@ -412,16 +362,7 @@ mod tests {
         assert_eq!(m.len(), 7);
 
         // Without exclusions user 0's target also trails item 3: rank 2.
-        let cases = [
-            EvalCase {
-                seen: &[],
-                target: 0,
-            },
-            EvalCase {
-                seen: &[],
-                target: 1,
-            },
-        ];
+        let cases = [EvalCase { seen: &[], target: 0 }, EvalCase { seen: &[], target: 1 }];
         let eval = evaluator(&[1]).evaluate(&users, &items, &cases).unwrap();
         assert_eq!(eval.ranks, vec![2, 1]);
     }
@@ -432,22 +373,10 @@ mod tests {
         assert_eq!(e.selection_metric(), "recall@10");
         let names = e.metric_names();
         for name in ["recall@10", "ndcg@10", "hit_rate@10", "mrr", "recall@100"] {
-            assert!(
-                names.iter().any(|n| n == name),
-                "{name} missing from {names:?}"
-            );
+            assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }
         let (users, items) = hand_example();
-        let cases = [
-            EvalCase {
-                seen: &[],
-                target: 0,
-            },
-            EvalCase {
-                seen: &[],
-                target: 1,
-            },
-        ];
+        let cases = [EvalCase { seen: &[], target: 0 }, EvalCase { seen: &[], target: 1 }];
         let eval = e.evaluate(&users, &items, &cases).unwrap();
         let reported: Vec<_> = eval.metrics.keys().cloned().collect();
         let mut expected = names.clone();
@@ -463,10 +392,7 @@ mod tests {
             .map(|j| (j, dot(users.row(u), items.row(j as usize))))
             .collect();
         ranked.sort_by(|a, b| {
-            b.1.partial_cmp(&a.1)
-                .unwrap()
-                .then((a.0 == case.target).cmp(&(b.0 == case.target)))
-                .then(a.0.cmp(&b.0))
+            b.1.partial_cmp(&a.1).unwrap().then((a.0 == case.target).cmp(&(b.0 == case.target))).then(a.0.cmp(&b.0))
         });
         ranked.into_iter().map(|(j, _)| j).collect()
     }
@@ -477,9 +403,7 @@ mod tests {
         let (n_users, n_items, d) = (57, 40, 3);
         // Small integers: exact f32 scores with many ties.
         let mut random_matrix = |rows: usize| {
-            let data = (0..rows * d)
-                .map(|_| rng.gen_range(-2..=2) as f32)
-                .collect();
+            let data = (0..rows * d).map(|_| rng.gen_range(-2..=2) as f32).collect();
             Matrix::from_vec(rows, d, data)
         };
         let users = random_matrix(n_users);
@@ -487,9 +411,7 @@ mod tests {
         let seen: Vec<Vec<ItemIdx>> = (0..n_users)
             .map(|_| {
                 let len = rng.gen_range(0..12);
-                (0..len)
-                    .map(|_| rng.gen_range(0..n_items as ItemIdx))
-                    .collect()
+                (0..len).map(|_| rng.gen_range(0..n_items as ItemIdx)).collect()
             })
             .collect();
         let targets: Vec<ItemIdx> = (0..n_users)
@@ -502,12 +424,7 @@ mod tests {
                 }
             })
             .collect();
-        let cases: Vec<EvalCase> = (0..n_users)
-            .map(|u| EvalCase {
-                seen: &seen[u],
-                target: targets[u],
-            })
-            .collect();
+        let cases: Vec<EvalCase> = (0..n_users).map(|u| EvalCase { seen: &seen[u], target: targets[u] }).collect();
         let ks = [1, 3, 10, 50];
         let eval = evaluator(&ks).evaluate(&users, &items, &cases).unwrap();
 
@@ -543,108 +460,48 @@ mod tests {
     fn results_do_not_depend_on_threads_or_blocks() {
         let mut rng = StdRng::seed_from_u64(11);
         let (n_users, n_items, d) = (203, 150, 16);
-        let users = Matrix::from_vec(
-            n_users,
-            d,
-            (0..n_users * d).map(|_| rng.gen_range(-1.0..1.0)).collect(),
-        );
-        let items = Matrix::from_vec(
-            n_items,
-            d,
-            (0..n_items * d).map(|_| rng.gen_range(-1.0..1.0)).collect(),
-        );
+        let users = Matrix::from_vec(n_users, d, (0..n_users * d).map(|_| rng.gen_range(-1.0..1.0)).collect());
+        let items = Matrix::from_vec(n_items, d, (0..n_items * d).map(|_| rng.gen_range(-1.0..1.0)).collect());
         let seen: Vec<Vec<ItemIdx>> = (0..n_users)
-            .map(|_| {
-                (0..rng.gen_range(0..30))
-                    .map(|_| rng.gen_range(0..n_items as ItemIdx))
-                    .collect()
-            })
+            .map(|_| (0..rng.gen_range(0..30)).map(|_| rng.gen_range(0..n_items as ItemIdx)).collect())
             .collect();
-        let cases: Vec<EvalCase> = seen
-            .iter()
-            .map(|s| EvalCase {
-                seen: s,
-                target: rng.gen_range(0..n_items as ItemIdx),
-            })
-            .collect();
+        let cases: Vec<EvalCase> =
+            seen.iter().map(|s| EvalCase { seen: s, target: rng.gen_range(0..n_items as ItemIdx) }).collect();
         let run = |batch_users: usize, threads: usize| {
-            FullRanking::new(FullRankingParams {
-                batch_users,
-                ..FullRankingParams::default()
-            })
-            .unwrap()
-            .with_threads(threads)
-            .evaluate(&users, &items, &cases)
-            .unwrap()
+            FullRanking::new(FullRankingParams { batch_users, ..FullRankingParams::default() })
+                .unwrap()
+                .with_threads(threads)
+                .evaluate(&users, &items, &cases)
+                .unwrap()
         };
         let base = run(1024, 1);
         for (batch, threads) in [(1, 1), (1, 4), (7, 3), (64, 2), (64, 8), (5000, 16)] {
             let other = run(batch, threads);
             assert_eq!(other.ranks, base.ranks, "batch {batch}, threads {threads}");
-            assert_eq!(
-                other.metrics, base.metrics,
-                "batch {batch}, threads {threads}"
-            );
+            assert_eq!(other.metrics, base.metrics, "batch {batch}, threads {threads}");
         }
     }
 
     fn error(users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> String {
-        evaluator(&[1])
-            .evaluate(users, items, cases)
-            .unwrap_err()
-            .to_string()
+        evaluator(&[1]).evaluate(users, items, cases).unwrap_err().to_string()
     }
 
     #[test]
     fn shape_errors() {
         let (users, items) = hand_example();
-        let one = [EvalCase {
-            seen: &[],
-            target: 0,
-        }];
-        let two = [
-            EvalCase {
-                seen: &[],
-                target: 0,
-            },
-            EvalCase {
-                seen: &[],
-                target: 1,
-            },
-        ];
+        let one = [EvalCase { seen: &[], target: 0 }];
+        let two = [EvalCase { seen: &[], target: 0 }, EvalCase { seen: &[], target: 1 }];
         assert!(error(&users, &items, &[]).contains("no evaluation cases"));
         assert!(error(&users, &items, &one).contains("2 rows but there are 1 cases"));
         let wide = Matrix::from_vec(2, 3, vec![0.0; 6]);
         assert!(error(&wide, &items, &two).contains("3 dimensions but item vectors have 2"));
-        let far = [
-            EvalCase {
-                seen: &[],
-                target: 0,
-            },
-            EvalCase {
-                seen: &[],
-                target: 5,
-            },
-        ];
+        let far = [EvalCase { seen: &[], target: 0 }, EvalCase { seen: &[], target: 5 }];
         let e = error(&users, &items, &far);
         assert!(e.contains("case 1") && e.contains("target item 5"), "{e}");
-        let far_seen = [
-            EvalCase {
-                seen: &[0, 9],
-                target: 0,
-            },
-            EvalCase {
-                seen: &[],
-                target: 1,
-            },
-        ];
+        let far_seen = [EvalCase { seen: &[0, 9], target: 0 }, EvalCase { seen: &[], target: 1 }];
         let e = error(&users, &items, &far_seen);
         assert!(e.contains("case 0") && e.contains("seen item 9"), "{e}");
-        let broken = Matrix {
-            rows: 2,
-            cols: 2,
-            data: vec![0.0; 3],
-        };
+        let broken = Matrix { rows: 2, cols: 2, data: vec![0.0; 3] };
         assert!(error(&broken, &items, &two).contains("user matrix holds 3 values"));
     }
 
@@ -652,16 +509,7 @@ mod tests {
     fn nan_scores_name_the_case() {
         let (mut users, items) = hand_example();
         users.row_mut(1)[0] = f32::NAN;
-        let cases = [
-            EvalCase {
-                seen: &[],
-                target: 0,
-            },
-            EvalCase {
-                seen: &[],
-                target: 1,
-            },
-        ];
+        let cases = [EvalCase { seen: &[], target: 0 }, EvalCase { seen: &[], target: 1 }];
         let e = error(&users, &items, &cases);
         assert!(e.starts_with("case 1:") && e.contains("NaN"), "{e}");
 
@@ -673,41 +521,20 @@ mod tests {
 
     #[test]
     fn params_are_checked() {
-        let e = parse_params::<FullRankingParams>(table("k = [5]"))
-            .unwrap_err()
-            .to_string();
+        let e = parse_params::<FullRankingParams>(table("k = [5]")).unwrap_err().to_string();
         assert!(e.contains("`k`"), "{e}");
-        let p =
-            parse_params::<FullRankingParams>(table("ks = [5]\nselect_by = \"ndcg@5\"")).unwrap();
+        let p = parse_params::<FullRankingParams>(table("ks = [5]\nselect_by = \"ndcg@5\"")).unwrap();
         assert_eq!(p.ks, vec![5]);
         assert_eq!(p.batch_users, 1024);
 
         let bad = |p: FullRankingParams| FullRanking::new(p).unwrap_err().to_string();
-        let e = bad(FullRankingParams {
-            select_by: "recall@7".into(),
-            ..Default::default()
-        });
+        let e = bad(FullRankingParams { select_by: "recall@7".into(), ..Default::default() });
         assert!(e.contains("\"recall@7\""), "{e}");
-        assert!(
-            e.contains("recall@10, ndcg@10, hit_rate@10, recall@20"),
-            "{e}"
-        );
+        assert!(e.contains("recall@10, ndcg@10, hit_rate@10, recall@20"), "{e}");
         assert!(e.ends_with("hit_rate@100, mrr"), "{e}");
-        assert!(bad(FullRankingParams {
-            ks: vec![],
-            ..Default::default()
-        })
-        .contains("at least one"));
-        assert!(bad(FullRankingParams {
-            ks: vec![10, 0],
-            ..Default::default()
-        })
-        .contains("got 0"));
-        assert!(bad(FullRankingParams {
-            batch_users: 0,
-            ..Default::default()
-        })
-        .contains("batch_users"));
+        assert!(bad(FullRankingParams { ks: vec![], ..Default::default() }).contains("at least one"));
+        assert!(bad(FullRankingParams { ks: vec![10, 0], ..Default::default() }).contains("got 0"));
+        assert!(bad(FullRankingParams { batch_users: 0, ..Default::default() }).contains("batch_users"));
     }
 
     #[test]
@@ -717,27 +544,15 @@ mod tests {
         let info = reg.info(ComponentKind::Evaluation, "full_ranking").unwrap();
         let keys: Vec<_> = info.params.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(keys, ["ks", "select_by", "batch_users"]);
-        assert!(info
-            .params
-            .iter()
-            .all(|(_, default, _)| default != "(unset)"));
+        assert!(info.params.iter().all(|(_, default, _)| default != "(unset)"));
 
         let cx = BuildCx::default();
-        let e = reg
-            .build_evaluator("full_ranking", table("select_by = \"mrr\""), &cx)
-            .unwrap();
+        let e = reg.build_evaluator("full_ranking", table("select_by = \"mrr\""), &cx).unwrap();
         assert_eq!(e.selection_metric(), "mrr");
-        let err = reg
-            .build_evaluator("full_ranking", table("select_by = \"recall@5\""), &cx)
-            .err()
-            .unwrap()
-            .to_string();
+        let err =
+            reg.build_evaluator("full_ranking", table("select_by = \"recall@5\""), &cx).err().unwrap().to_string();
         assert!(err.contains("expected one of"), "{err}");
-        let err = reg
-            .build_evaluator("full_ranking", table("batch = 3"), &cx)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = reg.build_evaluator("full_ranking", table("batch = 3"), &cx).err().unwrap().to_string();
         assert!(err.contains("`batch`"), "{err}");
     }
 }

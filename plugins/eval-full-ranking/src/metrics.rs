@@ -17,11 +17,7 @@ fn discount(pos: usize) -> f64 {
 /// 0-based positions within the first `k` of `ranked` at which a relevant item
 /// appears for the first time; a repeat of an item earns nothing, so a list
 /// with duplicates cannot score above 1.
-fn first_hits<'a>(
-    ranked: &'a [ItemIdx],
-    relevant: &'a HashSet<ItemIdx>,
-    k: usize,
-) -> impl Iterator<Item = usize> + 'a {
+fn first_hits<'a>(ranked: &'a [ItemIdx], relevant: &'a HashSet<ItemIdx>, k: usize) -> impl Iterator<Item = usize> + 'a {
     let mut found = HashSet::new();
     ranked
         .iter()
@@ -79,9 +75,7 @@ pub struct SingleTarget {
 /// general functions specialised to `|relevant| = 1`, where recall@K and
 /// hit_rate@K coincide and the ideal DCG is 1.
 pub fn single_target(rank: u32) -> SingleTarget {
-    SingleTarget {
-        rank: rank as usize,
-    }
+    SingleTarget { rank: rank as usize }
 }
 
 impl SingleTarget {

@@ -9,9 +9,7 @@
 //! neither and contributes nothing.
 
 use anyhow::{bail, Result};
-use funnel_api::{
-    BuildCx, Example, ExampleSet, Features, LoadedDataset, ParamDoc, Params, Registry,
-};
+use funnel_api::{BuildCx, Example, ExampleSet, Features, LoadedDataset, ParamDoc, Params, Registry};
 use serde::{Deserialize, Serialize};
 
 pub fn register(reg: &mut Registry) {
@@ -93,7 +91,7 @@ fn time_ordered_sequences(data: &LoadedDataset) -> Vec<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use funnel_api::{ItemCatalog, Interactions};
+    use funnel_api::{Interactions, ItemCatalog};
 
     fn dataset(rows: &[(u32, u32, i64)]) -> LoadedDataset {
         let n_users = rows.iter().map(|r| r.0).max().unwrap() as usize + 1;
@@ -147,7 +145,10 @@ mod tests {
     #[test]
     fn short_users_get_only_the_cases_they_can_fill() {
         // User 0 has two positives, user 1 three, user 2 four.
-        let set = build(30, &[(0, 1, 1), (0, 2, 2), (1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 1), (2, 2, 2), (2, 3, 3), (2, 4, 4)]);
+        let set = build(
+            30,
+            &[(0, 1, 1), (0, 2, 2), (1, 1, 1), (1, 2, 2), (1, 3, 3), (2, 1, 1), (2, 2, 2), (2, 3, 3), (2, 4, 4)],
+        );
         assert_eq!(set.test.iter().map(|e| e.user).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(set.validation.iter().map(|e| e.user).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(set.train, vec![Example { user: 2, position: 1 }]);

@@ -44,9 +44,7 @@ pub struct ExactIndex {
 /// Best first: higher score, then lower item index. Scores are never NaN here
 /// (checked before sorting), so treating an unordered pair as equal is moot.
 fn better(a: &(ItemIdx, f32), b: &(ItemIdx, f32)) -> Ordering {
-    b.1.partial_cmp(&a.1)
-        .unwrap_or(Ordering::Equal)
-        .then(a.0.cmp(&b.0))
+    b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0))
 }
 
 impl ExactIndex {
@@ -61,9 +59,7 @@ impl ExactIndex {
     }
 
     fn items(&self) -> Result<&Matrix> {
-        self.items
-            .as_ref()
-            .ok_or_else(|| anyhow!("exact index searched before it was built"))
+        self.items.as_ref().ok_or_else(|| anyhow!("exact index searched before it was built"))
     }
 
     /// `search` for every row of `queries`, in row order, spread over the
@@ -77,32 +73,18 @@ impl ExactIndex {
     ) -> Result<Vec<Vec<(ItemIdx, f32)>>> {
         let items = self.items()?;
         if queries.data.len() != queries.rows * queries.cols {
-            bail!(
-                "query matrix holds {} values but claims {}x{}",
-                queries.data.len(),
-                queries.rows,
-                queries.cols
-            );
+            bail!("query matrix holds {} values but claims {}x{}", queries.data.len(), queries.rows, queries.cols);
         }
         if queries.cols != items.cols {
-            bail!(
-                "queries have {} dimensions but the indexed items have {}",
-                queries.cols,
-                items.cols
-            );
+            bail!("queries have {} dimensions but the indexed items have {}", queries.cols, items.cols);
         }
         if !excludes.is_empty() && excludes.len() != queries.rows {
-            bail!(
-                "{} exclusion lists for {} queries; pass one per query or none",
-                excludes.len(),
-                queries.rows
-            );
+            bail!("{} exclusion lists for {} queries; pass one per query or none", excludes.len(), queries.rows);
         }
         let exclude = |q: usize| excludes.get(q).copied().unwrap_or(&[]);
         let threads = thread::available_parallelism().map_or(1, |n| n.get());
         let chunk = queries.rows.div_ceil(threads).max(1);
-        let mut results: Vec<Result<Vec<(ItemIdx, f32)>>> =
-            (0..queries.rows).map(|_| Ok(Vec::new())).collect();
+        let mut results: Vec<Result<Vec<(ItemIdx, f32)>>> = (0..queries.rows).map(|_| Ok(Vec::new())).collect();
         // Each thread fills its own contiguous slice, so order is row order.
         thread::scope(|s| {
             for (c, slots) in results.chunks_mut(chunk).enumerate() {
@@ -114,23 +96,14 @@ impl ExactIndex {
                 });
             }
         });
-        results
-            .into_iter()
-            .enumerate()
-            .map(|(q, r)| r.map_err(|e| anyhow!("query {q}: {e}")))
-            .collect()
+        results.into_iter().enumerate().map(|(q, r)| r.map_err(|e| anyhow!("query {q}: {e}"))).collect()
     }
 }
 
 impl Index for ExactIndex {
     fn build(&mut self, items: &Matrix) -> Result<()> {
         if items.data.len() != items.rows * items.cols {
-            bail!(
-                "item matrix holds {} values but claims {}x{}",
-                items.data.len(),
-                items.rows,
-                items.cols
-            );
+            bail!("item matrix holds {} values but claims {}x{}", items.data.len(), items.rows, items.cols);
         }
         if let Some(pos) = items.data.iter().position(|x| x.is_nan()) {
             bail!("item {} has a NaN component", pos / items.cols);
@@ -148,11 +121,7 @@ impl Index for ExactIndex {
     fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>> {
         let items = self.items()?;
         if query.len() != items.cols {
-            bail!(
-                "query has {} dimensions but the indexed items have {}",
-                query.len(),
-                items.cols
-            );
+            bail!("query has {} dimensions but the indexed items have {}", query.len(), items.cols);
         }
         if let Some(i) = query.iter().position(|x| x.is_nan()) {
             bail!("query component {i} is NaN");
@@ -166,10 +135,8 @@ impl Index for ExactIndex {
                 *slot = true;
             }
         }
-        let mut scored: Vec<(ItemIdx, f32)> = (0..items.rows)
-            .filter(|&j| !excluded[j])
-            .map(|j| (j as ItemIdx, dot(query, items.row(j))))
-            .collect();
+        let mut scored: Vec<(ItemIdx, f32)> =
+            (0..items.rows).filter(|&j| !excluded[j]).map(|j| (j as ItemIdx, dot(query, items.row(j)))).collect();
         if let Some((j, _)) = scored.iter().find(|(_, s)| s.is_nan()) {
             bail!("score of item {j} is NaN; the query and item vectors overflow");
         }
@@ -206,10 +173,7 @@ mod tests {
     #[test]
     fn hand_computed_top_k() {
         let index = hand_index();
-        assert_eq!(
-            index.search(&QUERY, 3, &[]).unwrap(),
-            vec![(2, 3.), (5, 3.), (1, 2.)]
-        );
+        assert_eq!(index.search(&QUERY, 3, &[]).unwrap(), vec![(2, 3.), (5, 3.), (1, 2.)]);
         assert_eq!(index.search(&QUERY, 1, &[]).unwrap(), vec![(2, 3.)]);
         assert_eq!(index.search(&QUERY, 0, &[]).unwrap(), vec![]);
     }
@@ -218,28 +182,16 @@ mod tests {
     fn exclusion() {
         let index = hand_index();
         // Excluding 2 lets its tie partner 5 lead, and 3 enters the top 3.
-        assert_eq!(
-            index.search(&QUERY, 3, &[2]).unwrap(),
-            vec![(5, 3.), (1, 2.), (3, 2.)]
-        );
+        assert_eq!(index.search(&QUERY, 3, &[2]).unwrap(), vec![(5, 3.), (1, 2.), (3, 2.)]);
         // Repeats and ids outside the catalog are harmless.
-        assert_eq!(
-            index.search(&QUERY, 2, &[5, 1, 5, 99]).unwrap(),
-            vec![(2, 3.), (3, 2.)]
-        );
-        assert_eq!(
-            index.search(&QUERY, 3, &[0, 1, 2, 3, 4, 5]).unwrap(),
-            vec![]
-        );
+        assert_eq!(index.search(&QUERY, 2, &[5, 1, 5, 99]).unwrap(), vec![(2, 3.), (3, 2.)]);
+        assert_eq!(index.search(&QUERY, 3, &[0, 1, 2, 3, 4, 5]).unwrap(), vec![]);
     }
 
     #[test]
     fn k_beyond_eligible_returns_all_eligible() {
         let index = hand_index();
-        assert_eq!(
-            index.search(&QUERY, 10, &[5, 0]).unwrap(),
-            vec![(2, 3.), (1, 2.), (3, 2.), (4, -1.)]
-        );
+        assert_eq!(index.search(&QUERY, 10, &[5, 0]).unwrap(), vec![(2, 3.), (1, 2.), (3, 2.), (4, -1.)]);
         assert_eq!(index.search(&QUERY, 6, &[]).unwrap().len(), 6);
     }
 
@@ -251,30 +203,16 @@ mod tests {
         let index = hand_index();
         let e = index.search(&[1., 2., 3.], 1, &[]).unwrap_err().to_string();
         assert!(e.contains("3 dimensions") && e.contains("have 2"), "{e}");
-        let e = index
-            .search(&[1., f32::NAN], 1, &[])
-            .unwrap_err()
-            .to_string();
+        let e = index.search(&[1., f32::NAN], 1, &[]).unwrap_err().to_string();
         assert!(e.contains("component 1 is NaN"), "{e}");
         // inf x 0 makes item 1's score NaN.
-        let e = index
-            .search(&[f32::INFINITY, 0.], 1, &[])
-            .unwrap_err()
-            .to_string();
+        let e = index.search(&[f32::INFINITY, 0.], 1, &[]).unwrap_err().to_string();
         assert!(e.contains("item 1") && e.contains("NaN"), "{e}");
 
         let mut index = ExactIndex::new();
-        let e = index
-            .build(&Matrix::from_vec(2, 2, vec![0., 1., f32::NAN, 0.]))
-            .unwrap_err();
+        let e = index.build(&Matrix::from_vec(2, 2, vec![0., 1., f32::NAN, 0.])).unwrap_err();
         assert!(e.to_string().contains("item 1 has a NaN"), "{e}");
-        let e = index
-            .build(&Matrix {
-                rows: 2,
-                cols: 2,
-                data: vec![0.; 3],
-            })
-            .unwrap_err();
+        let e = index.build(&Matrix { rows: 2, cols: 2, data: vec![0.; 3] }).unwrap_err();
         assert!(e.to_string().contains("holds 3 values"), "{e}");
         assert_eq!(index.n_items(), None);
     }
@@ -284,19 +222,13 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let (n, d) = (300, 4);
         // Small integers: exact scores with many ties.
-        let items = Matrix::from_vec(
-            n,
-            d,
-            (0..n * d).map(|_| rng.gen_range(-2..=2) as f32).collect(),
-        );
+        let items = Matrix::from_vec(n, d, (0..n * d).map(|_| rng.gen_range(-2..=2) as f32).collect());
         let mut index = ExactIndex::new();
         index.build(&items).unwrap();
         assert_eq!(index.n_items(), Some(n));
         for _ in 0..50 {
             let query: Vec<f32> = (0..d).map(|_| rng.gen_range(-2..=2) as f32).collect();
-            let exclude: Vec<ItemIdx> = (0..rng.gen_range(0..40))
-                .map(|_| rng.gen_range(0..n as ItemIdx))
-                .collect();
+            let exclude: Vec<ItemIdx> = (0..rng.gen_range(0..40)).map(|_| rng.gen_range(0..n as ItemIdx)).collect();
             let mut all: Vec<(ItemIdx, f32)> = (0..n as ItemIdx)
                 .filter(|j| !exclude.contains(j))
                 .map(|j| (j, dot(&query, items.row(j as usize))))
@@ -314,31 +246,19 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let (n, d, q) = (120, 8, 37);
         let items = Matrix::from_vec(n, d, (0..n * d).map(|_| rng.gen_range(-1.0..1.0)).collect());
-        let queries =
-            Matrix::from_vec(q, d, (0..q * d).map(|_| rng.gen_range(-1.0..1.0)).collect());
-        let excludes: Vec<Vec<ItemIdx>> = (0..q)
-            .map(|_| {
-                (0..rng.gen_range(0..20))
-                    .map(|_| rng.gen_range(0..n as ItemIdx))
-                    .collect()
-            })
-            .collect();
+        let queries = Matrix::from_vec(q, d, (0..q * d).map(|_| rng.gen_range(-1.0..1.0)).collect());
+        let excludes: Vec<Vec<ItemIdx>> =
+            (0..q).map(|_| (0..rng.gen_range(0..20)).map(|_| rng.gen_range(0..n as ItemIdx)).collect()).collect();
         let refs: Vec<&[ItemIdx]> = excludes.iter().map(Vec::as_slice).collect();
         let mut index = ExactIndex::new();
         index.build(&items).unwrap();
         let batch = index.search_batch(&queries, 10, &refs).unwrap();
         let plain = index.search_batch(&queries, 10, &[]).unwrap();
         for r in 0..q {
-            assert_eq!(
-                batch[r],
-                index.search(queries.row(r), 10, &excludes[r]).unwrap()
-            );
+            assert_eq!(batch[r], index.search(queries.row(r), 10, &excludes[r]).unwrap());
             assert_eq!(plain[r], index.search(queries.row(r), 10, &[]).unwrap());
         }
-        let e = index
-            .search_batch(&queries, 10, &refs[..3])
-            .unwrap_err()
-            .to_string();
+        let e = index.search_batch(&queries, 10, &refs[..3]).unwrap_err().to_string();
         assert!(e.contains("3 exclusion lists for 37 queries"), "{e}");
         let mut bad = queries.clone();
         bad.row_mut(4)[2] = f32::NAN;
@@ -346,10 +266,7 @@ mod tests {
         assert!(e.starts_with("query 4:"), "{e}");
         let wide = Matrix::zeros(2, d + 1);
         assert!(index.search_batch(&wide, 1, &[]).is_err());
-        assert!(index
-            .search_batch(&Matrix::zeros(0, d), 1, &[])
-            .unwrap()
-            .is_empty());
+        assert!(index.search_batch(&Matrix::zeros(0, d), 1, &[]).unwrap().is_empty());
     }
 
     #[test]
@@ -363,15 +280,9 @@ mod tests {
         index.build(&Matrix::from_vec(2, 1, vec![1., 2.])).unwrap();
         assert_eq!(index.search(&[1.], 5, &[]).unwrap(), vec![(1, 2.), (0, 1.)]);
         let table: toml::Table = "k = 3".parse().unwrap();
-        let e = parse_params::<ExactIndexParams>(table.clone())
-            .unwrap_err()
-            .to_string();
+        let e = parse_params::<ExactIndexParams>(table.clone()).unwrap_err().to_string();
         assert!(e.contains("`k`"), "{e}");
-        let e = reg
-            .build_index("exact", table, &cx)
-            .err()
-            .unwrap()
-            .to_string();
+        let e = reg.build_index("exact", table, &cx).err().unwrap().to_string();
         assert!(e.contains("`k`"), "{e}");
     }
 }

@@ -62,10 +62,7 @@ impl Params for YoutubeDnnParams {
     const DOCS: &'static [ParamDoc] = &[
         ParamDoc::new("dim", "Length of item embeddings and of the user vector (default 64)"),
         ParamDoc::new("hidden", "Widths of the ReLU layers of the user tower (default [256])"),
-        ParamDoc::new(
-            "share_embeddings",
-            "Use the input (history) table as output item vectors too (default false)",
-        ),
+        ParamDoc::new("share_embeddings", "Use the input (history) table as output item vectors too (default false)"),
         ParamDoc::new("init_std", "Standard deviation of the normal embedding init (default 0.1)"),
         ParamDoc::new("temperature", "Logits are divided by it (default 1.0)"),
         ParamDoc::new(
@@ -139,4 +136,3 @@ fn cuda(device: &str, p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model
 fn cuda(device: &str, _p: YoutubeDnnParams, _cx: &BuildCx) -> Result<Box<dyn Model>> {
     bail!("device \"{device}\" needs a build with the `cuda` cargo feature (cargo build --features cuda)")
 }
-

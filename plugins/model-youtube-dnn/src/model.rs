@@ -75,8 +75,8 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
         let d = params.dim;
         let input = EmbeddingTable::normal(cx.n_items, d, params.init_std as f32, &mut rng);
-        let output = (!params.share_embeddings)
-            .then(|| EmbeddingTable::normal(cx.n_items, d, params.init_std as f32, &mut rng));
+        let output =
+            (!params.share_embeddings).then(|| EmbeddingTable::normal(cx.n_items, d, params.init_std as f32, &mut rng));
         let mut widths = vec![d];
         widths.extend(&params.hidden);
         widths.push(d);
@@ -210,8 +210,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         let dev = &self.dev;
         let x = dev.tensor_from_vec(self.history_means(batch.histories), (b, d));
         let v = dev.tensor_from_vec(cand, (cand_ids.len(), d));
-        let offsets =
-            dev.tensor_from_vec(Self::logit_offsets(batch.positives, batch.candidates), (b, cand_ids.len()));
+        let offsets = dev.tensor_from_vec(Self::logit_offsets(batch.positives, batch.candidates), (b, cand_ids.len()));
         let labels = dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,));
         let layers = self.layers.iter().map(|l| l.tensors(dev)).collect();
         self.objective(tower(x, layers), v, offsets, labels).as_vec()[0]
@@ -392,7 +391,11 @@ mod tests {
             _ => {
                 let (layer, what) = name.trim_start_matches("layer").split_once('.').unwrap();
                 let l = &m.layers[layer.parse::<usize>().unwrap()];
-                if what == "weight" { l.weight_grad[i] } else { l.bias_grad[i] }
+                if what == "weight" {
+                    l.weight_grad[i]
+                } else {
+                    l.bias_grad[i]
+                }
             }
         }
     }

@@ -80,7 +80,6 @@ impl EmbeddingTable {
         self.clear_gradient();
     }
 
-
     fn clear_gradient(&mut self) {
         let d = self.dim;
         for &r in &self.touched {

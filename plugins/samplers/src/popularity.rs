@@ -38,7 +38,10 @@ impl Default for PopularityParams {
 impl Params for PopularityParams {
     const DOCS: &'static [ParamDoc] = &[
         ParamDoc::new("num_negatives", "Negatives drawn per batch with replacement, shared by its rows (default 1000)"),
-        ParamDoc::new("alpha", "Exponent on training counts; 0 is uniform over seen items, 1 is unigram (default 0.75)"),
+        ParamDoc::new(
+            "alpha",
+            "Exponent on training counts; 0 is uniform over seen items, 1 is unigram (default 0.75)",
+        ),
         ParamDoc::new("log_q_correction", "Subtract log(expected copies) from candidate logits (default true)"),
     ];
 }

@@ -13,11 +13,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 pub(crate) fn register(reg: &mut Registry) {
-    reg.sampler::<UniformParams>(
-        "uniform",
-        "Shared negatives drawn uniformly from the catalog",
-        |p, cx: &BuildCx| Ok(Box::new(UniformSampler::new(p, cx.n_items)?)),
-    );
+    reg.sampler::<UniformParams>("uniform", "Shared negatives drawn uniformly from the catalog", |p, cx: &BuildCx| {
+        Ok(Box::new(UniformSampler::new(p, cx.n_items)?))
+    });
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,8 +129,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn sampler(num_negatives: usize, replacement: bool, n_items: usize) -> UniformSampler {
-        UniformSampler::new(UniformParams { num_negatives, replacement, log_q_correction: true }, n_items)
-            .unwrap()
+        UniformSampler::new(UniformParams { num_negatives, replacement, log_q_correction: true }, n_items).unwrap()
     }
 
     /// Pearson's statistic of `counts` against equal expected counts.
@@ -199,9 +196,7 @@ mod tests {
 
     #[test]
     fn too_many_distinct_negatives_is_an_error() {
-        let err = UniformSampler::new(UniformParams { num_negatives: 11, ..Default::default() }, 10)
-            .err()
-            .unwrap();
+        let err = UniformSampler::new(UniformParams { num_negatives: 11, ..Default::default() }, 10).err().unwrap();
         assert!(err.to_string().contains("num_negatives"), "{err}");
     }
 }

@@ -47,8 +47,7 @@ impl Tracker for LocalJournal {
         self.file = Some((path, file));
         let params: serde_json::Map<_, _> =
             run.params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        let tags: serde_json::Map<_, _> =
-            run.tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let tags: serde_json::Map<_, _> = run.tags.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         self.append(json!({
             "event": "start",
             "experiment": run.experiment,
