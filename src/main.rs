@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use funnel::compare;
 use funnel::experiment;
 use funnel::plugins;
 use funnel::run::{self, RunOptions};
@@ -13,10 +14,12 @@ usage:
   funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR]
   funnel check FILE [--set key.path=value]...
   funnel plugins
+  funnel compare --out FILE --title TITLE [--intro TEXT] RUN_DIR...
 
   run       train and evaluate the experiment in FILE
   check     load and resolve FILE, print the resolved configuration (same as run --dry-run)
   plugins   list every registered component with its parameters and defaults
+  compare   write a Markdown table comparing finished runs (their metrics.json)
 
 Configuration layers: FILE, then FUNNEL_* environment variables
 (FUNNEL_TRAIN__EPOCHS=3 sets train.epochs), then --set (last wins).";
@@ -70,12 +73,39 @@ fn cli(args: Vec<String>) -> Result<()> {
             println!("report: {}", summary.report.display());
             Ok(())
         }
+        "compare" => compare(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
         }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
+}
+
+fn compare(rest: &[String]) -> Result<()> {
+    let (mut out, mut title, mut intro, mut dirs) = (None, None, String::new(), Vec::new());
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().cloned().with_context(|| format!("{flag} needs a value\n\n{USAGE}"));
+        match arg.as_str() {
+            "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--title" => title = Some(value("--title")?),
+            "--intro" => intro = value("--intro")?,
+            s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
+            s => dirs.push(PathBuf::from(s)),
+        }
+    }
+    let out = out.with_context(|| format!("compare needs --out FILE\n\n{USAGE}"))?;
+    let title = title.with_context(|| format!("compare needs --title TITLE\n\n{USAGE}"))?;
+    if dirs.is_empty() {
+        bail!("compare needs at least one RUN_DIR\n\n{USAGE}");
+    }
+    let runs = dirs.iter().map(|d| compare::RunRecord::read(d)).collect::<Result<Vec<_>>>()?;
+    let previous = std::fs::read_to_string(&out).ok();
+    std::fs::write(&out, compare::render(&title, &intro, &runs, previous.as_deref()))
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
 }
 
 fn parse(rest: &[String]) -> Result<Args> {

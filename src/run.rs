@@ -31,6 +31,9 @@ pub struct RunSummary {
     pub test: Metrics,
 }
 
+/// The sampler's q(item) as a table: what the logQ correction subtracted.
+const CANDIDATE_PROBABILITIES: &str = "candidate_probabilities.tsv";
+
 /// Users shown with their recommendations in the report.
 const SAMPLE_USERS: usize = 3;
 /// Recommendations shown per sample user.
@@ -137,6 +140,12 @@ fn train_and_report(
         counts[examples.target(ex) as usize] += 1;
     }
     sampler.fit(&counts).with_context(|| within(ComponentKind::Sampler))?;
+    let q = sampler.item_probabilities();
+    let mut q_table = String::from("item_id\ttraining_count\texpected_copies_per_batch\n");
+    for (i, p) in q.iter().enumerate() {
+        q_table.push_str(&format!("{}\t{}\t{p:.6e}\n", data.catalog.raw_ids[i], counts[i]));
+    }
+    write(&run_dir.join(CANDIDATE_PROBABILITIES), &q_table)?;
     let c = &spec.model;
     let mut model = reg.build_model(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Model))?;
     let c = &spec.evaluation;
@@ -208,15 +217,28 @@ fn train_and_report(
         samples,
     };
     let markdown = report.render();
+    let report = &report;
     let report_path = opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_name(run_dir)));
     write(&run_dir.join("report.md"), &markdown)?;
     write(&report_path, &markdown)?;
+    let train_seconds: f64 = report.epochs.iter().map(|r| r.train_seconds).sum();
+    let trained_examples: f64 = report.epochs.iter().map(|r| r.examples_per_second * r.train_seconds).sum();
     let metrics_json = serde_json::to_string_pretty(&serde_json::json!({
+        "experiment": spec.experiment.name,
+        "description": spec.experiment.description,
+        "sampler": spec.sampler.kind,
+        "model": spec.model.kind,
+        "parameters": report.parameters,
+        "epochs": report.epochs.len(),
         "best_epoch": trained.best_epoch,
+        "validation_at_best": report.epochs[trained.best_epoch - 1].validation,
         "test": test,
+        "examples_per_second": trained_examples / train_seconds.max(1e-9),
+        "train_seconds": train_seconds,
+        "wall_seconds": report.wall_seconds,
     }))?;
     write(&run_dir.join("metrics.json"), &metrics_json)?;
-    for artifact in ["resolved.toml", "report.md", "metrics.json"] {
+    for artifact in ["resolved.toml", "report.md", "metrics.json", CANDIDATE_PROBABILITIES] {
         tracker.log_artifact(&run_dir.join(artifact))?;
     }
     eprintln!("report: {}", report_path.display());

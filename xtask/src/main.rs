@@ -15,6 +15,8 @@ usage: cargo xtask <command> [args]
   run FILE [--set k=v]... [--dry-run]   train and evaluate an experiment (release build)
   plugins                               list registered components, parameters, defaults
   test                                  the whole test suite, as CI runs it (release build)
+  ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
+                                        and regenerate reports/negative-sampling.md
 
 Pass --features cuda after the command to build dfdx's CUDA path
 (e.g. cargo xtask run --features cuda experiments/mns.toml --set train.device=cuda).";
@@ -41,6 +43,7 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
         "run" => funnel(&features, "run", &rest),
         "plugins" => funnel(&features, "plugins", &rest),
         "test" => test(&rest),
+        "ablations" => ablations(&features, &rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -57,6 +60,63 @@ fn funnel(features: &[String], command: &str, args: &[String]) -> Result<ExitCod
     let bin = Path::new("target").join("release").join(format!("funnel{}", std::env::consts::EXE_SUFFIX));
     let ok = status(Command::new(bin).arg(command).args(args))?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Reruns the negative-sampling ablations and tables them.
+fn ablations(features: &[String], args: &[String]) -> Result<ExitCode> {
+    let mut files = vec![PathBuf::from("experiments/mns.toml")];
+    let mut more: Vec<PathBuf> = std::fs::read_dir("experiments/ablations")
+        .context("reading experiments/ablations")?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    more.retain(|p| p.extension().is_some_and(|e| e == "toml"));
+    more.sort();
+    files.extend(more);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let runs_root = PathBuf::from(format!("runs/ablations/{stamp}"));
+    let mut run_dirs = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        eprintln!("== {} of {}: {}", i + 1, files.len(), file.display());
+        let runs_dir = runs_root.join(i.to_string());
+        let mut run_args = vec![file.display().to_string(), "--runs-dir".into(), runs_dir.display().to_string()];
+        run_args.extend(args.iter().cloned());
+        if funnel(features, "run", &run_args)? != ExitCode::SUCCESS {
+            bail!("{} failed", file.display());
+        }
+        run_dirs.push(only_run_dir(&runs_dir)?);
+    }
+    let mut compare = vec![
+        "--out".to_string(),
+        "reports/negative-sampling.md".into(),
+        "--title".into(),
+        "Negative sampling on MovieLens-1M".into(),
+        "--intro".into(),
+        NEGATIVE_SAMPLING_INTRO.into(),
+    ];
+    compare.extend(run_dirs.iter().map(|d| d.display().to_string()));
+    funnel(features, "compare", &compare)
+}
+
+const NEGATIVE_SAMPLING_INTRO: &str = "\
+YouTube DNN candidate generation on ml-1m (rating >= 4 positives, users with >= 5), next-watch protocol: \
+the last positive of each user is the test target, the one before it the validation target. \
+Metrics rank the target against the full catalog with seen items excluded; the epoch with the best \
+validation Recall@10 is tested once. Regenerate with `cargo xtask ablations` (runs every row again). \
+The first row is the headline `experiments/mns.toml`; the others are `experiments/ablations/*.toml`, \
+identical to `experiments/youtube_dnn.toml` except for `[sampler]`.";
+
+/// The single `<experiment>/<timestamp>` folder a run created under `runs_dir`.
+fn only_run_dir(runs_dir: &Path) -> Result<PathBuf> {
+    let mut found = Vec::new();
+    for exp in std::fs::read_dir(runs_dir).with_context(|| format!("reading {}", runs_dir.display()))? {
+        for run in std::fs::read_dir(exp?.path())? {
+            found.push(run?.path());
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => bail!("expected one run folder under {}, found {}", runs_dir.display(), found.len()),
+    }
 }
 
 /// The whole suite: every crate's unit tests and the integration tests, slow

@@ -1,0 +1,99 @@
+//! A comparison report over finished runs: one row per run, read from each
+//! run folder's `metrics.json`.
+//!
+//! A hand-written reading of the numbers lives between [`READING_START`] and
+//! [`READING_END`] in the output file and survives regeneration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+pub const READING_START: &str = "<!-- reading: kept when the report is regenerated -->";
+pub const READING_END: &str = "<!-- /reading -->";
+
+/// One finished run as the comparison sees it.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub run_dir: PathBuf,
+    pub metrics: Value,
+}
+
+impl RunRecord {
+    pub fn read(run_dir: &Path) -> Result<RunRecord> {
+        let path = run_dir.join("metrics.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let metrics = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(RunRecord { run_dir: run_dir.to_path_buf(), metrics })
+    }
+
+    fn number(&self, path: &[&str]) -> Option<f64> {
+        path.iter().try_fold(&self.metrics, |v, k| v.get(k))?.as_f64()
+    }
+
+    fn text(&self, key: &str) -> String {
+        self.metrics.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+    }
+}
+
+/// The report: title, intro, the table, and the reading (kept from `previous`).
+pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&str>) -> String {
+    let mut s = format!("# {title}\n\n{}\n\n", intro.trim());
+    s.push_str("| experiment | sampler | test Recall@10 | test Recall@50 | test NDCG@10 | test MRR | examples/s | epochs to best |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|\n");
+    let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+    for r in runs {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
+            r.text("experiment"),
+            r.text("sampler"),
+            cell(r.number(&["test", "recall@10"])),
+            cell(r.number(&["test", "recall@50"])),
+            cell(r.number(&["test", "ndcg@10"])),
+            cell(r.number(&["test", "mrr"])),
+            r.number(&["examples_per_second"]).map_or("n/a".into(), |v| format!("{v:.0}")),
+            r.number(&["best_epoch"]).map_or("n/a".into(), |v| format!("{v:.0}")),
+            r.number(&["epochs"]).map_or("n/a".into(), |v| format!("{v:.0}")),
+        ));
+    }
+    s.push_str("\nRows, in order:\n\n");
+    for r in runs {
+        s.push_str(&format!("- `{}`: {}\n", r.text("experiment"), r.text("description")));
+    }
+    let reading = previous.and_then(kept_reading).unwrap_or_else(|| "(No reading written yet.)".to_string());
+    s.push_str(&format!("\n## Reading\n\n{READING_START}\n{}\n{READING_END}\n", reading.trim()));
+    s
+}
+
+fn kept_reading(previous: &str) -> Option<String> {
+    let start = previous.find(READING_START)? + READING_START.len();
+    let end = start + previous[start..].find(READING_END)?;
+    Some(previous[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(name: &str, recall: f64) -> RunRecord {
+        RunRecord {
+            run_dir: PathBuf::from(name),
+            metrics: json!({
+                "experiment": name, "sampler": "mixed", "description": "d",
+                "test": {"recall@10": recall, "recall@50": 0.3, "ndcg@10": 0.07, "mrr": 0.06},
+                "examples_per_second": 12345.6, "best_epoch": 8, "epochs": 10
+            }),
+        }
+    }
+
+    #[test]
+    fn tables_every_run_and_keeps_the_reading() {
+        let first = render("T", "Intro.", &[run("a", 0.1), run("b", 0.2)], None);
+        assert!(first.contains("| a | mixed | 0.1000 | 0.3000 | 0.0700 | 0.0600 | 12346 | 8 of 10 |"), "{first}");
+        assert!(first.contains("(No reading written yet.)"));
+        let edited = first.replace("(No reading written yet.)", "Mixed wins.");
+        let second = render("T", "Intro.", &[run("a", 0.15)], Some(&edited));
+        assert!(second.contains("Mixed wins.") && second.contains("| a | mixed | 0.1500 |"), "{second}");
+    }
+}
