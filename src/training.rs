@@ -63,6 +63,7 @@ pub fn train(
                 histories.push(examples.history(ex));
                 positives.push(examples.target(ex));
             }
+            candidates.clear();
             sampler.sample(&positives, rng, &mut candidates);
             let batch = TrainBatch { histories: &histories, positives: &positives, candidates: &candidates };
             let loss = model.train_step(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;

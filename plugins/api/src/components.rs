@@ -23,7 +23,8 @@ pub trait Sampler: Send {
     /// positive (indexed by item).
     fn fit(&mut self, item_counts: &[u64]) -> Result<()>;
 
-    /// Fills `out` with candidates for a batch whose positives are `positives`.
+    /// Fills `out` (cleared by the caller) with candidates for a batch whose
+    /// positives are `positives`.
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates);
 
     /// q(item) for every item as the sampler sees it (written out with the run).

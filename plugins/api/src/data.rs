@@ -175,12 +175,31 @@ pub struct Candidates {
     pub shared: Vec<ItemIdx>,
     /// `log q` of each shared negative.
     pub shared_log_q: Vec<f32>,
+    /// Negatives of each row alone, row-major: `len / batch` per row (empty
+    /// when the sampler shares its negatives).
+    pub per_row: Vec<ItemIdx>,
+    /// `log q` of each per-row negative.
+    pub per_row_log_q: Vec<f32>,
     /// Whether the batch's other positives also serve as negatives.
     pub in_batch: bool,
     /// `log q` of each row's positive, used when `in_batch` is set.
     pub positive_log_q: Vec<f32>,
     /// Whether the loss subtracts `log q` from every candidate logit.
     pub log_q_correction: bool,
+}
+
+impl Candidates {
+    /// Empties every list (keeping their memory) and resets the flags; the
+    /// core calls it before each `Sampler::sample`.
+    pub fn clear(&mut self) {
+        self.shared.clear();
+        self.shared_log_q.clear();
+        self.per_row.clear();
+        self.per_row_log_q.clear();
+        self.positive_log_q.clear();
+        self.in_batch = false;
+        self.log_q_correction = false;
+    }
 }
 
 /// One optimisation step's input.

@@ -23,6 +23,16 @@ const MASKED: f32 = -1.0e9;
 /// Rows scored per forward pass at inference, to bound memory.
 const INFERENCE_CHUNK: usize = 4096;
 
+/// One batch as tensors (see [`YoutubeDnn::prepare`]).
+struct Prepared<D: Device<f32>> {
+    x: Mat<D>,
+    v: Mat<D>,
+    r: Option<Mat<D>>,
+    offsets: Mat<D>,
+    labels: Tensor<(usize,), usize, D>,
+    shared_ids: Vec<ItemIdx>,
+}
+
 /// A fully connected layer `y = x W + b`, `W` row-major `[fan_in, fan_out]`.
 struct Layer {
     fan_in: usize,
@@ -107,17 +117,14 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         out
     }
 
-    /// Candidate columns: the batch's positives first (column `i` is row
-    /// `i`'s positive), then the shared negatives.
-    fn candidate_ids(batch: &TrainBatch<'_>) -> Vec<ItemIdx> {
-        batch.positives.iter().chain(&batch.candidates.shared).copied().collect()
-    }
-
     /// Per-logit additive term: `-log q` where corrected, [`MASKED`] where the
-    /// candidate must not act as a negative for that row.
+    /// candidate must not act as a negative for that row. Columns: the
+    /// batch's positives (column `i` is row `i`'s positive), the shared
+    /// negatives, then the row's own negatives.
     fn logit_offsets(positives: &[ItemIdx], cands: &Candidates) -> Vec<f32> {
         let b = positives.len();
-        let c = b + cands.shared.len();
+        let k = cands.per_row.len() / b;
+        let c = b + cands.shared.len() + k;
         let correct = |log_q: f32| if cands.log_q_correction { -log_q } else { 0.0 };
         let mut out = Vec::with_capacity(b * c);
         for (row, &pos) in positives.iter().enumerate() {
@@ -130,35 +137,52 @@ impl<D: Device<f32>> YoutubeDnn<D> {
                     correct(cands.positive_log_q[col])
                 });
             }
-            for (&neg, &log_q) in cands.shared.iter().zip(&cands.shared_log_q) {
+            let own = row * k..(row + 1) * k;
+            let negatives = cands.shared.iter().zip(&cands.shared_log_q);
+            let own_negatives = cands.per_row[own.clone()].iter().zip(&cands.per_row_log_q[own]);
+            for (&neg, &log_q) in negatives.chain(own_negatives) {
                 out.push(if neg == pos { MASKED } else { correct(log_q) });
             }
         }
         out
     }
 
-    /// Forward and backward pass; leaves gradients in the tables and layers.
-    fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<f32> {
+    /// The batch as tensors: history means `x`, shared candidate vectors `v`
+    /// (positives, then shared negatives), per-row negatives `r` (`[B * k, d]`),
+    /// logit offsets and labels, with the item of every `v` and `r` row.
+    fn prepare(&self, batch: &TrainBatch<'_>) -> Result<Prepared<D>> {
         let b = batch.positives.len();
         let d = self.params.dim;
+        let cands = batch.candidates;
         ensure!(b > 0, "empty batch");
         ensure!(batch.histories.len() == b, "batch has {b} positives but {} histories", batch.histories.len());
-        let cand_ids = Self::candidate_ids(batch);
-        let c = cand_ids.len();
-        let mut cand = Vec::with_capacity(c * d);
-        for &i in &cand_ids {
-            self.output_table().gather_into(i, &mut cand);
-        }
-        let dev = &self.dev;
-        let x = dev.tensor_from_vec(self.history_means(batch.histories), (b, d));
-        let v = dev.tensor_from_vec(cand, (c, d));
-        let offsets = dev.tensor_from_vec(Self::logit_offsets(batch.positives, batch.candidates), (b, c));
-        let labels = dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,));
-        let layers: Vec<_> = self.layers.iter().map(|l| l.tensors(dev)).collect();
+        ensure!(cands.per_row.len() % b == 0, "{} per-row negatives for {b} rows", cands.per_row.len());
+        let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
+        let gather = |ids: &[ItemIdx]| {
+            let mut out = Vec::with_capacity(ids.len() * d);
+            ids.iter().for_each(|&i| self.output_table().gather_into(i, &mut out));
+            self.dev.tensor_from_vec(out, (ids.len(), d))
+        };
+        let c = shared_ids.len() + cands.per_row.len() / b;
+        Ok(Prepared {
+            x: self.dev.tensor_from_vec(self.history_means(batch.histories), (b, d)),
+            v: gather(&shared_ids),
+            r: (!cands.per_row.is_empty()).then(|| gather(&cands.per_row)),
+            offsets: self.dev.tensor_from_vec(Self::logit_offsets(batch.positives, cands), (b, c)),
+            labels: self.dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,)),
+            shared_ids,
+        })
+    }
 
+    /// Forward and backward pass; leaves gradients in the tables and layers.
+    fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<f32> {
+        let d = self.params.dim;
+        let p = self.prepare(batch)?;
+        let layers: Vec<_> = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
         let traced = layers.iter().map(|(w, bias)| (w.leaky_trace(), bias.leaky_trace())).collect();
-        let u = tower(x.leaky_trace(), traced);
-        let loss = self.objective(u, v.leaky_trace(), offsets, labels);
+        let u = tower(p.x.leaky_trace(), traced);
+        let r = p.r.as_ref().map(|r| r.leaky_trace());
+        let loss = self.objective(u, p.v.leaky_trace(), r, p.offsets.clone(), p.labels.clone());
         let loss_value = loss.as_vec()[0];
         if !loss_value.is_finite() {
             bail!("loss is {loss_value}");
@@ -169,7 +193,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
             layer.weight_grad = grads.get(w).as_vec();
             layer.bias_grad = grads.get(bias).as_vec();
         }
-        let gx = grads.get(&x).as_vec();
+        let gx = grads.get(&p.x).as_vec();
         for (r, g) in gx.chunks_exact(d).enumerate() {
             let items = batch.histories.row(r);
             let scale = 1.0 / items.len().max(1) as f32;
@@ -177,9 +201,11 @@ impl<D: Device<f32>> YoutubeDnn<D> {
                 self.input.accumulate(item, g, scale);
             }
         }
-        let gv = grads.get(&v).as_vec();
+        let gv = grads.get(&p.v).as_vec();
+        let gr = p.r.as_ref().map(|r| grads.get(r).as_vec()).unwrap_or_default();
         let out = self.output.as_mut().unwrap_or(&mut self.input);
-        for (&item, g) in cand_ids.iter().zip(gv.chunks_exact(d)) {
+        let ids = p.shared_ids.iter().chain(&batch.candidates.per_row);
+        for (&item, g) in ids.zip(gv.chunks_exact(d).chain(gr.chunks_exact(d))) {
             out.accumulate(item, g, 1.0);
         }
         Ok(loss_value)
@@ -200,20 +226,9 @@ impl<D: Device<f32>> YoutubeDnn<D> {
     /// Loss of a batch without touching any state (gradient checks).
     #[cfg(test)]
     fn loss(&self, batch: &TrainBatch<'_>) -> f32 {
-        let b = batch.positives.len();
-        let d = self.params.dim;
-        let cand_ids = Self::candidate_ids(batch);
-        let mut cand = Vec::new();
-        for &i in &cand_ids {
-            self.output_table().gather_into(i, &mut cand);
-        }
-        let dev = &self.dev;
-        let x = dev.tensor_from_vec(self.history_means(batch.histories), (b, d));
-        let v = dev.tensor_from_vec(cand, (cand_ids.len(), d));
-        let offsets = dev.tensor_from_vec(Self::logit_offsets(batch.positives, batch.candidates), (b, cand_ids.len()));
-        let labels = dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,));
-        let layers = self.layers.iter().map(|l| l.tensors(dev)).collect();
-        self.objective(tower(x, layers), v, offsets, labels).as_vec()[0]
+        let p = self.prepare(batch).unwrap();
+        let layers = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
+        self.objective(tower(p.x, layers), p.v, p.r, p.offsets, p.labels).as_vec()[0]
     }
 
     /// The configured loss of user vectors `u` against candidate vectors `v`;
@@ -222,11 +237,24 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         &self,
         u: Mat<D, T>,
         v: Mat<D, T>,
+        r: Option<Mat<D, T>>,
         offsets: Mat<D>,
         labels: Tensor<(usize,), usize, D>,
     ) -> Tensor<(), f32, D, T> {
-        let (u, v) = if self.params.normalize { (l2_normalize(u), l2_normalize(v)) } else { (u, v) };
-        let logits = u.matmul(v.permute::<_, Axes2<1, 0>>()) * (1.0 / self.params.temperature) + offsets;
+        let normalize = |m: Mat<D, T>| if self.params.normalize { l2_normalize(m) } else { m };
+        let (u, v) = (normalize(u), normalize(v));
+        let (b, d) = *u.shape();
+        let logits = match r {
+            None => u.matmul(v.permute::<_, Axes2<1, 0>>()),
+            Some(r) => {
+                // Row i's own negatives: <u_i, r_ij> for j < k, as a [B, k] block.
+                let k = r.shape().0 / b;
+                let r = normalize(r).reshape_like(&(b, k, d));
+                let own = (u.retaped::<T>().broadcast_like::<_, Axis<1>>(&(b, k, d)) * r).sum::<(usize, usize), Axis<2>>();
+                (u.matmul(v.permute::<_, Axes2<1, 0>>()), own).concat_along(Axis::<1>)
+            }
+        };
+        let logits = logits * (1.0 / self.params.temperature) + offsets;
         match self.params.loss {
             Loss::Softmax => logits.log_softmax::<Axis<1>>().select(labels).mean().negate(),
             Loss::Bce => {
@@ -376,6 +404,7 @@ mod tests {
             in_batch,
             positive_log_q: (0..b).map(|i| -2.0 + i as f32 * 0.25).collect(),
             log_q_correction: true,
+            ..Default::default()
         }
     }
 
@@ -400,12 +429,16 @@ mod tests {
         }
     }
 
-    fn check_gradients(mut m: YoutubeDnn<Cpu>, in_batch: bool) {
+    fn check_gradients(m: YoutubeDnn<Cpu>, in_batch: bool) {
+        check_gradients_of(m, candidates(&[6, 4, 1], in_batch, 2));
+    }
+
+    fn check_gradients_of(mut m: YoutubeDnn<Cpu>, cands: Candidates) {
         // Row 1's history is empty; negative 4 is row 0's positive (an
         // accidental hit, masked); positives 4 and 5 differ.
+        let in_batch = cands.in_batch;
         let h = histories(&[&[0, 1, 2], &[]]);
         let positives = [4, 5];
-        let cands = candidates(&[6, 4, 1], in_batch, 2);
         let batch = TrainBatch { histories: &h, positives: &positives, candidates: &cands };
         m.forward_backward(&batch).unwrap();
         let eps = 1e-2f32;
@@ -431,6 +464,32 @@ mod tests {
     fn gradients_match_finite_differences() {
         check_gradients(tiny(false, 1.0), false);
         check_gradients(tiny(false, 0.5), true);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences_with_per_row_negatives() {
+        // Row 0's own negatives 6 and 4 (4 is its positive: masked), row 1's 1 and 0.
+        let mut c = candidates(&[], false, 2);
+        c.per_row = vec![6, 4, 1, 0];
+        c.per_row_log_q = vec![-1.0, -1.5, -2.0, -0.5];
+        check_gradients_of(tiny(false, 1.0), c.clone());
+        check_gradients_of(tiny_with(false, 0.3, Loss::Softmax, true), c.clone());
+        check_gradients_of(tiny_with(true, 1.0, Loss::Bce, false), c.clone());
+        // Shared and per-row negatives together, in-batch too.
+        c.shared = vec![2, 3];
+        c.shared_log_q = vec![-1.0, -1.0];
+        c.in_batch = true;
+        check_gradients_of(tiny(false, 1.0), c);
+    }
+
+    #[test]
+    fn per_row_offsets_mask_each_rows_own_accidental_hits() {
+        let mut c = candidates(&[], false, 2);
+        c.log_q_correction = false;
+        c.per_row = vec![6, 4, 5, 0];
+        c.per_row_log_q = vec![-1.0; 4];
+        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 5], &c);
+        assert_eq!(off, vec![0.0, MASKED, 0.0, MASKED, MASKED, 0.0, MASKED, 0.0]);
     }
 
     #[test]

@@ -31,16 +31,9 @@ impl Sampler for FullSoftmax {
     }
 
     fn sample(&mut self, positives: &[ItemIdx], _rng: &mut StdRng, out: &mut Candidates) {
-        if out.shared.len() != self.n_items {
-            out.shared.clear();
-            out.shared.extend(0..self.n_items as ItemIdx);
-        }
-        out.shared_log_q.clear();
+        out.shared.extend(0..self.n_items as ItemIdx);
         out.shared_log_q.resize(self.n_items, 0.0);
-        out.in_batch = false;
-        out.positive_log_q.clear();
         out.positive_log_q.resize(positives.len(), 0.0);
-        out.log_q_correction = false;
     }
 
     fn item_probabilities(&self) -> Vec<f64> {

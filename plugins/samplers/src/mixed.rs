@@ -120,15 +120,12 @@ impl Sampler for MixedSampler {
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
         let unigram = self.unigram.take().expect("the core fits a sampler before sampling");
         let b = positives.len();
-        match &mut self.uniform {
-            Some(u) => u.draw(rng, &mut out.shared),
-            None => out.shared.clear(),
+        if let Some(u) = &mut self.uniform {
+            u.draw(rng, &mut out.shared);
         }
         out.in_batch = true;
         out.log_q_correction = self.params.log_q_correction;
-        out.positive_log_q.clear();
         out.positive_log_q.extend(positives.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
-        out.shared_log_q.clear();
         out.shared_log_q.extend(out.shared.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
         self.unigram = Some(unigram);
     }

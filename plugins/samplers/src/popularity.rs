@@ -82,12 +82,8 @@ impl Sampler for PopularitySampler {
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
         let table = self.table.as_ref().expect("the core fits a sampler before sampling");
         let n = self.params.num_negatives as f64;
-        out.shared.clear();
         out.shared.extend((0..self.params.num_negatives).map(|_| table.sample(rng)));
-        out.shared_log_q.clear();
         out.shared_log_q.extend(out.shared.iter().map(|&i| (n * self.probabilities[i as usize]).ln() as f32));
-        out.in_batch = false;
-        out.positive_log_q.clear();
         // A positive's own column is not a negative; its logQ term is the
         // same expected-copies value, floored so unseen items stay finite.
         out.positive_log_q
@@ -118,6 +114,7 @@ mod tests {
         let mut out = Candidates::default();
         let mut counts = [0f64; 5];
         for _ in 0..1000 {
+            out.clear();
             s.sample(&[0], &mut rng, &mut out);
             out.shared.iter().for_each(|&i| counts[i as usize] += 1.0);
         }

@@ -22,19 +22,24 @@ pub(crate) fn register(reg: &mut Registry) {
 #[serde(default, deny_unknown_fields)]
 pub struct UniformParams {
     pub num_negatives: usize,
+    pub shared: bool,
     pub replacement: bool,
     pub log_q_correction: bool,
 }
 
 impl Default for UniformParams {
     fn default() -> Self {
-        UniformParams { num_negatives: 1000, replacement: false, log_q_correction: true }
+        UniformParams { num_negatives: 1000, shared: true, replacement: false, log_q_correction: true }
     }
 }
 
 impl Params for UniformParams {
     const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("num_negatives", "Negatives drawn per batch, shared by its rows (default 1000)"),
+        ParamDoc::new("num_negatives", "Negatives drawn per batch, or per row when not shared (default 1000)"),
+        ParamDoc::new(
+            "shared",
+            "One set of negatives for the whole batch (one GEMM); false draws each row its own (default true)",
+        ),
         ParamDoc::new("replacement", "Draw with replacement; false draws distinct items (default false)"),
         ParamDoc::new("log_q_correction", "Subtract log q from candidate logits (default true)"),
     ];
@@ -43,6 +48,8 @@ impl Params for UniformParams {
 pub struct UniformSampler {
     params: UniformParams,
     draw: UniformDraw,
+    /// One row's draws, reused.
+    row: Vec<ItemIdx>,
 }
 
 impl UniformSampler {
@@ -52,7 +59,7 @@ impl UniformSampler {
         }
         let draw = UniformDraw::new(n_items, params.num_negatives, params.replacement)
             .map_err(|e| anyhow::anyhow!("key `num_negatives`: {e}"))?;
-        Ok(UniformSampler { params, draw })
+        Ok(UniformSampler { params, draw, row: Vec::new() })
     }
 }
 
@@ -62,12 +69,17 @@ impl Sampler for UniformSampler {
     }
 
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
-        self.draw.draw(rng, &mut out.shared);
         let log_q = self.draw.inclusion_probability().ln() as f32;
-        out.shared_log_q.clear();
-        out.shared_log_q.resize(out.shared.len(), log_q);
-        out.in_batch = false;
-        out.positive_log_q.clear();
+        if self.params.shared {
+            self.draw.draw(rng, &mut out.shared);
+            out.shared_log_q.resize(out.shared.len(), log_q);
+        } else {
+            for _ in positives {
+                self.draw.draw(rng, &mut self.row);
+                out.per_row.extend_from_slice(&self.row);
+            }
+            out.per_row_log_q.resize(out.per_row.len(), log_q);
+        }
         out.positive_log_q.resize(positives.len(), log_q);
         out.log_q_correction = self.params.log_q_correction;
     }
@@ -103,6 +115,7 @@ impl UniformDraw {
         self.k as f64 / self.n_items as f64
     }
 
+    /// Replaces the contents of `out` with `k` fresh draws.
     pub(crate) fn draw(&mut self, rng: &mut StdRng, out: &mut Vec<ItemIdx>) {
         let n = self.n_items as u32;
         out.clear();
@@ -129,7 +142,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn sampler(num_negatives: usize, replacement: bool, n_items: usize) -> UniformSampler {
-        UniformSampler::new(UniformParams { num_negatives, replacement, log_q_correction: true }, n_items).unwrap()
+        UniformSampler::new(UniformParams { num_negatives, replacement, ..Default::default() }, n_items).unwrap()
     }
 
     /// Pearson's statistic of `counts` against equal expected counts.
@@ -148,6 +161,7 @@ mod tests {
             let mut out = Candidates::default();
             let mut counts = vec![0u64; 50];
             for _ in 0..20_000 {
+                out.clear();
                 s.sample(&[0], &mut rng, &mut out);
                 for &i in &out.shared {
                     counts[i as usize] += 1;
@@ -164,6 +178,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut out = Candidates::default();
         for _ in 0..100 {
+            out.clear();
             s.sample(&[0, 1], &mut rng, &mut out);
             let mut seen = out.shared.clone();
             seen.sort_unstable();
@@ -181,6 +196,19 @@ mod tests {
         assert!(out.shared_log_q.iter().all(|&q| (q - expected).abs() < 1e-6));
         assert_eq!(out.positive_log_q.len(), 3);
         assert_eq!(s.item_probabilities(), vec![0.25; 40]);
+    }
+
+    #[test]
+    fn per_row_negatives_are_drawn_for_each_row() {
+        let params = UniformParams { num_negatives: 4, shared: false, ..Default::default() };
+        let mut s = UniformSampler::new(params, 20).unwrap();
+        let mut out = Candidates::default();
+        s.sample(&[1, 2, 3], &mut StdRng::seed_from_u64(9), &mut out);
+        assert!(out.shared.is_empty());
+        assert_eq!(out.per_row.len(), 12);
+        assert!(out.per_row_log_q.iter().all(|&q| (q - (4.0f32 / 20.0).ln()).abs() < 1e-6));
+        let rows: Vec<_> = out.per_row.chunks(4).collect();
+        assert!(rows[0] != rows[1] || rows[1] != rows[2], "rows share their draws: {rows:?}");
     }
 
     #[test]
