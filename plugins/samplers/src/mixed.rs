@@ -5,9 +5,14 @@
 //! Candidates are one shared set: the `B` positives of the batch and `N`
 //! uniform draws. The logQ term of candidate `j` is the log of its expected
 //! number of copies in that set, `B * p(j) + N / n_items`, where `p(j)` is
-//! `j`'s share of training positives (exact counts from the training set):
-//! positives arrive with the training distribution, uniform draws with
-//! `1 / n_items` each. A candidate equal to a row's positive (its own
+//! `j`'s share of training positives: positives arrive with the training
+//! distribution, uniform draws with `1 / n_items` each. With
+//! `frequency = "exact"` (the default) `B * p(j)` comes from training-set
+//! counts; with `"streaming"` it is the streaming estimate of Yi et al. 2019
+//! (§4): per item, the last step it was seen and a moving average of the
+//! steps between sightings, whose inverse is its probability of being in a
+//! batch. The streaming estimate needs no pass over the data, as in a
+//! production stream. A candidate equal to a row's positive (its own
 //! column aside) is an accidental hit and is masked by the loss; duplicates
 //! among the candidates are kept, each copy a column, which matches the
 //! expected-count correction above.
@@ -24,7 +29,13 @@ pub(crate) fn register(reg: &mut Registry) {
         "in_batch",
         "The batch's other positives as negatives, logQ from training frequencies",
         |p, cx: &BuildCx| {
-            let mixed = MixedParams { num_uniform: 0, replacement: false, log_q_correction: p.log_q_correction };
+            let mixed = MixedParams {
+                num_uniform: 0,
+                replacement: false,
+                log_q_correction: p.log_q_correction,
+                frequency: p.frequency,
+                streaming_rate: p.streaming_rate,
+            };
             Ok(Box::new(MixedSampler::new(mixed, cx)?))
         },
     );
@@ -39,19 +50,40 @@ pub(crate) fn register(reg: &mut Registry) {
 #[serde(default, deny_unknown_fields)]
 pub struct InBatchParams {
     pub log_q_correction: bool,
+    pub frequency: Frequency,
+    pub streaming_rate: f64,
 }
 
 impl Default for InBatchParams {
     fn default() -> Self {
-        InBatchParams { log_q_correction: true }
+        InBatchParams { log_q_correction: true, frequency: Frequency::Exact, streaming_rate: 0.05 }
     }
 }
 
 impl Params for InBatchParams {
-    const DOCS: &'static [ParamDoc] = &[ParamDoc::new(
-        "log_q_correction",
-        "Subtract log(expected copies in the batch) from each candidate's logit (default true)",
-    )];
+    const DOCS: &'static [ParamDoc] = &[
+        ParamDoc::new(
+            "log_q_correction",
+            "Subtract log(expected copies in the batch) from each candidate's logit (default true)",
+        ),
+        FREQUENCY_DOC,
+        STREAMING_RATE_DOC,
+    ];
+}
+
+const FREQUENCY_DOC: ParamDoc = ParamDoc::new(
+    "frequency",
+    "How in-batch probabilities are known: \"exact\" training counts or Yi et al.'s \"streaming\" estimate (default \"exact\")",
+);
+const STREAMING_RATE_DOC: ParamDoc =
+    ParamDoc::new("streaming_rate", "Learning rate of the streaming estimate's moving average (default 0.05)");
+
+/// Where the in-batch part of q comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frequency {
+    Exact,
+    Streaming,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,11 +92,19 @@ pub struct MixedParams {
     pub num_uniform: usize,
     pub replacement: bool,
     pub log_q_correction: bool,
+    pub frequency: Frequency,
+    pub streaming_rate: f64,
 }
 
 impl Default for MixedParams {
     fn default() -> Self {
-        MixedParams { num_uniform: 1000, replacement: false, log_q_correction: true }
+        MixedParams {
+            num_uniform: 1000,
+            replacement: false,
+            log_q_correction: true,
+            frequency: Frequency::Exact,
+            streaming_rate: 0.05,
+        }
     }
 }
 
@@ -76,6 +116,8 @@ impl Params for MixedParams {
             "log_q_correction",
             "Subtract log(expected copies in the candidate set) from each candidate's logit (default true)",
         ),
+        FREQUENCY_DOC,
+        STREAMING_RATE_DOC,
     ];
 }
 
@@ -86,6 +128,43 @@ pub struct MixedSampler {
     batch_size: usize,
     /// Share of training positives per item; set by `fit`.
     unigram: Option<Vec<f64>>,
+    streaming: StreamingFrequency,
+}
+
+/// Yi et al. 2019, Algorithm 2, with one slot per item (item indices are
+/// dense, so no hashing is needed).
+struct StreamingFrequency {
+    rate: f64,
+    step: u64,
+    /// Step at which each item was last in a batch.
+    last_seen: Vec<u64>,
+    /// Moving average of the steps between an item's sightings.
+    gap: Vec<f64>,
+}
+
+impl StreamingFrequency {
+    fn new(n_items: usize, batch_size: usize, rate: f64) -> StreamingFrequency {
+        // Before any sighting every item is assumed equally likely.
+        let prior_gap = (n_items as f64 / batch_size as f64).max(1.0);
+        StreamingFrequency { rate, step: 0, last_seen: vec![0; n_items], gap: vec![prior_gap; n_items] }
+    }
+
+    fn observe(&mut self, batch: &[ItemIdx]) {
+        self.step += 1;
+        for &i in batch {
+            let i = i as usize;
+            if self.last_seen[i] != self.step {
+                let gap = (self.step - self.last_seen[i]) as f64;
+                self.gap[i] = (1.0 - self.rate) * self.gap[i] + self.rate * gap;
+                self.last_seen[i] = self.step;
+            }
+        }
+    }
+
+    /// Estimated probability that `item` is in a batch (about its expected copies).
+    fn per_batch(&self, item: ItemIdx) -> f64 {
+        1.0 / self.gap[item as usize]
+    }
 }
 
 impl MixedSampler {
@@ -97,13 +176,22 @@ impl MixedSampler {
             .then(|| UniformDraw::new(cx.n_items, params.num_uniform, params.replacement))
             .transpose()
             .map_err(|e| anyhow::anyhow!("key `num_uniform`: {e}"))?;
-        Ok(MixedSampler { params, uniform, n_items: cx.n_items, batch_size: cx.batch_size.max(1), unigram: None })
+        if !(params.streaming_rate > 0.0 && params.streaming_rate <= 1.0) {
+            bail!("key `streaming_rate`: must be in (0, 1], found {}", params.streaming_rate);
+        }
+        let batch_size = cx.batch_size.max(1);
+        let streaming = StreamingFrequency::new(cx.n_items, batch_size, params.streaming_rate);
+        Ok(MixedSampler { params, uniform, n_items: cx.n_items, batch_size, unigram: None, streaming })
     }
 
     /// Expected copies of `item` in a candidate set built for `b` positives.
     fn expected_copies(&self, unigram: &[f64], item: ItemIdx, b: usize) -> f64 {
         let uniform = self.uniform.as_ref().map_or(0.0, |u| u.inclusion_probability());
-        b as f64 * unigram[item as usize] + uniform
+        let in_batch = match self.params.frequency {
+            Frequency::Exact => b as f64 * unigram[item as usize],
+            Frequency::Streaming => self.streaming.per_batch(item),
+        };
+        in_batch + uniform
     }
 }
 
@@ -120,6 +208,9 @@ impl Sampler for MixedSampler {
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
         let unigram = self.unigram.take().expect("the core fits a sampler before sampling");
         let b = positives.len();
+        if self.params.frequency == Frequency::Streaming {
+            self.streaming.observe(positives);
+        }
         if let Some(u) = &mut self.uniform {
             u.draw(rng, &mut out.shared);
         }
@@ -166,6 +257,33 @@ mod tests {
             assert!((lq - (expected[i as usize] as f32).ln()).abs() < 1e-6, "item {i}");
         }
         assert_eq!(s.item_probabilities(), expected.to_vec());
+    }
+
+    #[test]
+    fn streaming_estimate_converges_to_the_true_batch_probability() {
+        // Item 0 is in every batch, item 1 in every 4th, item 2 in every 10th.
+        let cx = BuildCx { n_items: 3, batch_size: 1, ..Default::default() };
+        let params = MixedParams { num_uniform: 0, frequency: Frequency::Streaming, ..Default::default() };
+        let mut s = MixedSampler::new(params, &cx).unwrap();
+        s.fit(&[1, 1, 1]).unwrap();
+        let mut out = Candidates::default();
+        let mut rng = StdRng::seed_from_u64(0);
+        for step in 1..=4000u64 {
+            let mut batch = vec![0];
+            if step % 4 == 0 {
+                batch.push(1);
+            }
+            if step % 10 == 0 {
+                batch.push(2);
+            }
+            out.clear();
+            s.sample(&batch, &mut rng, &mut out);
+        }
+        for (item, truth) in [(0, 1.0), (1, 0.25), (2, 0.1)] {
+            let est = s.streaming.per_batch(item);
+            assert!((est - truth).abs() < 0.02 * truth.max(0.1), "item {item}: {est} vs {truth}");
+        }
+        assert!((out.positive_log_q[0] - 0.0).abs() < 1e-3, "log q of an every-batch item is log 1");
     }
 
     #[test]
