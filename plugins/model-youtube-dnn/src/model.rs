@@ -250,7 +250,8 @@ impl<D: Device<f32>> YoutubeDnn<D> {
                 // Row i's own negatives: <u_i, r_ij> for j < k, as a [B, k] block.
                 let k = r.shape().0 / b;
                 let r = normalize(r).reshape_like(&(b, k, d));
-                let own = (u.retaped::<T>().broadcast_like::<_, Axis<1>>(&(b, k, d)) * r).sum::<(usize, usize), Axis<2>>();
+                let own =
+                    (u.retaped::<T>().broadcast_like::<_, Axis<1>>(&(b, k, d)) * r).sum::<(usize, usize), Axis<2>>();
                 (u.matmul(v.permute::<_, Axes2<1, 0>>()), own).concat_along(Axis::<1>)
             }
         };

@@ -9,7 +9,7 @@ mod popularity;
 mod uniform;
 
 pub use full::FullSoftmax;
-pub use mixed::{Frequency, InBatchParams, MixedParams, MixedSampler};
+pub use mixed::{Frequency, InBatchParams, MixedParams, MixedSampler, NegativesFrom};
 pub use popularity::{PopularityParams, PopularitySampler};
 pub use uniform::{UniformParams, UniformSampler};
 

@@ -1,12 +1,13 @@
 //! `[sampler] type = "in_batch"` and `type = "mixed"`: the batch's own
-//! positives as negatives for each other, optionally joined by uniformly
-//! drawn items (mixed negative sampling, Yang et al. 2020).
+//! positives as negatives for each other, optionally joined by items drawn
+//! uniformly or by popularity (mixed negative sampling, Yang et al. 2020).
 //!
 //! Candidates are one shared set: the `B` positives of the batch and `N`
 //! uniform draws. The logQ term of candidate `j` is the log of its expected
 //! number of copies in that set, `B * p(j) + N / n_items`, where `p(j)` is
 //! `j`'s share of training positives: positives arrive with the training
-//! distribution, uniform draws with `1 / n_items` each. With
+//! distribution, uniform draws with `1 / n_items` each (popularity draws
+//! with `N * P(j)` in place of `N / n_items`). With
 //! `frequency = "exact"` (the default) `B * p(j)` comes from training-set
 //! counts; with `"streaming"` it is the streaming estimate of Yi et al. 2019
 //! (§4): per item, the last step it was seen and a moving average of the
@@ -22,6 +23,7 @@ use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampl
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
+use crate::popularity::{check_alpha, PopularityDraw};
 use crate::uniform::UniformDraw;
 
 pub(crate) fn register(reg: &mut Registry) {
@@ -31,6 +33,8 @@ pub(crate) fn register(reg: &mut Registry) {
         |p, cx: &BuildCx| {
             let mixed = MixedParams {
                 num_uniform: 0,
+                negatives_from: NegativesFrom::Uniform,
+                alpha: 0.75,
                 replacement: false,
                 log_q_correction: p.log_q_correction,
                 frequency: p.frequency,
@@ -78,6 +82,14 @@ const FREQUENCY_DOC: ParamDoc = ParamDoc::new(
 const STREAMING_RATE_DOC: ParamDoc =
     ParamDoc::new("streaming_rate", "Learning rate of the streaming estimate's moving average (default 0.05)");
 
+/// The distribution of the negatives added to the in-batch ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NegativesFrom {
+    Uniform,
+    Popularity,
+}
+
 /// Where the in-batch part of q comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,6 +102,8 @@ pub enum Frequency {
 #[serde(default, deny_unknown_fields)]
 pub struct MixedParams {
     pub num_uniform: usize,
+    pub negatives_from: NegativesFrom,
+    pub alpha: f64,
     pub replacement: bool,
     pub log_q_correction: bool,
     pub frequency: Frequency,
@@ -100,6 +114,8 @@ impl Default for MixedParams {
     fn default() -> Self {
         MixedParams {
             num_uniform: 1000,
+            negatives_from: NegativesFrom::Uniform,
+            alpha: 0.75,
             replacement: false,
             log_q_correction: true,
             frequency: Frequency::Exact,
@@ -110,8 +126,16 @@ impl Default for MixedParams {
 
 impl Params for MixedParams {
     const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("num_uniform", "Uniform negatives added to the in-batch ones per batch (default 1000)"),
-        ParamDoc::new("replacement", "Draw the uniform negatives with replacement (default false)"),
+        ParamDoc::new("num_uniform", "Negatives added to the in-batch ones per batch (default 1000)"),
+        ParamDoc::new(
+            "negatives_from",
+            "Where those negatives come from: \"uniform\" or \"popularity\" (count^alpha) (default \"uniform\")",
+        ),
+        ParamDoc::new("alpha", "Exponent on training counts for popularity negatives (default 0.75)"),
+        ParamDoc::new(
+            "replacement",
+            "Draw uniform negatives with replacement; popularity draws always are (default false)",
+        ),
         ParamDoc::new(
             "log_q_correction",
             "Subtract log(expected copies in the candidate set) from each candidate's logit (default true)",
@@ -124,6 +148,8 @@ impl Params for MixedParams {
 pub struct MixedSampler {
     params: MixedParams,
     uniform: Option<UniformDraw>,
+    /// Set by `fit` when negatives come from popularity.
+    popularity: Option<PopularityDraw>,
     n_items: usize,
     batch_size: usize,
     /// Share of training positives per item; set by `fit`.
@@ -172,7 +198,8 @@ impl MixedSampler {
         if cx.n_items == 0 {
             bail!("the catalog is empty");
         }
-        let uniform = (params.num_uniform > 0)
+        check_alpha(params.alpha)?;
+        let uniform = (params.num_uniform > 0 && params.negatives_from == NegativesFrom::Uniform)
             .then(|| UniformDraw::new(cx.n_items, params.num_uniform, params.replacement))
             .transpose()
             .map_err(|e| anyhow::anyhow!("key `num_uniform`: {e}"))?;
@@ -181,17 +208,29 @@ impl MixedSampler {
         }
         let batch_size = cx.batch_size.max(1);
         let streaming = StreamingFrequency::new(cx.n_items, batch_size, params.streaming_rate);
-        Ok(MixedSampler { params, uniform, n_items: cx.n_items, batch_size, unigram: None, streaming })
+        Ok(MixedSampler {
+            params,
+            uniform,
+            popularity: None,
+            n_items: cx.n_items,
+            batch_size,
+            unigram: None,
+            streaming,
+        })
     }
 
     /// Expected copies of `item` in a candidate set built for `b` positives.
     fn expected_copies(&self, unigram: &[f64], item: ItemIdx, b: usize) -> f64 {
-        let uniform = self.uniform.as_ref().map_or(0.0, |u| u.inclusion_probability());
+        let extra = match (&self.uniform, &self.popularity) {
+            (Some(u), _) => u.inclusion_probability(),
+            (None, Some(p)) => p.expected_copies(item, self.params.num_uniform),
+            (None, None) => 0.0,
+        };
         let in_batch = match self.params.frequency {
             Frequency::Exact => b as f64 * unigram[item as usize],
             Frequency::Streaming => self.streaming.per_batch(item),
         };
-        in_batch + uniform
+        in_batch + extra
     }
 }
 
@@ -202,6 +241,9 @@ impl Sampler for MixedSampler {
             bail!("no training positives to estimate item frequencies from");
         }
         self.unigram = Some(item_counts.iter().map(|&c| c as f64 / total as f64).collect());
+        if self.params.negatives_from == NegativesFrom::Popularity && self.params.num_uniform > 0 {
+            self.popularity = Some(PopularityDraw::fit(item_counts, self.params.alpha)?);
+        }
         Ok(())
     }
 
@@ -213,6 +255,9 @@ impl Sampler for MixedSampler {
         }
         if let Some(u) = &mut self.uniform {
             u.draw(rng, &mut out.shared);
+        }
+        if let Some(p) = &self.popularity {
+            p.draw(self.params.num_uniform, rng, &mut out.shared);
         }
         out.in_batch = true;
         out.log_q_correction = self.params.log_q_correction;
@@ -284,6 +329,23 @@ mod tests {
             assert!((est - truth).abs() < 0.02 * truth.max(0.1), "item {item}: {est} vs {truth}");
         }
         assert!((out.positive_log_q[0] - 0.0).abs() < 1e-3, "log q of an every-batch item is log 1");
+    }
+
+    #[test]
+    fn popularity_negatives_add_their_expected_copies() {
+        // Counts 1, 3, 0, 4 with alpha 1: P = 1/8, 3/8, 0, 4/8; 2 draws; batches of 2.
+        let cx = BuildCx { n_items: 4, batch_size: 2, ..Default::default() };
+        let params =
+            MixedParams { num_uniform: 2, negatives_from: NegativesFrom::Popularity, alpha: 1.0, ..Default::default() };
+        let mut s = MixedSampler::new(params, &cx).unwrap();
+        s.fit(&[1, 3, 0, 4]).unwrap();
+        let mut out = Candidates::default();
+        s.sample(&[1, 3], &mut StdRng::seed_from_u64(3), &mut out);
+        assert_eq!(out.shared.len(), 2);
+        assert!(!out.shared.contains(&2), "an item without training positives was drawn");
+        // Item 1: 2 * 3/8 + 2 * 3/8 = 1.5; item 3: 2 * 4/8 + 2 * 4/8 = 2.
+        assert!((out.positive_log_q[0] - 1.5f32.ln()).abs() < 1e-6);
+        assert!((out.positive_log_q[1] - 2.0f32.ln()).abs() < 1e-6);
     }
 
     #[test]

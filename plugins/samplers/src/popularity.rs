@@ -49,9 +49,46 @@ impl Params for PopularityParams {
 pub struct PopularitySampler {
     params: PopularityParams,
     n_items: usize,
-    table: Option<AliasTable>,
-    /// P(j) per item; set by `fit`.
+    draw: Option<PopularityDraw>,
+}
+
+/// Draws from `count^alpha` of training positives; shared with `mixed`.
+pub(crate) struct PopularityDraw {
+    table: AliasTable,
+    /// P(j) per item.
     probabilities: Vec<f64>,
+}
+
+impl PopularityDraw {
+    pub(crate) fn fit(item_counts: &[u64], alpha: f64) -> Result<PopularityDraw> {
+        if item_counts.iter().all(|&c| c == 0) {
+            bail!("no training positives to estimate item frequencies from");
+        }
+        let weights: Vec<f64> =
+            item_counts.iter().map(|&c| if c == 0 { 0.0 } else { (c as f64).powf(alpha) }).collect();
+        let total: f64 = weights.iter().sum();
+        Ok(PopularityDraw {
+            table: AliasTable::new(&weights),
+            probabilities: weights.iter().map(|w| w / total).collect(),
+        })
+    }
+
+    /// Appends `k` draws (with replacement) to `out`.
+    pub(crate) fn draw(&self, k: usize, rng: &mut StdRng, out: &mut Vec<ItemIdx>) {
+        out.extend((0..k).map(|_| self.table.sample(rng)));
+    }
+
+    /// Expected copies of `item` among `k` draws.
+    pub(crate) fn expected_copies(&self, item: ItemIdx, k: usize) -> f64 {
+        k as f64 * self.probabilities[item as usize]
+    }
+}
+
+pub(crate) fn check_alpha(alpha: f64) -> Result<()> {
+    if !(alpha.is_finite() && alpha >= 0.0) {
+        bail!("key `alpha`: must be a non-negative number, found {alpha}");
+    }
+    Ok(())
 }
 
 impl PopularitySampler {
@@ -59,40 +96,36 @@ impl PopularitySampler {
         if params.num_negatives == 0 {
             bail!("key `num_negatives`: must be at least 1");
         }
-        if !(params.alpha.is_finite() && params.alpha >= 0.0) {
-            bail!("key `alpha`: must be a non-negative number, found {}", params.alpha);
-        }
-        Ok(PopularitySampler { params, n_items, table: None, probabilities: Vec::new() })
+        check_alpha(params.alpha)?;
+        Ok(PopularitySampler { params, n_items, draw: None })
     }
 }
 
 impl Sampler for PopularitySampler {
     fn fit(&mut self, item_counts: &[u64]) -> Result<()> {
-        if item_counts.len() != self.n_items || item_counts.iter().all(|&c| c == 0) {
-            bail!("no training positives to estimate item frequencies from");
+        if item_counts.len() != self.n_items {
+            bail!("item counts cover {} items, the catalog {}", item_counts.len(), self.n_items);
         }
-        let weights: Vec<f64> =
-            item_counts.iter().map(|&c| if c == 0 { 0.0 } else { (c as f64).powf(self.params.alpha) }).collect();
-        let total: f64 = weights.iter().sum();
-        self.probabilities = weights.iter().map(|w| w / total).collect();
-        self.table = Some(AliasTable::new(&weights));
+        self.draw = Some(PopularityDraw::fit(item_counts, self.params.alpha)?);
         Ok(())
     }
 
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
-        let table = self.table.as_ref().expect("the core fits a sampler before sampling");
-        let n = self.params.num_negatives as f64;
-        out.shared.extend((0..self.params.num_negatives).map(|_| table.sample(rng)));
-        out.shared_log_q.extend(out.shared.iter().map(|&i| (n * self.probabilities[i as usize]).ln() as f32));
+        let draw = self.draw.as_ref().expect("the core fits a sampler before sampling");
+        let k = self.params.num_negatives;
+        draw.draw(k, rng, &mut out.shared);
+        out.shared_log_q.extend(out.shared.iter().map(|&i| draw.expected_copies(i, k).ln() as f32));
         // A positive's own column is not a negative; its logQ term is the
         // same expected-copies value, floored so unseen items stay finite.
-        out.positive_log_q
-            .extend(positives.iter().map(|&i| (n * self.probabilities[i as usize]).max(1e-12).ln() as f32));
+        out.positive_log_q.extend(positives.iter().map(|&i| draw.expected_copies(i, k).max(1e-12).ln() as f32));
         out.log_q_correction = self.params.log_q_correction;
     }
 
     fn item_probabilities(&self) -> Vec<f64> {
-        self.probabilities.iter().map(|p| p * self.params.num_negatives as f64).collect()
+        let k = self.params.num_negatives;
+        self.draw
+            .as_ref()
+            .map_or_else(Vec::new, |d| (0..self.n_items as ItemIdx).map(|i| d.expected_copies(i, k)).collect())
     }
 }
 
