@@ -121,10 +121,36 @@ fn only_run_dir(runs_dir: &Path) -> Result<PathBuf> {
 
 /// The whole suite: every crate's unit tests and the integration tests, slow
 /// ones included (they train on real MovieLens data from ../shared/data).
+/// Ends with one `N passed, N failed` line summed over every test binary.
 fn test(args: &[String]) -> Result<ExitCode> {
+    use std::io::{BufRead, BufReader};
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--release"]).args(args).env("FUNNEL_SLOW_TESTS", "1");
-    Ok(if status(&mut cmd)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    cmd.args(["test", "--workspace", "--release", "--lib", "--bins", "--tests"])
+        .args(args)
+        .env("FUNNEL_SLOW_TESTS", "1")
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("stdout is piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count_before(rest, " passed");
+            failed += count_before(rest, " failed");
+        }
+    }
+    let ok = child.wait()?.success();
+    println!("tests: {passed} passed, {failed} failed");
+    Ok(if ok && failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The number just before `label` in cargo's `ok. 5 passed; 0 failed; ...`.
+fn count_before(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn cargo() -> Command {
