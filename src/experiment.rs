@@ -40,11 +40,13 @@ pub struct TrainConfig {
     pub lr: f64,
     /// dfdx device: "cpu", "cuda" or "cuda:N" (default "cpu").
     pub device: String,
+    /// Write a checkpoint every this many epochs and after the last; 0 never (default 1).
+    pub checkpoint_every: usize,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 10, batch_size: 256, lr: 1e-3, device: "cpu".into() }
+        TrainConfig { epochs: 10, batch_size: 256, lr: 1e-3, device: "cpu".into(), checkpoint_every: 1 }
     }
 }
 

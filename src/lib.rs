@@ -6,6 +6,7 @@
 //! -> sampler and model -> training ([`training`]) -> full-catalog evaluation
 //! -> index -> report ([`report`]) and tracking. It names no component itself.
 
+pub mod checkpoint;
 pub mod compare;
 pub mod experiment;
 pub mod plugins;

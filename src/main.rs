@@ -11,12 +11,13 @@ use funnel::run::{self, RunOptions};
 
 const USAGE: &str = "\
 usage:
-  funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR]
+  funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR] [--resume RUN_DIR]
   funnel check FILE [--set key.path=value]...
   funnel plugins
   funnel compare --out FILE --title TITLE [--intro TEXT] RUN_DIR...
 
-  run       train and evaluate the experiment in FILE
+  run       train and evaluate the experiment in FILE; --resume continues the run in
+            RUN_DIR from its last checkpoint (same FILE and overrides)
   check     load and resolve FILE, print the resolved configuration (same as run --dry-run)
   plugins   list every registered component with its parameters and defaults
   compare   write a Markdown table comparing finished runs (their metrics.json)
@@ -40,6 +41,7 @@ struct Args {
     dry_run: bool,
     runs_dir: PathBuf,
     reports_dir: PathBuf,
+    resume: Option<PathBuf>,
 }
 
 fn cli(args: Vec<String>) -> Result<()> {
@@ -64,8 +66,12 @@ fn cli(args: Vec<String>) -> Result<()> {
                 print!("{}", run::resolved_toml(&exp));
                 return Ok(());
             }
-            let summary = run::run(&exp, &registry, &RunOptions { runs_dir: a.runs_dir, reports_dir: a.reports_dir })
-                .with_context(|| format!("experiment {}", a.file.display()))?;
+            let summary = run::run(
+                &exp,
+                &registry,
+                &RunOptions { runs_dir: a.runs_dir, reports_dir: a.reports_dir, resume: a.resume },
+            )
+            .with_context(|| format!("experiment {}", a.file.display()))?;
             println!("best epoch: {}", summary.best_epoch);
             for (k, v) in &summary.test {
                 println!("test {k}: {v:.4}");
@@ -116,6 +122,7 @@ fn parse(rest: &[String]) -> Result<Args> {
         dry_run: false,
         runs_dir: PathBuf::from("runs"),
         reports_dir: PathBuf::from("reports"),
+        resume: None,
     };
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
@@ -125,6 +132,7 @@ fn parse(rest: &[String]) -> Result<Args> {
             "--dry-run" => a.dry_run = true,
             "--runs-dir" => a.runs_dir = value("--runs-dir")?.into(),
             "--reports-dir" => a.reports_dir = value("--reports-dir")?.into(),
+            "--resume" => a.resume = Some(value("--resume")?.into()),
             s if s.starts_with("--set=") => a.sets.push(s["--set=".len()..].to_string()),
             s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
             s if file.is_none() => file = Some(PathBuf::from(s)),

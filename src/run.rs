@@ -4,14 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use funnel_api::{BuildCx, ComponentKind, Metrics, Registry, RunInfo, RunStatus, Tracker};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-
+use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::Experiment;
 use crate::report::{DatasetStats, Report, SampleUser};
 use crate::training;
+use anyhow::{bail, Context, Result};
+use funnel_api::{BuildCx, ComponentKind, Metrics, Registry, RunInfo, RunStatus, Tracker};
 
 /// Where a run writes.
 #[derive(Debug, Clone)]
@@ -20,6 +18,8 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Reports go to `<reports_dir>/<experiment>/<timestamp>.md`.
     pub reports_dir: PathBuf,
+    /// Continue the run in this folder from its last checkpoint.
+    pub resume: Option<PathBuf>,
 }
 
 /// What a finished run produced.
@@ -43,9 +43,27 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
     let started = Instant::now();
     let spec = &exp.spec;
     let stamp = Timestamp::now();
-    let run_dir = create_unique_dir(&opts.runs_dir.join(&spec.experiment.name), &stamp.compact)?;
     let resolved = resolved_toml(exp);
-    write(&run_dir.join("resolved.toml"), &resolved)?;
+    let config_hash = format!("{:016x}", fnv1a(spec.to_toml().as_bytes()));
+    let (run_dir, resume) = match &opts.resume {
+        Some(dir) => {
+            let c =
+                checkpoint::read(&dir.join(checkpoint::FILE)).with_context(|| format!("resuming {}", dir.display()))?;
+            if c.config_hash != config_hash {
+                bail!(
+                    "resuming {}: the resolved configuration differs from the one the run was trained with \
+                     (see its resolved.toml)",
+                    dir.display()
+                );
+            }
+            (dir.clone(), Some(c))
+        }
+        None => {
+            let dir = create_unique_dir(&opts.runs_dir.join(&spec.experiment.name), &stamp.compact)?;
+            write(&dir.join("resolved.toml"), &resolved)?;
+            (dir, None)
+        }
+    };
     eprintln!("run folder: {}", run_dir.display());
 
     let cx = BuildCx {
@@ -83,15 +101,15 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
         params: spec.flatten(),
         tags: vec![
             ("funnel.version".into(), env!("CARGO_PKG_VERSION").into()),
-            ("config.hash".into(), format!("{:016x}", fnv1a(resolved.as_bytes()))),
+            ("config.hash".into(), config_hash.clone()),
             ("dataset.name".into(), data.name.clone()),
             ("dataset.sha256".into(), data.checksum.clone()),
             ("seed".into(), spec.experiment.seed.to_string()),
         ],
     };
     tracker.start(&info)?;
-    let outcome =
-        train_and_report(exp, reg, opts, &run_dir, &stamp, &resolved, &data, load_seconds, started, tracker.as_mut());
+    let ctx = RunContext { run_dir: &run_dir, stamp: &stamp, resolved: &resolved, config_hash: &config_hash };
+    let outcome = train_and_report(exp, reg, opts, &ctx, resume, &data, load_seconds, started, tracker.as_mut());
     match &outcome {
         Ok(_) => tracker.finish(RunStatus::Finished)?,
         Err(_) => {
@@ -102,20 +120,28 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
     outcome
 }
 
+/// Where a run writes and what identifies it.
+struct RunContext<'a> {
+    run_dir: &'a Path,
+    stamp: &'a Timestamp,
+    resolved: &'a str,
+    config_hash: &'a str,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn train_and_report(
     exp: &Experiment,
     reg: &Registry,
     opts: &RunOptions,
-    run_dir: &Path,
-    stamp: &Timestamp,
-    resolved: &str,
+    ctx: &RunContext<'_>,
+    resume: Option<Checkpoint>,
     data: &funnel_api::LoadedDataset,
     load_seconds: f64,
     started: Instant,
     tracker: &mut dyn Tracker,
 ) -> Result<RunSummary> {
     let spec = &exp.spec;
+    let (run_dir, stamp, resolved) = (ctx.run_dir, ctx.stamp, ctx.resolved);
     let within = |kind: ComponentKind| format!("[{kind}] type = \"{}\"", spec.component(kind).kind);
     let mut cx = BuildCx {
         seed: spec.experiment.seed,
@@ -162,7 +188,7 @@ fn train_and_report(
         stats.test_cases,
         model.parameter_count()
     );
-    let mut rng = StdRng::seed_from_u64(spec.experiment.seed);
+    let checkpoint_path = run_dir.join(checkpoint::FILE);
     let trained = training::train(
         model.as_mut(),
         sampler.as_mut(),
@@ -170,7 +196,9 @@ fn train_and_report(
         tracker,
         &examples,
         &spec.train,
-        &mut rng,
+        spec.experiment.seed,
+        resume,
+        &training::Checkpointing { path: &checkpoint_path, config_hash: ctx.config_hash },
     )?;
     model.load_state(&trained.best_state)?;
     let test = training::evaluate(model.as_ref(), evaluator.as_ref(), &examples, &examples.test)

@@ -2,6 +2,7 @@
 //! model step each, validation after every epoch, best epoch kept.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -11,11 +12,14 @@ use funnel_api::{
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::TrainConfig;
 
 /// What one epoch did.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub loss: f64,
@@ -32,7 +36,15 @@ pub struct Trained {
     pub best_state: ModelState,
 }
 
-/// Trains `model` for `cfg.epochs`, logging each epoch to `tracker`.
+/// Where and how often checkpoints are written.
+pub struct Checkpointing<'a> {
+    pub path: &'a Path,
+    pub config_hash: &'a str,
+}
+
+/// Trains `model` for `cfg.epochs`, logging each epoch to `tracker`;
+/// continues after `resume`'s epoch when given.
+#[allow(clippy::too_many_arguments)]
 pub fn train(
     model: &mut dyn Model,
     sampler: &mut dyn Sampler,
@@ -40,18 +52,32 @@ pub fn train(
     tracker: &mut dyn Tracker,
     examples: &ExampleSet,
     cfg: &TrainConfig,
-    rng: &mut StdRng,
+    seed: u64,
+    resume: Option<Checkpoint>,
+    checkpoints: &Checkpointing<'_>,
 ) -> Result<Trained> {
     let selection = evaluator.selection_metric().to_string();
-    let mut order: Vec<Example> = examples.train.clone();
     let mut histories = Histories::new(examples.max_history);
     let mut positives = Vec::with_capacity(cfg.batch_size);
     let mut candidates = Candidates::default();
     let mut records = Vec::new();
     let mut best: Option<(usize, f64, ModelState)> = None;
-    let n_batches = order.len().div_ceil(cfg.batch_size);
+    let mut first_epoch = 1;
+    if let Some(c) = resume {
+        model.load_training_state(&c.model).context("restoring the model from the checkpoint")?;
+        sampler.load_training_state(&c.sampler).context("restoring the sampler from the checkpoint")?;
+        first_epoch = c.epoch + 1;
+        records = c.records;
+        best = Some((c.best_epoch, c.best_score, c.best_state));
+        eprintln!("resuming after epoch {}", c.epoch);
+    }
+    let n_batches = examples.train.len().div_ceil(cfg.batch_size);
 
-    for epoch in 1..=cfg.epochs {
+    for epoch in first_epoch..=cfg.epochs {
+        // Each epoch's randomness derives from the seed and the epoch alone,
+        // so a run resumed from a checkpoint draws exactly what it would have.
+        let rng = &mut StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut order: Vec<Example> = examples.train.clone();
         order.shuffle(rng);
         let started = Instant::now();
         let mut loss_sum = 0.0f64;
@@ -98,6 +124,20 @@ pub fn train(
             best = Some((epoch, score, model.state()));
         }
         records.push(record);
+        if cfg.checkpoint_every > 0 && (epoch % cfg.checkpoint_every == 0 || epoch == cfg.epochs) {
+            let (best_epoch, best_score, best_state) = best.clone().expect("set above");
+            let c = Checkpoint {
+                config_hash: checkpoints.config_hash.to_string(),
+                epoch,
+                records: records.clone(),
+                best_epoch,
+                best_score,
+                best_state,
+                model: model.training_state(),
+                sampler: sampler.training_state(),
+            };
+            checkpoint::write(checkpoints.path, &c).with_context(|| format!("checkpoint after epoch {epoch}"))?;
+        }
     }
     let (best_epoch, _, best_state) = best.expect("at least one epoch runs");
     Ok(Trained { epochs: records, best_epoch, best_state })

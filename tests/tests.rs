@@ -3,4 +3,5 @@
 
 mod bad_input;
 mod movielens;
+mod resume;
 mod util;

@@ -29,6 +29,36 @@ pub trait Sampler: Send {
 
     /// q(item) for every item as the sampler sees it (written out with the run).
     fn item_probabilities(&self) -> Vec<f64>;
+
+    /// What the sampler has learnt while sampling (none for most), so a
+    /// resumed run samples exactly as an uninterrupted one.
+    fn training_state(&self) -> TrainingState {
+        TrainingState::default()
+    }
+
+    fn load_training_state(&mut self, _state: &TrainingState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything needed to continue training bit for bit: named arrays of each
+/// element type. Checkpoints store it exactly.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainingState {
+    pub f32s: std::collections::BTreeMap<String, Vec<f32>>,
+    pub f64s: std::collections::BTreeMap<String, Vec<f64>>,
+    pub u64s: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
+impl TrainingState {
+    /// The array `name` of `map`, which must hold `len` values.
+    pub fn take<'a, T>(map: &'a std::collections::BTreeMap<String, Vec<T>>, name: &str, len: usize) -> Result<&'a [T]> {
+        let v = map.get(name).ok_or_else(|| anyhow::anyhow!("training state lacks `{name}`"))?;
+        if v.len() != len {
+            anyhow::bail!("training state `{name}` has {} values, expected {len}", v.len());
+        }
+        Ok(v)
+    }
 }
 
 /// Named parameter tensors of a model, flat `f32`, for best-epoch snapshots
@@ -54,6 +84,11 @@ pub trait Model: Send {
     fn state(&self) -> ModelState;
 
     fn load_state(&mut self, state: &ModelState) -> Result<()>;
+
+    /// Parameters and optimizer state, for checkpoints.
+    fn training_state(&self) -> TrainingState;
+
+    fn load_training_state(&mut self, state: &TrainingState) -> Result<()>;
 }
 
 /// One held-out case: the user's vector is the row of the same index in the

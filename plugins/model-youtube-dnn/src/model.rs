@@ -4,7 +4,7 @@ use anyhow::{bail, ensure, Context, Result};
 // A glob: dfdx's tensor methods come from dozens of traits. Local imports
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
-use funnel_api::{BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, TrainBatch};
+use funnel_api::{BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, TrainBatch, TrainingState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -365,6 +365,51 @@ impl<D: Device<f32> + Send> Model for YoutubeDnn<D> {
         }
         Ok(())
     }
+
+    fn training_state(&self) -> TrainingState {
+        let mut s = TrainingState { f32s: self.state(), ..Default::default() };
+        let mut moments = |name: &str, m: &[f32], v: &[f32]| {
+            s.f32s.insert(format!("{name}.adam_m"), m.to_vec());
+            s.f32s.insert(format!("{name}.adam_v"), v.to_vec());
+        };
+        let (m, v) = self.input.moments();
+        moments("input_embeddings", m, v);
+        if let Some(out) = &self.output {
+            let (m, v) = out.moments();
+            moments("output_embeddings", m, v);
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            moments(&format!("layer{i}.weight"), &l.weight_moments.m, &l.weight_moments.v);
+            moments(&format!("layer{i}.bias"), &l.bias_moments.m, &l.bias_moments.v);
+        }
+        s.u64s.insert("adam.t".into(), vec![self.adam.t]);
+        s
+    }
+
+    fn load_training_state(&mut self, state: &TrainingState) -> Result<()> {
+        self.load_state(&state.f32s)?;
+        let put = |dst: &mut Vec<f32>, name: String| -> Result<()> {
+            let len = dst.len();
+            dst.copy_from_slice(TrainingState::take(&state.f32s, &name, len)?);
+            Ok(())
+        };
+        let (m, v) = self.input.moments_mut();
+        put(m, "input_embeddings.adam_m".into())?;
+        put(v, "input_embeddings.adam_v".into())?;
+        if let Some(out) = &mut self.output {
+            let (m, v) = out.moments_mut();
+            put(m, "output_embeddings.adam_m".into())?;
+            put(v, "output_embeddings.adam_v".into())?;
+        }
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            put(&mut l.weight_moments.m, format!("layer{i}.weight.adam_m"))?;
+            put(&mut l.weight_moments.v, format!("layer{i}.weight.adam_v"))?;
+            put(&mut l.bias_moments.m, format!("layer{i}.bias.adam_m"))?;
+            put(&mut l.bias_moments.v, format!("layer{i}.bias.adam_v"))?;
+        }
+        self.adam.t = TrainingState::take(&state.u64s, "adam.t", 1)?[0];
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -578,6 +623,25 @@ mod tests {
             m.train_step(&batch).unwrap();
         }
         assert!(m.loss(&batch) < first * 0.2, "{} -> {}", first, m.loss(&batch));
+    }
+
+    #[test]
+    fn training_state_restores_identical_training() {
+        // Train a, snapshot, train both a and a restored copy: same weights.
+        let h = histories(&[&[0, 1], &[2]]);
+        let cands = candidates(&[3, 6], false, 2);
+        let batch = TrainBatch { histories: &h, positives: &[4, 5], candidates: &cands };
+        let mut a = tiny(false, 1.0);
+        for _ in 0..5 {
+            a.train_step(&batch).unwrap();
+        }
+        let mut b = tiny(false, 1.0);
+        b.load_training_state(&a.training_state()).unwrap();
+        for _ in 0..5 {
+            a.train_step(&batch).unwrap();
+            b.train_step(&batch).unwrap();
+        }
+        assert_eq!(a.training_state(), b.training_state());
     }
 
     #[test]

@@ -32,6 +32,15 @@ impl EmbeddingTable {
         }
     }
 
+    /// First and second Adam moments.
+    pub fn moments(&self) -> (&[f32], &[f32]) {
+        (&self.moments.m, &self.moments.v)
+    }
+
+    pub fn moments_mut(&mut self) -> (&mut Vec<f32>, &mut Vec<f32>) {
+        (&mut self.moments.m, &mut self.moments.v)
+    }
+
     pub fn row(&self, r: u32) -> &[f32] {
         &self.weights[r as usize * self.dim..(r as usize + 1) * self.dim]
     }

@@ -19,7 +19,7 @@
 //! expected-count correction above.
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler};
+use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler, TrainingState};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
@@ -264,6 +264,28 @@ impl Sampler for MixedSampler {
         out.positive_log_q.extend(positives.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
         out.shared_log_q.extend(out.shared.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
         self.unigram = Some(unigram);
+    }
+
+    fn training_state(&self) -> TrainingState {
+        let mut s = TrainingState::default();
+        if self.params.frequency == Frequency::Streaming {
+            let f = &self.streaming;
+            s.u64s.insert("streaming.step".into(), vec![f.step]);
+            s.u64s.insert("streaming.last_seen".into(), f.last_seen.clone());
+            s.f64s.insert("streaming.gap".into(), f.gap.clone());
+        }
+        s
+    }
+
+    fn load_training_state(&mut self, state: &TrainingState) -> Result<()> {
+        if self.params.frequency == Frequency::Streaming {
+            let n = self.n_items;
+            let f = &mut self.streaming;
+            f.step = TrainingState::take(&state.u64s, "streaming.step", 1)?[0];
+            f.last_seen.copy_from_slice(TrainingState::take(&state.u64s, "streaming.last_seen", n)?);
+            f.gap.copy_from_slice(TrainingState::take(&state.f64s, "streaming.gap", n)?);
+        }
+        Ok(())
     }
 
     fn item_probabilities(&self) -> Vec<f64> {

@@ -1,0 +1,81 @@
+//! A run killed mid-epoch resumes from its last checkpoint and ends with the
+//! metrics of a run that was never interrupted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn experiment(dir: &Path) {
+    let text = experiment_toml(&shared_data().join("ml-100k"), 6).replace("batch_size = 128", "batch_size = 16");
+    write(&dir.join("exp.toml"), &text);
+}
+
+fn the_run_dir(runs: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(runs.join("itest")).ok()?.next()?.ok().map(|e| e.path())
+}
+
+fn completed_epochs(run_dir: &Path) -> usize {
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap_or_default();
+    journal.lines().filter(|l| l.contains("\"validation/recall@10\"")).count()
+}
+
+fn outcome(run_dir: &Path) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+    serde_json::json!({ "test": m["test"], "validation_at_best": m["validation_at_best"], "best_epoch": m["best_epoch"] })
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_to_identical_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path());
+    funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "whole", "--reports-dir", "reports"]).assert_success();
+    let whole = outcome(&the_run_dir(&dir.path().join("whole")).unwrap());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_funnel"))
+        .current_dir(dir.path())
+        .args(["run", "exp.toml", "--runs-dir", "cut", "--reports-dir", "reports"])
+        .env_remove("FUNNEL_SLOW_TESTS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let run_dir = loop {
+        if let Some(d) = the_run_dir(&dir.path().join("cut")) {
+            if completed_epochs(&d) >= 2 && d.join("checkpoint.bin").exists() {
+                break d;
+            }
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(started.elapsed() < Duration::from_secs(300), "no checkpoint after 5 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Into the next epoch, then SIGKILL.
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(child.try_wait().unwrap().is_none(), "the run finished before it was killed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run_dir.join("metrics.json").exists(), "a killed run must not look finished");
+
+    let run_dir_arg = run_dir.display().to_string();
+    let out = funnel(dir.path(), &["run", "exp.toml", "--resume", &run_dir_arg, "--reports-dir", "reports"]);
+    out.assert_success();
+    assert!(out.stderr.contains("resuming after epoch"), "{}", out.stderr);
+    assert_eq!(outcome(&run_dir), whole);
+}
+
+#[test]
+fn resuming_with_a_different_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path());
+    let text = std::fs::read_to_string(dir.path().join("exp.toml")).unwrap().replace("epochs = 6", "epochs = 1");
+    write(&dir.path().join("exp.toml"), &text);
+    funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]).assert_success();
+    let run_dir = the_run_dir(&dir.path().join("runs")).unwrap().display().to_string();
+    funnel(dir.path(), &["run", "exp.toml", "--resume", &run_dir, "--set", "model.dim=16"])
+        .assert_error(&["resuming", "differs"]);
+    funnel(dir.path(), &["run", "exp.toml", "--resume", "nowhere"]).assert_error(&["nowhere", "checkpoint.bin"]);
+}
