@@ -42,11 +42,21 @@ pub struct TrainConfig {
     pub device: String,
     /// Write a checkpoint every this many epochs and after the last; 0 never (default 1).
     pub checkpoint_every: usize,
+    /// A step whose gradient norm exceeds this (or is not finite) stops the
+    /// run as diverged, before the step is applied (default 10000).
+    pub max_grad_norm: f64,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { epochs: 10, batch_size: 256, lr: 1e-3, device: "cpu".into(), checkpoint_every: 1 }
+        TrainConfig {
+            epochs: 10,
+            batch_size: 256,
+            lr: 1e-3,
+            device: "cpu".into(),
+            checkpoint_every: 1,
+            max_grad_norm: 1e4,
+        }
     }
 }
 
@@ -209,6 +219,9 @@ fn check_train(t: &TrainConfig) -> Result<()> {
     }
     if !(t.lr > 0.0 && t.lr.is_finite()) {
         bail!("key `lr`: must be a positive number, found {}", t.lr);
+    }
+    if !(t.max_grad_norm > 0.0) {
+        bail!("key `max_grad_norm`: must be a positive number, found {}", t.max_grad_norm);
     }
     Ok(())
 }

@@ -177,6 +177,23 @@ impl Report {
     }
 }
 
+/// The report of a run that stopped on an error: what happened, and the
+/// epochs its last checkpoint holds. No test metrics: the run did not finish.
+pub fn failure(experiment: &str, run_dir: &std::path::Path, error: &str, epochs: &[EpochRecord]) -> String {
+    let mut s =
+        format!("# {experiment} (failed)\n\nThe run in `{}` stopped:\n\n```\n{error}\n```\n\n", run_dir.display());
+    if epochs.is_empty() {
+        s.push_str("No epoch completed a checkpoint.\n");
+        return s;
+    }
+    let _ = writeln!(s, "Epochs in the last checkpoint (`checkpoint.bin`; continue with `--resume`):\n");
+    let _ = writeln!(s, "| epoch | loss | examples/s | seconds |\n|---|---|---|---|");
+    for r in epochs {
+        let _ = writeln!(s, "| {} | {:.4} | {:.0} | {:.1} |", r.epoch, r.loss, r.examples_per_second, r.train_seconds);
+    }
+    s
+}
+
 /// Metrics named `family@K` as one row per K and one column per family;
 /// the rest (e.g. `mrr`) as rows of their own below.
 fn metric_table(metrics: &Metrics) -> String {

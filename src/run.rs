@@ -112,9 +112,12 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
     let outcome = train_and_report(exp, reg, opts, &ctx, resume, &data, load_seconds, started, tracker.as_mut());
     match &outcome {
         Ok(_) => tracker.finish(RunStatus::Finished)?,
-        Err(_) => {
+        Err(e) => {
             // Keep the original error; the journal already holds what was logged.
             let _ = tracker.finish(RunStatus::Failed);
+            let records = checkpoint::read(&run_dir.join(checkpoint::FILE)).map(|c| c.records).unwrap_or_default();
+            let text = crate::report::failure(&spec.experiment.name, &run_dir, &format!("{e:#}"), &records);
+            let _ = write(&run_dir.join("report.md"), &text);
         }
     }
     outcome

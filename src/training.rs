@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use funnel_api::{
     Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, Histories, Metrics, Model, ModelState, Sampler,
     Tracker, TrainBatch,
@@ -92,7 +92,19 @@ pub fn train(
             candidates.clear();
             sampler.sample(&positives, rng, &mut candidates);
             let batch = TrainBatch { histories: &histories, positives: &positives, candidates: &candidates };
-            let loss = model.train_step(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
+            let stats = model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
+            if !stats.loss.is_finite() || !(stats.grad_norm as f64 <= cfg.max_grad_norm) {
+                bail!(
+                    "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
+                     (train.max_grad_norm = {}); the step was not applied and the last checkpoint is kept",
+                    step + 1,
+                    stats.loss,
+                    stats.grad_norm,
+                    cfg.max_grad_norm
+                );
+            }
+            model.apply_gradients();
+            let loss = stats.loss;
             loss_sum += loss as f64 * chunk.len() as f64;
             if let Some(bar) = bar.as_mut() {
                 kdam::BarExt::update(bar, 1).ok();

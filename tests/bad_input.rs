@@ -9,7 +9,8 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     std::fs::create_dir(&data).unwrap();
     synthetic_ml100k(&data, 30, 12);
     let exp = dir.path().join("exp.toml");
-    write(&exp, &experiment_toml(&data, 1));
+    // The synthetic catalog has 50 items.
+    write(&exp, &experiment_toml(&data, 1).replace("num_negatives = 200", "num_negatives = 20"));
     (dir, exp)
 }
 
@@ -140,4 +141,74 @@ fn plugins_lists_every_component_with_defaults() {
     ] {
         assert!(out.stdout.contains(needle), "plugins output lacks {needle:?}:\n{}", out.stdout);
     }
+}
+
+/// One broken input per row: how to break the fixture, and what the one
+/// error message must say. Every row must fail cleanly and leave no run that
+/// looks finished.
+#[test]
+fn broken_experiments_each_get_one_clear_error() {
+    type Case = (&'static str, &'static str, &'static [&'static str], &'static [&'static str]);
+    let cases: &[Case] = &[
+        // (replace, with, extra args, needles)
+        ("dim = 32", "dim = -1", &[], &["exp.toml", "key `dim`", "-1"]),
+        ("epochs = 1", "epochs = 0", &[], &["exp.toml", "epochs", "at least 1"]),
+        ("batch_size = 128", "batch_size = 1e400", &[], &["exp.toml"]),
+        ("lr = 0.002", "lr = -0.5", &[], &["exp.toml", "lr"]),
+        ("num_negatives = 20", "num_negatives = 0", &["run"], &["num_negatives", "at least 1"]),
+        ("num_negatives = 20", "num_negatives = 100000", &["run"], &["num_negatives", "catalog"]),
+        ("ks = [10, 50]", "ks = [10, 100000]", &["run"], &["key `ks`", "larger than the catalog"]),
+        ("ks = [10, 50]", "ks = []", &["run"], &["ks"]),
+        ("dim = 32", "dim = 1000000000", &["run"], &["dim", "GiB"]),
+        ("type = \"local\"", "type = 42", &[], &["exp.toml", "`type` must be a string"]),
+        ("[index]\ntype = \"exact\"", "[index]", &[], &["exp.toml", "missing `type`"]),
+        ("name = \"itest\"", "name = \"../escape\"", &[], &["exp.toml", "name"]),
+        ("variant = \"ml-100k\"", "variant = \"ml-7m\"", &["run"], &["ml-7m", "ml-100k"]),
+        ("lr = 0.002", "lr = 0.002\nmax_grad_norm = 1e-9", &["run"], &["diverged at epoch 1, step 1", "max_grad_norm"]),
+    ];
+    for (from, to, args, needles) in cases {
+        let (dir, exp) = setup();
+        edit(&exp, from, to);
+        let mut argv = vec![if args.contains(&"run") { "run" } else { "check" }, "exp.toml"];
+        argv.extend(["--runs-dir", "runs", "--reports-dir", "reports"]);
+        let out = funnel(dir.path(), &argv);
+        assert_eq!(out.code, Some(2), "{to:?} should fail with exit code 2:\n{}", out.stderr);
+        out.assert_error(needles);
+        assert_eq!(out.stderr.matches("error: ").count(), 1, "{to:?}: one error expected:\n{}", out.stderr);
+        assert!(!any_file_named(&dir.path().join("runs"), "metrics.json"), "{to:?} left a finished-looking run");
+    }
+}
+
+#[test]
+fn a_diverged_run_keeps_a_report_that_says_so() {
+    let (dir, _exp) = setup();
+    let out = funnel(
+        dir.path(),
+        &["run", "exp.toml", "--set", "train.max_grad_norm=1e-9", "--runs-dir", "runs", "--reports-dir", "reports"],
+    );
+    out.assert_error(&["diverged at epoch 1, step 1"]);
+    let run = std::fs::read_dir(dir.path().join("runs/itest")).unwrap().next().unwrap().unwrap().path();
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("(failed)") && report.contains("diverged"), "{report}");
+    let journal = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+    assert!(journal.contains("\"status\":\"failed\""), "{journal}");
+}
+
+#[test]
+fn an_experiment_path_that_is_a_folder_is_named() {
+    let (dir, _exp) = setup();
+    std::fs::create_dir(dir.path().join("folder.toml")).unwrap();
+    funnel(dir.path(), &["check", "folder.toml"]).assert_error(&["folder.toml"]);
+}
+
+fn any_file_named(root: &std::path::Path, name: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else { return false };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            any_file_named(&p, name)
+        } else {
+            p.file_name().is_some_and(|n| n == name)
+        }
+    })
 }

@@ -2,6 +2,7 @@
 //! One test binary (ripgrep's layout), one module per area.
 
 mod bad_input;
+mod loader_fuzz;
 mod movielens;
 mod resume;
 mod util;

@@ -72,8 +72,19 @@ pub trait Model: Send {
 
     fn parameter_count(&self) -> usize;
 
-    /// One optimisation step; returns the batch's mean loss.
-    fn train_step(&mut self, batch: &TrainBatch<'_>) -> Result<f32>;
+    /// Computes (and keeps) the gradients of one batch without applying them,
+    /// so the caller can refuse a diverging step.
+    fn compute_gradients(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats>;
+
+    /// Applies the gradients of the last `compute_gradients`.
+    fn apply_gradients(&mut self);
+
+    /// One optimisation step: gradients computed and applied.
+    fn train_step(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
+        let stats = self.compute_gradients(batch)?;
+        self.apply_gradients();
+        Ok(stats)
+    }
 
     /// One user vector per history row.
     fn user_vectors(&self, histories: &Histories) -> Result<Matrix>;
@@ -89,6 +100,15 @@ pub trait Model: Send {
     fn training_state(&self) -> TrainingState;
 
     fn load_training_state(&mut self, state: &TrainingState) -> Result<()>;
+}
+
+/// What one batch's gradients look like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// The batch's mean loss.
+    pub loss: f32,
+    /// Euclidean norm of the gradient over every parameter.
+    pub grad_norm: f32,
 }
 
 /// One held-out case: the user's vector is the row of the same index in the

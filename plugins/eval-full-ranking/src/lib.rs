@@ -36,7 +36,11 @@ pub fn register(reg: &mut Registry) {
     );
 }
 
-fn build(params: FullRankingParams, _cx: &BuildCx) -> Result<Box<dyn Evaluator>> {
+fn build(params: FullRankingParams, cx: &BuildCx) -> Result<Box<dyn Evaluator>> {
+    // A cutoff beyond the catalog would make every metric at it trivially 1.
+    if let Some(&k) = params.ks.iter().find(|&&k| cx.n_items > 0 && k > cx.n_items) {
+        bail!("key `ks`: {k} is larger than the catalog ({} items)", cx.n_items);
+    }
     Ok(Box::new(FullRanking::new(params)?))
 }
 
@@ -535,6 +539,16 @@ mod tests {
         assert!(bad(FullRankingParams { ks: vec![], ..Default::default() }).contains("at least one"));
         assert!(bad(FullRankingParams { ks: vec![10, 0], ..Default::default() }).contains("got 0"));
         assert!(bad(FullRankingParams { batch_users: 0, ..Default::default() }).contains("batch_users"));
+    }
+
+    #[test]
+    fn cutoffs_beyond_the_catalog_are_refused() {
+        let mut reg = Registry::new();
+        register(&mut reg);
+        let table: toml::Table = toml::from_str("ks = [10, 500]").unwrap();
+        let cx = BuildCx { n_items: 100, ..Default::default() };
+        let err = reg.build_evaluator("full_ranking", table, &cx).err().unwrap();
+        assert!(err.to_string().contains("key `ks`: 500 is larger than the catalog (100 items)"), "{err}");
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub enum EmbeddingOptimizer {
     LazyAdam,
 }
 
+/// Parameters plus Adam's two moments, in floats, beyond which a model is
+/// refused (64 GiB).
+const MAX_TRAINING_FLOATS: u128 = 16 << 30;
+
 fn build(p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
     if p.dim == 0 {
         bail!("key `dim`: must be at least 1");
@@ -113,6 +117,24 @@ fn build(p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
     }
     if cx.n_items == 0 {
         bail!("the catalog is empty");
+    }
+    // Refuse sizes that cannot be allocated with a message rather than an abort.
+    let tables = if p.share_embeddings { 1 } else { 2 };
+    let mut widths = vec![p.dim];
+    widths.extend(&p.hidden);
+    widths.push(p.dim);
+    let floats = widths.windows(2).try_fold(tables * 3 * cx.n_items as u128 * p.dim as u128, |acc, w| {
+        acc.checked_add(3 * (w[0] as u128 + 1) * w[1] as u128)
+    });
+    if floats.is_none_or(|f| f > MAX_TRAINING_FLOATS) {
+        bail!(
+            "key `dim`/`hidden`: dim = {} and hidden = {:?} over {} items need more than {} GiB of parameters and \
+             optimizer state",
+            p.dim,
+            p.hidden,
+            cx.n_items,
+            MAX_TRAINING_FLOATS * 4 >> 30
+        );
     }
     match cx.device.as_str() {
         "cpu" => Ok(Box::new(YoutubeDnn::new(dfdx::tensor::Cpu::default(), p, cx))),

@@ -1,10 +1,12 @@
 //! The YouTube DNN model: parameters, one training step on dfdx, inference.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 // A glob: dfdx's tensor methods come from dozens of traits. Local imports
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
-use funnel_api::{BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, TrainBatch, TrainingState};
+use funnel_api::{
+    BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, StepStats, TrainBatch, TrainingState,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -175,7 +177,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
     }
 
     /// Forward and backward pass; leaves gradients in the tables and layers.
-    fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<f32> {
+    fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
         let d = self.params.dim;
         let p = self.prepare(batch)?;
         let layers: Vec<_> = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
@@ -184,9 +186,6 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         let r = p.r.as_ref().map(|r| r.leaky_trace());
         let loss = self.objective(u, p.v.leaky_trace(), r, p.offsets.clone(), p.labels.clone());
         let loss_value = loss.as_vec()[0];
-        if !loss_value.is_finite() {
-            bail!("loss is {loss_value}");
-        }
         let grads = loss.backward();
 
         for (layer, (w, bias)) in self.layers.iter_mut().zip(&layers) {
@@ -208,10 +207,13 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         for (&item, g) in ids.zip(gv.chunks_exact(d).chain(gr.chunks_exact(d))) {
             out.accumulate(item, g, 1.0);
         }
-        Ok(loss_value)
+        let sq = |v: &[f32]| v.iter().map(|&g| g as f64 * g as f64).sum::<f64>();
+        let layers: f64 = self.layers.iter().map(|l| sq(&l.weight_grad) + sq(&l.bias_grad)).sum();
+        let tables = self.input.gradient_sq_norm() + self.output.as_ref().map_or(0.0, |t| t.gradient_sq_norm());
+        Ok(StepStats { loss: loss_value, grad_norm: (layers + tables).sqrt() as f32 })
     }
 
-    fn apply_gradients(&mut self) {
+    fn apply(&mut self) {
         self.adam.begin_step();
         for l in &mut self.layers {
             self.adam.update(&mut l.weight, &l.weight_grad, &mut l.weight_moments);
@@ -303,10 +305,12 @@ impl<D: Device<f32> + Send> Model for YoutubeDnn<D> {
         tables + self.layers.iter().map(|l| l.weight.len() + l.bias.len()).sum::<usize>()
     }
 
-    fn train_step(&mut self, batch: &TrainBatch<'_>) -> Result<f32> {
-        let loss = self.forward_backward(batch)?;
-        self.apply_gradients();
-        Ok(loss)
+    fn compute_gradients(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
+        self.forward_backward(batch)
+    }
+
+    fn apply_gradients(&mut self) {
+        self.apply();
     }
 
     fn user_vectors(&self, histories: &Histories) -> Result<Matrix> {

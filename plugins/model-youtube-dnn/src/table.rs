@@ -67,6 +67,16 @@ impl EmbeddingTable {
         &self.grad
     }
 
+    /// Sum of squared gradient entries (only touched rows are non-zero).
+    pub fn gradient_sq_norm(&self) -> f64 {
+        let d = self.dim;
+        self.touched
+            .iter()
+            .flat_map(|&r| &self.grad[r as usize * d..(r as usize + 1) * d])
+            .map(|&g| g as f64 * g as f64)
+            .sum()
+    }
+
     /// Applies and clears this step's gradient.
     pub fn apply(&mut self, adam: &Adam, how: EmbeddingOptimizer) {
         match how {
