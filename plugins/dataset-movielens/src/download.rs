@@ -85,6 +85,7 @@ pub(crate) fn fetch(
     cache_dir: &Path,
     folder: &str,
     ratings_file: &str,
+    retry: Retry,
 ) -> Result<PathBuf> {
     fs::create_dir_all(cache_dir).with_context(|| format!("creating the download cache {}", cache_dir.display()))?;
     let target = cache_dir.join(folder);
@@ -97,7 +98,7 @@ pub(crate) fn fetch(
         .with_context(|| format!("creating a temporary file in {}", cache_dir.display()))?;
     let archive_path = archive.path().to_path_buf();
     eprintln!("downloading {url} into {}", cache_dir.display());
-    download(url, archive.as_file_mut(), &archive_path)?;
+    download(url, archive.as_file_mut(), &archive_path, retry)?;
     verify_sha256(&archive_path, url, expected_sha256)?;
 
     let staging = tempfile::Builder::new()
@@ -123,32 +124,81 @@ pub(crate) fn fetch(
     }
 }
 
-/// Streams `url` into `out` (the temporary file at `out_path`).
-fn download(url: &str, out: &mut File, out_path: &Path) -> Result<()> {
+/// How often and how patiently a download is retried.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled before each later one.
+    pub delay: Duration,
+}
+
+impl Retry {
+    pub(crate) const DEFAULT: Retry = Retry { attempts: 4, delay: Duration::from_secs(2) };
+}
+
+/// Streams `url` into `out` (the temporary file at `out_path`). A transfer
+/// that breaks off is retried, continuing where it stopped (an HTTP range
+/// request) when the server allows it and starting over otherwise.
+fn download(url: &str, out: &mut File, out_path: &Path, retry: Retry) -> Result<()> {
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(120))
         .build();
-    let network = |e: &dyn std::fmt::Display| {
-        anyhow!(
-            "downloading {url} failed: {e}; without network access, download and unzip the archive \
-             elsewhere and pass `--set dataset.path=DIR`"
-        )
-    };
-    let response = agent.get(url).call().map_err(|e| network(&e))?;
-    let mut body = response.into_reader();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(network(&e)),
+    let mut written: u64 = 0;
+    let mut last_error = String::new();
+    for attempt in 1..=retry.attempts.max(1) {
+        if attempt > 1 {
+            let wait = retry.delay * 2u32.pow(attempt - 2);
+            eprintln!(
+                "download interrupted ({last_error}); retrying in {wait:?} (attempt {attempt} of {})",
+                retry.attempts
+            );
+            std::thread::sleep(wait);
+        }
+        let mut request = agent.get(url);
+        if written > 0 {
+            request = request.set("Range", &format!("bytes={written}-"));
+        }
+        let response = match request.call() {
+            Ok(r) => r,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
         };
-        out.write_all(&buf[..n]).with_context(|| format!("writing {}", out_path.display()))?;
+        if written > 0 && response.status() != 206 {
+            // The server ignored the range: start the file over.
+            out.set_len(0)
+                .and_then(|_| out.seek(SeekFrom::Start(0)))
+                .with_context(|| format!("rewinding {}", out_path.display()))?;
+            written = 0;
+        }
+        let mut body = response.into_reader();
+        let mut buf = vec![0u8; 1 << 20];
+        let finished = loop {
+            match body.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    out.write_all(&buf[..n]).with_context(|| format!("writing {}", out_path.display()))?;
+                    written += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    last_error = e.to_string();
+                    break false;
+                }
+            }
+        };
+        if finished {
+            out.flush().with_context(|| format!("writing {}", out_path.display()))?;
+            return Ok(());
+        }
     }
-    out.flush().with_context(|| format!("writing {}", out_path.display()))?;
-    Ok(())
+    bail!(
+        "downloading {url} failed after {} attempts: {last_error}; without network access, download and unzip \
+         the archive elsewhere and pass `--set dataset.path=DIR`",
+        retry.attempts
+    )
 }
 
 #[cfg(test)]
@@ -160,6 +210,57 @@ mod tests {
     use zip::write::SimpleFileOptions;
 
     use super::*;
+
+    const QUICK: Retry = Retry { attempts: 3, delay: Duration::from_millis(10) };
+
+    #[test]
+    fn a_broken_transfer_is_resumed_with_a_range_request() {
+        let body = zip_of(&[("ml-test/ratings.dat", b"1::2::5::3\n1::3::4::4\n"), ("ml-test/movies.dat", b"2::T::\n")]);
+        let sha = hex(&Sha256::digest(&body));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ml-test.zip", listener.local_addr().unwrap());
+        let half = body.len() / 2;
+        let served = body.clone();
+        let server = thread::spawn(move || {
+            let mut ranges = Vec::new();
+            for attempt in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let mut range = None;
+                while reader.read_line(&mut line).unwrap() > 2 {
+                    if let Some(r) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        range = Some(r.trim().trim_end_matches('-').parse::<usize>().unwrap());
+                    }
+                    line.clear();
+                }
+                ranges.push(range);
+                let mut stream = stream;
+                if attempt == 0 {
+                    // Promise everything, send half, hang up.
+                    write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", served.len())
+                        .unwrap();
+                    stream.write_all(&served[..half]).unwrap();
+                } else {
+                    let from = range.unwrap_or(0);
+                    write!(
+                        stream,
+                        "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {from}-{}/{}\r\nConnection: close\r\n\r\n",
+                        served.len() - from,
+                        served.len() - 1,
+                        served.len()
+                    )
+                    .unwrap();
+                    stream.write_all(&served[from..]).unwrap();
+                }
+            }
+            ranges
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let dir = fetch(&url, &sha, cache.path(), "ml-test", "ratings.dat", QUICK).unwrap();
+        assert_eq!(fs::read(dir.join("ratings.dat")).unwrap(), b"1::2::5::3\n1::3::4::4\n");
+        assert_eq!(server.join().unwrap(), vec![None, Some(half)]);
+    }
 
     #[test]
     fn sha256_of_a_file_and_its_verification() {
@@ -214,7 +315,7 @@ mod tests {
         let body = zip_of(&[("ml-test/ratings.dat", b"1::2::5::3\n"), ("ml-test/movies.dat", b"2::T::\n")]);
         let sha = hex(&Sha256::digest(&body));
         let cache = tempfile::tempdir().unwrap();
-        let dir = fetch(&serve_once(body), &sha, cache.path(), "ml-test", "ratings.dat").unwrap();
+        let dir = fetch(&serve_once(body), &sha, cache.path(), "ml-test", "ratings.dat", QUICK).unwrap();
         assert_eq!(dir, cache.path().join("ml-test"));
         assert_eq!(fs::read(dir.join("ratings.dat")).unwrap(), b"1::2::5::3\n");
         // Nothing temporary is left beside the result.
@@ -227,7 +328,7 @@ mod tests {
         let body = zip_of(&[("ml-test/ratings.dat", b"1::2::5::3\n")]);
         let actual = hex(&Sha256::digest(&body));
         let cache = tempfile::tempdir().unwrap();
-        let e = fetch(&serve_once(body), &"f".repeat(64), cache.path(), "ml-test", "ratings.dat").unwrap_err();
+        let e = fetch(&serve_once(body), &"f".repeat(64), cache.path(), "ml-test", "ratings.dat", QUICK).unwrap_err();
         assert!(e.to_string().contains(&actual), "{e}");
         assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
     }
@@ -237,7 +338,7 @@ mod tests {
         let body = zip_of(&[("other/readme.txt", b"hi")]);
         let sha = hex(&Sha256::digest(&body));
         let cache = tempfile::tempdir().unwrap();
-        let e = fetch(&serve_once(body), &sha, cache.path(), "ml-test", "ratings.dat").unwrap_err();
+        let e = fetch(&serve_once(body), &sha, cache.path(), "ml-test", "ratings.dat", QUICK).unwrap_err();
         assert!(e.to_string().contains("holds no ml-test/ratings.dat"), "{e}");
         assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
     }
@@ -248,7 +349,7 @@ mod tests {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/ml-1m.zip");
         let cache = tempfile::tempdir().unwrap();
-        let e = fetch(&url, &"0".repeat(64), cache.path(), "ml-1m", "ratings.dat").unwrap_err().to_string();
+        let e = fetch(&url, &"0".repeat(64), cache.path(), "ml-1m", "ratings.dat", QUICK).unwrap_err().to_string();
         assert!(e.contains(&url) && e.contains("--set dataset.path=DIR"), "{e}");
         assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
     }

@@ -124,6 +124,7 @@ impl MovieLens {
                     cache,
                     variant.name(),
                     variant.ratings_file(),
+                    download::Retry::DEFAULT,
                 )
             },
         )
