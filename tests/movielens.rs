@@ -70,7 +70,7 @@ fn ml100k_trains_evaluates_reports_and_repeats_itself() {
 #[test]
 fn ml1m_youtube_dnn_reaches_the_peer_quality() {
     if !slow_tests_enabled() {
-        eprintln!("skipped: set FUNNEL_SLOW_TESTS=1 (cargo xtask test does)");
+        eprintln!("skipped: set RUN_SLOW_TESTS=1 (cargo xtask test does)");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

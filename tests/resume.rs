@@ -37,7 +37,6 @@ fn a_run_killed_mid_epoch_resumes_to_identical_metrics() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_funnel"))
         .current_dir(dir.path())
         .args(["run", "exp.toml", "--runs-dir", "cut", "--reports-dir", "reports"])
-        .env_remove("FUNNEL_SLOW_TESTS")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -78,4 +77,36 @@ fn resuming_with_a_different_configuration_is_refused() {
     funnel(dir.path(), &["run", "exp.toml", "--resume", &run_dir, "--set", "model.dim=16"])
         .assert_error(&["resuming", "differs"]);
     funnel(dir.path(), &["run", "exp.toml", "--resume", "nowhere"]).assert_error(&["nowhere", "checkpoint.bin"]);
+}
+
+#[test]
+fn two_runs_started_at_once_keep_separate_folders_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    synthetic_ml100k(&data, 30, 12);
+    let text = experiment_toml(&data, 2).replace("num_negatives = 200", "num_negatives = 20");
+    write(&dir.path().join("exp.toml"), &text);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_funnel"))
+            .current_dir(dir.path())
+            .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs/itest")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for run in &runs {
+        for f in ["metrics.json", "checkpoint.bin", "journal.jsonl", "report.md"] {
+            assert!(run.join(f).is_file(), "{f} missing in {}", run.display());
+        }
+        // Each journal holds exactly one run.
+        let journal = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+        assert_eq!(journal.matches("\"event\":\"start\"").count(), 1, "{journal}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path().join("reports/itest")).unwrap().count(), 2);
 }

@@ -10,7 +10,7 @@ pub fn shared_data() -> PathBuf {
 
 /// Slow tests train on ml-1m; `cargo xtask test` (and so CI) sets this.
 pub fn slow_tests_enabled() -> bool {
-    std::env::var_os("FUNNEL_SLOW_TESTS").is_some_and(|v| v == "1")
+    std::env::var_os("RUN_SLOW_TESTS").is_some_and(|v| v == "1")
 }
 
 pub struct Finished {

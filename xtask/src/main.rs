@@ -125,9 +125,9 @@ fn only_run_dir(runs_dir: &Path) -> Result<PathBuf> {
 fn test(args: &[String]) -> Result<ExitCode> {
     use std::io::{BufRead, BufReader};
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--release", "--lib", "--bins", "--tests"])
+    cmd.args(["test", "--workspace", "--release", "--no-fail-fast", "--lib", "--bins", "--tests"])
         .args(args)
-        .env("FUNNEL_SLOW_TESTS", "1")
+        .env("RUN_SLOW_TESTS", "1")
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().context("starting cargo test")?;
     let (mut passed, mut failed) = (0u64, 0u64);

@@ -371,6 +371,38 @@ mod tests {
     }
 
     #[test]
+    fn mixed_candidates_match_their_declared_expected_copies() {
+        // Batches of shuffled training targets plus 3 uniform draws of 6
+        // items: each item's count over many batches against its declared
+        // expected copies per batch, by Pearson's chi-square.
+        use rand::seq::SliceRandom;
+        let counts = [1u64, 2, 3, 4, 5, 0];
+        let mut targets: Vec<ItemIdx> =
+            counts.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat_n(i as ItemIdx, c as usize)).collect();
+        let b = 5;
+        let cx = BuildCx { n_items: 6, batch_size: b, ..Default::default() };
+        let mut s = MixedSampler::new(MixedParams { num_uniform: 3, ..Default::default() }, &cx).unwrap();
+        s.fit(&counts).unwrap();
+        let mut rng = StdRng::seed_from_u64(21);
+        let mut out = Candidates::default();
+        let mut seen = [0f64; 6];
+        let mut batches = 0.0;
+        for _ in 0..4000 {
+            targets.shuffle(&mut rng);
+            for chunk in targets.chunks(b) {
+                out.clear();
+                s.sample(chunk, &mut rng, &mut out);
+                chunk.iter().chain(&out.shared).for_each(|&i| seen[i as usize] += 1.0);
+                batches += 1.0;
+            }
+        }
+        let declared = s.item_probabilities();
+        let chi2: f64 = (0..6).map(|i| (seen[i] - batches * declared[i]).powi(2) / (batches * declared[i])).sum();
+        // 5 degrees of freedom: the 0.999 quantile of chi2(5) is 20.52.
+        assert!(chi2 < 20.52, "chi2 = {chi2}, seen {seen:?}, declared {declared:?}");
+    }
+
+    #[test]
     fn in_batch_alone_draws_nothing_else() {
         let mut s = fitted(0, &[1, 1]);
         let mut out = Candidates::default();
