@@ -66,7 +66,7 @@ impl TrainingState {
 pub type ModelState = std::collections::BTreeMap<String, Vec<f32>>;
 
 /// `[model]`: a user tower and item vectors trained with a sampled loss.
-pub trait Model: Send {
+pub trait Model {
     /// Length of user and item vectors.
     fn dim(&self) -> usize;
 

@@ -295,7 +295,7 @@ fn tower<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
     x
 }
 
-impl<D: Device<f32> + Send> Model for YoutubeDnn<D> {
+impl<D: Device<f32>> Model for YoutubeDnn<D> {
     fn dim(&self) -> usize {
         self.params.dim
     }
