@@ -9,6 +9,8 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
 
+mod cuda;
+
 const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
@@ -17,6 +19,9 @@ usage: cargo xtask <command> [args]
   test                                  the whole test suite, as CI runs it (release build)
   ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
                                         and regenerate reports/negative-sampling.md
+  check-cuda                            install NVIDIA's nvcc wheels from PyPI into .cuda/ and check
+                                        that the `cuda` feature compiles (no GPU needed)
+  cuda-env                              print the environment that builds with --features cuda
 
 Pass --features cuda after the command to build dfdx's CUDA path
 (e.g. cargo xtask run --features cuda experiments/mns.toml --set train.device=cuda).";
@@ -44,6 +49,14 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
         "plugins" => funnel(&features, "plugins", &rest),
         "test" => test(&rest),
         "ablations" => ablations(&features, &rest),
+        "check-cuda" => check_cuda(),
+        "cuda-env" => {
+            let toolkit = cuda::install(&root)?;
+            for (k, v) in cuda::env(&root, &toolkit)? {
+                println!("export {k}={v:?}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -59,6 +72,22 @@ fn funnel(features: &[String], command: &str, args: &[String]) -> Result<ExitCod
     status(&mut build)?.then_some(()).context("building funnel failed")?;
     let bin = Path::new("target").join("release").join(format!("funnel{}", std::env::consts::EXE_SUFFIX));
     let ok = status(Command::new(bin).arg(command).args(args))?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Compiles the CUDA path of dfdx and funnel against a project-local toolkit.
+fn check_cuda() -> Result<ExitCode> {
+    let root = project_root();
+    let toolkit = cuda::install(&root)?;
+    let mut cmd = cargo();
+    cmd.args(["check", "--features", "cuda", "-p", "funnel", "--target-dir", "target/cuda-check"]);
+    for (k, v) in cuda::env(&root, &toolkit)? {
+        cmd.env(k, v);
+    }
+    let ok = status(&mut cmd)?;
+    if ok {
+        println!("the cuda feature compiles (CUDA toolkit {})", cuda::VERSION);
+    }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
