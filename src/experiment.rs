@@ -220,7 +220,7 @@ fn check_train(t: &TrainConfig) -> Result<()> {
     if !(t.lr > 0.0 && t.lr.is_finite()) {
         bail!("key `lr`: must be a positive number, found {}", t.lr);
     }
-    if !(t.max_grad_norm > 0.0) {
+    if t.max_grad_norm.is_nan() || t.max_grad_norm <= 0.0 {
         bail!("key `max_grad_norm`: must be a positive number, found {}", t.max_grad_norm);
     }
     Ok(())

@@ -93,7 +93,7 @@ pub fn train(
             sampler.sample(&positives, rng, &mut candidates);
             let batch = TrainBatch { histories: &histories, positives: &positives, candidates: &candidates };
             let stats = model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
-            if !stats.loss.is_finite() || !(stats.grad_norm as f64 <= cfg.max_grad_norm) {
+            if !stats.loss.is_finite() || !stats.grad_norm.is_finite() || stats.grad_norm as f64 > cfg.max_grad_norm {
                 bail!(
                     "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
                      (train.max_grad_norm = {}); the step was not applied and the last checkpoint is kept",
@@ -132,7 +132,7 @@ pub fn train(
             cfg.epochs, record.loss, record.examples_per_second
         );
         tracker.log_metrics(epoch as u64, &epoch_metrics(&record))?;
-        if best.as_ref().map_or(true, |(_, s, _)| score > *s) {
+        if best.as_ref().is_none_or(|(_, s, _)| score > *s) {
             best = Some((epoch, score, model.state()));
         }
         records.push(record);
@@ -190,5 +190,5 @@ fn progress(total: usize, desc: &str) -> Option<kdam::Bar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    Some(kdam::Bar::builder().total(total).desc(desc).unit(" steps").build().ok()?)
+    kdam::Bar::builder().total(total).desc(desc).unit(" steps").build().ok()
 }

@@ -109,10 +109,10 @@ fn build(p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
     if p.hidden.contains(&0) {
         bail!("key `hidden`: every layer width must be at least 1, got {:?}", p.hidden);
     }
-    if !(p.temperature > 0.0) {
+    if p.temperature.is_nan() || p.temperature <= 0.0 {
         bail!("key `temperature`: must be positive, got {}", p.temperature);
     }
-    if !(p.init_std > 0.0) {
+    if p.init_std.is_nan() || p.init_std <= 0.0 {
         bail!("key `init_std`: must be positive, got {}", p.init_std);
     }
     if cx.n_items == 0 {
@@ -133,7 +133,7 @@ fn build(p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
             p.dim,
             p.hidden,
             cx.n_items,
-            MAX_TRAINING_FLOATS * 4 >> 30
+            (MAX_TRAINING_FLOATS * 4) >> 30
         );
     }
     match cx.device.as_str() {

@@ -158,7 +158,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         let cands = batch.candidates;
         ensure!(b > 0, "empty batch");
         ensure!(batch.histories.len() == b, "batch has {b} positives but {} histories", batch.histories.len());
-        ensure!(cands.per_row.len() % b == 0, "{} per-row negatives for {b} rows", cands.per_row.len());
+        ensure!(cands.per_row.len().is_multiple_of(b), "{} per-row negatives for {b} rows", cands.per_row.len());
         let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
         let gather = |ids: &[ItemIdx]| {
             let mut out = Vec::with_capacity(ids.len() * d);
@@ -353,7 +353,7 @@ impl<D: Device<f32>> Model for YoutubeDnn<D> {
     }
 
     fn load_state(&mut self, state: &ModelState) -> Result<()> {
-        fn put(dst: &mut Vec<f32>, state: &ModelState, name: &str) -> Result<()> {
+        fn put(dst: &mut [f32], state: &ModelState, name: &str) -> Result<()> {
             let src = state.get(name).with_context(|| format!("model state lacks `{name}`"))?;
             ensure!(src.len() == dst.len(), "model state `{name}` has {} values, expected {}", src.len(), dst.len());
             dst.copy_from_slice(src);

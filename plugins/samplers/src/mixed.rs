@@ -431,8 +431,8 @@ mod tests {
             }
         }
         let batches = (rounds * targets.len() / b) as f64;
-        for i in 0..3 {
-            let mean = seen[i] / batches;
+        for (i, &count) in seen.iter().enumerate() {
+            let mean = count / batches;
             assert!((mean - s.expected_copies(&unigram, i as ItemIdx, b)).abs() < 1e-9, "item {i}: {mean}");
         }
     }
