@@ -100,6 +100,9 @@ pub struct ExperimentSpec {
     pub evaluation: ComponentSpec,
     pub index: ComponentSpec,
     pub tracking: ComponentSpec,
+    /// A grid or random search over this experiment (see [`crate::sweep`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::sweep::SweepSpec>,
 }
 
 impl ExperimentSpec {
@@ -184,6 +187,9 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
         figment = figment.merge(CommandLineSet::parse(o)?);
     }
     let mut spec: ExperimentSpec = figment.extract().map_err(|e| describe_figment_error(e, path))?;
+    if let Some(sweep) = &spec.sweep {
+        crate::sweep::expand(sweep, spec.experiment.seed).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    }
     for kind in ComponentKind::ALL {
         let table = spec.component(kind).clone();
         let resolved = registry.resolve(kind, &table.kind, table.params).map_err(|e| {

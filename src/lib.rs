@@ -12,6 +12,7 @@ pub mod experiment;
 pub mod plugins;
 pub mod report;
 pub mod run;
+pub mod sweep;
 pub mod training;
 
 pub use funnel_api as api;

@@ -8,11 +8,13 @@ use funnel::compare;
 use funnel::experiment;
 use funnel::plugins;
 use funnel::run::{self, RunOptions};
+use funnel::sweep;
 
 const USAGE: &str = "\
 usage:
-  funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR] [--resume RUN_DIR]
+  funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR] [--resume RUN_DIR] [--trial N]
   funnel check FILE [--set key.path=value]...
+  funnel plan FILE [--set key.path=value]...
   funnel plugins
   funnel compare --out FILE --title TITLE [--intro TEXT] RUN_DIR...
 
@@ -20,6 +22,7 @@ usage:
             RUN_DIR from its last checkpoint (same FILE and overrides)
   check     load and resolve FILE, print the resolved configuration (same as run --dry-run)
   plugins   list every registered component with its parameters and defaults
+  plan      list the trials of FILE's [sweep] (each checked); run one with run --trial N
   compare   write a Markdown table comparing finished runs (their metrics.json)
 
 Configuration layers: FILE, then FUNNEL_* environment variables
@@ -42,6 +45,7 @@ struct Args {
     runs_dir: PathBuf,
     reports_dir: PathBuf,
     resume: Option<PathBuf>,
+    trial: Option<usize>,
 }
 
 fn cli(args: Vec<String>) -> Result<()> {
@@ -58,10 +62,41 @@ fn cli(args: Vec<String>) -> Result<()> {
             print!("{}", plugins::catalog(&registry));
             Ok(())
         }
+        "plan" => {
+            let a = parse(rest)?;
+            let exp = experiment::load(&a.file, &a.sets, &registry)?;
+            let sweep = exp.spec.sweep.as_ref().with_context(|| format!("{}: no [sweep] table", a.file.display()))?;
+            let trials = sweep::expand(sweep, exp.spec.experiment.seed)?;
+            for t in &trials {
+                // Resolve every trial before any runs, so a bad value fails now.
+                let sets: Vec<String> = a.sets.iter().cloned().chain(t.sets()).collect();
+                experiment::load(&a.file, &sets, &registry).with_context(|| format!("trial {}", t.index))?;
+                let shown: Vec<String> = t.sets().iter().map(|s| format!("--set '{s}'")).collect();
+                println!("trial {} (configuration {}, seed {}): {}", t.index, t.config, t.seed, shown.join(" "));
+            }
+            Ok(())
+        }
         "run" | "check" => {
             let mut a = parse(rest)?;
             a.dry_run |= command == "check";
-            let exp = experiment::load(&a.file, &a.sets, &registry)?;
+            let mut exp = experiment::load(&a.file, &a.sets, &registry)?;
+            if let Some(n) = a.trial {
+                let sweep = exp
+                    .spec
+                    .sweep
+                    .as_ref()
+                    .with_context(|| format!("{}: --trial needs a [sweep] table", a.file.display()))?;
+                let trials = sweep::expand(sweep, exp.spec.experiment.seed)?;
+                let t = trials.get(n).with_context(|| {
+                    format!(
+                        "--trial {n}: the sweep has {} trials (0 to {})",
+                        trials.len(),
+                        trials.len().saturating_sub(1)
+                    )
+                })?;
+                let sets: Vec<String> = a.sets.iter().cloned().chain(t.sets()).collect();
+                exp = experiment::load(&a.file, &sets, &registry)?;
+            }
             if a.dry_run {
                 print!("{}", run::resolved_toml(&exp));
                 return Ok(());
@@ -123,6 +158,7 @@ fn parse(rest: &[String]) -> Result<Args> {
         runs_dir: PathBuf::from("runs"),
         reports_dir: PathBuf::from("reports"),
         resume: None,
+        trial: None,
     };
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
@@ -133,6 +169,10 @@ fn parse(rest: &[String]) -> Result<Args> {
             "--runs-dir" => a.runs_dir = value("--runs-dir")?.into(),
             "--reports-dir" => a.reports_dir = value("--reports-dir")?.into(),
             "--resume" => a.resume = Some(value("--resume")?.into()),
+            "--trial" => {
+                let v = value("--trial")?;
+                a.trial = Some(v.parse().with_context(|| format!("--trial {v}: expected a trial number"))?);
+            }
             s if s.starts_with("--set=") => a.sets.push(s["--set=".len()..].to_string()),
             s if s.starts_with('-') => bail!("unknown option `{s}`\n\n{USAGE}"),
             s if file.is_none() => file = Some(PathBuf::from(s)),

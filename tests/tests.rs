@@ -5,4 +5,5 @@ mod bad_input;
 mod loader_fuzz;
 mod movielens;
 mod resume;
+mod sweep;
 mod util;
