@@ -130,6 +130,22 @@ impl ExperimentSpec {
         }
     }
 
+    /// What every component's builder is told before the dataset is known.
+    pub fn build_cx(&self) -> funnel_api::BuildCx {
+        funnel_api::BuildCx {
+            seed: self.experiment.seed,
+            learning_rate: self.train.lr,
+            batch_size: self.train.batch_size,
+            device: self.train.device.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// `[model] type = "youtube_dnn"`: how errors name a component.
+    pub fn describe(&self, kind: ComponentKind) -> String {
+        format!("[{kind}] type = \"{}\"", self.component(kind).kind)
+    }
+
     /// The configuration as TOML, every default written out.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("an experiment spec always serializes")

@@ -66,23 +66,13 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
     };
     eprintln!("run folder: {}", run_dir.display());
 
-    let cx = BuildCx {
-        seed: spec.experiment.seed,
-        learning_rate: spec.train.lr,
-        device: spec.train.device.clone(),
-        ..Default::default()
-    };
-    let build = |kind: ComponentKind| -> (String, toml::Table) {
-        let c = spec.component(kind);
-        (c.kind.clone(), c.params.clone())
-    };
-    let within = |kind: ComponentKind| format!("[{kind}] type = \"{}\"", spec.component(kind).kind);
-
-    let (name, params) = build(ComponentKind::Tracking);
-    let mut tracker = reg.build_tracker(&name, params, &cx).with_context(|| within(ComponentKind::Tracking))?;
-
-    let (name, params) = build(ComponentKind::Dataset);
-    let dataset = reg.build_dataset(&name, params, &cx).with_context(|| within(ComponentKind::Dataset))?;
+    let cx = spec.build_cx();
+    let within = |kind: ComponentKind| spec.describe(kind);
+    let c = &spec.tracking;
+    let mut tracker =
+        reg.build_tracker(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Tracking))?;
+    let c = &spec.dataset;
+    let dataset = reg.build_dataset(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Dataset))?;
     let load_started = Instant::now();
     let data = dataset.load().with_context(|| within(ComponentKind::Dataset))?;
     let load_seconds = load_started.elapsed().as_secs_f64();
@@ -145,16 +135,8 @@ fn train_and_report(
 ) -> Result<RunSummary> {
     let spec = &exp.spec;
     let (run_dir, stamp, resolved) = (ctx.run_dir, ctx.stamp, ctx.resolved);
-    let within = |kind: ComponentKind| format!("[{kind}] type = \"{}\"", spec.component(kind).kind);
-    let mut cx = BuildCx {
-        seed: spec.experiment.seed,
-        learning_rate: spec.train.lr,
-        batch_size: spec.train.batch_size,
-        device: spec.train.device.clone(),
-        n_users: data.n_users(),
-        n_items: data.n_items(),
-        ..Default::default()
-    };
+    let within = |kind: ComponentKind| spec.describe(kind);
+    let mut cx = BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..spec.build_cx() };
     let c = &spec.features;
     let features =
         reg.build_features(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Features))?;
