@@ -232,6 +232,26 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
     Ok(Experiment { path: path.to_path_buf(), spec, overrides: overrides.to_vec() })
 }
 
+/// Trial `n` of the `[sweep]` in `path`: the experiment loaded with `overrides`
+/// and then the trial's own `--set`s.
+pub fn load_trial(path: &Path, overrides: &[String], n: usize, registry: &Registry) -> Result<Experiment> {
+    let base = load(path, overrides, registry)?;
+    let trials = base.trials()?;
+    let t = trials.get(n).with_context(|| {
+        format!("--trial {n}: the sweep has {} trials (0 to {})", trials.len(), trials.len().saturating_sub(1))
+    })?;
+    let sets: Vec<String> = overrides.iter().cloned().chain(t.sets()).collect();
+    load(path, &sets, registry).with_context(|| format!("trial {n}"))
+}
+
+impl Experiment {
+    /// The numbered trials of its `[sweep]`.
+    pub fn trials(&self) -> Result<Vec<crate::sweep::Trial>> {
+        let sweep = self.spec.sweep.as_ref().with_context(|| format!("{}: no [sweep] table", self.path.display()))?;
+        crate::sweep::expand(sweep, self.spec.experiment.seed)
+    }
+}
+
 fn check_train(t: &TrainConfig) -> Result<()> {
     if t.epochs == 0 {
         bail!("key `epochs`: must be at least 1");

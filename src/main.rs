@@ -8,7 +8,6 @@ use funnel::compare;
 use funnel::experiment;
 use funnel::plugins;
 use funnel::run::{self, RunOptions};
-use funnel::sweep;
 
 const USAGE: &str = "\
 usage:
@@ -64,13 +63,10 @@ fn cli(args: Vec<String>) -> Result<()> {
         }
         "plan" => {
             let a = parse(rest)?;
-            let exp = experiment::load(&a.file, &a.sets, &registry)?;
-            let sweep = exp.spec.sweep.as_ref().with_context(|| format!("{}: no [sweep] table", a.file.display()))?;
-            let trials = sweep::expand(sweep, exp.spec.experiment.seed)?;
+            let trials = experiment::load(&a.file, &a.sets, &registry)?.trials()?;
             for t in &trials {
                 // Resolve every trial before any runs, so a bad value fails now.
-                let sets: Vec<String> = a.sets.iter().cloned().chain(t.sets()).collect();
-                experiment::load(&a.file, &sets, &registry).with_context(|| format!("trial {}", t.index))?;
+                experiment::load_trial(&a.file, &a.sets, t.index, &registry)?;
                 let shown: Vec<String> = t.sets().iter().map(|s| format!("--set '{s}'")).collect();
                 println!("trial {} (configuration {}, seed {}): {}", t.index, t.config, t.seed, shown.join(" "));
             }
@@ -79,24 +75,10 @@ fn cli(args: Vec<String>) -> Result<()> {
         "run" | "check" => {
             let mut a = parse(rest)?;
             a.dry_run |= command == "check";
-            let mut exp = experiment::load(&a.file, &a.sets, &registry)?;
-            if let Some(n) = a.trial {
-                let sweep = exp
-                    .spec
-                    .sweep
-                    .as_ref()
-                    .with_context(|| format!("{}: --trial needs a [sweep] table", a.file.display()))?;
-                let trials = sweep::expand(sweep, exp.spec.experiment.seed)?;
-                let t = trials.get(n).with_context(|| {
-                    format!(
-                        "--trial {n}: the sweep has {} trials (0 to {})",
-                        trials.len(),
-                        trials.len().saturating_sub(1)
-                    )
-                })?;
-                let sets: Vec<String> = a.sets.iter().cloned().chain(t.sets()).collect();
-                exp = experiment::load(&a.file, &sets, &registry)?;
-            }
+            let exp = match a.trial {
+                Some(n) => experiment::load_trial(&a.file, &a.sets, n, &registry)?,
+                None => experiment::load(&a.file, &a.sets, &registry)?,
+            };
             if a.dry_run {
                 print!("{}", run::resolved_toml(&exp));
                 return Ok(());

@@ -220,14 +220,17 @@ impl MixedSampler {
     }
 
     /// Expected copies of `item` in a candidate set built for `b` positives.
-    fn expected_copies(&self, unigram: &[f64], item: ItemIdx, b: usize) -> f64 {
+    fn expected_copies(&self, item: ItemIdx, b: usize) -> f64 {
         let extra = match (&self.uniform, &self.popularity) {
             (Some(u), _) => u.inclusion_probability(),
             (None, Some(p)) => p.expected_copies(item, self.params.num_uniform),
             (None, None) => 0.0,
         };
         let in_batch = match self.params.frequency {
-            Frequency::Exact => b as f64 * unigram[item as usize],
+            Frequency::Exact => {
+                let unigram = self.unigram.as_ref().expect("the core fits a sampler before sampling");
+                b as f64 * unigram[item as usize]
+            }
             Frequency::Streaming => self.streaming.per_batch(item),
         };
         in_batch + extra
@@ -248,7 +251,6 @@ impl Sampler for MixedSampler {
     }
 
     fn sample(&mut self, positives: &[ItemIdx], rng: &mut StdRng, out: &mut Candidates) {
-        let unigram = self.unigram.take().expect("the core fits a sampler before sampling");
         let b = positives.len();
         if self.params.frequency == Frequency::Streaming {
             self.streaming.observe(positives);
@@ -261,9 +263,8 @@ impl Sampler for MixedSampler {
         }
         out.in_batch = true;
         out.log_q_correction = self.params.log_q_correction;
-        out.positive_log_q.extend(positives.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
-        out.shared_log_q.extend(out.shared.iter().map(|&i| self.expected_copies(&unigram, i, b).ln() as f32));
-        self.unigram = Some(unigram);
+        out.positive_log_q.extend(positives.iter().map(|&i| self.expected_copies(i, b).ln() as f32));
+        out.shared_log_q.extend(out.shared.iter().map(|&i| self.expected_copies(i, b).ln() as f32));
     }
 
     fn training_state(&self) -> TrainingState {
@@ -289,10 +290,10 @@ impl Sampler for MixedSampler {
     }
 
     fn item_probabilities(&self) -> Vec<f64> {
-        match &self.unigram {
-            Some(u) => (0..self.n_items as u32).map(|i| self.expected_copies(u, i, self.batch_size)).collect(),
-            None => Vec::new(),
+        if self.unigram.is_none() {
+            return Vec::new();
         }
+        (0..self.n_items as u32).map(|i| self.expected_copies(i, self.batch_size)).collect()
     }
 }
 
@@ -420,7 +421,6 @@ mod tests {
         let mut targets: Vec<ItemIdx> =
             counts.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat_n(i as ItemIdx, c as usize)).collect();
         let s = fitted(0, &counts);
-        let unigram = s.unigram.clone().unwrap();
         let mut rng = StdRng::seed_from_u64(5);
         let (b, rounds) = (10usize, 2000);
         let mut seen = [0f64; 3];
@@ -433,7 +433,7 @@ mod tests {
         let batches = (rounds * targets.len() / b) as f64;
         for (i, &count) in seen.iter().enumerate() {
             let mean = count / batches;
-            assert!((mean - s.expected_copies(&unigram, i as ItemIdx, b)).abs() < 1e-9, "item {i}: {mean}");
+            assert!((mean - s.expected_copies(i as ItemIdx, b)).abs() < 1e-9, "item {i}: {mean}");
         }
     }
 }
