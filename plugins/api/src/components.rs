@@ -136,12 +136,33 @@ pub trait Evaluator {
     fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation>;
 }
 
-/// `[index]`: serves the top items for a user vector.
-pub trait Index {
+/// `[index]`: serves the top items for a user vector by inner product.
+///
+/// `Sync` because queries are answered from many threads at once.
+pub trait Index: Send + Sync {
     fn build(&mut self, items: &Matrix) -> Result<()>;
 
     /// The `k` best items for `query`, best first, never one in `exclude`.
+    /// Scores are the inner products of `query` with the original item
+    /// vectors, whatever space the index searches in.
     fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>>;
+
+    /// Whether `search` returns the exact maximum-inner-product top k.
+    /// Exact indexes are the reference approximate ones are measured against.
+    fn is_exact(&self) -> bool {
+        false
+    }
+
+    /// Approximate bytes the built index holds in memory.
+    fn size_bytes(&self) -> usize;
+
+    /// Writes the built index into the (existing, empty) folder `dir`, so
+    /// `load` on an index built from the same parameters restores it without
+    /// the item vectors. Returns the files written.
+    fn save(&self, dir: &Path) -> Result<Vec<PathBuf>>;
+
+    /// Restores what `save` wrote into `dir`.
+    fn load(&mut self, dir: &Path) -> Result<()>;
 }
 
 /// What a tracker is told when a run starts.

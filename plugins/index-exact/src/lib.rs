@@ -6,9 +6,10 @@
 //! is well defined even on tied scores.
 
 use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
 use std::thread;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use funnel_api::{dot, BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,9 @@ pub struct ExactIndexParams {}
 impl Params for ExactIndexParams {
     const DOCS: &'static [ParamDoc] = &[];
 }
+
+/// File `save` writes.
+const SAVED: &str = "exact_items.bin";
 
 /// Brute-force inner-product index over a copy of the item vectors.
 #[derive(Debug, Clone, Default)]
@@ -113,6 +117,41 @@ impl Index for ExactIndex {
         }
         self.items = Some(items.clone());
         Ok(())
+    }
+
+    fn is_exact(&self) -> bool {
+        true
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.items.as_ref().map_or(0, |m| m.data.len() * std::mem::size_of::<f32>())
+    }
+
+    /// One file: rows and cols as little-endian u64, then the vectors as
+    /// little-endian f32, row-major.
+    fn save(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let items = self.items()?;
+        let mut bytes = Vec::with_capacity(16 + items.data.len() * 4);
+        bytes.extend_from_slice(&(items.rows as u64).to_le_bytes());
+        bytes.extend_from_slice(&(items.cols as u64).to_le_bytes());
+        for x in &items.data {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        let path = dir.join(SAVED);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        Ok(vec![path])
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join(SAVED);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let header = |i: usize| bytes.get(i * 8..i * 8 + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+        let (rows, cols) = header(0).zip(header(1)).ok_or_else(|| anyhow!("{}: truncated header", path.display()))?;
+        if rows.checked_mul(cols).and_then(|n| n.checked_mul(4)).and_then(|n| n.checked_add(16)) != Some(bytes.len()) {
+            bail!("{}: {} bytes do not hold {rows}x{cols} vectors", path.display(), bytes.len());
+        }
+        let data = bytes[16..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        self.build(&Matrix::from_vec(rows, cols, data)).with_context(|| format!("loading {}", path.display()))
     }
 
     /// The `k` best items by inner product, best first, ties to the lower item
@@ -267,6 +306,23 @@ mod tests {
         let wide = Matrix::zeros(2, d + 1);
         assert!(index.search_batch(&wide, 1, &[]).is_err());
         assert!(index.search_batch(&Matrix::zeros(0, d), 1, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = hand_index();
+        let files = index.save(dir.path()).unwrap();
+        assert_eq!(files, vec![dir.path().join(SAVED)]);
+        let mut loaded = ExactIndex::new();
+        loaded.load(dir.path()).unwrap();
+        assert_eq!(loaded.search(&QUERY, 6, &[]).unwrap(), index.search(&QUERY, 6, &[]).unwrap());
+        assert_eq!(loaded.size_bytes(), 6 * 2 * 4);
+        std::fs::write(dir.path().join(SAVED), [0u8; 20]).unwrap();
+        let e = format!("{:#}", loaded.load(dir.path()).unwrap_err());
+        assert!(e.contains("do not hold"), "{e}");
+        let e = format!("{:#}", ExactIndex::new().load(&dir.path().join("missing")).unwrap_err());
+        assert!(e.contains("reading"), "{e}");
     }
 
     #[test]
