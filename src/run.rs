@@ -197,6 +197,7 @@ fn train_and_report(
     tracker.log_metrics(trained.best_epoch as u64, &final_metrics)?;
 
     let items = model.item_vectors()?;
+    crate::item_vectors::write(&run_dir.join(crate::item_vectors::FILE), &items, &data.catalog)?;
     index.build(&items).with_context(|| within(ComponentKind::Index))?;
     let mut samples = Vec::new();
     let n_test = examples.test.len();
@@ -251,7 +252,7 @@ fn train_and_report(
         "wall_seconds": report.wall_seconds,
     }))?;
     write(&run_dir.join("metrics.json"), &metrics_json)?;
-    for artifact in ["resolved.toml", "report.md", "metrics.json", CANDIDATE_PROBABILITIES] {
+    for artifact in ["resolved.toml", "report.md", "metrics.json", CANDIDATE_PROBABILITIES, crate::item_vectors::FILE] {
         tracker.log_artifact(&run_dir.join(artifact))?;
     }
     eprintln!("report: {}", report_path.display());
