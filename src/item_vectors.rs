@@ -33,7 +33,11 @@ fn schema(dim: usize) -> Schema {
         Field::new("item_index", DataType::UInt32, false),
         Field::new("item_id", DataType::UInt64, false),
         Field::new("title", DataType::Utf8, false),
-        Field::new("vector", DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32), false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim as i32),
+            false,
+        ),
     ])
 }
 
@@ -77,8 +81,7 @@ pub fn read(path: &Path) -> Result<ItemVectors> {
             let titles = column("title")?.as_any().downcast_ref::<StringArray>().context("`title` is not utf8")?;
             let list =
                 column("vector")?.as_any().downcast_ref::<FixedSizeListArray>().context("`vector` is not a list")?;
-            let values =
-                list.values().as_any().downcast_ref::<Float32Array>().context("`vector` items are not f32")?;
+            let values = list.values().as_any().downcast_ref::<Float32Array>().context("`vector` items are not f32")?;
             out.raw_ids.extend(ids.values().iter().copied());
             out.titles.extend((0..titles.len()).map(|i| titles.value(i).to_string()));
             let start = list.offset() * dim;

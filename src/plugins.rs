@@ -14,6 +14,7 @@ pub fn builtin() -> Registry {
     funnel_eval_full_ranking::register(&mut reg);
     funnel_index_exact::register(&mut reg);
     funnel_tracker_local::register(&mut reg);
+    funnel_tracker_mlflow::register(&mut reg);
     reg
 }
 

@@ -95,7 +95,12 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
             ("dataset.name".into(), data.name.clone()),
             ("dataset.sha256".into(), data.checksum.clone()),
             ("seed".into(), spec.experiment.seed.to_string()),
-        ],
+            ("host".into(), host_name()),
+            ("description".into(), spec.experiment.description.clone()),
+        ]
+        .into_iter()
+        .chain(git_tags())
+        .collect(),
     };
     tracker.start(&info)?;
     let ctx = RunContext { run_dir: &run_dir, stamp: &stamp, resolved: &resolved, config_hash: &config_hash };
@@ -270,6 +275,34 @@ pub fn resolved_toml(exp: &Experiment) -> String {
 
 fn run_name(run_dir: &Path) -> String {
     run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The machine's name, as tags record where a run ran.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `git.commit` and `git.dirty` of the working directory's repository, when
+/// there is one: a run's numbers mean little without the code that made them.
+fn git_tags() -> Vec<(String, String)> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "HEAD"]) else { return Vec::new() };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_none_or(|s| !s.is_empty());
+    vec![("git.commit".into(), commit), ("git.dirty".into(), dirty.to_string())]
 }
 
 /// Creates `<parent>/<name>`, or `<name>-2`, `-3`, ... when a concurrent run

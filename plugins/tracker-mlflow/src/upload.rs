@@ -1,0 +1,143 @@
+//! Sending a run's journal to MLflow, in order, from wherever the last
+//! attempt stopped. The live tracker and `funnel-mlflow sync` share it, so a
+//! replay does exactly what the live run would have done.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use funnel_tracker_local::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::client::{MetricPoint, MlflowClient, RunHandle};
+
+/// File in the run folder recording what reached which server.
+pub const STATE: &str = "mlflow.json";
+
+/// How much of a run's journal one server holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadState {
+    pub tracking_uri: String,
+    pub run: Option<RunHandle>,
+    /// Journal events the server has acknowledged, counted from the first.
+    pub sent: usize,
+}
+
+impl UploadState {
+    /// The recorded state for `tracking_uri`, or a fresh one when the run was
+    /// never uploaded there (a different server starts from scratch).
+    pub fn load(run_dir: &Path, tracking_uri: &str) -> Result<UploadState> {
+        let path = run_dir.join(STATE);
+        let fresh = UploadState { tracking_uri: tracking_uri.to_string(), ..UploadState::default() };
+        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(fresh) };
+        let state: UploadState =
+            serde_json::from_str(&text).with_context(|| format!("{}: not an upload record", path.display()))?;
+        Ok(if state.tracking_uri == tracking_uri { state } else { fresh })
+    }
+
+    /// The recorded state, whatever server it names.
+    pub fn recorded(run_dir: &Path) -> Option<UploadState> {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(STATE)).ok()?).ok()
+    }
+
+    fn save(&self, run_dir: &Path) -> Result<()> {
+        let path = run_dir.join(STATE);
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The run's page in the MLflow UI.
+    pub fn run_url(&self) -> Option<String> {
+        let run = self.run.as_ref()?;
+        Some(format!(
+            "{}/#/experiments/{}/runs/{}",
+            self.tracking_uri.trim_end_matches('/'),
+            run.experiment_id,
+            run.run_id
+        ))
+    }
+}
+
+/// Sends `events[state.sent..]` in order, recording progress in the run
+/// folder after each request, and stops at the first failure (the next call
+/// resumes there). Consecutive metric events travel in one request.
+pub fn catch_up(client: &MlflowClient, run_dir: &Path, state: &mut UploadState, events: &[Event]) -> Result<()> {
+    while state.sent < events.len() {
+        let pending = &events[state.sent..];
+        let consumed = match &pending[0] {
+            Event::Start { time_ms, experiment, run, params, tags } => {
+                let params: Vec<(String, String)> = params.clone().into_iter().collect();
+                let tags = with_mlflow_tags(tags);
+                let handle = match &state.run {
+                    // A resumed run continues the same MLflow run.
+                    Some(h) => {
+                        client.update_run(&h.run_id, "RUNNING", None)?;
+                        h.clone()
+                    }
+                    None => {
+                        let experiment_id = client.experiment_id(experiment)?;
+                        let h = client.create_run(&experiment_id, run, *time_ms, &tags)?;
+                        state.run = Some(h.clone());
+                        state.save(run_dir)?;
+                        h
+                    }
+                };
+                client.log_params_and_tags(&handle.run_id, &params, &tags)?;
+                1
+            }
+            Event::Metrics { .. } => {
+                let batch: Vec<&Event> = pending.iter().take_while(|e| matches!(e, Event::Metrics { .. })).collect();
+                let mut points = Vec::new();
+                for e in &batch {
+                    if let Event::Metrics { time_ms, step, metrics } = e {
+                        points.extend(metrics.iter().map(|(k, v)| MetricPoint {
+                            key: k.clone(),
+                            value: *v,
+                            timestamp_ms: *time_ms,
+                            step: *step,
+                        }));
+                    }
+                }
+                client.log_metrics(&run_id(state)?.run_id, &points)?;
+                batch.len()
+            }
+            Event::Artifact { path, .. } => {
+                let file = run_dir.join(path);
+                if file.is_file() {
+                    let name = Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned());
+                    // Artifacts outside the run folder keep only their file name.
+                    let artifact_path =
+                        if Path::new(path).is_absolute() { name.unwrap_or_default() } else { path.clone() };
+                    client.upload_artifact(run_id(state)?, &file, &artifact_path)?;
+                } else {
+                    eprintln!("warning: artifact {} no longer exists; not uploaded", file.display());
+                }
+                1
+            }
+            Event::Finish { time_ms, status } => {
+                client.update_run(&run_id(state)?.run_id, &status.to_uppercase(), Some(*time_ms))?;
+                1
+            }
+        };
+        state.sent += consumed;
+        state.save(run_dir)?;
+    }
+    Ok(())
+}
+
+fn run_id(state: &UploadState) -> Result<&RunHandle> {
+    state.run.as_ref().context("the journal logs to a run before its start event")
+}
+
+/// The run's tags plus the ones MLflow's UI shows in its own places: the
+/// git commit column and the run's description.
+fn with_mlflow_tags(tags: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = tags.clone().into_iter().collect();
+    for (ours, theirs) in [("git.commit", "mlflow.source.git.commit"), ("description", "mlflow.note.content")] {
+        if let Some(v) = tags.get(ours).filter(|v| !v.is_empty()) {
+            out.push((theirs.into(), v.clone()));
+        }
+    }
+    out
+}
