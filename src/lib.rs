@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod experiment;
 pub mod item_vectors;
+pub mod plot;
 pub mod plugins;
 pub mod report;
 pub mod run;

@@ -13,6 +13,8 @@ pub fn builtin() -> Registry {
     funnel_model_youtube_dnn::register(&mut reg);
     funnel_eval_full_ranking::register(&mut reg);
     funnel_index_exact::register(&mut reg);
+    funnel_index_hora::register(&mut reg);
+    funnel_index_ivf::register(&mut reg);
     funnel_tracker_local::register(&mut reg);
     funnel_tracker_mlflow::register(&mut reg);
     reg

@@ -73,6 +73,8 @@ pub struct Report {
     pub test: Metrics,
     pub wall_seconds: f64,
     pub samples: Vec<SampleUser>,
+    /// Charts as (caption, path relative to the report).
+    pub plots: Vec<(String, String)>,
 }
 
 /// Validation columns of the per-epoch table, when present.
@@ -148,6 +150,10 @@ impl Report {
                 let _ = write!(s, " {:.4} |", r.validation[*c]);
             }
             s.push('\n');
+        }
+
+        for (caption, path) in &self.plots {
+            let _ = writeln!(s, "\n![{caption}]({path})");
         }
 
         if !self.samples.is_empty() {
@@ -290,6 +296,7 @@ mod tests {
                 target: "C".into(),
                 recommended: vec![("C".into(), true), ("D".into(), false)],
             }],
+            plots: vec![("loss".into(), "plots/loss.svg".into())],
         };
         let md = r.render();
         for needle in [

@@ -34,6 +34,9 @@ pub struct RunSummary {
 /// The sampler's q(item) as a table: what the logQ correction subtracted.
 const CANDIDATE_PROBABILITIES: &str = "candidate_probabilities.tsv";
 
+/// Folder of the run's charts.
+const PLOTS: &str = "plots";
+
 /// Users shown with their recommendations in the report.
 const SAMPLE_USERS: usize = 3;
 /// Recommendations shown per sample user.
@@ -99,7 +102,7 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
             ("description".into(), spec.experiment.description.clone()),
         ]
         .into_iter()
-        .chain(git_tags())
+        .chain(git_tags(&exp.path))
         .collect(),
     };
     tracker.start(&info)?;
@@ -220,6 +223,7 @@ fn train_and_report(
         });
     }
 
+    let plots = write_plots(run_dir, &trained.epochs, trained.best_epoch, evaluator.selection_metric())?;
     let report = Report {
         experiment: spec.experiment.clone(),
         started: stamp.readable.clone(),
@@ -234,12 +238,19 @@ fn train_and_report(
         test: test.clone(),
         wall_seconds: started.elapsed().as_secs_f64(),
         samples,
+        plots: plots.iter().map(|(caption, file)| (caption.clone(), format!("{PLOTS}/{file}"))).collect(),
     };
     let markdown = report.render();
     let report = &report;
     let report_path = opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_name(run_dir)));
     write(&run_dir.join("report.md"), &markdown)?;
-    write(&report_path, &markdown)?;
+    // The reports/ copy keeps its charts in a folder named after the run.
+    let name = run_name(run_dir);
+    for (_, file) in &plots {
+        let text = std::fs::read_to_string(run_dir.join(PLOTS).join(file))?;
+        write(&report_path.with_file_name(&name).join(file), &text)?;
+    }
+    write(&report_path, &markdown.replace(&format!("]({PLOTS}/"), &format!("]({name}/")))?;
     let train_seconds: f64 = report.epochs.iter().map(|r| r.train_seconds).sum();
     let trained_examples: f64 = report.epochs.iter().map(|r| r.examples_per_second * r.train_seconds).sum();
     let metrics_json = serde_json::to_string_pretty(&serde_json::json!({
@@ -260,8 +271,65 @@ fn train_and_report(
     for artifact in ["resolved.toml", "report.md", "metrics.json", CANDIDATE_PROBABILITIES, crate::item_vectors::FILE] {
         tracker.log_artifact(&run_dir.join(artifact))?;
     }
+    for (_, file) in &plots {
+        tracker.log_artifact(&run_dir.join(PLOTS).join(file))?;
+    }
     eprintln!("report: {}", report_path.display());
     Ok(RunSummary { run_dir: run_dir.to_path_buf(), report: report_path, best_epoch: trained.best_epoch, test })
+}
+
+/// Per-epoch charts into `<run_dir>/plots/`: training loss, and the
+/// validation metrics of the selection metric's family (every `recall@K`
+/// when selecting by `recall@10`). Returns (caption, file name) pairs.
+fn write_plots(
+    run_dir: &Path,
+    epochs: &[training::EpochRecord],
+    best_epoch: usize,
+    selection: &str,
+) -> Result<Vec<(String, String)>> {
+    use crate::plot::{Chart, Series};
+    let best = Some((best_epoch as f64, format!("best epoch {best_epoch}")));
+    let loss = Chart {
+        title: "Training loss".into(),
+        x_label: "epoch".into(),
+        y_label: "mean batch loss".into(),
+        series: vec![Series {
+            name: "train".into(),
+            points: epochs.iter().map(|r| (r.epoch as f64, r.loss)).collect(),
+        }],
+        scatter: false,
+        marker: best.clone(),
+        log_x: false,
+    };
+    let family = selection.split('@').next().unwrap_or(selection);
+    let mut keys: Vec<&String> = epochs
+        .first()
+        .map(|r| r.validation.keys().filter(|k| k.split('@').next() == Some(family)).collect())
+        .unwrap_or_default();
+    keys.sort_by_key(|k| k.split('@').nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0));
+    let validation = Chart {
+        title: format!("Validation {family}"),
+        x_label: "epoch".into(),
+        y_label: family.into(),
+        series: keys
+            .iter()
+            .map(|k| Series {
+                name: k.to_string(),
+                points: epochs.iter().filter_map(|r| r.validation.get(*k).map(|v| (r.epoch as f64, *v))).collect(),
+            })
+            .collect(),
+        scatter: false,
+        marker: best,
+        log_x: false,
+    };
+    let mut out = Vec::new();
+    for (caption, file, chart) in
+        [("Training loss", "loss.svg", loss), ("Validation metrics", "validation.svg", validation)]
+    {
+        write(&run_dir.join(PLOTS).join(file), &chart.svg())?;
+        out.push((caption.to_string(), file.to_string()));
+    }
+    Ok(out)
 }
 
 /// The resolved configuration, headed by how it was produced.
@@ -288,11 +356,19 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// `git.commit` and `git.dirty` of the working directory's repository, when
-/// there is one: a run's numbers mean little without the code that made them.
-fn git_tags() -> Vec<(String, String)> {
+/// Which code made a run's numbers: `funnel.git.commit`/`funnel.git.dirty`
+/// for the funnel build itself, and `git.commit`/`git.dirty` for the
+/// repository holding the experiment file, when there is one.
+fn git_tags(experiment_file: &Path) -> Vec<(String, String)> {
+    let mut tags = vec![
+        ("funnel.git.commit".to_string(), env!("FUNNEL_BUILD_GIT_COMMIT").to_string()),
+        ("funnel.git.dirty".to_string(), env!("FUNNEL_BUILD_GIT_DIRTY").to_string()),
+    ];
+    let dir = experiment_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let git = |args: &[&str]| {
         std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
             .args(args)
             .stderr(std::process::Stdio::null())
             .output()
@@ -300,9 +376,12 @@ fn git_tags() -> Vec<(String, String)> {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    let Some(commit) = git(&["rev-parse", "HEAD"]) else { return Vec::new() };
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_none_or(|s| !s.is_empty());
-    vec![("git.commit".into(), commit), ("git.dirty".into(), dirty.to_string())]
+    if let Some(commit) = git(&["rev-parse", "HEAD"]) {
+        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_none_or(|s| !s.is_empty());
+        tags.push(("git.commit".into(), commit));
+        tags.push(("git.dirty".into(), dirty.to_string()));
+    }
+    tags
 }
 
 /// Creates `<parent>/<name>`, or `<name>-2`, `-3`, ... when a concurrent run

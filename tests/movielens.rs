@@ -33,11 +33,28 @@ fn ml100k_trains_evaluates_reports_and_repeats_itself() {
     assert!(a["test"]["ndcg@10"].as_f64().unwrap() > 0.0);
 
     let run_dir = std::fs::read_dir(dir.path().join("runs-a/itest")).unwrap().next().unwrap().unwrap().path();
-    for f in ["resolved.toml", "report.md", "metrics.json", "journal.jsonl", "candidate_probabilities.tsv"] {
+    for f in [
+        "resolved.toml",
+        "report.md",
+        "metrics.json",
+        "journal.jsonl",
+        "candidate_probabilities.tsv",
+        "item_vectors.arrow",
+    ] {
         assert!(run_dir.join(f).is_file(), "{f} missing in {}", run_dir.display());
     }
-    let reports: Vec<_> = std::fs::read_dir(dir.path().join("reports/itest")).unwrap().collect();
-    assert_eq!(reports.len(), 1);
+    let reports: Vec<_> =
+        std::fs::read_dir(dir.path().join("reports/itest")).unwrap().map(|e| e.unwrap().path()).collect();
+    let markdown: Vec<_> = reports.iter().filter(|p| p.extension().is_some_and(|e| e == "md")).collect();
+    assert_eq!(markdown.len(), 1, "{reports:?}");
+    // The reports/ copy links its charts from a folder named after the run.
+    let copy = std::fs::read_to_string(markdown[0]).unwrap();
+    let run_name = run_dir.file_name().unwrap().to_str().unwrap();
+    for chart in ["loss.svg", "validation.svg"] {
+        assert!(copy.contains(&format!("]({run_name}/{chart})")), "{copy}");
+        assert!(markdown[0].with_file_name(run_name).join(chart).is_file());
+        assert!(run_dir.join("plots").join(chart).is_file());
+    }
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     for needle in [
         "## Test metrics",
@@ -49,6 +66,7 @@ fn ml100k_trains_evaluates_reports_and_repeats_itself() {
         "## Sample recommendations",
         "## Resolved configuration",
         "type = \"youtube_dnn\"",
+        "![Training loss](plots/loss.svg)",
     ] {
         assert!(report.contains(needle), "report lacks {needle:?}:\n{report}");
     }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod loader_fuzz;
+mod mlflow;
 mod movielens;
 mod resume;
 mod sweep;

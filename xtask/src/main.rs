@@ -10,11 +10,20 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 
 mod cuda;
+mod mlflow;
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
-  run FILE [--set k=v]... [--dry-run]   train and evaluate an experiment (release build)
+  run FILE [--set k=v]... [--dry-run]   train and evaluate an experiment (release build); with
+                                        [tracking] type = \"mlflow\" and no server named, it starts
+                                        the local MLflow server first
+  mlflow up [--port N]                  install MLflow (pinned) into .venv when absent and start a
+                                        server on 127.0.0.1 (SQLite + artifacts under .mlflow/)
+  mlflow down | status                  stop the local server / tell whether it runs and where
+  mlflow sync [RUN_DIR...] [--tracking-uri URI]
+                                        upload what runs journaled while MLflow was away (all runs
+                                        under runs/ by default)
   plugins                               list registered components, parameters, defaults
   test                                  the whole test suite, as CI runs it (release build)
   ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
@@ -45,7 +54,8 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     let (features, rest) = split_features(rest);
     match command.as_str() {
-        "run" => funnel(&features, "run", &rest),
+        "run" => run(&features, &rest),
+        "mlflow" => mlflow_command(&rest),
         "plugins" => funnel(&features, "plugins", &rest),
         "test" => test(&rest),
         "ablations" => ablations(&features, &rest),
@@ -67,12 +77,83 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
 
 /// Builds the release `funnel` binary and runs one of its commands.
 fn funnel(features: &[String], command: &str, args: &[String]) -> Result<ExitCode> {
-    let mut build = cargo();
-    build.args(["build", "--release", "--quiet", "--bin", "funnel"]).args(features);
-    status(&mut build)?.then_some(()).context("building funnel failed")?;
-    let bin = Path::new("target").join("release").join(format!("funnel{}", std::env::consts::EXE_SUFFIX));
-    let ok = status(Command::new(bin).arg(command).args(args))?;
+    let ok = status(Command::new(funnel_binary(features)?).arg(command).args(args))?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn funnel_binary(features: &[String]) -> Result<PathBuf> {
+    release_binary("funnel", &["--bin", "funnel"], features)
+}
+
+/// Builds `name` in release mode (`selector` picks it for cargo) and returns its path.
+fn release_binary(name: &str, selector: &[&str], features: &[String]) -> Result<PathBuf> {
+    let mut build = cargo();
+    build.args(["build", "--release", "--quiet"]).args(selector).args(features);
+    status(&mut build)?.then_some(()).with_context(|| format!("building {name} failed"))?;
+    Ok(Path::new("target").join("release").join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// `run`, with the local MLflow server started when the experiment tracks to
+/// MLflow and names no server.
+fn run(features: &[String], args: &[String]) -> Result<ExitCode> {
+    let bin = funnel_binary(features)?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("run").args(args);
+    if std::env::var_os("MLFLOW_TRACKING_URI").is_none() && !args.iter().any(|a| a == "--dry-run") {
+        let check = Command::new(&bin).arg("check").args(args).stderr(std::process::Stdio::inherit()).output()?;
+        if !check.status.success() {
+            return Ok(ExitCode::from(2));
+        }
+        if mlflow::wants_local_server(&String::from_utf8_lossy(&check.stdout)) {
+            let url = mlflow::up(&project_root(), mlflow::DEFAULT_PORT)?;
+            eprintln!("MLflow UI: {url}");
+            cmd.env("MLFLOW_TRACKING_URI", url);
+        }
+    }
+    Ok(if status(&mut cmd)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn mlflow_command(args: &[String]) -> Result<ExitCode> {
+    let root = project_root();
+    let Some((sub, rest)) = args.split_first() else {
+        bail!("mlflow needs a command: up, down, status or sync\n\n{USAGE}")
+    };
+    match sub.as_str() {
+        "up" => {
+            let port = match rest {
+                [] => mlflow::DEFAULT_PORT,
+                [flag, p] if flag == "--port" => p.parse().with_context(|| format!("--port {p}: not a port number"))?,
+                _ => bail!("usage: cargo xtask mlflow up [--port N]"),
+            };
+            let url = mlflow::up(&root, port)?;
+            println!("MLflow UI: {url}  (runs: export MLFLOW_TRACKING_URI={url}; stop: cargo xtask mlflow down)");
+        }
+        "down" => {
+            if mlflow::down(&root)? {
+                println!("stopped the local MLflow server");
+            } else {
+                println!("no local MLflow server was running");
+            }
+        }
+        "status" => match mlflow::running(&root) {
+            Some(url) => println!("running: MLflow UI at {url}"),
+            None => println!("not running (start it: cargo xtask mlflow up)"),
+        },
+        "install" => println!("{}", mlflow::install(&root)?.display()),
+        "sync" => {
+            let bin = release_binary("funnel-mlflow", &["-p", "funnel-tracker-mlflow", "--bin", "funnel-mlflow"], &[])?;
+            let mut cmd = Command::new(bin);
+            cmd.arg("sync").args(rest);
+            let named = rest.iter().any(|a| a == "--tracking-uri") || std::env::var_os("MLFLOW_TRACKING_URI").is_some();
+            if !named {
+                // Runs journaled without any server go to the local one.
+                cmd.arg("--default-uri").arg(mlflow::up(&root, mlflow::DEFAULT_PORT)?);
+            }
+            return Ok(if status(&mut cmd)? { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        other => bail!("unknown mlflow command `{other}`: up, down, status, install or sync"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Compiles the CUDA path of dfdx and funnel against a project-local toolkit.
@@ -153,10 +234,13 @@ fn only_run_dir(runs_dir: &Path) -> Result<PathBuf> {
 /// Ends with one `N passed, N failed` line summed over every test binary.
 fn test(args: &[String]) -> Result<ExitCode> {
     use std::io::{BufRead, BufReader};
+    // The MLflow integration tests start their own servers from this install.
+    let mlflow = mlflow::install(&project_root())?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--release", "--no-fail-fast", "--lib", "--bins", "--tests"])
         .args(args)
         .env("RUN_SLOW_TESTS", "1")
+        .env("TEST_MLFLOW_BIN", mlflow)
         .stdout(std::process::Stdio::piped());
     let mut child = cmd.spawn().context("starting cargo test")?;
     let (mut passed, mut failed) = (0u64, 0u64);

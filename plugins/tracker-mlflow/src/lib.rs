@@ -8,6 +8,7 @@
 //! sends the rest later from where the upload stopped.
 
 pub mod client;
+pub mod sync;
 pub mod upload;
 
 use std::path::{Path, PathBuf};

@@ -134,10 +134,12 @@ fn run_id(state: &UploadState) -> Result<&RunHandle> {
 /// git commit column and the run's description.
 fn with_mlflow_tags(tags: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = tags.clone().into_iter().collect();
-    for (ours, theirs) in [("git.commit", "mlflow.source.git.commit"), ("description", "mlflow.note.content")] {
-        if let Some(v) = tags.get(ours).filter(|v| !v.is_empty()) {
-            out.push((theirs.into(), v.clone()));
-        }
+    let commit = tags.get("git.commit").or(tags.get("funnel.git.commit")).filter(|c| *c != "unknown");
+    if let Some(c) = commit {
+        out.push(("mlflow.source.git.commit".into(), c.clone()));
+    }
+    if let Some(d) = tags.get("description").filter(|d| !d.is_empty()) {
+        out.push(("mlflow.note.content".into(), d.clone()));
     }
     out
 }

@@ -1,0 +1,411 @@
+//! `cargo bench --bench index -- [options]`: builds indexes through the plugin
+//! registry and measures them against the exact index on one catalog.
+//!
+//! Per index: build seconds, `size_bytes`, recall@k against `exact` (the share
+//! of the exact top k found, averaged over queries), queries per second on one
+//! thread and on every core, and single-thread p50/p99 latency. With `--run`,
+//! also end-to-end Recall@10 (the held-out target among a user's 10 results).
+//!
+//! Catalogs (queries are never items themselves):
+//! - default: a seeded Gaussian mixture, `--items` x `--dim`, about one
+//!   cluster per 1,000 items with Zipf-like sizes (largest ~30x the smallest),
+//!   log-normal cluster norms (~0.5x to 2x), spreads and item norms; queries are
+//!   cluster directions (picked by size) plus noise, like user vectors.
+//! - `--vectors PATH`: a run's `item_vectors.arrow`; each query is the mean of
+//!   5 items drawn from the 20 nearest (by cosine) to a random item: a user
+//!   with a short history in one neighbourhood.
+//! - `--run DIR`: a finished run folder (`resolved.toml`, `checkpoint.bin`):
+//!   the dataset, features and model are rebuilt, the best epoch's weights
+//!   loaded, and every test user is a query (their user vector, excluding the
+//!   items they have seen, as the pipeline serves them).
+//!
+//! Options: `--items N` (1000000), `--dim D` (64), `--queries Q` (1000; all test
+//! users with `--run`), `--k K` (100), `--seed S` (42), `--index TYPE` (repeat
+//! for several; default `ivf_flat`), `--set key=value` (a parameter of the
+//! `--index` before it, value parsed as TOML), `--vectors PATH`, `--run DIR`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use funnel::api::{BuildCx, Histories, Index, ItemIdx, Matrix};
+use funnel_index_exact::ExactIndex;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Options {
+    items: usize,
+    dim: usize,
+    queries: Option<usize>,
+    k: usize,
+    seed: u64,
+    /// Index type and its parameters, in the order given.
+    indexes: Vec<(String, toml::Table)>,
+    vectors: Option<PathBuf>,
+    run: Option<PathBuf>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
+    let mut o = Options {
+        items: 1_000_000,
+        dim: 64,
+        queries: None,
+        k: 100,
+        seed: 42,
+        indexes: Vec::new(),
+        vectors: None,
+        run: None,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| anyhow!("{flag} needs a value"));
+        let number = |v: String| v.parse::<usize>().map_err(|_| anyhow!("{flag}: expected a number, found {v:?}"));
+        match flag.as_str() {
+            // cargo bench passes --bench to every bench binary.
+            "--bench" => {}
+            "--items" => o.items = number(value()?)?,
+            "--dim" => o.dim = number(value()?)?,
+            "--queries" => o.queries = Some(number(value()?)?),
+            "--k" => o.k = number(value()?)?,
+            "--seed" => o.seed = number(value()?)? as u64,
+            "--index" => o.indexes.push((value()?, toml::Table::new())),
+            "--set" => {
+                let kv = value()?;
+                let (key, raw) = kv.split_once('=').ok_or_else(|| anyhow!("--set {kv:?}: expected key=value"))?;
+                let parsed = format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+                let (_, table) = o.indexes.last_mut().ok_or_else(|| anyhow!("--set {kv:?} before any --index"))?;
+                table.insert(key.trim().to_string(), parsed.unwrap_or_else(|| toml::Value::String(raw.to_string())));
+            }
+            "--vectors" => o.vectors = Some(PathBuf::from(value()?)),
+            "--run" => o.run = Some(PathBuf::from(value()?)),
+            other => bail!("unknown option {other:?}; see the doc at the top of benches/index.rs"),
+        }
+    }
+    if o.indexes.is_empty() {
+        o.indexes.push(("ivf_flat".to_string(), toml::Table::new()));
+    }
+    if o.k == 0 || o.items == 0 || o.dim == 0 {
+        bail!("--k, --items and --dim must be at least 1");
+    }
+    if o.vectors.is_some() && o.run.is_some() {
+        bail!("--vectors and --run each name a catalog: give one");
+    }
+    Ok(o)
+}
+
+/// What the indexes are measured on.
+struct Workload {
+    description: String,
+    items: Matrix,
+    queries: Matrix,
+    /// Items each query must not return (empty lists outside `--run`).
+    excludes: Vec<Vec<ItemIdx>>,
+    /// Each query's held-out item, with `--run`.
+    targets: Option<Vec<ItemIdx>>,
+}
+
+fn run() -> Result<()> {
+    let o = parse_args(std::env::args().skip(1))?;
+    let started = Instant::now();
+    let workload = if let Some(dir) = &o.run {
+        from_run(dir, o.queries)?
+    } else if let Some(path) = &o.vectors {
+        from_vectors(path, o.queries.unwrap_or(1000), o.seed)?
+    } else {
+        synthetic(o.items, o.dim, o.queries.unwrap_or(1000), o.seed)
+    };
+    let threads = thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{}; {} queries; k = {}; {threads} threads ({:.1} s to prepare)",
+        workload.description,
+        workload.queries.rows,
+        o.k,
+        started.elapsed().as_secs_f64()
+    );
+    let excludes: Vec<&[ItemIdx]> = workload.excludes.iter().map(Vec::as_slice).collect();
+
+    note("exact reference");
+    let mut exact = ExactIndex::new();
+    exact.build(&workload.items)?;
+    let t = Instant::now();
+    let reference = exact.search_batch(&workload.queries, o.k, &excludes)?;
+    let exact_qps = workload.queries.rows as f64 / t.elapsed().as_secs_f64();
+
+    let e2e = workload.targets.is_some();
+    println!(
+        "\n{:<44} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8} {:>8}{}",
+        "index",
+        "build s",
+        "size MB",
+        format!("recall@{}", o.k),
+        "q/s 1T",
+        format!("q/s {threads}T"),
+        "p50 ms",
+        "p99 ms",
+        if e2e { "  R@10 e2e" } else { "" }
+    );
+    let exact_e2e = workload.targets.as_ref().map(|t| hit_rate(t, reference.iter().map(|r| &r[..r.len().min(10)])));
+    println!(
+        "{:<44} {:>8} {:>9.1} {:>10.4} {:>9} {:>9.0} {:>8} {:>8}{}",
+        "exact (reference, search_batch)",
+        "-",
+        mb(exact.size_bytes()),
+        1.0,
+        "-",
+        exact_qps,
+        "-",
+        "-",
+        exact_e2e.map_or(String::new(), |r| format!("  {r:>9.4}"))
+    );
+
+    let reg = funnel::plugins::builtin();
+    let cx = BuildCx { seed: o.seed, n_items: workload.items.rows, ..BuildCx::default() };
+    for (name, params) in &o.indexes {
+        let label = label(name, params);
+        note(&format!("building {label}"));
+        let mut index = reg.build_index(name, params.clone(), &cx).with_context(|| format!("[index] {label}"))?;
+        let t = Instant::now();
+        index.build(&workload.items).with_context(|| format!("building {label}"))?;
+        let build_s = t.elapsed().as_secs_f64();
+        note(&format!("searching {label} ({build_s:.1} s to build)"));
+        let (results, latencies) = single_thread(index.as_ref(), &workload.queries, o.k, &excludes)?;
+        let qps_1 = workload.queries.rows as f64 / latencies.iter().sum::<Duration>().as_secs_f64();
+        let qps_n = all_threads(index.as_ref(), &workload.queries, o.k, &excludes, threads)?;
+        let recall = mean_recall(&results, &reference);
+        let e2e = match &workload.targets {
+            Some(targets) => {
+                let (top10, _) = single_thread(index.as_ref(), &workload.queries, 10, &excludes)?;
+                format!("  {:>9.4}", hit_rate(targets, top10.iter().map(Vec::as_slice)))
+            }
+            None => String::new(),
+        };
+        let mut sorted = latencies.clone();
+        sorted.sort_unstable();
+        println!(
+            "{label:<44} {build_s:>8.1} {:>9.1} {recall:>10.4} {qps_1:>9.0} {qps_n:>9.0} {:>8.3} {:>8.3}{e2e}",
+            mb(index.size_bytes()),
+            millis(percentile(&sorted, 0.50)),
+            millis(percentile(&sorted, 0.99)),
+        );
+    }
+    Ok(())
+}
+
+/// A progress line on stderr: a handful per run, also in logs.
+fn note(what: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("... {what}");
+    } else {
+        eprintln!("{what}");
+    }
+}
+
+/// `ivf_flat n_probe=32`: the type and the parameters given.
+fn label(name: &str, params: &toml::Table) -> String {
+    let mut s = name.to_string();
+    for (k, v) in params {
+        s.push_str(&format!(" {k}={}", v.to_string().trim_matches('"')));
+    }
+    s
+}
+
+fn mb(bytes: usize) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+}
+
+/// Every query in order on this thread, timing each.
+fn single_thread(
+    index: &dyn Index,
+    queries: &Matrix,
+    k: usize,
+    excludes: &[&[ItemIdx]],
+) -> Result<(Vec<Vec<(ItemIdx, f32)>>, Vec<Duration>)> {
+    let mut results = Vec::with_capacity(queries.rows);
+    let mut latencies = Vec::with_capacity(queries.rows);
+    for q in 0..queries.rows {
+        let t = Instant::now();
+        let r = index.search(queries.row(q), k, excludes[q]).with_context(|| format!("query {q}"))?;
+        latencies.push(t.elapsed());
+        results.push(r);
+    }
+    Ok((results, latencies))
+}
+
+/// Queries per second with the queries split over `threads`.
+fn all_threads(index: &dyn Index, queries: &Matrix, k: usize, excludes: &[&[ItemIdx]], threads: usize) -> Result<f64> {
+    let chunk = queries.rows.div_ceil(threads).max(1);
+    let t = Instant::now();
+    let outcomes: Vec<Result<()>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..queries.rows)
+            .step_by(chunk)
+            .map(|start| {
+                s.spawn(move || -> Result<()> {
+                    for q in start..(start + chunk).min(queries.rows) {
+                        index.search(queries.row(q), k, excludes[q])?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a search thread panicked")))).collect()
+    });
+    outcomes.into_iter().collect::<Result<()>>()?;
+    Ok(queries.rows as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Mean over queries of the share of the exact answer found.
+fn mean_recall(results: &[Vec<(ItemIdx, f32)>], reference: &[Vec<(ItemIdx, f32)>]) -> f64 {
+    let per_query = results.iter().zip(reference).map(|(got, exact)| {
+        if exact.is_empty() {
+            return 1.0;
+        }
+        let mut found: Vec<ItemIdx> = got.iter().map(|p| p.0).collect();
+        found.sort_unstable();
+        exact.iter().filter(|(i, _)| found.binary_search(i).is_ok()).count() as f64 / exact.len() as f64
+    });
+    per_query.sum::<f64>() / results.len().max(1) as f64
+}
+
+/// Share of queries whose target is among their results.
+fn hit_rate<'a>(targets: &[ItemIdx], results: impl Iterator<Item = &'a [(ItemIdx, f32)]>) -> f64 {
+    let hits = results.zip(targets).filter(|(r, t)| r.iter().any(|(i, _)| i == *t)).count();
+    hits as f64 / targets.len().max(1) as f64
+}
+
+fn normal(rng: &mut StdRng) -> f32 {
+    StandardNormal.sample(rng)
+}
+
+fn unit(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= norm.max(f32::MIN_POSITIVE));
+}
+
+/// The default catalog: see the module doc.
+fn synthetic(n: usize, d: usize, n_queries: usize, seed: u64) -> Workload {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let n_clusters = (n / 1000).max(1);
+    // Zipf-like sizes: weight 1/sqrt(rank).
+    let weights: Vec<f64> = (0..n_clusters).map(|c| 1.0 / ((c + 1) as f64).sqrt()).collect();
+    let mut cumulative: Vec<f64> = weights
+        .iter()
+        .scan(0.0, |s, w| {
+            *s += w;
+            Some(*s)
+        })
+        .collect();
+    let total = *cumulative.last().expect("at least one cluster");
+    cumulative.iter_mut().for_each(|c| *c /= total);
+    let directions: Vec<Vec<f32>> = (0..n_clusters)
+        .map(|_| {
+            let mut v: Vec<f32> = (0..d).map(|_| normal(&mut rng)).collect();
+            unit(&mut v);
+            v
+        })
+        .collect();
+    let norms: Vec<f32> = (0..n_clusters).map(|_| (0.35 * normal(&mut rng)).exp()).collect();
+    let spreads: Vec<f32> = (0..n_clusters).map(|_| rng.gen_range(0.3..0.8)).collect();
+    let pick = |rng: &mut StdRng| cumulative.partition_point(|&c| c < rng.gen::<f64>()).min(n_clusters - 1);
+    let noise = |rng: &mut StdRng, scale: f32| normal(rng) * scale / (d as f32).sqrt();
+
+    let mut items = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let c = pick(&mut rng);
+        let item_norm = norms[c] * (0.2 * normal(&mut rng)).exp();
+        items.extend(directions[c].iter().map(|x| (x + noise(&mut rng, spreads[c])) * item_norm));
+    }
+    let mut queries = Vec::with_capacity(n_queries * d);
+    for _ in 0..n_queries {
+        let c = pick(&mut rng);
+        queries.extend(directions[c].iter().map(|x| x + noise(&mut rng, 0.6)));
+    }
+    Workload {
+        description: format!("synthetic clustered catalog {n} x {d} ({n_clusters} clusters, seed {seed})"),
+        items: Matrix::from_vec(n, d, items),
+        queries: Matrix::from_vec(n_queries, d, queries),
+        excludes: vec![Vec::new(); n_queries],
+        targets: None,
+    }
+}
+
+/// A run's item vectors with neighbourhood queries: see the module doc.
+fn from_vectors(path: &std::path::Path, n_queries: usize, seed: u64) -> Result<Workload> {
+    let items = funnel::item_vectors::read(path)?.vectors;
+    if items.rows < 20 {
+        bail!("{}: {} items; neighbourhood queries need at least 20", path.display(), items.rows);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut units = items.clone();
+    (0..units.rows).for_each(|r| unit(units.row_mut(r)));
+    let mut queries = Vec::with_capacity(n_queries * items.cols);
+    for _ in 0..n_queries {
+        let anchor = units.row(rng.gen_range(0..items.rows)).to_vec();
+        let mut by_cosine: Vec<(usize, f32)> =
+            (0..items.rows).map(|j| (j, funnel::api::dot(&anchor, units.row(j)))).collect();
+        by_cosine.select_nth_unstable_by(19, |a, b| b.1.total_cmp(&a.1));
+        let chosen: Vec<usize> = by_cosine[..20].choose_multiple(&mut rng, 5).map(|p| p.0).collect();
+        queries.extend((0..items.cols).map(|c| chosen.iter().map(|&j| items.row(j)[c]).sum::<f32>() / 5.0));
+    }
+    Ok(Workload {
+        description: format!("item vectors {} ({} x {})", path.display(), items.rows, items.cols),
+        queries: Matrix::from_vec(n_queries, items.cols, queries),
+        excludes: vec![Vec::new(); n_queries],
+        targets: None,
+        items,
+    })
+}
+
+/// A finished run's model and test users: see the module doc.
+fn from_run(dir: &std::path::Path, limit: Option<usize>) -> Result<Workload> {
+    let reg = funnel::plugins::builtin();
+    let exp = funnel::experiment::load(&dir.join("resolved.toml"), &[], &reg)?;
+    let spec = &exp.spec;
+    let cx = spec.build_cx();
+    let data = reg.build_dataset(&spec.dataset.kind, spec.dataset.params.clone(), &cx)?.load()?;
+    let mut cx = BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..cx };
+    let examples = reg.build_features(&spec.features.kind, spec.features.params.clone(), &cx)?.build(&data)?;
+    cx.max_history = examples.max_history;
+    let mut model = reg.build_model(&spec.model.kind, spec.model.params.clone(), &cx)?;
+    let checkpoint = funnel::checkpoint::read(&dir.join(funnel::checkpoint::FILE))?;
+    model.load_state(&checkpoint.best_state).context("loading the best epoch's weights")?;
+    let cases = &examples.test[..limit.unwrap_or(usize::MAX).min(examples.test.len())];
+    let mut histories = Histories::new(examples.max_history);
+    cases.iter().for_each(|&ex| histories.push(examples.history(ex)));
+    Ok(Workload {
+        description: format!(
+            "run {} ({}, {} items x {}, best epoch {}): test users",
+            dir.display(),
+            data.name,
+            data.n_items(),
+            model.dim(),
+            checkpoint.best_epoch
+        ),
+        items: model.item_vectors()?,
+        queries: model.user_vectors(&histories)?,
+        excludes: cases.iter().map(|&ex| examples.seen(ex).to_vec()).collect(),
+        targets: Some(cases.iter().map(|&ex| examples.target(ex)).collect()),
+    })
+}

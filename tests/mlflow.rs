@@ -1,0 +1,342 @@
+//! Tracking into a real MLflow server: each test starts its own server on
+//! loopback (from the MLflow that `cargo xtask test` installs), runs the real
+//! binary, and reads the run back through MLflow's REST API.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A throwaway MLflow server: SQLite store and artifacts in a temp folder.
+struct MlflowServer {
+    url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+/// The MLflow executable: `$TEST_MLFLOW_BIN` (set by `cargo xtask test`) or
+/// the project's `.venv`. `None` (test skipped) only outside the full suite.
+fn mlflow_bin() -> Option<PathBuf> {
+    let bin = std::env::var_os("TEST_MLFLOW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/mlflow"));
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(!slow_tests_enabled(), "MLflow is not installed at {}: run `cargo xtask mlflow install`", bin.display());
+    eprintln!("skipped: no MLflow at {} (cargo xtask mlflow install)", bin.display());
+    None
+}
+
+impl MlflowServer {
+    fn start() -> Option<MlflowServer> {
+        let bin = mlflow_bin()?;
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = MlflowServer {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            bin,
+            child: None,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// Starts the server (again) on the same port and store.
+    fn restart(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .args(["server", "--host", "127.0.0.1", "--port", &self.port.to_string(), "--workers", "1"])
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", self.dir.path().join("mlflow.db").display()))
+            .arg("--serve-artifacts")
+            .arg("--artifacts-destination")
+            .arg(self.dir.path().join("artifacts"))
+            .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("mlflow server starts");
+        self.child = Some(child);
+        let started = Instant::now();
+        while ureq::get(&format!("{}/health", self.url)).call().is_err() {
+            let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            assert!(started.elapsed() < Duration::from_secs(120), "MLflow did not come up:\n{log}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Kills the server and its workers at once, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+        }
+    }
+
+    fn get(&self, endpoint: &str, query: &[(&str, &str)]) -> Value {
+        let mut request = ureq::get(&format!("{}/api/2.0/mlflow/{endpoint}", self.url));
+        for (k, v) in query {
+            request = request.query(k, v);
+        }
+        serde_json::from_str(&request.call().unwrap().into_string().unwrap()).unwrap()
+    }
+
+    /// The only run of experiment `name`.
+    fn only_run(&self, name: &str) -> Value {
+        let experiment = self.get("experiments/get-by-name", &[("experiment_name", name)]);
+        let id = experiment["experiment"]["experiment_id"].as_str().unwrap().to_string();
+        let body = serde_json::json!({"experiment_ids": [id]}).to_string();
+        let found: Value = serde_json::from_str(
+            &ureq::post(&format!("{}/api/2.0/mlflow/runs/search", self.url))
+                .set("Content-Type", "application/json")
+                .send_string(&body)
+                .unwrap()
+                .into_string()
+                .unwrap(),
+        )
+        .unwrap();
+        let runs = found["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{found}");
+        runs[0].clone()
+    }
+
+    /// Steps logged for `key`, in order.
+    fn history(&self, run_id: &str, key: &str) -> Vec<(u64, f64)> {
+        let h = self.get("metrics/get-history", &[("run_id", run_id), ("metric_key", key)]);
+        let mut points: Vec<(u64, f64)> = h["metrics"]
+            .as_array()
+            .map(|a| a.iter().map(|m| (m["step"].as_u64().unwrap(), m["value"].as_f64().unwrap())).collect())
+            .unwrap_or_default();
+        points.sort_by_key(|p| p.0);
+        points
+    }
+
+    /// Artifact paths of the run, recursively.
+    fn artifacts(&self, run_id: &str, path: &str) -> Vec<String> {
+        let listing = self.get("artifacts/list", &[("run_id", run_id), ("path", path)]);
+        let mut out = Vec::new();
+        for f in listing["files"].as_array().cloned().unwrap_or_default() {
+            let p = f["path"].as_str().unwrap().to_string();
+            if f["is_dir"].as_bool().unwrap() {
+                out.extend(self.artifacts(run_id, &p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn map(list: &Value) -> std::collections::BTreeMap<String, String> {
+    list.as_array()
+        .map(|a| a.iter().map(|e| (e["key"].as_str().unwrap().into(), e["value"].as_str().unwrap().into())).collect())
+        .unwrap_or_default()
+}
+
+fn only_run_dir(runs: &Path) -> PathBuf {
+    let dirs: Vec<PathBuf> = std::fs::read_dir(runs.join("itest")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1);
+    dirs[0].clone()
+}
+
+/// Every (key, step) -> value the journal of `run_dir` holds, with keys as
+/// MLflow spells them.
+fn journaled_metrics(run_dir: &Path) -> std::collections::BTreeMap<(String, u64), f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap().lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        if e["event"] == "metrics" {
+            for (k, v) in e["metrics"].as_object().unwrap() {
+                out.insert((k.replace('@', "_at_"), e["step"].as_u64().unwrap()), v.as_f64().unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn assert_server_has_every_metric(server: &MlflowServer, run_id: &str, run_dir: &Path) {
+    let journaled = journaled_metrics(run_dir);
+    assert!(journaled.len() > 20, "{journaled:?}");
+    for ((key, step), value) in &journaled {
+        let history = server.history(run_id, key);
+        assert!(
+            history.iter().any(|(s, v)| s == step && (v - value).abs() < 1e-9),
+            "{key} at step {step}: {history:?}"
+        );
+    }
+}
+
+fn run_ml100k_into(dir: &Path, epochs: usize, extra: &[&str]) -> std::process::Child {
+    write(&dir.join("exp.toml"), &experiment_toml(&shared_data().join("ml-100k"), epochs));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_funnel"));
+    cmd.current_dir(dir)
+        .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports", "--set", "tracking.type=mlflow"])
+        .args(extra)
+        .env_remove("MLFLOW_TRACKING_URI")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FUNNEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.spawn().unwrap()
+}
+
+fn finish(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "run failed:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn a_run_lands_in_mlflow_with_params_tags_metric_histories_and_artifacts() {
+    let Some(server) = MlflowServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("tracking.tracking_uri={}", server.url);
+    finish(run_ml100k_into(dir.path(), 3, &["--set", &uri]));
+    let run_dir = only_run_dir(&dir.path().join("runs"));
+
+    let run = server.only_run("itest");
+    let info = &run["info"];
+    assert_eq!(info["status"], "FINISHED");
+    assert_eq!(info["run_name"].as_str().unwrap(), run_dir.file_name().unwrap().to_str().unwrap());
+    let run_id = info["run_id"].as_str().unwrap();
+
+    let params = map(&run["data"]["params"]);
+    for (key, value) in [
+        ("model.type", "youtube_dnn"),
+        ("model.dim", "32"),
+        ("model.hidden", "[64]"),
+        ("sampler.type", "uniform"),
+        ("sampler.num_negatives", "200"),
+        ("train.epochs", "3"),
+        ("tracking.type", "mlflow"),
+        ("dataset.variant", "ml-100k"),
+    ] {
+        assert_eq!(params.get(key).map(String::as_str), Some(value), "param {key}: {params:?}");
+    }
+    let tags = map(&run["data"]["tags"]);
+    for key in [
+        "funnel.git.commit",
+        "funnel.git.dirty",
+        "config.hash",
+        "dataset.name",
+        "dataset.sha256",
+        "host",
+        "funnel.version",
+    ] {
+        assert!(tags.get(key).is_some_and(|v| !v.is_empty()), "tag {key}: {tags:?}");
+    }
+    assert_eq!(tags["dataset.name"], "movielens/ml-100k");
+    // The experiment file sits outside any repository: the build's commit stands in.
+    assert!(!tags.contains_key("git.commit"), "{tags:?}");
+    assert_eq!(tags["mlflow.source.git.commit"], tags["funnel.git.commit"]);
+    assert_eq!(tags["mlflow.note.content"], "integration test");
+
+    // Per-epoch histories with their steps; final test metrics.
+    assert_eq!(server.history(run_id, "train/loss").iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(server.history(run_id, "validation/recall_at_10").len(), 3);
+    assert_eq!(server.history(run_id, "train/examples_per_second").len(), 3);
+    let metrics: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+    let test_recall = server.history(run_id, "test/recall_at_10");
+    assert_eq!(test_recall.len(), 1);
+    assert!((test_recall[0].1 - metrics["test"]["recall@10"].as_f64().unwrap()).abs() < 1e-12);
+    assert_server_has_every_metric(&server, run_id, &run_dir);
+
+    let artifacts = server.artifacts(run_id, "");
+    for a in [
+        "resolved.toml",
+        "report.md",
+        "metrics.json",
+        "item_vectors.arrow",
+        "candidate_probabilities.tsv",
+        "plots/loss.svg",
+        "plots/validation.svg",
+    ] {
+        assert!(artifacts.iter().any(|p| p == a), "artifact {a} missing: {artifacts:?}");
+    }
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("mlflow.json")).unwrap()).unwrap();
+    let journal_lines = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap().lines().count();
+    assert_eq!(state["sent"].as_u64().unwrap() as usize, journal_lines, "everything acknowledged");
+}
+
+#[test]
+fn killing_the_server_mid_run_loses_nothing_once_synced() {
+    let Some(mut server) = MlflowServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("tracking.tracking_uri={}", server.url);
+    let child = run_ml100k_into(dir.path(), 6, &["--set", &uri]);
+
+    // Kill the server once it has the run's start and first epoch.
+    let started = Instant::now();
+    let acknowledged = |dir: &Path| -> u64 {
+        let Ok(runs) = std::fs::read_dir(dir.join("runs/itest")) else { return 0 };
+        runs.flatten()
+            .filter_map(|r| std::fs::read_to_string(r.path().join("mlflow.json")).ok())
+            .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|v| v["sent"].as_u64().unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
+    while acknowledged(dir.path()) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(300), "the run never reached MLflow");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill();
+    let stderr = finish(child);
+    assert!(stderr.contains("warning: MLflow at"), "the outage went unnoticed:\n{stderr}");
+    assert!(stderr.contains("cargo xtask mlflow sync"), "{stderr}");
+    let run_dir = only_run_dir(&dir.path().join("runs"));
+    let journal_lines = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap().lines().count();
+    assert!((acknowledged(dir.path()) as usize) < journal_lines, "the kill came after the run had finished");
+
+    server.restart();
+    let line = funnel_tracker_mlflow::sync::sync_run(&run_dir, None, None).unwrap();
+    assert!(line.starts_with("sent "), "{line}");
+    let run = server.only_run("itest");
+    assert_eq!(run["info"]["status"], "FINISHED");
+    let run_id = run["info"]["run_id"].as_str().unwrap();
+    assert_eq!(server.history(run_id, "train/loss").len(), 6);
+    assert_server_has_every_metric(&server, run_id, &run_dir);
+    assert!(server.artifacts(run_id, "").iter().any(|p| p == "report.md"));
+    // A second sync has nothing left to send.
+    let again = funnel_tracker_mlflow::sync::sync_run(&run_dir, None, None).unwrap();
+    assert!(again.starts_with("up to date"), "{again}");
+}
+
+#[test]
+fn without_a_server_the_run_is_journaled_and_uploaded_later() {
+    let Some(server) = MlflowServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = finish(run_ml100k_into(dir.path(), 2, &[]));
+    assert!(stderr.contains("no MLflow server given"), "{stderr}");
+    let run_dir = only_run_dir(&dir.path().join("runs"));
+    assert!(!run_dir.join("mlflow.json").exists());
+    let e = funnel_tracker_mlflow::sync::sync_run(&run_dir, None, None).unwrap_err().to_string();
+    assert!(e.contains("--tracking-uri"), "{e}");
+
+    funnel_tracker_mlflow::sync::sync_run(&run_dir, Some(&server.url), None).unwrap();
+    let run = server.only_run("itest");
+    let run_id = run["info"]["run_id"].as_str().unwrap();
+    assert_eq!(map(&run["data"]["params"])["model.dim"], "32");
+    assert_server_has_every_metric(&server, run_id, &run_dir);
+}
