@@ -46,14 +46,15 @@ impl Finished {
     }
 }
 
-/// Runs `funnel ARGS` in `dir` with a clean `FUNNEL_*` environment.
+/// Runs `funnel ARGS` in `dir` with a clean `FUNNEL_*` environment and no
+/// MLflow server from the developer's shell.
 pub fn funnel(dir: &Path, args: &[&str]) -> Finished {
     funnel_with_env(dir, args, &[])
 }
 
 pub fn funnel_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_funnel"));
-    cmd.current_dir(dir).args(args);
+    cmd.current_dir(dir).args(args).env_remove("MLFLOW_TRACKING_URI");
     for (k, _) in std::env::vars() {
         if k.starts_with("FUNNEL_") {
             cmd.env_remove(k);

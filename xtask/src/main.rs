@@ -190,7 +190,7 @@ fn ablations(features: &[String], args: &[String]) -> Result<ExitCode> {
         let runs_dir = runs_root.join(i.to_string());
         let mut run_args = vec![file.display().to_string(), "--runs-dir".into(), runs_dir.display().to_string()];
         run_args.extend(args.iter().cloned());
-        if funnel(features, "run", &run_args)? != ExitCode::SUCCESS {
+        if run(features, &run_args)? != ExitCode::SUCCESS {
             bail!("{} failed", file.display());
         }
         run_dirs.push(only_run_dir(&runs_dir)?);
