@@ -20,6 +20,8 @@ fn main() {
         Some(s) => (!s.is_empty()).to_string(),
         None => "unknown".into(),
     };
-    println!("cargo:rustc-env=FUNNEL_BUILD_GIT_COMMIT={commit}");
-    println!("cargo:rustc-env=FUNNEL_BUILD_GIT_DIRTY={dirty}");
+    // Not FUNNEL_*: cargo also sets these when it runs the binary, and every
+    // FUNNEL_ variable is configuration.
+    println!("cargo:rustc-env=BUILT_FROM_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=BUILT_FROM_GIT_DIRTY={dirty}");
 }

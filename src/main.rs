@@ -8,12 +8,14 @@ use funnel::compare;
 use funnel::experiment;
 use funnel::plugins;
 use funnel::run::{self, RunOptions};
+use funnel::sweep::{self, runner::SweepOptions};
 
 const USAGE: &str = "\
 usage:
-  funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR] [--resume RUN_DIR] [--trial N]
+  funnel run FILE [--set key.path=value]... [--dry-run] [--runs-dir DIR] [--reports-dir DIR] [--resume RUN_DIR] [--trial N] [--parent-run SWEEP_DIR]
   funnel check FILE [--set key.path=value]...
   funnel plan FILE [--set key.path=value]...
+  funnel sweep FILE [--set key.path=value]... [--jobs N] [--emit slurm] [--sweep-dir DIR] [--runs-dir DIR] [--reports-dir DIR]
   funnel plugins
   funnel compare --out FILE --title TITLE [--intro TEXT] RUN_DIR...
 
@@ -22,6 +24,11 @@ usage:
   check     load and resolve FILE, print the resolved configuration (same as run --dry-run)
   plugins   list every registered component with its parameters and defaults
   plan      list the trials of FILE's [sweep] (each checked); run one with run --trial N
+  sweep     run every trial of FILE's [sweep] and the base configuration per seed, N at a
+            time as separate processes nested under one tracker run, skipping runs that
+            finished before (same resolved configuration); then write
+            reports/<experiment>/sweep-<timestamp>.md. --emit slurm writes a Slurm array
+            job (submit.sh) instead of running; --sweep-dir continues a sweep's folder
   compare   write a Markdown table comparing finished runs (their metrics.json)
 
 Configuration layers: FILE, then FUNNEL_* environment variables
@@ -45,6 +52,10 @@ struct Args {
     reports_dir: PathBuf,
     resume: Option<PathBuf>,
     trial: Option<usize>,
+    parent: Option<PathBuf>,
+    jobs: usize,
+    emit: Option<String>,
+    sweep_dir: Option<PathBuf>,
 }
 
 fn cli(args: Vec<String>) -> Result<()> {
@@ -86,7 +97,7 @@ fn cli(args: Vec<String>) -> Result<()> {
             let summary = run::run(
                 &exp,
                 &registry,
-                &RunOptions { runs_dir: a.runs_dir, reports_dir: a.reports_dir, resume: a.resume },
+                &RunOptions { runs_dir: a.runs_dir, reports_dir: a.reports_dir, resume: a.resume, parent: a.parent },
             )
             .with_context(|| format!("experiment {}", a.file.display()))?;
             println!("best epoch: {}", summary.best_epoch);
@@ -94,6 +105,29 @@ fn cli(args: Vec<String>) -> Result<()> {
                 println!("test {k}: {v:.4}");
             }
             println!("report: {}", summary.report.display());
+            Ok(())
+        }
+        "sweep" => {
+            let a = parse(rest)?;
+            let opts = SweepOptions {
+                runs_dir: a.runs_dir,
+                reports_dir: a.reports_dir,
+                jobs: a.jobs,
+                sweep_dir: a.sweep_dir,
+                funnel: std::env::current_exe().context("locating the funnel executable")?,
+            };
+            match a.emit.as_deref() {
+                None => {
+                    let summary = sweep::runner::run(&a.file, &a.sets, &registry, &opts)?;
+                    println!("sweep report: {}", summary.report.display());
+                }
+                Some("slurm") => {
+                    let e = sweep::slurm::emit(&a.file, &a.sets, &registry, &opts)?;
+                    println!("wrote {} ({} array tasks) and {}", e.array.display(), e.tasks, e.submit.display());
+                    println!("on the cluster's login node: bash {}", e.submit.display());
+                }
+                Some(other) => bail!("--emit {other}: the only target is `slurm`"),
+            }
             Ok(())
         }
         "compare" => compare(rest),
@@ -141,6 +175,10 @@ fn parse(rest: &[String]) -> Result<Args> {
         reports_dir: PathBuf::from("reports"),
         resume: None,
         trial: None,
+        parent: None,
+        jobs: 1,
+        emit: None,
+        sweep_dir: None,
     };
     let mut it = rest.iter();
     while let Some(arg) = it.next() {
@@ -151,6 +189,14 @@ fn parse(rest: &[String]) -> Result<Args> {
             "--runs-dir" => a.runs_dir = value("--runs-dir")?.into(),
             "--reports-dir" => a.reports_dir = value("--reports-dir")?.into(),
             "--resume" => a.resume = Some(value("--resume")?.into()),
+            "--parent-run" => a.parent = Some(value("--parent-run")?.into()),
+            "--sweep-dir" => a.sweep_dir = Some(value("--sweep-dir")?.into()),
+            "--emit" => a.emit = Some(value("--emit")?),
+            "--jobs" => {
+                let v = value("--jobs")?;
+                a.jobs =
+                    v.parse().ok().filter(|n| *n > 0).with_context(|| format!("--jobs {v}: expected a number >= 1"))?;
+            }
             "--trial" => {
                 let v = value("--trial")?;
                 a.trial = Some(v.parse().with_context(|| format!("--trial {v}: expected a trial number"))?);

@@ -20,6 +20,8 @@ pub struct RunOptions {
     pub reports_dir: PathBuf,
     /// Continue the run in this folder from its last checkpoint.
     pub resume: Option<PathBuf>,
+    /// The sweep folder this run is a trial of.
+    pub parent: Option<PathBuf>,
 }
 
 /// What a finished run produced.
@@ -34,6 +36,9 @@ pub struct RunSummary {
 /// The sampler's q(item) as a table: what the logQ correction subtracted.
 const CANDIDATE_PROBABILITIES: &str = "candidate_probabilities.tsv";
 
+/// Each test user's 0-based rank of their held-out item.
+pub const TEST_RANKS: &str = "test_ranks.tsv";
+
 /// Folder of the run's charts.
 const PLOTS: &str = "plots";
 
@@ -47,7 +52,7 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
     let spec = &exp.spec;
     let stamp = Timestamp::now();
     let resolved = resolved_toml(exp);
-    let config_hash = format!("{:016x}", fnv1a(spec.to_toml().as_bytes()));
+    let config_hash = config_hash(spec);
     let (run_dir, resume) = match &opts.resume {
         Some(dir) => {
             let c =
@@ -104,6 +109,7 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
         .into_iter()
         .chain(git_tags(&exp.path))
         .collect(),
+        parent_run_dir: opts.parent.clone(),
     };
     tracker.start(&info)?;
     let ctx = RunContext { run_dir: &run_dir, stamp: &stamp, resolved: &resolved, config_hash: &config_hash };
@@ -194,9 +200,16 @@ fn train_and_report(
         &training::Checkpointing { path: &checkpoint_path, config_hash: ctx.config_hash },
     )?;
     model.load_state(&trained.best_state)?;
-    let test = training::evaluate(model.as_ref(), evaluator.as_ref(), &examples, &examples.test)
-        .context("test evaluation")?
-        .metrics;
+    let tested =
+        training::evaluate(model.as_ref(), evaluator.as_ref(), &examples, &examples.test).context("test evaluation")?;
+    let test = tested.metrics;
+    // Per-user ranks make paired significance tests between runs possible.
+    let mut ranks = String::from("user_id\ttarget_item_id\trank\n");
+    for (ex, rank) in examples.test.iter().zip(&tested.ranks) {
+        let (user, item) = (data.user_raw_ids[ex.user as usize], data.catalog.raw_ids[examples.target(*ex) as usize]);
+        ranks.push_str(&format!("{user}\t{item}\t{rank}\n"));
+    }
+    write(&run_dir.join(TEST_RANKS), &ranks)?;
     let final_metrics: Metrics = test
         .iter()
         .map(|(k, v)| (format!("test/{k}"), *v))
@@ -256,6 +269,7 @@ fn train_and_report(
     let metrics_json = serde_json::to_string_pretty(&serde_json::json!({
         "experiment": spec.experiment.name,
         "description": spec.experiment.description,
+        "config_hash": ctx.config_hash,
         "sampler": spec.sampler.kind,
         "model": spec.model.kind,
         "parameters": report.parameters,
@@ -268,7 +282,9 @@ fn train_and_report(
         "wall_seconds": report.wall_seconds,
     }))?;
     write(&run_dir.join("metrics.json"), &metrics_json)?;
-    for artifact in ["resolved.toml", "report.md", "metrics.json", CANDIDATE_PROBABILITIES, crate::item_vectors::FILE] {
+    for artifact in
+        ["resolved.toml", "report.md", "metrics.json", CANDIDATE_PROBABILITIES, TEST_RANKS, crate::item_vectors::FILE]
+    {
         tracker.log_artifact(&run_dir.join(artifact))?;
     }
     for (_, file) in &plots {
@@ -361,8 +377,8 @@ fn host_name() -> String {
 /// repository holding the experiment file, when there is one.
 fn git_tags(experiment_file: &Path) -> Vec<(String, String)> {
     let mut tags = vec![
-        ("funnel.git.commit".to_string(), env!("FUNNEL_BUILD_GIT_COMMIT").to_string()),
-        ("funnel.git.dirty".to_string(), env!("FUNNEL_BUILD_GIT_DIRTY").to_string()),
+        ("funnel.git.commit".to_string(), env!("BUILT_FROM_GIT_COMMIT").to_string()),
+        ("funnel.git.dirty".to_string(), env!("BUILT_FROM_GIT_DIRTY").to_string()),
     ];
     let dir = experiment_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let git = |args: &[&str]| {
@@ -386,7 +402,7 @@ fn git_tags(experiment_file: &Path) -> Vec<(String, String)> {
 
 /// Creates `<parent>/<name>`, or `<name>-2`, `-3`, ... when a concurrent run
 /// took the name, so two runs never share a folder.
-fn create_unique_dir(parent: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn create_unique_dir(parent: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     for n in 1.. {
         let dir = if n == 1 { parent.join(name) } else { parent.join(format!("{name}-{n}")) };
@@ -401,13 +417,22 @@ fn create_unique_dir(parent: &Path, name: &str) -> Result<PathBuf> {
 
 /// Writes `text` to `path` through a temporary file and a rename, so a crash
 /// never leaves a half-written file.
-fn write(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Fingerprint of a resolved configuration: equal hashes, equal runs.
+/// The `[sweep]` table is left out: it says how to vary a run, not what ran,
+/// so extending a sweep keeps its finished trials.
+pub fn config_hash(spec: &crate::experiment::ExperimentSpec) -> String {
+    let mut spec = spec.clone();
+    spec.sweep = None;
+    format!("{:016x}", fnv1a(spec.to_toml().as_bytes()))
 }
 
 /// 64-bit FNV-1a: a stable fingerprint of the resolved configuration.

@@ -340,3 +340,54 @@ fn without_a_server_the_run_is_journaled_and_uploaded_later() {
     assert_eq!(map(&run["data"]["params"])["model.dim"], "32");
     assert_server_has_every_metric(&server, run_id, &run_dir);
 }
+
+#[test]
+fn a_sweep_nests_its_runs_under_one_parent_run() {
+    let Some(server) = MlflowServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    synthetic_ml100k(&data, 30, 12);
+    let text = experiment_toml(&data, 1)
+        .replace("num_negatives = 200", "num_negatives = 20")
+        .replace("ks = [10, 50]", "ks = [5, 10]")
+        + "\n[sweep]\nmethod = \"grid\"\n[sweep.params]\n\"model.dim\" = [8, 16]\n";
+    write(&dir.path().join("exp.toml"), &text);
+    let uri = format!("tracking.tracking_uri={}", server.url);
+    funnel(dir.path(), &["sweep", "exp.toml", "--set", "tracking.type=mlflow", "--set", &uri, "--jobs", "2"])
+        .assert_success();
+
+    let experiment = server.get("experiments/get-by-name", &[("experiment_name", "itest")]);
+    let id = experiment["experiment"]["experiment_id"].as_str().unwrap().to_string();
+    let body = serde_json::json!({"experiment_ids": [id]}).to_string();
+    let found: Value = serde_json::from_str(
+        &ureq::post(&format!("{}/api/2.0/mlflow/runs/search", server.url))
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .unwrap()
+            .into_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let runs = found["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "parent + base + 2 trials: {found}");
+    let (parents, children): (Vec<&Value>, Vec<&Value>) =
+        runs.iter().partition(|r| r["info"]["run_name"].as_str().unwrap().starts_with("sweep-"));
+    assert_eq!(parents.len(), 1);
+    let parent_id = parents[0]["info"]["run_id"].as_str().unwrap();
+    assert_eq!(parents[0]["info"]["status"], "FINISHED");
+    for child in &children {
+        assert_eq!(
+            map(&child["data"]["tags"]).get("mlflow.parentRunId").map(String::as_str),
+            Some(parent_id),
+            "{child}"
+        );
+        assert_eq!(child["info"]["status"], "FINISHED");
+    }
+    assert_eq!(server.history(parent_id, "trial/validation/recall_at_10").len(), 3);
+    let artifacts = server.artifacts(parent_id, "");
+    assert!(
+        artifacts.iter().any(|a| a == "report.md") && artifacts.iter().any(|a| a == "plots/model_dim.svg"),
+        "{artifacts:?}"
+    );
+}

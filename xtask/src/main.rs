@@ -18,6 +18,10 @@ usage: cargo xtask <command> [args]
   run FILE [--set k=v]... [--dry-run]   train and evaluate an experiment (release build); with
                                         [tracking] type = \"mlflow\" and no server named, it starts
                                         the local MLflow server first
+  sweep FILE [--jobs N] [--set k=v]...  run FILE's [sweep]: every trial and the base per seed, N at
+                                        a time, nested under one MLflow run; finished runs are
+                                        reused; writes reports/<experiment>/sweep-<timestamp>.md
+  sweep FILE --emit slurm               write a Slurm array job for the sweep instead (submit.sh)
   mlflow up [--port N]                  install MLflow (pinned) into .venv when absent and start a
                                         server on 127.0.0.1 (SQLite + artifacts under .mlflow/)
   mlflow down | status                  stop the local server / tell whether it runs and where
@@ -54,7 +58,8 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
     let (features, rest) = split_features(rest);
     match command.as_str() {
-        "run" => run(&features, &rest),
+        "run" => run(&features, "run", &rest),
+        "sweep" => run(&features, "sweep", &rest),
         "mlflow" => mlflow_command(&rest),
         "plugins" => funnel(&features, "plugins", &rest),
         "test" => test(&rest),
@@ -93,14 +98,17 @@ fn release_binary(name: &str, selector: &[&str], features: &[String]) -> Result<
     Ok(Path::new("target").join("release").join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
 }
 
-/// `run`, with the local MLflow server started when the experiment tracks to
-/// MLflow and names no server.
-fn run(features: &[String], args: &[String]) -> Result<ExitCode> {
+/// `funnel run` or `funnel sweep`, with the local MLflow server started when
+/// the experiment tracks to MLflow and names no server.
+fn run(features: &[String], command: &str, args: &[String]) -> Result<ExitCode> {
     let bin = funnel_binary(features)?;
     let mut cmd = Command::new(&bin);
-    cmd.arg("run").args(args);
+    cmd.arg(command).args(args);
     if std::env::var_os("MLFLOW_TRACKING_URI").is_none() && !args.iter().any(|a| a == "--dry-run") {
-        let check = Command::new(&bin).arg("check").args(args).stderr(std::process::Stdio::inherit()).output()?;
+        // `check` resolves the same file and overrides (sweep flags aside).
+        let check_args = without_sweep_flags(args);
+        let check =
+            Command::new(&bin).arg("check").args(&check_args).stderr(std::process::Stdio::inherit()).output()?;
         if !check.status.success() {
             return Ok(ExitCode::from(2));
         }
@@ -111,6 +119,20 @@ fn run(features: &[String], args: &[String]) -> Result<ExitCode> {
         }
     }
     Ok(if status(&mut cmd)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `args` without `--jobs N`, `--emit X` and `--sweep-dir D`, which only `sweep` takes.
+fn without_sweep_flags(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if ["--jobs", "--emit", "--sweep-dir"].contains(&a.as_str()) {
+            it.next();
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 fn mlflow_command(args: &[String]) -> Result<ExitCode> {
@@ -190,7 +212,7 @@ fn ablations(features: &[String], args: &[String]) -> Result<ExitCode> {
         let runs_dir = runs_root.join(i.to_string());
         let mut run_args = vec![file.display().to_string(), "--runs-dir".into(), runs_dir.display().to_string()];
         run_args.extend(args.iter().cloned());
-        if run(features, &run_args)? != ExitCode::SUCCESS {
+        if run(features, "run", &run_args)? != ExitCode::SUCCESS {
             bail!("{} failed", file.display());
         }
         run_dirs.push(only_run_dir(&runs_dir)?);

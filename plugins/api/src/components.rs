@@ -175,6 +175,9 @@ pub struct RunInfo {
     /// Every resolved parameter, flattened to dotted keys.
     pub params: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
+    /// Folder of the run this one belongs to (a sweep's trials name the
+    /// sweep), so trackers can nest them.
+    pub parent_run_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

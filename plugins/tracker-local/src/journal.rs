@@ -24,6 +24,9 @@ pub enum Event {
         run: String,
         params: BTreeMap<String, String>,
         tags: BTreeMap<String, String>,
+        /// The parent run's folder, for runs nested in a sweep.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
     },
     Metrics {
         time_ms: u64,
@@ -53,6 +56,7 @@ impl Event {
             run: run.run_name.clone(),
             params: run.params.iter().cloned().collect(),
             tags: run.tags.iter().cloned().collect(),
+            parent: run.parent_run_dir.as_ref().map(|p| p.to_string_lossy().into_owned()),
         }
     }
 
@@ -149,6 +153,7 @@ mod tests {
             run_dir: dir.to_path_buf(),
             params: vec![("model.hidden".into(), "[256]".into())],
             tags: vec![("seed".into(), "7".into())],
+            parent_run_dir: None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use funnel_tracker_local::{Journal, JOURNAL};
+use funnel_tracker_local::{Event, Journal, JOURNAL};
 
 use crate::{catch_up, MlflowClient, UploadState, TRACKING_URI_ENV};
 
@@ -36,6 +36,17 @@ pub fn sync_run(run_dir: &Path, uri: Option<&str>, default_uri: Option<&str>) ->
             None => bail!("no server to sync to: pass --tracking-uri or set ${TRACKING_URI_ENV}"),
         },
     };
+    // A nested run needs its parent on the server first.
+    let parent = events.iter().find_map(|e| match e {
+        Event::Start { parent: Some(p), .. } => Some(PathBuf::from(p)),
+        _ => None,
+    });
+    if let Some(parent) = parent {
+        if UploadState::load(&parent, &uri)?.run.is_none() {
+            sync_run(&parent, Some(&uri), None)
+                .with_context(|| format!("syncing the parent run {}", parent.display()))?;
+        }
+    }
     let mut state = UploadState::load(run_dir, &uri)?;
     let before = state.sent;
     if before >= events.len() {

@@ -66,9 +66,12 @@ pub fn catch_up(client: &MlflowClient, run_dir: &Path, state: &mut UploadState, 
     while state.sent < events.len() {
         let pending = &events[state.sent..];
         let consumed = match &pending[0] {
-            Event::Start { time_ms, experiment, run, params, tags } => {
+            Event::Start { time_ms, experiment, run, params, tags, parent } => {
                 let params: Vec<(String, String)> = params.clone().into_iter().collect();
-                let tags = with_mlflow_tags(tags);
+                let mut tags = with_mlflow_tags(tags);
+                if let Some(parent) = parent {
+                    tags.push(parent_tag(Path::new(parent), &state.tracking_uri)?);
+                }
                 let handle = match &state.run {
                     // A resumed run continues the same MLflow run.
                     Some(h) => {
@@ -142,4 +145,14 @@ fn with_mlflow_tags(tags: &std::collections::BTreeMap<String, String>) -> Vec<(S
         out.push(("mlflow.note.content".into(), d.clone()));
     }
     out
+}
+
+/// `mlflow.parentRunId` naming the parent's run on the same server, so the
+/// UI nests this run under it. The parent must have reached the server first.
+fn parent_tag(parent_dir: &Path, tracking_uri: &str) -> Result<(String, String)> {
+    let parent = UploadState::load(parent_dir, tracking_uri)?;
+    let run = parent.run.with_context(|| {
+        format!("the parent run {} is not on {tracking_uri} yet; sync it first", parent_dir.display())
+    })?;
+    Ok(("mlflow.parentRunId".into(), run.run_id))
 }

@@ -3,6 +3,11 @@
 //! file always gives the same numbered trials, so a trial is a
 //! self-contained command (`funnel run FILE --trial N`).
 
+pub mod report;
+pub mod runner;
+pub mod slurm;
+pub mod stats;
+
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
@@ -168,17 +173,35 @@ fn draw(space: &Space, rng: &mut StdRng) -> toml::Value {
         Space::Values(values) | Space::Distribution(Distribution::Choice { values }) => {
             values[rng.gen_range(0..values.len())].clone()
         }
-        Space::Distribution(Distribution::Uniform { low, high }) => toml::Value::Float(rng.gen_range(*low..*high)),
+        Space::Distribution(Distribution::Uniform { low, high }) => {
+            toml::Value::Float(significant(rng.gen_range(*low..*high), *low, *high))
+        }
         Space::Distribution(Distribution::Loguniform { low, high }) => {
-            toml::Value::Float(rng.gen_range(low.ln()..high.ln()).exp())
+            toml::Value::Float(significant(rng.gen_range(low.ln()..high.ln()).exp(), *low, *high))
         }
         Space::Distribution(Distribution::Int { low, high }) => toml::Value::Integer(rng.gen_range(*low..=*high)),
     }
 }
 
+/// `x` to four significant digits (kept inside `[low, high]`): configurations
+/// read `lr = 0.002318`, not `0.0023183594364744945`, in reports and commands,
+/// and four digits are finer than any hyperparameter's effect.
+fn significant(x: f64, low: f64, high: f64) -> f64 {
+    // Through decimal text, so the result is the f64 closest to those digits.
+    let rounded: f64 = format!("{x:.3e}").parse().unwrap_or(x);
+    rounded.clamp(low, high)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drawn_values_keep_four_significant_digits() {
+        assert_eq!(significant(0.0023183594364744945, 1e-4, 1e-2), 0.002318);
+        assert_eq!(significant(123.456, 0.0, 1000.0), 123.5);
+        assert_eq!(significant(0.99996, 0.5, 0.9999), 0.9999);
+    }
 
     fn spec(text: &str) -> SweepSpec {
         toml::from_str(text).unwrap()
