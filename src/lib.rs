@@ -12,8 +12,10 @@ pub mod experiment;
 pub mod item_vectors;
 pub mod plot;
 pub mod plugins;
+pub mod recommend;
 pub mod report;
 pub mod run;
+pub mod serving;
 pub mod sweep;
 pub mod training;
 

@@ -16,12 +16,15 @@ usage:
   funnel check FILE [--set key.path=value]...
   funnel plan FILE [--set key.path=value]...
   funnel sweep FILE [--set key.path=value]... [--jobs N] [--emit slurm] [--sweep-dir DIR] [--runs-dir DIR] [--reports-dir DIR]
+  funnel recommend --run RUN_DIR (--user ID | --items ID,ID,...) [--k N]
   funnel plugins
   funnel compare --out FILE --title TITLE [--intro TEXT] RUN_DIR...
 
   run       train and evaluate the experiment in FILE; --resume continues the run in
             RUN_DIR from its last checkpoint (same FILE and overrides)
   check     load and resolve FILE, print the resolved configuration (same as run --dry-run)
+  recommend the top N (default 10) titles for a dataset user, or for an ad-hoc history of
+            item ids (oldest first), through a finished run's saved model and index
   plugins   list every registered component with its parameters and defaults
   plan      list the trials of FILE's [sweep] (each checked); run one with run --trial N
   sweep     run every trial of FILE's [sweep] and the base configuration per seed, N at a
@@ -130,6 +133,7 @@ fn cli(args: Vec<String>) -> Result<()> {
             }
             Ok(())
         }
+        "recommend" => recommend(rest, &registry),
         "compare" => compare(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
@@ -137,6 +141,44 @@ fn cli(args: Vec<String>) -> Result<()> {
         }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
+}
+
+fn recommend(rest: &[String], registry: &funnel::api::Registry) -> Result<()> {
+    use funnel::recommend::{recommend, Query};
+    let (mut run, mut query, mut k) = (None, None, 10usize);
+    let mut it = rest.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().cloned().with_context(|| format!("{flag} needs a value\n\n{USAGE}"));
+        match arg.as_str() {
+            "--run" => run = Some(PathBuf::from(value("--run")?)),
+            "--user" => {
+                let v = value("--user")?;
+                query = Some(Query::User(v.parse().with_context(|| format!("--user {v}: expected a user id"))?));
+            }
+            "--items" => {
+                let v = value("--items")?;
+                let ids = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<u64>().with_context(|| format!("--items {v}: `{s}` is not an item id")))
+                    .collect::<Result<Vec<_>>>()?;
+                query = Some(Query::Items(ids));
+            }
+            "--k" => {
+                let v = value("--k")?;
+                k = v.parse().ok().filter(|k| *k > 0).with_context(|| format!("--k {v}: expected a number >= 1"))?;
+            }
+            other => bail!("unknown argument `{other}`\n\n{USAGE}"),
+        }
+    }
+    let run = run.with_context(|| format!("recommend needs --run RUN_DIR\n\n{USAGE}"))?;
+    let query = query.with_context(|| format!("recommend needs --user ID or --items ID,ID,...\n\n{USAGE}"))?;
+    let answer = recommend(&run, &query, k, registry)?;
+    println!("history (newest first): {}", answer.history.join("; "));
+    println!("top {k}:");
+    for (i, r) in answer.items.iter().enumerate() {
+        println!("{:>3}. {} (item {}, score {:.4})", i + 1, r.title, r.item_id, r.score);
+    }
+    Ok(())
 }
 
 fn compare(rest: &[String]) -> Result<()> {

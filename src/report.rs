@@ -75,6 +75,8 @@ pub struct Report {
     pub samples: Vec<SampleUser>,
     /// Charts as (caption, path relative to the report).
     pub plots: Vec<(String, String)>,
+    /// The `[index]` type and how serving through it measured.
+    pub serving: Option<(String, crate::serving::Serving)>,
 }
 
 /// Validation columns of the per-epoch table, when present.
@@ -154,6 +156,46 @@ impl Report {
 
         for (caption, path) in &self.plots {
             let _ = writeln!(s, "\n![{caption}]({path})");
+        }
+
+        if let Some((kind, sv)) = &self.serving {
+            let _ = writeln!(s, "\n## Serving through the index\n");
+            let _ = writeln!(
+                s,
+                "`[index] type = \"{kind}\"` over the {} item vectors, queried once per test user for the top {} \
+                 (seen items excluded). These numbers describe the index; the test metrics above are exact \
+                 full-catalog ranking and never come from an index.\n",
+                self.dataset.items, sv.k
+            );
+            let _ = writeln!(
+                s,
+                "| K | recall vs exact top K | test recall@K via index | exact | test ndcg@K via index | exact |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            for (k, overlap) in &sv.recall_vs_exact {
+                let g = |m: &Metrics, name: &str| m.get(&format!("{name}@{k}")).copied().unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    s,
+                    "| {k} | {overlap:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                    g(&sv.through_index, "recall"),
+                    g(&sv.exact, "recall"),
+                    g(&sv.through_index, "ndcg"),
+                    g(&sv.exact, "ndcg")
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nBuild {:.2} s, {:.1} MB in memory; {:.0} queries/s on one thread, {:.0} on {} threads; latency p50 \
+                 {:.3} ms, p99 {:.3} ms ({} queries).",
+                sv.build_seconds,
+                sv.size_bytes as f64 / 1e6,
+                sv.queries_per_second_one_thread,
+                sv.queries_per_second_all_threads,
+                sv.threads,
+                sv.p50_ms,
+                sv.p99_ms,
+                sv.queries
+            );
         }
 
         if !self.samples.is_empty() {
@@ -297,6 +339,7 @@ mod tests {
                 recommended: vec![("C".into(), true), ("D".into(), false)],
             }],
             plots: vec![("loss".into(), "plots/loss.svg".into())],
+            serving: None,
         };
         let md = r.render();
         for needle in [

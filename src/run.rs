@@ -39,6 +39,11 @@ const CANDIDATE_PROBABILITIES: &str = "candidate_probabilities.tsv";
 /// Each test user's 0-based rank of their held-out item.
 pub const TEST_RANKS: &str = "test_ranks.tsv";
 
+/// The trained model (best epoch) in the checkpoint format.
+pub const MODEL: &str = "model.bin";
+/// Folder the built index is saved into.
+pub const INDEX: &str = "index";
+
 /// Folder of the run's charts.
 const PLOTS: &str = "plots";
 
@@ -219,7 +224,41 @@ fn train_and_report(
 
     let items = model.item_vectors()?;
     crate::item_vectors::write(&run_dir.join(crate::item_vectors::FILE), &items, &data.catalog)?;
-    index.build(&items).with_context(|| within(ComponentKind::Index))?;
+    let final_state = Checkpoint {
+        config_hash: ctx.config_hash.to_string(),
+        epoch: trained.best_epoch,
+        records: Vec::new(),
+        best_epoch: trained.best_epoch,
+        best_score: trained.epochs[trained.best_epoch - 1]
+            .validation
+            .get(evaluator.selection_metric())
+            .copied()
+            .unwrap_or_default(),
+        best_state: trained.best_state.clone(),
+        model: Default::default(),
+        sampler: Default::default(),
+    };
+    checkpoint::write(&run_dir.join(MODEL), &final_state)?;
+
+    // Serving: every test user's query through the index, against exact search.
+    let mut histories = funnel_api::Histories::new(examples.max_history);
+    for &ex in &examples.test {
+        histories.push(examples.history(ex));
+    }
+    let users = model.user_vectors(&histories)?;
+    let cases: Vec<funnel_api::EvalCase<'_>> = examples
+        .test
+        .iter()
+        .map(|&ex| funnel_api::EvalCase { seen: examples.seen(ex), target: examples.target(ex) })
+        .collect();
+    eprintln!("serving: building the index and answering {} test queries", cases.len());
+    let serving = crate::serving::measure(index.as_mut(), &items, &users, &cases, &crate::serving::cutoffs(&test))
+        .with_context(|| within(ComponentKind::Index))?;
+    tracker.log_metrics(trained.best_epoch as u64, &serving.metrics())?;
+    let index_dir = run_dir.join(INDEX);
+    let _ = std::fs::remove_dir_all(&index_dir);
+    std::fs::create_dir_all(&index_dir).with_context(|| format!("creating {}", index_dir.display()))?;
+    let index_files = index.save(&index_dir).with_context(|| within(ComponentKind::Index))?;
     let mut samples = Vec::new();
     let n_test = examples.test.len();
     for s in 0..SAMPLE_USERS.min(n_test) {
@@ -251,6 +290,7 @@ fn train_and_report(
         test: test.clone(),
         wall_seconds: started.elapsed().as_secs_f64(),
         samples,
+        serving: Some((spec.index.kind.clone(), serving.clone())),
         plots: plots.iter().map(|(caption, file)| (caption.clone(), format!("{PLOTS}/{file}"))).collect(),
     };
     let markdown = report.render();
@@ -280,6 +320,7 @@ fn train_and_report(
         "examples_per_second": trained_examples / train_seconds.max(1e-9),
         "train_seconds": train_seconds,
         "wall_seconds": report.wall_seconds,
+        "serving": serving,
     }))?;
     write(&run_dir.join("metrics.json"), &metrics_json)?;
     for artifact in
@@ -289,6 +330,10 @@ fn train_and_report(
     }
     for (_, file) in &plots {
         tracker.log_artifact(&run_dir.join(PLOTS).join(file))?;
+    }
+    tracker.log_artifact(&run_dir.join(MODEL))?;
+    for file in &index_files {
+        tracker.log_artifact(file)?;
     }
     eprintln!("report: {}", report_path.display());
     Ok(RunSummary { run_dir: run_dir.to_path_buf(), report: report_path, best_epoch: trained.best_epoch, test })

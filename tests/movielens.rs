@@ -75,6 +75,40 @@ fn ml100k_trains_evaluates_reports_and_repeats_itself() {
     let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
     assert_eq!(journal.lines().filter(|l| l.contains("\"validation/recall@10\"")).count(), 3);
 
+    // Serving through the (exact) index agrees with the evaluator.
+    let serving = &a["serving"];
+    assert_eq!(serving["recall_vs_exact"]["10"].as_f64(), Some(1.0), "{serving}");
+    let via_index = serving["through_index"]["recall@10"].as_f64().unwrap();
+    assert!((via_index - recall).abs() < 0.002, "index {via_index} vs evaluator {recall}");
+    assert!(serving["queries_per_second_one_thread"].as_f64().unwrap() > 0.0);
+    assert!(report.contains("## Serving through the index"), "{report}");
+    assert!(run_dir.join("model.bin").is_file() && run_dir.join("index").is_dir());
+
+    // The saved run answers recommendation queries.
+    let user = std::fs::read_to_string(run_dir.join("test_ranks.tsv"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    let rec = funnel(dir.path(), &["recommend", "--run", run_dir.to_str().unwrap(), "--user", &user, "--k", "5"]);
+    rec.assert_success();
+    assert!(rec.stdout.starts_with("history (newest first): "), "{}", rec.stdout);
+    assert_eq!(rec.stdout.lines().filter(|l| l.contains("(item ")).count(), 5, "{}", rec.stdout);
+    assert!(rec.stdout.contains("(199"), "titles expected:\n{}", rec.stdout);
+    let adhoc = funnel(dir.path(), &["recommend", "--run", run_dir.to_str().unwrap(), "--items", "50,172,181"]);
+    adhoc.assert_success();
+    assert!(adhoc.stdout.contains("Star Wars (1977)") && adhoc.stdout.contains("top 10:"), "{}", adhoc.stdout);
+    assert!(!adhoc.stdout.split("top 10:").nth(1).unwrap().contains("Star Wars (1977)"), "history items are excluded");
+    funnel(dir.path(), &["recommend", "--run", run_dir.to_str().unwrap(), "--user", "999999"])
+        .assert_error(&["user 999999"]);
+    funnel(dir.path(), &["recommend", "--run", run_dir.to_str().unwrap(), "--items", "1,x"]).assert_error(&["`x`"]);
+    funnel(dir.path(), &["recommend", "--run", "nowhere", "--user", "1"])
+        .assert_error(&["nowhere", "not a finished run"]);
+
     // Same seed, same metrics (throughput aside).
     run_ml100k(dir.path(), "runs-b", &[]);
     let b = metrics(&dir.path().join("runs-b/itest"));

@@ -29,6 +29,10 @@ usage: cargo xtask <command> [args]
                                         upload what runs journaled while MLflow was away (all runs
                                         under runs/ by default)
   plugins                               list registered components, parameters, defaults
+  recommend --run DIR --user ID [--k N] top titles for a user through a run's saved model and index
+  recommend --run DIR --items 1,2,3     ... or for an ad-hoc history of item ids
+  bench index [ARGS]                    ANN index benchmark (1M x 64 clustered catalog by default;
+                                        --vectors RUN_DIR/item_vectors.arrow for a run's vectors)
   test                                  the whole test suite, as CI runs it (release build)
   ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
                                         and regenerate reports/negative-sampling.md
@@ -62,6 +66,8 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
         "sweep" => run(&features, "sweep", &rest),
         "mlflow" => mlflow_command(&rest),
         "plugins" => funnel(&features, "plugins", &rest),
+        "recommend" => funnel(&features, "recommend", &rest),
+        "bench" => bench(&rest),
         "test" => test(&rest),
         "ablations" => ablations(&features, &rest),
         "check-cuda" => check_cuda(),
@@ -176,6 +182,18 @@ fn mlflow_command(args: &[String]) -> Result<ExitCode> {
         other => bail!("unknown mlflow command `{other}`: up, down, status, install or sync"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Benchmarks, always optimized (`cargo bench`).
+fn bench(args: &[String]) -> Result<ExitCode> {
+    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index") };
+    match what.as_str() {
+        "index" => {
+            let ok = status(cargo().args(["bench", "--bench", "index", "--"]).args(rest))?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        other => bail!("unknown benchmark `{other}`: index"),
+    }
 }
 
 /// Compiles the CUDA path of dfdx and funnel against a project-local toolkit.

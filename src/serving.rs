@@ -1,0 +1,281 @@
+//! Serving-side retrieval: the run's `[index]` answers the test users'
+//! queries the way production would, and is measured against exact search —
+//! overlap with the exact top K, the end-to-end metrics through the index next
+//! to the exact ones, and speed. These numbers describe the index, never the
+//! model: the run's test metrics stay those of exact full-catalog ranking.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use funnel_api::{dot, EvalCase, Index, ItemIdx, Matrix, Metrics};
+
+/// What serving through the index measured.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Serving {
+    pub build_seconds: f64,
+    pub size_bytes: usize,
+    pub queries: usize,
+    /// The largest K asked for: every query fetched this many.
+    pub k: usize,
+    /// Mean overlap of the index's top K with the exact top K, per K.
+    pub recall_vs_exact: BTreeMap<usize, f64>,
+    /// `recall@K` and `ndcg@K` of the held-out items through the index.
+    pub through_index: Metrics,
+    /// The same metrics by exact search, for comparison.
+    pub exact: Metrics,
+    pub queries_per_second_one_thread: f64,
+    pub queries_per_second_all_threads: f64,
+    pub threads: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Serving {
+    /// Flat metrics for trackers, under `serving/`.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        m.insert("serving/build_seconds".into(), self.build_seconds);
+        m.insert("serving/size_bytes".into(), self.size_bytes as f64);
+        for (k, v) in &self.recall_vs_exact {
+            m.insert(format!("serving/recall_vs_exact@{k}"), *v);
+        }
+        for (k, v) in &self.through_index {
+            m.insert(format!("serving/test/{k}"), *v);
+        }
+        m.insert("serving/qps_one_thread".into(), self.queries_per_second_one_thread);
+        m.insert("serving/qps_all_threads".into(), self.queries_per_second_all_threads);
+        m.insert("serving/p50_ms".into(), self.p50_ms);
+        m.insert("serving/p99_ms".into(), self.p99_ms);
+        m
+    }
+}
+
+/// The K of every `recall@K` among `metrics` (the evaluation's cut-offs).
+pub fn cutoffs(metrics: &Metrics) -> Vec<usize> {
+    let mut ks: Vec<usize> =
+        metrics.keys().filter_map(|k| k.strip_prefix("recall@")).filter_map(|k| k.parse().ok()).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    if ks.is_empty() {
+        ks.push(10);
+    }
+    ks
+}
+
+/// Builds `index` over `items` and serves one query per case (user row `i`
+/// for case `i`), excluding each user's seen items.
+pub fn measure(
+    index: &mut dyn Index,
+    items: &Matrix,
+    users: &Matrix,
+    cases: &[EvalCase<'_>],
+    ks: &[usize],
+) -> Result<Serving> {
+    if users.rows != cases.len() {
+        bail!("{} user vectors for {} cases", users.rows, cases.len());
+    }
+    let k = ks.iter().copied().max().unwrap_or(10);
+    let started = Instant::now();
+    index.build(items).context("building the index")?;
+    let build_seconds = started.elapsed().as_secs_f64();
+
+    // One thread: every query timed on its own.
+    let mut latencies = Vec::with_capacity(cases.len());
+    let mut served = Vec::with_capacity(cases.len());
+    let all_started = Instant::now();
+    for (i, case) in cases.iter().enumerate() {
+        let t = Instant::now();
+        let top = index.search(users.row(i), k, case.seen).with_context(|| format!("query {i}"))?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        served.push(top);
+    }
+    let one_thread = all_started.elapsed().as_secs_f64();
+
+    // All threads: the same queries split across the cores.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = cases.len().div_ceil(threads).max(1);
+    let index_ref: &dyn Index = index;
+    let all_started = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..cases.len())
+            .step_by(chunk)
+            .map(|start| {
+                s.spawn(move || -> Result<()> {
+                    for i in start..(start + chunk).min(cases.len()) {
+                        index_ref.search(users.row(i), k, cases[i].seen)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a query thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let all_threads = all_started.elapsed().as_secs_f64();
+
+    let exact = exact_top_k(items, users, cases, k);
+    let mut recall_vs_exact = BTreeMap::new();
+    let (mut through_index, mut exact_metrics) = (Metrics::new(), Metrics::new());
+    let n = cases.len().max(1) as f64;
+    for &cut in ks {
+        let overlap: f64 = served
+            .iter()
+            .zip(&exact)
+            .map(|(a, e)| {
+                let truth: Vec<ItemIdx> = e.iter().take(cut).map(|p| p.0).collect();
+                if truth.is_empty() {
+                    return 1.0;
+                }
+                a.iter().take(cut).filter(|p| truth.contains(&p.0)).count() as f64 / truth.len() as f64
+            })
+            .sum();
+        recall_vs_exact.insert(cut, overlap / n);
+        for (name, lists) in [("index", &served), ("exact", &exact)] {
+            let (mut recall, mut ndcg) = (0.0, 0.0);
+            for (list, case) in lists.iter().zip(cases) {
+                if let Some(rank) = list.iter().take(cut).position(|p| p.0 == case.target) {
+                    recall += 1.0;
+                    ndcg += 1.0 / ((rank + 2) as f64).log2();
+                }
+            }
+            let out = if name == "index" { &mut through_index } else { &mut exact_metrics };
+            out.insert(format!("recall@{cut}"), recall / n);
+            out.insert(format!("ndcg@{cut}"), ndcg / n);
+        }
+    }
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct =
+        |q: f64| sorted.get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+    Ok(Serving {
+        build_seconds,
+        size_bytes: index.size_bytes(),
+        queries: cases.len(),
+        k,
+        recall_vs_exact,
+        through_index,
+        exact: exact_metrics,
+        queries_per_second_one_thread: cases.len() as f64 / one_thread.max(1e-12),
+        queries_per_second_all_threads: cases.len() as f64 / all_threads.max(1e-12),
+        threads,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+/// Exact top `k` by inner product per case, seen items excluded; best first,
+/// ties to the lower item index (the `exact` index's order).
+fn exact_top_k(items: &Matrix, users: &Matrix, cases: &[EvalCase<'_>], k: usize) -> Vec<Vec<(ItemIdx, f32)>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = cases.len().div_ceil(threads).max(1);
+    let mut out: Vec<Vec<(ItemIdx, f32)>> = vec![Vec::new(); cases.len()];
+    std::thread::scope(|s| {
+        for (c, slots) in out.chunks_mut(chunk).enumerate() {
+            s.spawn(move || {
+                let mut excluded = vec![false; items.rows];
+                for (j, slot) in slots.iter_mut().enumerate() {
+                    let i = c * chunk + j;
+                    for &e in cases[i].seen {
+                        if let Some(x) = excluded.get_mut(e as usize) {
+                            *x = true;
+                        }
+                    }
+                    let u = users.row(i);
+                    let mut scored: Vec<(ItemIdx, f32)> = (0..items.rows)
+                        .filter(|&r| !excluded[r])
+                        .map(|r| (r as ItemIdx, dot(u, items.row(r))))
+                        .collect();
+                    let better = |a: &(ItemIdx, f32), b: &(ItemIdx, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+                    if k < scored.len() {
+                        scored.select_nth_unstable_by(k.saturating_sub(1), better);
+                        scored.truncate(k);
+                    }
+                    scored.sort_unstable_by(better);
+                    *slot = scored;
+                    for &e in cases[i].seen {
+                        if let Some(x) = excluded.get_mut(e as usize) {
+                            *x = false;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index that returns the exact answer with one deliberate miss: the
+    /// best item is dropped, so overlap and end-to-end recall fall by known
+    /// amounts.
+    struct DropsTheBest {
+        items: Option<Matrix>,
+    }
+
+    impl Index for DropsTheBest {
+        fn build(&mut self, items: &Matrix) -> Result<()> {
+            self.items = Some(items.clone());
+            Ok(())
+        }
+        fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>> {
+            let items = self.items.as_ref().unwrap();
+            let users = Matrix::from_vec(1, query.len(), query.to_vec());
+            let case = EvalCase { seen: exclude, target: 0 };
+            let mut top = exact_top_k(items, &users, &[case], k + 1).remove(0);
+            top.remove(0);
+            top.truncate(k);
+            Ok(top)
+        }
+        fn size_bytes(&self) -> usize {
+            7
+        }
+        fn save(&self, _: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+            Ok(vec![])
+        }
+        fn load(&mut self, _: &std::path::Path) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn known_answers_for_an_index_that_misses_the_best_item() {
+        // Items on a line: item i = (i, 1). User (1, 0) ranks 4 > 3 > 2 > 1 > 0.
+        let items = Matrix::from_vec(5, 2, vec![0., 1., 1., 1., 2., 1., 3., 1., 4., 1.]);
+        let users = Matrix::from_vec(2, 2, vec![1., 0., 1., 0.]);
+        let seen_none: [ItemIdx; 0] = [];
+        let seen_four = [4];
+        // Case 0: target 4 (exact rank 0, missed by the index).
+        // Case 1: 4 seen, target 2 (exact rank 1; the index drops 3, so rank 0).
+        let cases = [EvalCase { seen: &seen_none, target: 4 }, EvalCase { seen: &seen_four, target: 2 }];
+        let mut index = DropsTheBest { items: None };
+        let s = measure(&mut index, &items, &users, &cases, &[1, 2]).unwrap();
+        assert_eq!(s.k, 2);
+        assert_eq!(s.size_bytes, 7);
+        assert_eq!(s.queries, 2);
+        // Top 1: index {3} vs exact {4}; {2} vs {3}: no overlap.
+        assert_eq!(s.recall_vs_exact[&1], 0.0);
+        // Top 2: {3,2} vs {4,3} and {2,1} vs {3,2}: half each.
+        assert_eq!(s.recall_vs_exact[&2], 0.5);
+        assert_eq!(s.exact["recall@1"], 0.5);
+        assert_eq!(s.exact["recall@2"], 1.0);
+        assert_eq!(s.through_index["recall@1"], 0.5);
+        assert_eq!(s.through_index["recall@2"], 0.5);
+        assert!((s.exact["ndcg@2"] - (1.0 + 1.0 / 3f64.log2()) / 2.0).abs() < 1e-12);
+        assert!(s.queries_per_second_one_thread > 0.0 && s.p99_ms >= s.p50_ms);
+        assert!(s.metrics().contains_key("serving/recall_vs_exact@2"));
+    }
+
+    #[test]
+    fn cutoffs_come_from_the_recall_metrics() {
+        let m =
+            Metrics::from([("recall@50".to_string(), 0.1), ("recall@10".to_string(), 0.0), ("mrr".to_string(), 0.0)]);
+        assert_eq!(cutoffs(&m), vec![10, 50]);
+        assert_eq!(cutoffs(&Metrics::new()), vec![10]);
+    }
+}
