@@ -178,3 +178,39 @@ fn the_slurm_array_job_runs_each_trial_and_the_report_step_collects_them() {
     assert_eq!(report_step.stderr.matches("finished before, reusing").count(), 6, "{}", report_step.stderr);
     assert!(sweep_report(dir.path()).contains("## Best configuration"));
 }
+
+#[test]
+fn ctrl_c_keeps_finished_runs_and_the_sweep_completes_when_run_again() {
+    use std::os::unix::process::CommandExt;
+    let dir = synthetic_sweep("\"model.dim\" = [8, 16]\n");
+    // Its own process group, so the interrupt reaches the sweep and its runs
+    // together, as Ctrl-C in a terminal does.
+    let mut sweep = std::process::Command::new(env!("CARGO_BIN_EXE_funnel"))
+        .current_dir(dir.path())
+        .args(["sweep", "exp.toml"])
+        .env_remove("MLFLOW_TRACKING_URI")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let finished = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("runs/itest"))
+            .map(|rd| rd.flatten().filter(|e| e.path().join("metrics.json").is_file()).count())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while finished(dir.path()) < 1 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no run finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::process::Command::new("kill").args(["-INT", "--", &format!("-{}", sweep.id())]).status().unwrap();
+    assert!(!sweep.wait().unwrap().success());
+    let kept = finished(dir.path());
+    assert!((1..6).contains(&kept), "interrupted after {kept} of 6 runs");
+
+    let again = funnel(dir.path(), &["sweep", "exp.toml"]);
+    again.assert_success();
+    assert_eq!(again.stderr.matches("finished before, reusing").count(), kept, "{}", again.stderr);
+    assert_eq!(finished(dir.path()), 6);
+}
