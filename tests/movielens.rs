@@ -146,3 +146,27 @@ fn ml1m_youtube_dnn_reaches_the_peer_quality() {
     let recall = m["test"]["recall@10"].as_f64().unwrap();
     assert!(recall >= 0.125, "test recall@10 = {recall} < 0.125\n{}", out.stderr);
 }
+
+/// Serving through approximate indexes: close to exact search on real item
+/// vectors, saved with the run, and loaded again to answer queries.
+#[test]
+fn ann_indexes_serve_close_to_exact_search_and_reload() {
+    for index in ["hora_hnsw", "ivf_flat"] {
+        let dir = tempfile::tempdir().unwrap();
+        let set = format!("index.type={index}");
+        let out = run_ml100k(dir.path(), "runs", &["--set", &set]);
+        let m = metrics(&dir.path().join("runs/itest"));
+        let serving = &m["serving"];
+        let overlap = serving["recall_vs_exact"]["50"].as_f64().unwrap();
+        assert!(overlap >= 0.95, "{index}: recall@50 vs exact {overlap}\n{}", out.stderr);
+        for k in ["recall@10", "recall@50"] {
+            let (via, exact) = (serving["through_index"][k].as_f64().unwrap(), serving["exact"][k].as_f64().unwrap());
+            assert!((via - exact).abs() <= 0.01, "{index}: {k} via index {via}, exact {exact}");
+        }
+        let run_dir = std::fs::read_dir(dir.path().join("runs/itest")).unwrap().next().unwrap().unwrap().path();
+        assert!(std::fs::read_dir(run_dir.join("index")).unwrap().count() > 0, "{index} saved nothing");
+        let rec = funnel(dir.path(), &["recommend", "--run", run_dir.to_str().unwrap(), "--items", "50,172,181"]);
+        rec.assert_success();
+        assert_eq!(rec.stdout.lines().filter(|l| l.contains("(item ")).count(), 10, "{index}: {}", rec.stdout);
+    }
+}
