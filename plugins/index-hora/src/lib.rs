@@ -95,11 +95,11 @@ impl Default for HoraHnswParams {
     fn default() -> Self {
         HoraHnswParams {
             metric: Similarity::InnerProduct,
-            n_neighbor: 16,
-            n_neighbor0: 32,
+            n_neighbor: 32,
+            n_neighbor0: 64,
             max_level: 20,
-            ef_build: 100,
-            ef_search: 200,
+            ef_build: 200,
+            ef_search: 500,
         }
     }
 }
@@ -315,7 +315,7 @@ impl Index for HoraIndex {
         }
         let transformed = space.transformed_items(items);
         let mut graph = self.new_graph(transformed.cols, items.rows);
-        for r in 0..transformed.rows {
+        for r in insertion_order(&transformed) {
             graph
                 .add(transformed.row(r), r as ItemIdx)
                 .map_err(|e| anyhow!("building {name}: hora refused item {r}: {e}"))?;
@@ -458,6 +458,20 @@ impl Index for HoraIndex {
         self.built = Some(Built { space, stored: Matrix::from_vec(rows, cols, stored), graph: RwLock::new(graph) });
         Ok(())
     }
+}
+
+/// Every row, the one nearest the mean first: hora's HNSW search starts
+/// every query at the first item inserted (it never descends the upper
+/// layers), so a central entry point shortens every search.
+fn insertion_order(transformed: &Matrix) -> Vec<usize> {
+    let mut mean = vec![0f64; transformed.cols];
+    for r in 0..transformed.rows {
+        mean.iter_mut().zip(transformed.row(r)).for_each(|(m, &x)| *m += f64::from(x));
+    }
+    let mean: Vec<f32> = mean.iter().map(|m| (m / transformed.rows as f64) as f32).collect();
+    let distance = |r: usize| transformed.row(r).iter().zip(&mean).map(|(x, m)| (x - m) * (x - m)).sum::<f32>();
+    let root = (0..transformed.rows).min_by(|&a, &b| distance(a).total_cmp(&distance(b))).unwrap_or(0);
+    std::iter::once(root).chain((0..transformed.rows).filter(|&r| r != root)).collect()
 }
 
 /// The exact top `want` by scanning every stored item.

@@ -58,7 +58,7 @@ impl Default for IvfFlatParams {
         IvfFlatParams {
             metric: Similarity::InnerProduct,
             n_lists: 0,
-            n_probe: 24,
+            n_probe: 32,
             train_sample: 65_536,
             iterations: 10,
             seed: None,
