@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::experiment::Experiment;
+use crate::experiment::{ComponentSpec, Experiment};
 use crate::report::{DatasetStats, Report, SampleUser};
 use crate::training;
 use anyhow::{bail, Context, Result};
@@ -472,11 +472,13 @@ pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Fingerprint of a resolved configuration: equal hashes, equal runs.
-/// The `[sweep]` table is left out: it says how to vary a run, not what ran,
-/// so extending a sweep keeps its finished trials.
+/// `[sweep]` and `[tracking]` are left out: they say how to vary a run and
+/// where to record it, not what ran, so extending a sweep or switching
+/// trackers keeps finished runs.
 pub fn config_hash(spec: &crate::experiment::ExperimentSpec) -> String {
     let mut spec = spec.clone();
     spec.sweep = None;
+    spec.tracking = ComponentSpec { kind: String::new(), params: toml::Table::new() };
     format!("{:016x}", fnv1a(spec.to_toml().as_bytes()))
 }
 

@@ -314,11 +314,15 @@ pub fn write(
         }
         let positive = points.iter().all(|p| p.0 > 0.0);
         let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        if lo == hi {
+            continue;
+        }
+        let lists = outcomes.iter().any(|o| o.job.overrides.iter().any(|(k, v)| k == path && v.is_array()));
         let log_x =
             matches!(space, Space::Distribution(Distribution::Loguniform { .. })) || (positive && hi / lo >= 100.0);
         let chart = Chart {
             title: format!("validation {metric} vs {path}"),
-            x_label: path.clone(),
+            x_label: if lists { format!("{path} (list length)") } else { path.clone() },
             y_label: metric.to_string(),
             series: vec![Series { name: "runs".into(), points }],
             scatter: true,
