@@ -204,7 +204,10 @@ fn ctrl_c_keeps_finished_runs_and_the_sweep_completes_when_run_again() {
         assert!(started.elapsed() < std::time::Duration::from_secs(120), "no run finished");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    std::process::Command::new("kill").args(["-INT", "--", &format!("-{}", sweep.id())]).status().unwrap();
+    // SIGTERM rather than SIGINT: a suite started in the background inherits
+    // an ignored SIGINT (POSIX shells do that to `&` jobs); both end the
+    // group the same way.
+    std::process::Command::new("kill").args(["-TERM", "--", &format!("-{}", sweep.id())]).status().unwrap();
     assert!(!sweep.wait().unwrap().success());
     let kept = finished(dir.path());
     assert!((1..6).contains(&kept), "interrupted after {kept} of 6 runs");
