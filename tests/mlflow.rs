@@ -256,6 +256,7 @@ fn a_run_lands_in_mlflow_with_params_tags_metric_histories_and_artifacts() {
     assert_eq!(server.history(run_id, "train/loss").iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(server.history(run_id, "validation/recall_at_10").len(), 3);
     assert_eq!(server.history(run_id, "train/examples_per_second").len(), 3);
+    assert_eq!(server.history(run_id, "serving/recall_vs_exact_at_10").len(), 1);
     let metrics: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
     let test_recall = server.history(run_id, "test/recall_at_10");
     assert_eq!(test_recall.len(), 1);
@@ -271,6 +272,9 @@ fn a_run_lands_in_mlflow_with_params_tags_metric_histories_and_artifacts() {
         "candidate_probabilities.tsv",
         "plots/loss.svg",
         "plots/validation.svg",
+        "model.bin",
+        "test_ranks.tsv",
+        "index/exact_items.bin",
     ] {
         assert!(artifacts.iter().any(|p| p == a), "artifact {a} missing: {artifacts:?}");
     }
