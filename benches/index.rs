@@ -236,18 +236,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
 }
 
+/// One result list per query.
+type Answers = Vec<Vec<(ItemIdx, f32)>>;
+
 /// Every query in order on this thread, timing each.
 fn single_thread(
     index: &dyn Index,
     queries: &Matrix,
     k: usize,
     excludes: &[&[ItemIdx]],
-) -> Result<(Vec<Vec<(ItemIdx, f32)>>, Vec<Duration>)> {
+) -> Result<(Answers, Vec<Duration>)> {
     let mut results = Vec::with_capacity(queries.rows);
     let mut latencies = Vec::with_capacity(queries.rows);
-    for q in 0..queries.rows {
+    for (q, exclude) in excludes.iter().enumerate() {
         let t = Instant::now();
-        let r = index.search(queries.row(q), k, excludes[q]).with_context(|| format!("query {q}"))?;
+        let r = index.search(queries.row(q), k, exclude).with_context(|| format!("query {q}"))?;
         latencies.push(t.elapsed());
         results.push(r);
     }
@@ -263,8 +266,8 @@ fn all_threads(index: &dyn Index, queries: &Matrix, k: usize, excludes: &[&[Item
             .step_by(chunk)
             .map(|start| {
                 s.spawn(move || -> Result<()> {
-                    for q in start..(start + chunk).min(queries.rows) {
-                        index.search(queries.row(q), k, excludes[q])?;
+                    for (q, exclude) in excludes.iter().enumerate().skip(start).take(chunk) {
+                        index.search(queries.row(q), k, exclude)?;
                     }
                     Ok(())
                 })
@@ -277,7 +280,7 @@ fn all_threads(index: &dyn Index, queries: &Matrix, k: usize, excludes: &[&[Item
 }
 
 /// Mean over queries of the share of the exact answer found.
-fn mean_recall(results: &[Vec<(ItemIdx, f32)>], reference: &[Vec<(ItemIdx, f32)>]) -> f64 {
+fn mean_recall(results: &Answers, reference: &Answers) -> f64 {
     let per_query = results.iter().zip(reference).map(|(got, exact)| {
         if exact.is_empty() {
             return 1.0;
