@@ -102,8 +102,9 @@ pub fn measure(
             .step_by(chunk)
             .map(|start| {
                 s.spawn(move || -> Result<()> {
-                    for i in start..(start + chunk).min(cases.len()) {
-                        index_ref.search(users.row(i), k, cases[i].seen)?;
+                    let end = (start + chunk).min(cases.len());
+                    for (i, case) in cases.iter().enumerate().take(end).skip(start) {
+                        index_ref.search(users.row(i), k, case.seen)?;
                     }
                     Ok(())
                 })
