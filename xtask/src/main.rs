@@ -33,6 +33,9 @@ usage: cargo xtask <command> [args]
   recommend --run DIR --items 1,2,3     ... or for an ad-hoc history of item ids
   bench index [ARGS]                    ANN index benchmark (1M x 64 clustered catalog by default;
                                         --vectors RUN_DIR/item_vectors.arrow for a run's vectors)
+  bench train [--epochs N] [--losses in_batch,mixed,full] [--catalogs 10000,1000000|none]
+                                        training examples/s, GFLOP/s vs measured GEMM peak, peak
+                                        RSS per loss on ml-1m; step cost on synthetic catalogs
   test                                  the whole test suite, as CI runs it (release build)
   ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
                                         and regenerate reports/negative-sampling.md
@@ -186,13 +189,17 @@ fn mlflow_command(args: &[String]) -> Result<ExitCode> {
 
 /// Benchmarks, always optimized (`cargo bench`).
 fn bench(args: &[String]) -> Result<ExitCode> {
-    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index") };
+    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index or train") };
     match what.as_str() {
         "index" => {
             let ok = status(cargo().args(["bench", "--bench", "index", "--"]).args(rest))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        other => bail!("unknown benchmark `{other}`: index"),
+        "train" => {
+            let ok = status(cargo().args(["bench", "--bench", "train", "--"]).args(rest))?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        other => bail!("unknown benchmark `{other}`: index or train"),
     }
 }
 

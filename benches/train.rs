@@ -1,0 +1,297 @@
+//! `cargo bench --bench train -- [options]` (`cargo xtask bench train`):
+//! training throughput of the real binary per loss on ml-1m, the achieved
+//! GFLOP/s against a measured GEMM peak, peak memory, and, on synthetic
+//! catalogs up to 1,000,000 items, that the cost of a sampled-loss step does
+//! not grow with the catalog.
+//!
+//! Each configuration is a `funnel run` child process (so its peak RSS is its
+//! own), d = 64, hidden [256], batch 256, the youtube_dnn model. Examples/s is
+//! the median over the run's epochs as its journal records them.
+//!
+//! GEMM work of one example (what the issue's peer figures count): candidate
+//! logits forward and their two backward products, 6·d·C, plus the tower
+//! d -> 256 -> d forward and backward, 12·d·256.
+//!
+//! Options: `--epochs N` (3), `--losses in_batch,mixed,full`, `--catalogs
+//! 10000,100000,1000000` (synthetic; `--catalogs none` skips them).
+
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+const DIM: usize = 64;
+const HIDDEN: usize = 256;
+const BATCH: usize = 256;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct Options {
+    epochs: usize,
+    losses: Vec<String>,
+    catalogs: Vec<usize>,
+}
+
+fn options() -> Result<Options> {
+    let mut o = Options {
+        epochs: 3,
+        losses: vec!["in_batch".into(), "mixed".into(), "full".into()],
+        catalogs: vec![10_000, 100_000, 1_000_000],
+    };
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--epochs" => o.epochs = value()?.parse().context("--epochs")?,
+            "--losses" => o.losses = value()?.split(',').map(str::to_string).collect(),
+            "--catalogs" => {
+                let v = value()?;
+                o.catalogs = if v == "none" {
+                    Vec::new()
+                } else {
+                    v.split(',').map(|n| n.parse().context("--catalogs")).collect::<Result<_>>()?
+                };
+            }
+            other => bail!("unknown option `{other}` (see the header of benches/train.rs)"),
+        }
+    }
+    Ok(o)
+}
+
+/// GFLOP/s of single-precision GEMM at the shapes of a step ([B, d] x [d, C]),
+/// through matrixmultiply (the same kernel family dfdx's CPU matmul uses).
+fn gemm_peak() -> f64 {
+    let (m, k, n) = (BATCH, DIM, 4096);
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; k * n];
+    let mut c = vec![0f32; m * n];
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut reps = 0;
+        while started.elapsed() < Duration::from_millis(400) {
+            // SAFETY: the slices hold exactly m*k, k*n and m*n values with the row-major strides given.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    std::hint::black_box(a.as_ptr()),
+                    k as isize,
+                    1,
+                    std::hint::black_box(b.as_ptr()),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+            std::hint::black_box(&mut c);
+            reps += 1;
+        }
+        best = best.max(2.0 * (m * k * n) as f64 * reps as f64 / started.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// What one training run measured.
+struct Measured {
+    examples_per_second: f64,
+    peak_rss_mb: f64,
+    test_recall_at_10: f64,
+    items: usize,
+}
+
+/// Runs `funnel run exp.toml` in `dir`, polling the child's peak RSS.
+fn train(dir: &Path, toml: &str) -> Result<Measured> {
+    std::fs::write(dir.join("exp.toml"), toml)?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_funnel"))
+        .current_dir(dir)
+        .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"])
+        .env_remove("MLFLOW_TRACKING_URI")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting funnel")?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let stderr = std::thread::spawn({
+        let mut pipe = child.stderr.take().expect("piped");
+        move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut pipe, &mut s).ok();
+            s
+        }
+    });
+    while child.try_wait()?.is_none() {
+        if let Ok(status) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak_kb = peak_kb.max(kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = stderr.join().unwrap_or_default();
+    if !child.wait()?.success() {
+        bail!("funnel run failed:\n{stderr}");
+    }
+    let run_dir = std::fs::read_dir(dir.join("runs/bench"))?.next().context("no run folder")??.path();
+    let mut per_epoch = Vec::new();
+    for line in std::fs::read_to_string(run_dir.join("journal.jsonl"))?.lines() {
+        let e: serde_json::Value = serde_json::from_str(line)?;
+        if let Some(v) = e["metrics"]["train/examples_per_second"].as_f64() {
+            per_epoch.push(v);
+        }
+    }
+    per_epoch.sort_by(f64::total_cmp);
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json"))?)?;
+    let items = std::fs::read_to_string(run_dir.join("candidate_probabilities.tsv"))?.lines().count() - 1;
+    Ok(Measured {
+        examples_per_second: per_epoch.get(per_epoch.len() / 2).copied().context("no epoch recorded")?,
+        peak_rss_mb: peak_kb as f64 / 1024.0,
+        test_recall_at_10: metrics["test"]["recall@10"].as_f64().unwrap_or(f64::NAN),
+        items,
+    })
+}
+
+fn experiment(dataset: &str, sampler: &str, epochs: usize, extra_model: &str) -> String {
+    format!(
+        "[experiment]\nname = \"bench\"\nseed = 42\n\n[dataset]\n{dataset}\n\n[features]\ntype = \"watch_history\"\n\
+         max_history = 30\n\n[sampler]\n{sampler}\n\n[model]\ntype = \"youtube_dnn\"\ndim = {DIM}\nhidden = [{HIDDEN}]\n\
+         {extra_model}\n[train]\nepochs = {epochs}\nbatch_size = {BATCH}\nlr = 0.001\ncheckpoint_every = 0\n\n\
+         [evaluation]\ntype = \"full_ranking\"\nks = [10]\n\n[index]\ntype = \"exact\"\n\n[tracking]\ntype = \"local\"\n"
+    )
+}
+
+/// Candidate columns per batch for each loss (`items` for the full softmax).
+fn candidates(loss: &str, items: usize) -> usize {
+    match loss {
+        "in_batch" => BATCH,
+        "mixed" => BATCH + 1000,
+        _ => items,
+    }
+}
+
+fn sampler(loss: &str) -> Result<&'static str> {
+    Ok(match loss {
+        "in_batch" => "type = \"in_batch\"\nlog_q_correction = true",
+        "mixed" => "type = \"mixed\"\nnum_uniform = 1000\nlog_q_correction = true",
+        "full" => "type = \"full\"",
+        other => bail!("unknown loss `{other}`: in_batch, mixed or full"),
+    })
+}
+
+const STEPS: usize = 200;
+const WARMUP: usize = 20;
+
+/// One synthetic catalog in this process: the model and sampler built through
+/// the registry for `n` items, `STEPS` timed steps with random histories.
+fn one_catalog(n: usize) -> Result<()> {
+    use funnel::api::{BuildCx, Candidates, Histories, ItemIdx, TrainBatch};
+    use rand::{Rng, SeedableRng};
+    let reg = funnel::plugins::builtin();
+    let cx = BuildCx {
+        seed: 42,
+        n_users: 1,
+        n_items: n,
+        max_history: 30,
+        learning_rate: 1e-3,
+        batch_size: BATCH,
+        device: "cpu".into(),
+    };
+    let model_table: toml::Table =
+        format!("dim = {DIM}\nhidden = [{HIDDEN}]\nshare_embeddings = true\nembedding_optimizer = \"lazy_adam\"")
+            .parse()?;
+    let mut model = reg.build_model("youtube_dnn", model_table, &cx)?;
+    let mut sampler = reg.build_sampler("mixed", "num_uniform = 1000\nlog_q_correction = true".parse()?, &cx)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Zipf-like training counts, so logQ has something to correct.
+    let counts: Vec<u64> = (0..n).map(|i| 1 + (n as u64 / (i as u64 + 1)).min(1000)).collect();
+    sampler.fit(&counts)?;
+    let (mut histories, mut positives, mut candidates) = (Histories::new(30), Vec::new(), Candidates::default());
+    let mut timed = Duration::ZERO;
+    for step in 0..WARMUP + STEPS {
+        histories.clear();
+        positives.clear();
+        for _ in 0..BATCH {
+            let h: Vec<ItemIdx> = (0..30).map(|_| rng.gen_range(0..n as ItemIdx)).collect();
+            histories.push(&h);
+            positives.push(rng.gen_range(0..n as ItemIdx));
+        }
+        candidates.clear();
+        let started = Instant::now();
+        sampler.sample(&positives, &mut rng, &mut candidates);
+        model.train_step(&TrainBatch { histories: &histories, positives: &positives, candidates: &candidates })?;
+        if step >= WARMUP {
+            timed += started.elapsed();
+        }
+    }
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let peak_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    let per_step = timed.as_secs_f64() / STEPS as f64;
+    println!("{n:>10} {:>12.2} {:>12.0} {:>14.0}", per_step * 1e3, BATCH as f64 / per_step, peak_kb / 1024.0);
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--one-catalog") {
+        return one_catalog(args.get(i + 1).context("--one-catalog N")?.parse()?);
+    }
+    let o = options()?;
+    let data = std::env::var("FUNNEL_DATA_DIR").context("FUNNEL_DATA_DIR must name the MovieLens copies")?;
+    let ml1m = std::path::absolute(Path::new(&data).join("ml-1m"))?;
+    let peak = gemm_peak();
+    println!("GEMM peak (matrixmultiply sgemm, {BATCH}x{DIM} by {DIM}x4096): {peak:.1} GFLOP/s");
+    println!("\nml-1m, d = {DIM}, hidden [{HIDDEN}], batch {BATCH}, median of {} epochs", o.epochs);
+    println!(
+        "{:<10} {:>12} {:>10} {:>8} {:>12} {:>14}",
+        "loss", "examples/s", "GFLOP/s", "% peak", "peak RSS MB", "test R@10"
+    );
+    for loss in &o.losses {
+        let dir = tempfile::tempdir()?;
+        let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
+        let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, ""))?;
+        let flops = (6 * DIM * candidates(loss, m.items) + 12 * DIM * HIDDEN) as f64;
+        let gflops = flops * m.examples_per_second / 1e9;
+        println!(
+            "{loss:<10} {:>12.0} {gflops:>10.1} {:>7.0}% {:>12.0} {:>14.4}",
+            m.examples_per_second,
+            100.0 * gflops / peak,
+            m.peak_rss_mb,
+            m.test_recall_at_10
+        );
+    }
+    if !o.catalogs.is_empty() {
+        println!(
+            "\nsynthetic catalogs, mixed + logQ (1000 uniform), {STEPS} training steps after {WARMUP} warm-up, \
+             history 30, shared embeddings, lazy Adam on the table; one process per size"
+        );
+        println!("{:>10} {:>12} {:>12} {:>14}", "items", "ms/step", "examples/s", "peak RSS MB");
+        for &n in &o.catalogs {
+            let out = Command::new(std::env::current_exe()?).arg("--one-catalog").arg(n.to_string()).output()?;
+            if !out.status.success() {
+                bail!("catalog {n}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            print!("{}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    Ok(())
+}
