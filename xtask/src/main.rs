@@ -122,9 +122,17 @@ fn run(features: &[String], command: &str, args: &[String]) -> Result<ExitCode> 
             return Ok(ExitCode::from(2));
         }
         if mlflow::wants_local_server(&String::from_utf8_lossy(&check.stdout)) {
-            let url = mlflow::up(&project_root(), mlflow::DEFAULT_PORT)?;
-            eprintln!("MLflow UI: {url}");
-            cmd.env("MLFLOW_TRACKING_URI", url);
+            match mlflow::up(&project_root(), mlflow::DEFAULT_PORT) {
+                Ok(url) => {
+                    eprintln!("MLflow UI: {url}");
+                    cmd.env("MLFLOW_TRACKING_URI", url);
+                }
+                // The run still journals everything; tracking is no reason not to train.
+                Err(e) => eprintln!(
+                    "warning: could not start the local MLflow server: {e:#}\n  training anyway; the run is \
+                     journaled and `cargo xtask mlflow sync` uploads it later (or use --set tracking.type=local)"
+                ),
+            }
         }
     }
     Ok(if status(&mut cmd)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
