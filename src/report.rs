@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use anyhow::Result;
+
 use funnel_api::{ExampleSet, LoadedDataset, Metrics};
 
 use crate::experiment::ExperimentMeta;
@@ -77,6 +79,28 @@ pub struct Report {
     pub plots: Vec<(String, String)>,
     /// The `[index]` type and how serving through it measured.
     pub serving: Option<(String, crate::serving::Serving)>,
+}
+
+/// Folder of a run's (or a sweep's) charts, beside its `report.md`.
+pub const PLOTS: &str = "plots";
+
+/// Writes `markdown` as `<folder>/report.md`, whose chart links point into
+/// `<folder>/plots/`, and as `report_path` (under `reports/`), with those
+/// charts copied into a folder named after the report file and the links
+/// rewritten to it.
+pub fn publish(
+    markdown: &str,
+    folder: &std::path::Path,
+    charts: &[String],
+    report_path: &std::path::Path,
+) -> Result<()> {
+    crate::run::write(&folder.join("report.md"), markdown)?;
+    let name = report_path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for chart in charts {
+        let svg = std::fs::read_to_string(folder.join(PLOTS).join(chart))?;
+        crate::run::write(&report_path.with_file_name(&name).join(chart), &svg)?;
+    }
+    crate::run::write(report_path, &markdown.replace(&format!("]({PLOTS}/"), &format!("]({name}/")))
 }
 
 /// Validation columns of the per-epoch table, when present.

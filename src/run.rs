@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::{ComponentSpec, Experiment};
-use crate::report::{DatasetStats, Report, SampleUser};
+use crate::report::{DatasetStats, Report, SampleUser, PLOTS};
 use crate::training;
 use anyhow::{bail, Context, Result};
 use funnel_api::{BuildCx, ComponentKind, Metrics, Registry, RunInfo, RunStatus, Tracker};
@@ -43,9 +43,6 @@ pub const TEST_RANKS: &str = "test_ranks.tsv";
 pub const MODEL: &str = "model.bin";
 /// Folder the built index is saved into.
 pub const INDEX: &str = "index";
-
-/// Folder of the run's charts.
-const PLOTS: &str = "plots";
 
 /// Users shown with their recommendations in the report.
 const SAMPLE_USERS: usize = 3;
@@ -296,14 +293,8 @@ fn train_and_report(
     let markdown = report.render();
     let report = &report;
     let report_path = opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_name(run_dir)));
-    write(&run_dir.join("report.md"), &markdown)?;
-    // The reports/ copy keeps its charts in a folder named after the run.
-    let name = run_name(run_dir);
-    for (_, file) in &plots {
-        let text = std::fs::read_to_string(run_dir.join(PLOTS).join(file))?;
-        write(&report_path.with_file_name(&name).join(file), &text)?;
-    }
-    write(&report_path, &markdown.replace(&format!("]({PLOTS}/"), &format!("]({name}/")))?;
+    let charts: Vec<String> = plots.iter().map(|(_, file)| file.clone()).collect();
+    crate::report::publish(&markdown, run_dir, &charts, &report_path)?;
     let train_seconds: f64 = report.epochs.iter().map(|r| r.train_seconds).sum();
     let trained_examples: f64 = report.epochs.iter().map(|r| r.examples_per_second * r.train_seconds).sum();
     let metrics_json = serde_json::to_string_pretty(&serde_json::json!({

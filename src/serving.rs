@@ -51,6 +51,25 @@ impl Serving {
     }
 }
 
+/// One user's value of `metric` (`recall@K`, `hit_rate@K`, `ndcg@K`, `mrr`)
+/// when their held-out item ranks `rank` (0-based; `u64::MAX` when it was not
+/// returned at all): what the evaluator averages over users.
+pub fn metric_at_rank(metric: &str, rank: u64) -> f64 {
+    let (name, k) = metric.split_once('@').unwrap_or((metric, "10"));
+    let k: u64 = k.parse().unwrap_or(10);
+    match name {
+        "ndcg" => {
+            if rank < k {
+                1.0 / ((rank + 2) as f64).log2()
+            } else {
+                0.0
+            }
+        }
+        "mrr" => 1.0 / rank.saturating_add(1) as f64,
+        _ => f64::from(u8::from(rank < k)),
+    }
+}
+
 /// The K of every `recall@K` among `metrics` (the evaluation's cut-offs).
 pub fn cutoffs(metrics: &Metrics) -> Vec<usize> {
     let mut ks: Vec<usize> =
@@ -134,17 +153,18 @@ pub fn measure(
             })
             .sum();
         recall_vs_exact.insert(cut, overlap / n);
-        for (name, lists) in [("index", &served), ("exact", &exact)] {
-            let (mut recall, mut ndcg) = (0.0, 0.0);
-            for (list, case) in lists.iter().zip(cases) {
-                if let Some(rank) = list.iter().take(cut).position(|p| p.0 == case.target) {
-                    recall += 1.0;
-                    ndcg += 1.0 / ((rank + 2) as f64).log2();
-                }
+        for (out, lists) in [(&mut through_index, &served), (&mut exact_metrics, &exact)] {
+            for metric in [format!("recall@{cut}"), format!("ndcg@{cut}")] {
+                let sum: f64 = lists
+                    .iter()
+                    .zip(cases)
+                    .map(|(list, case)| {
+                        let rank = list.iter().position(|p| p.0 == case.target).map_or(u64::MAX, |r| r as u64);
+                        metric_at_rank(&metric, rank)
+                    })
+                    .sum();
+                out.insert(metric, sum / n);
             }
-            let out = if name == "index" { &mut through_index } else { &mut exact_metrics };
-            out.insert(format!("recall@{cut}"), recall / n);
-            out.insert(format!("ndcg@{cut}"), ndcg / n);
         }
     }
     let mut sorted = latencies.clone();
@@ -270,6 +290,19 @@ mod tests {
         assert!((s.exact["ndcg@2"] - (1.0 + 1.0 / 3f64.log2()) / 2.0).abs() < 1e-12);
         assert!(s.queries_per_second_one_thread > 0.0 && s.p99_ms >= s.p50_ms);
         assert!(s.metrics().contains_key("serving/recall_vs_exact@2"));
+    }
+
+    #[test]
+    fn per_user_metrics_follow_the_evaluator() {
+        assert_eq!(metric_at_rank("recall@10", 9), 1.0);
+        assert_eq!(metric_at_rank("recall@10", 10), 0.0);
+        assert_eq!(metric_at_rank("hit_rate@5", 0), 1.0);
+        assert_eq!(metric_at_rank("ndcg@10", 0), 1.0);
+        assert!((metric_at_rank("ndcg@10", 2) - 0.5).abs() < 1e-12);
+        assert_eq!(metric_at_rank("ndcg@10", 10), 0.0);
+        assert_eq!(metric_at_rank("mrr", 3), 0.25);
+        assert_eq!(metric_at_rank("recall@10", u64::MAX), 0.0);
+        assert!(metric_at_rank("mrr", u64::MAX) < 1e-18);
     }
 
     #[test]

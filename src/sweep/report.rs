@@ -16,6 +16,7 @@ use super::{Distribution, Goal, Space, SweepSpec};
 use crate::experiment::Experiment;
 use crate::plot::{Chart, Series};
 use crate::run::{write as write_file, TEST_RANKS};
+use crate::serving::metric_at_rank;
 
 /// What became of one job.
 #[derive(Debug, Clone)]
@@ -60,27 +61,9 @@ impl Outcome {
             let mut f = line.split('\t');
             let user: u64 = f.next()?.parse().ok()?;
             let rank: u64 = f.nth(1)?.parse().ok()?;
-            out.insert(user, user_metric(metric, rank));
+            out.insert(user, metric_at_rank(metric, rank));
         }
         Some(out)
-    }
-}
-
-/// One user's value of `metric` when their held-out item ranks `rank`
-/// (0-based): what the evaluator averages over users.
-fn user_metric(metric: &str, rank: u64) -> f64 {
-    let (name, k) = metric.split_once('@').unwrap_or((metric, "10"));
-    let k: u64 = k.parse().unwrap_or(10);
-    match name {
-        "ndcg" => {
-            if rank < k {
-                1.0 / ((rank + 2) as f64).log2()
-            } else {
-                0.0
-            }
-        }
-        "mrr" => 1.0 / (rank + 1) as f64,
-        _ => f64::from(u8::from(rank < k)),
     }
 }
 
@@ -299,7 +282,7 @@ pub fn write(
     }
 
     // Metric versus each numeric parameter, one point per run.
-    let plots_dir = sweep_dir.join("plots");
+    let plots_dir = sweep_dir.join(crate::report::PLOTS);
     let mut charts = Vec::new();
     for (path, space) in &sweep.params {
         let points: Vec<(f64, f64)> = outcomes
@@ -336,7 +319,7 @@ pub fn write(
     if !charts.is_empty() {
         let _ = writeln!(s, "\n## Metric versus parameter\n");
         for (path, file_name) in &charts {
-            let _ = writeln!(s, "![validation {metric} vs {path}](plots/{file_name})\n");
+            let _ = writeln!(s, "![validation {metric} vs {path}]({}/{file_name})\n", crate::report::PLOTS);
         }
     }
 
@@ -363,15 +346,9 @@ pub fn write(
         );
     }
 
-    let in_run = sweep_dir.join("report.md");
-    write_file(&in_run, &s)?;
-    let folder = report_path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    for (_, file_name) in &charts {
-        let svg = std::fs::read_to_string(plots_dir.join(file_name))?;
-        write_file(&report_path.with_file_name(&folder).join(file_name), &svg)?;
-    }
-    write_file(report_path, &s.replace("](plots/", &format!("]({folder}/")))?;
-    let mut artifacts = vec![in_run];
+    let files: Vec<String> = charts.iter().map(|(_, f)| f.clone()).collect();
+    crate::report::publish(&s, sweep_dir, &files, report_path)?;
+    let mut artifacts = vec![sweep_dir.join("report.md")];
     artifacts.extend(charts.iter().map(|(_, f)| plots_dir.join(f)));
     Ok(Written { best: best_metrics, artifacts })
 }
@@ -418,17 +395,6 @@ fn toml_snippet(overrides: &[(String, toml::Value)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn per_user_metrics_follow_the_evaluator() {
-        assert_eq!(user_metric("recall@10", 9), 1.0);
-        assert_eq!(user_metric("recall@10", 10), 0.0);
-        assert_eq!(user_metric("hit_rate@5", 0), 1.0);
-        assert_eq!(user_metric("ndcg@10", 0), 1.0);
-        assert!((user_metric("ndcg@10", 2) - 0.5).abs() < 1e-12);
-        assert_eq!(user_metric("ndcg@10", 10), 0.0);
-        assert_eq!(user_metric("mrr", 3), 0.25);
-    }
 
     #[test]
     fn snippet_groups_keys_by_table() {

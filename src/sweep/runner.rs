@@ -171,6 +171,7 @@ pub fn run(file: &Path, sets: &[String], registry: &Registry, opts: &SweepOption
     }
     let logs = sweep_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let log_of = |job: &Job| logs.join(format!("{}-seed{}.log", job.label.replace(' ', "-"), job.seed));
     let mut active: Vec<(usize, Child, Instant)> = Vec::new();
     let mut queue = pending.into_iter();
     let total = jobs.len();
@@ -179,7 +180,7 @@ pub fn run(file: &Path, sets: &[String], registry: &Registry, opts: &SweepOption
         while active.len() < opts.jobs.max(1) {
             let Some(i) = queue.next() else { break };
             let job = &jobs[i];
-            let log_path = logs.join(format!("{}-seed{}.log", job.label.replace(' ', "-"), job.seed));
+            let log_path = log_of(job);
             let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
             let child = Command::new(&opts.funnel)
                 .arg("run")
@@ -209,7 +210,7 @@ pub fn run(file: &Path, sets: &[String], registry: &Registry, opts: &SweepOption
                 continue;
             };
             let job = &jobs[i];
-            let log_path = logs.join(format!("{}-seed{}.log", job.label.replace(' ', "-"), job.seed));
+            let log_path = log_of(job);
             let outcome = if status.success() {
                 match finished_runs(&opts.runs_dir, &name).get(&job.config_hash) {
                     Some(dir) => Outcome::read(job.clone(), dir),
