@@ -5,12 +5,8 @@ use crate::util::*;
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synthetic_ml100k(&data, 30, 12);
     let exp = dir.path().join("exp.toml");
-    // The synthetic catalog has 50 items.
-    write(&exp, &experiment_toml(&data, 1).replace("num_negatives = 200", "num_negatives = 20"));
+    write(&exp, &synthetic_experiment(dir.path(), 30, 1));
     (dir, exp)
 }
 

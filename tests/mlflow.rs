@@ -92,8 +92,8 @@ impl MlflowServer {
         serde_json::from_str(&request.call().unwrap().into_string().unwrap()).unwrap()
     }
 
-    /// The only run of experiment `name`.
-    fn only_run(&self, name: &str) -> Value {
+    /// Every run of experiment `name`.
+    fn runs(&self, name: &str) -> Vec<Value> {
         let experiment = self.get("experiments/get-by-name", &[("experiment_name", name)]);
         let id = experiment["experiment"]["experiment_id"].as_str().unwrap().to_string();
         let body = serde_json::json!({"experiment_ids": [id]}).to_string();
@@ -106,8 +106,13 @@ impl MlflowServer {
                 .unwrap(),
         )
         .unwrap();
-        let runs = found["runs"].as_array().unwrap();
-        assert_eq!(runs.len(), 1, "{found}");
+        found["runs"].as_array().unwrap().clone()
+    }
+
+    /// The only run of experiment `name`.
+    fn only_run(&self, name: &str) -> Value {
+        let runs = self.runs(name);
+        assert_eq!(runs.len(), 1, "{runs:?}");
         runs[0].clone()
     }
 
@@ -349,32 +354,15 @@ fn without_a_server_the_run_is_journaled_and_uploaded_later() {
 fn a_sweep_nests_its_runs_under_one_parent_run() {
     let Some(server) = MlflowServer::start() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    synthetic_ml100k(&data, 30, 12);
-    let text = experiment_toml(&data, 1)
-        .replace("num_negatives = 200", "num_negatives = 20")
-        .replace("ks = [10, 50]", "ks = [5, 10]")
+    let text = synthetic_experiment(dir.path(), 30, 1).replace("ks = [10, 50]", "ks = [5, 10]")
         + "\n[sweep]\nmethod = \"grid\"\n[sweep.params]\n\"model.dim\" = [8, 16]\n";
     write(&dir.path().join("exp.toml"), &text);
     let uri = format!("tracking.tracking_uri={}", server.url);
     funnel(dir.path(), &["sweep", "exp.toml", "--set", "tracking.type=mlflow", "--set", &uri, "--jobs", "2"])
         .assert_success();
 
-    let experiment = server.get("experiments/get-by-name", &[("experiment_name", "itest")]);
-    let id = experiment["experiment"]["experiment_id"].as_str().unwrap().to_string();
-    let body = serde_json::json!({"experiment_ids": [id]}).to_string();
-    let found: Value = serde_json::from_str(
-        &ureq::post(&format!("{}/api/2.0/mlflow/runs/search", server.url))
-            .set("Content-Type", "application/json")
-            .send_string(&body)
-            .unwrap()
-            .into_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let runs = found["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 4, "parent + base + 2 trials: {found}");
+    let runs = server.runs("itest");
+    assert_eq!(runs.len(), 4, "parent + base + 2 trials: {runs:?}");
     let (parents, children): (Vec<&Value>, Vec<&Value>) =
         runs.iter().partition(|r| r["info"]["run_name"].as_str().unwrap().starts_with("sweep-"));
     assert_eq!(parents.len(), 1);

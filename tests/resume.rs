@@ -82,11 +82,7 @@ fn resuming_with_a_different_configuration_is_refused() {
 #[test]
 fn two_runs_started_at_once_keep_separate_folders_and_reports() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    synthetic_ml100k(&data, 30, 12);
-    let text = experiment_toml(&data, 2).replace("num_negatives = 200", "num_negatives = 20");
-    write(&dir.path().join("exp.toml"), &text);
+    write(&dir.path().join("exp.toml"), &synthetic_experiment(dir.path(), 30, 2));
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_funnel"))
             .current_dir(dir.path())

@@ -46,12 +46,7 @@ fn a_malformed_sweep_is_explained() {
 /// A sweep over a small synthetic catalog: 2 seeds x (base + 2 configurations).
 fn synthetic_sweep(sweep_params: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    synthetic_ml100k(&data, 40, 12);
-    let text = experiment_toml(&data, 2)
-        .replace("num_negatives = 200", "num_negatives = 20")
-        .replace("ks = [10, 50]", "ks = [5, 10]")
+    let text = synthetic_experiment(dir.path(), 40, 2).replace("ks = [10, 50]", "ks = [5, 10]")
         + "\n[sweep]\nmethod = \"grid\"\nseeds = [1, 2]\nmetric = \"recall@10\"\n[sweep.params]\n"
         + sweep_params;
     write(&dir.path().join("exp.toml"), &text);

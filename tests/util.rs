@@ -110,6 +110,16 @@ type = "local"
     )
 }
 
+/// The experiment over a synthetic catalog written to `<dir>/data` (`users`
+/// users with 12 positives each among 50 items), with few enough uniform
+/// negatives for that catalog.
+pub fn synthetic_experiment(dir: &Path, users: u32, epochs: usize) -> String {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    synthetic_ml100k(&data, users, 12);
+    experiment_toml(&data, epochs).replace("num_negatives = 200", "num_negatives = 20")
+}
+
 /// Writes a synthetic ml-100k `u.data` (tab-separated) into `dir`: `users`
 /// users each with `per_user` 5-star ratings of items drawn from a small
 /// catalog in a repeating pattern, so a model can learn something.
