@@ -31,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use funnel::api::{BuildCx, Histories, Index, ItemIdx, Matrix};
+use funnel::api::{BuildCx, Index, ItemIdx, Matrix};
 use funnel_index_exact::ExactIndex;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -390,13 +390,11 @@ fn from_run(dir: &std::path::Path, limit: Option<usize>) -> Result<Workload> {
     let data = reg.build_dataset(&spec.dataset.kind, spec.dataset.params.clone(), &cx)?.load()?;
     let mut cx = BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..cx };
     let examples = reg.build_features(&spec.features.kind, spec.features.params.clone(), &cx)?.build(&data)?;
-    cx.max_history = examples.max_history;
+    cx.learn_examples(&examples);
     let mut model = reg.build_model(&spec.model.kind, spec.model.params.clone(), &cx)?;
     let checkpoint = funnel::checkpoint::read(&dir.join(funnel::checkpoint::FILE))?;
     model.load_state(&checkpoint.best_state).context("loading the best epoch's weights")?;
     let cases = &examples.test[..limit.unwrap_or(usize::MAX).min(examples.test.len())];
-    let mut histories = Histories::new(examples.max_history);
-    cases.iter().for_each(|&ex| histories.push(examples.history(ex)));
     Ok(Workload {
         description: format!(
             "run {} ({}, {} items x {}, best epoch {}): test users",
@@ -407,7 +405,7 @@ fn from_run(dir: &std::path::Path, limit: Option<usize>) -> Result<Workload> {
             checkpoint.best_epoch
         ),
         items: model.item_vectors()?,
-        queries: model.user_vectors(&histories)?,
+        queries: model.user_vectors(&examples.serving_queries(&cases))?,
         excludes: cases.iter().map(|&ex| examples.seen(ex).to_vec()).collect(),
         targets: Some(cases.iter().map(|&ex| examples.target(ex)).collect()),
     })

@@ -200,7 +200,7 @@ const WARMUP: usize = 20;
 /// One synthetic catalog in this process: the model and sampler built through
 /// the registry for `n` items, `STEPS` timed steps with random histories.
 fn one_catalog(n: usize) -> Result<()> {
-    use funnel::api::{BuildCx, Candidates, Histories, ItemIdx, TrainBatch};
+    use funnel::api::{BuildCx, Candidates, ItemIdx, Queries, TrainBatch};
     use rand::{Rng, SeedableRng};
     let reg = funnel::plugins::builtin();
     let cx = BuildCx {
@@ -211,6 +211,7 @@ fn one_catalog(n: usize) -> Result<()> {
         learning_rate: 1e-3,
         batch_size: BATCH,
         device: "cpu".into(),
+        ..Default::default()
     };
     let model_table: toml::Table =
         format!("dim = {DIM}\nhidden = [{HIDDEN}]\nshare_embeddings = true\nembedding_optimizer = \"lazy_adam\"")
@@ -221,20 +222,20 @@ fn one_catalog(n: usize) -> Result<()> {
     // Zipf-like training counts, so logQ has something to correct.
     let counts: Vec<u64> = (0..n).map(|i| 1 + (n as u64 / (i as u64 + 1)).min(1000)).collect();
     sampler.fit(&counts)?;
-    let (mut histories, mut positives, mut candidates) = (Histories::new(30), Vec::new(), Candidates::default());
+    let (mut queries, mut positives, mut candidates) = (Queries::new(30), Vec::new(), Candidates::default());
     let mut timed = Duration::ZERO;
     for step in 0..WARMUP + STEPS {
-        histories.clear();
+        queries.clear();
         positives.clear();
         for _ in 0..BATCH {
             let h: Vec<ItemIdx> = (0..30).map(|_| rng.gen_range(0..n as ItemIdx)).collect();
-            histories.push(&h);
+            queries.push(&h, 0, 0.0);
             positives.push(rng.gen_range(0..n as ItemIdx));
         }
         candidates.clear();
         let started = Instant::now();
         sampler.sample(&positives, &mut rng, &mut candidates);
-        model.train_step(&TrainBatch { histories: &histories, positives: &positives, candidates: &candidates })?;
+        model.train_step(&TrainBatch { queries: &queries, positives: &positives, candidates: &candidates })?;
         if step >= WARMUP {
             timed += started.elapsed();
         }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{ComponentKind, Histories, ItemIdx, Registry};
+use funnel_api::{ComponentKind, ItemIdx, Queries, Registry};
 
 use crate::checkpoint;
 use crate::experiment;
@@ -68,21 +68,23 @@ pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -
         .build_features(&c.kind, c.params.clone(), &cx)?
         .build(&data)
         .with_context(|| within(ComponentKind::Features))?;
-    cx.max_history = examples.max_history;
+    cx.learn_examples(&examples);
 
-    let history: Vec<ItemIdx> = match query {
+    let (history, user): (Vec<ItemIdx>, _) = match query {
         Query::User(id) => {
             let user = data
                 .user_raw_ids
                 .iter()
                 .position(|u| u == id)
                 .with_context(|| format!("user {id} is not in the dataset ({} users)", data.n_users()))?;
-            examples.sequences[user].clone()
+            (examples.sequences[user].clone(), user as funnel_api::UserIdx)
         }
-        Query::Items(ids) => ids
-            .iter()
-            .map(|id| by_raw.get(id).copied().with_context(|| format!("item {id} is not in the run's catalog")))
-            .collect::<Result<_>>()?,
+        Query::Items(ids) => (
+            ids.iter()
+                .map(|id| by_raw.get(id).copied().with_context(|| format!("item {id} is not in the run's catalog")))
+                .collect::<Result<_>>()?,
+            Queries::UNKNOWN_USER,
+        ),
     };
     if history.is_empty() {
         bail!("the history is empty: nothing to recommend from");
@@ -99,9 +101,9 @@ pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -
         .with_context(|| format!("loading the index from {}", run_dir.join(INDEX).display()))?;
 
     let recent = &history[history.len().saturating_sub(examples.max_history)..];
-    let mut h = Histories::new(examples.max_history);
-    h.push(recent);
-    let user = model.user_vectors(&h)?;
+    let mut q = Queries::new(examples.max_history);
+    q.push(recent, user, 0.0);
+    let user = model.user_vectors(&q)?;
     let top = index.search(user.row(0), k, &history)?;
     let title = |i: ItemIdx| {
         let t = &vectors.titles[i as usize];

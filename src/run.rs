@@ -157,7 +157,7 @@ fn train_and_report(
     let features =
         reg.build_features(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Features))?;
     let examples = features.build(data).with_context(|| within(ComponentKind::Features))?;
-    cx.max_history = examples.max_history;
+    cx.learn_examples(&examples);
 
     let c = &spec.sampler;
     let mut sampler =
@@ -238,11 +238,7 @@ fn train_and_report(
     checkpoint::write(&run_dir.join(MODEL), &final_state)?;
 
     // Serving: every test user's query through the index, against exact search.
-    let mut histories = funnel_api::Histories::new(examples.max_history);
-    for &ex in &examples.test {
-        histories.push(examples.history(ex));
-    }
-    let users = model.user_vectors(&histories)?;
+    let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
     let cases: Vec<funnel_api::EvalCase<'_>> = examples
         .test
         .iter()
@@ -260,9 +256,7 @@ fn train_and_report(
     let n_test = examples.test.len();
     for s in 0..SAMPLE_USERS.min(n_test) {
         let ex = examples.test[s * n_test / SAMPLE_USERS];
-        let mut h = funnel_api::Histories::new(examples.max_history);
-        h.push(examples.history(ex));
-        let user = model.user_vectors(&h)?;
+        let user = model.user_vectors(&examples.serving_queries(&[ex]))?;
         let top = index.search(user.row(0), SAMPLE_K, examples.seen(ex))?;
         samples.push(SampleUser {
             user_id: data.user_raw_ids[ex.user as usize],

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use funnel_api::{
-    Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, Histories, Metrics, Model, ModelState, Sampler,
+    Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, Metrics, Model, ModelState, Queries, Sampler,
     Tracker, TrainBatch,
 };
 use rand::rngs::StdRng;
@@ -57,7 +57,7 @@ pub fn train(
     checkpoints: &Checkpointing<'_>,
 ) -> Result<Trained> {
     let selection = evaluator.selection_metric().to_string();
-    let mut histories = Histories::new(examples.max_history);
+    let mut queries = Queries::new(examples.max_history);
     let mut positives = Vec::with_capacity(cfg.batch_size);
     let mut candidates = Candidates::default();
     let mut records = Vec::new();
@@ -83,15 +83,15 @@ pub fn train(
         let mut loss_sum = 0.0f64;
         let mut bar = progress(n_batches, &format!("epoch {epoch}/{}", cfg.epochs));
         for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            histories.clear();
+            queries.clear();
             positives.clear();
             for &ex in chunk {
-                histories.push(examples.history(ex));
+                examples.push_training_query(&mut queries, ex);
                 positives.push(examples.target(ex));
             }
             candidates.clear();
             sampler.sample(&positives, rng, &mut candidates);
-            let batch = TrainBatch { histories: &histories, positives: &positives, candidates: &candidates };
+            let batch = TrainBatch { queries: &queries, positives: &positives, candidates: &candidates };
             let stats = model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
             if !stats.loss.is_finite() || !stats.grad_norm.is_finite() || stats.grad_norm as f64 > cfg.max_grad_norm {
                 bail!(
@@ -162,11 +162,7 @@ pub fn evaluate(
     examples: &ExampleSet,
     cases: &[Example],
 ) -> Result<Evaluation> {
-    let mut histories = Histories::new(examples.max_history);
-    for &ex in cases {
-        histories.push(examples.history(ex));
-    }
-    let users = model.user_vectors(&histories)?;
+    let users = model.user_vectors(&examples.serving_queries(cases))?;
     let items = model.item_vectors()?;
     let eval_cases: Vec<EvalCase<'_>> =
         cases.iter().map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) }).collect();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rand::rngs::StdRng;
 
-use crate::{Candidates, ExampleSet, Histories, ItemIdx, LoadedDataset, Matrix, Metrics, TrainBatch};
+use crate::{Candidates, ExampleSet, ItemIdx, LoadedDataset, Matrix, Metrics, Queries, TrainBatch};
 
 /// `[dataset]`: reads interactions and the item catalog.
 pub trait Dataset {
@@ -86,8 +86,8 @@ pub trait Model {
         Ok(stats)
     }
 
-    /// One user vector per history row.
-    fn user_vectors(&self, histories: &Histories) -> Result<Matrix>;
+    /// One user vector per query row.
+    fn user_vectors(&self, queries: &Queries) -> Result<Matrix>;
 
     /// One vector per catalog item (the softmax's output embeddings).
     fn item_vectors(&self) -> Result<Matrix>;
@@ -134,6 +134,32 @@ pub trait Evaluator {
     fn selection_metric(&self) -> &str;
 
     fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation>;
+
+    /// Ranks each case's target by the scores `scorer` writes for the
+    /// `n_items` catalog items (rankers that are not vector models, such as
+    /// baselines), with the same exclusions, ties and metrics as `evaluate`.
+    fn evaluate_scores(&self, scorer: &dyn CaseScorer, n_items: usize, cases: &[EvalCase<'_>]) -> Result<Evaluation>;
+}
+
+/// Scores of every catalog item for one evaluation case at a time.
+///
+/// `Sync` because evaluators score cases from many threads at once.
+pub trait CaseScorer: Sync {
+    /// Writes the score of every catalog item for case `case` into `out`.
+    fn score(&self, case: usize, out: &mut [f32]);
+}
+
+/// `[[baselines]]`: a ranker without learned vectors (most popular,
+/// co-visitation) that reports show next to the model for context.
+pub trait Baseline: Send + Sync {
+    /// Learns from the training examples only (never validation or test targets).
+    fn fit(&mut self, examples: &ExampleSet, n_items: usize) -> Result<()>;
+
+    /// Writes the score of every catalog item for row `row` of `queries` into `out`.
+    fn score(&self, queries: &Queries, row: usize, out: &mut [f32]);
+
+    /// Numbers the fitted baseline stores, for the models table.
+    fn parameter_count(&self) -> usize;
 }
 
 /// `[index]`: serves the top items for a user vector by inner product.

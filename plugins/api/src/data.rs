@@ -69,6 +69,10 @@ pub struct LoadedDataset {
     pub user_raw_ids: Vec<u64>,
     pub catalog: ItemCatalog,
     pub interactions: Interactions,
+    /// Named attributes of users (ml-1m's `gender`, `age`, `occupation`,
+    /// `zip`), one value per user, "" where unknown; empty when the dataset
+    /// has none.
+    pub user_attributes: BTreeMap<String, Vec<String>>,
     /// Rows read before filtering, for the report.
     pub raw_rows: usize,
 }
@@ -91,6 +95,107 @@ pub struct Example {
     pub position: u32,
 }
 
+/// A categorical side feature: each entity (a user, or an item) has zero or
+/// more values in `0..cardinality`. Models embed each value and average the
+/// embeddings of an entity's values (a multi-hot bag, e.g. an item's genres).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Categorical {
+    pub name: String,
+    pub cardinality: usize,
+    /// `values[offsets[e]..offsets[e + 1]]` are entity `e`'s values.
+    offsets: Vec<u32>,
+    values: Vec<u32>,
+}
+
+impl Categorical {
+    /// One list of values per entity, in entity order.
+    ///
+    /// # Panics
+    /// On a value outside `0..cardinality`: a bug of the features plugin.
+    pub fn from_lists<L: AsRef<[u32]>>(
+        name: impl Into<String>,
+        cardinality: usize,
+        lists: impl IntoIterator<Item = L>,
+    ) -> Categorical {
+        let mut c = Categorical { name: name.into(), cardinality, offsets: vec![0], values: Vec::new() };
+        for list in lists {
+            let list = list.as_ref();
+            assert!(
+                list.iter().all(|&v| (v as usize) < cardinality),
+                "feature `{}`: value outside 0..{cardinality} in {list:?}",
+                c.name
+            );
+            c.values.extend_from_slice(list);
+            c.offsets.push(c.values.len() as u32);
+        }
+        c
+    }
+
+    /// Number of entities described.
+    pub fn entities(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Entity `e`'s values (empty when it has none, or when `e` is unknown).
+    pub fn values(&self, e: usize) -> &[u32] {
+        if e + 1 >= self.offsets.len() {
+            return &[];
+        }
+        &self.values[self.offsets[e] as usize..self.offsets[e + 1] as usize]
+    }
+}
+
+/// How items enter a model's embedding tables: item `i` is the sum of rows
+/// `ids(i)` of a table with `rows` rows. One row per item is the plain ID
+/// embedding; several hashed rows are a hash embedding.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemEncoding {
+    pub rows: usize,
+    pub per_item: usize,
+    ids: Vec<u32>,
+}
+
+impl ItemEncoding {
+    /// Item `i` is row `i`.
+    pub fn identity(n_items: usize) -> ItemEncoding {
+        ItemEncoding { rows: n_items, per_item: 1, ids: (0..n_items as u32).collect() }
+    }
+
+    /// `per_item` rows for each item, row-major.
+    ///
+    /// # Panics
+    /// When `ids` is not a whole number of items or names a row outside the table.
+    pub fn from_ids(rows: usize, per_item: usize, ids: Vec<u32>) -> ItemEncoding {
+        assert!(per_item > 0 && ids.len().is_multiple_of(per_item), "{} ids for {per_item} per item", ids.len());
+        assert!(ids.iter().all(|&r| (r as usize) < rows), "an id is outside the table of {rows} rows");
+        ItemEncoding { rows, per_item, ids }
+    }
+
+    /// Items encoded (0 for the empty default).
+    pub fn items(&self) -> usize {
+        self.ids.len().checked_div(self.per_item).unwrap_or(0)
+    }
+
+    pub fn ids(&self, item: ItemIdx) -> &[u32] {
+        &self.ids[item as usize * self.per_item..(item as usize + 1) * self.per_item]
+    }
+}
+
+/// What a model may read besides each query's history, as chosen by the
+/// features plugin.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SideInputs {
+    /// How item IDs map to embedding rows; empty (the default) means one row
+    /// per catalog item.
+    pub items: ItemEncoding,
+    /// Categorical features of items (e.g. genres), one entity per item.
+    pub item_fields: Vec<Categorical>,
+    /// Categorical features of users (e.g. gender, age bucket), one entity per user.
+    pub user_fields: Vec<Categorical>,
+    /// Whether queries carry the example age (Covington et al. §3.3).
+    pub example_age: bool,
+}
+
 /// Training examples and held-out cases built by a features plugin.
 #[derive(Debug, Clone, Default)]
 pub struct ExampleSet {
@@ -101,6 +206,11 @@ pub struct ExampleSet {
     pub train: Vec<Example>,
     pub validation: Vec<Example>,
     pub test: Vec<Example>,
+    /// What else a model may read about users and items.
+    pub inputs: SideInputs,
+    /// Example age of each position of each sequence, in `[0, 1]` (0 at the
+    /// end of the training window); empty unless `inputs.example_age`.
+    pub ages: Vec<Vec<f32>>,
 }
 
 impl ExampleSet {
@@ -119,6 +229,25 @@ impl ExampleSet {
 
     pub fn target(&self, ex: Example) -> ItemIdx {
         self.sequences[ex.user as usize][ex.position as usize]
+    }
+
+    /// Appends a training example's query: its history, user and example age.
+    pub fn push_training_query(&self, queries: &mut Queries, ex: Example) {
+        let age = self.ages.get(ex.user as usize).map_or(0.0, |a| a[ex.position as usize]);
+        queries.push(self.history(ex), ex.user, age);
+    }
+
+    /// Appends a held-out case's query as it is asked at serving time:
+    /// example age 0 (Covington et al. §3.3).
+    pub fn push_serving_query(&self, queries: &mut Queries, ex: Example) {
+        queries.push(self.history(ex), ex.user, 0.0);
+    }
+
+    /// The serving queries of `cases`, in order.
+    pub fn serving_queries(&self, cases: &[Example]) -> Queries {
+        let mut q = Queries::new(self.max_history);
+        cases.iter().for_each(|&ex| self.push_serving_query(&mut q, ex));
+        q
     }
 }
 
@@ -167,6 +296,46 @@ impl Histories {
     }
 }
 
+/// Who asks for recommendations: one row per training example or held-out case.
+#[derive(Debug, Clone, Default)]
+pub struct Queries {
+    pub histories: Histories,
+    /// Each row's user, [`Queries::UNKNOWN_USER`] when there is none (a
+    /// recommendation from a list of items).
+    pub users: Vec<UserIdx>,
+    /// Each row's example age in `[0, 1]`; 0 at serving time.
+    pub ages: Vec<f32>,
+}
+
+impl Queries {
+    pub const UNKNOWN_USER: UserIdx = UserIdx::MAX;
+
+    pub fn new(width: usize) -> Queries {
+        Queries { histories: Histories::new(width), users: Vec::new(), ages: Vec::new() }
+    }
+
+    pub fn clear(&mut self) {
+        self.histories.clear();
+        self.users.clear();
+        self.ages.clear();
+    }
+
+    /// Appends one row; keeps the most recent `width` items of `history`.
+    pub fn push(&mut self, history: &[ItemIdx], user: UserIdx, age: f32) {
+        self.histories.push(history);
+        self.users.push(user);
+        self.ages.push(age);
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
 /// Candidate items a batch is scored against, with the probability with which
 /// each entered the set, so a loss can subtract `log q` (Yi et al. 2019).
 #[derive(Debug, Clone, Default)]
@@ -205,7 +374,7 @@ impl Candidates {
 /// One optimisation step's input.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainBatch<'a> {
-    pub histories: &'a Histories,
+    pub queries: &'a Queries,
     pub positives: &'a [ItemIdx],
     pub candidates: &'a Candidates,
 }

@@ -26,6 +26,16 @@ pub struct BuildCx {
     pub learning_rate: f64,
     /// `[train] device`, e.g. `cpu` or `cuda:0`.
     pub device: String,
+    /// The side inputs the features plugin produced (empty before it ran).
+    pub inputs: std::sync::Arc<crate::SideInputs>,
+}
+
+impl BuildCx {
+    /// Records what the features plugin built, for the components built after it.
+    pub fn learn_examples(&mut self, examples: &crate::ExampleSet) {
+        self.max_history = examples.max_history;
+        self.inputs = std::sync::Arc::new(examples.inputs.clone());
+    }
 }
 
 /// The kinds of component, one per experiment table.

@@ -146,6 +146,7 @@ pub(crate) fn assemble(pos: Positives, movies: &[Movie], prov: Provenance<'_>) -
         user_raw_ids,
         catalog,
         interactions,
+        user_attributes: Default::default(),
         raw_rows: pos.raw_rows,
     })
 }

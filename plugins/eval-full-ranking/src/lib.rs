@@ -20,7 +20,7 @@ use std::sync::{Mutex, PoisonError};
 use std::thread;
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry};
+use funnel_api::{BuildCx, CaseScorer, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry};
 use serde::{Deserialize, Serialize};
 
 pub use metrics::{hit_rate_at_k, ndcg_at_k, recall_at_k, reciprocal_rank, single_target, SingleTarget};
@@ -136,6 +136,27 @@ impl FullRanking {
     /// 0-based rank of each case's target, in case order.
     pub fn ranks(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Vec<u32>> {
         validate(users, items, cases)?;
+        self.ranks_by(items.rows, cases, |first, m, scores| gemm_scores(users, items, first, m, scores))
+    }
+
+    /// 0-based rank of each case's target under the scores of `scorer`.
+    pub fn ranks_of_scores(&self, scorer: &dyn CaseScorer, n_items: usize, cases: &[EvalCase<'_>]) -> Result<Vec<u32>> {
+        validate_cases(n_items, cases)?;
+        self.ranks_by(n_items, cases, |first, m, scores| {
+            for (r, row) in scores.chunks_exact_mut(n_items).take(m).enumerate() {
+                scorer.score(first + r, row);
+            }
+        })
+    }
+
+    /// Ranks cases in blocks of `batch_users`; `fill(first, m, scores)` writes
+    /// the `m x n_items` scores of cases `first..first + m`.
+    fn ranks_by(
+        &self,
+        n_items: usize,
+        cases: &[EvalCase<'_>],
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) -> Result<Vec<u32>> {
         let block = self.batch_users.min(cases.len());
         let mut ranks = vec![0u32; cases.len()];
         // Blocks depend only on batch_users, never on the thread count, and
@@ -148,13 +169,18 @@ impl FullRanking {
         thread::scope(|s| {
             for _ in 0..threads {
                 s.spawn(|| {
-                    let mut scores = vec![0f32; block * items.rows];
+                    let mut scores = vec![0f32; block * n_items];
                     loop {
                         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
                         let Some((first, out)) = next else { break };
-                        let cases = &cases[first..first + out.len()];
-                        if let Err(e) = rank_block(users, items, cases, first, out, &mut scores) {
-                            errors.lock().unwrap_or_else(PoisonError::into_inner).push(e);
+                        let m = out.len();
+                        let scores = &mut scores[..m * n_items];
+                        fill(first, m, scores);
+                        for (r, (case, rank)) in cases[first..first + m].iter().zip(out).enumerate() {
+                            match target_rank(&mut scores[r * n_items..(r + 1) * n_items], case) {
+                                Ok(k) => *rank = k,
+                                Err(e) => errors.lock().unwrap_or_else(PoisonError::into_inner).push((first + r, e)),
+                            }
                         }
                     }
                 });
@@ -167,15 +193,9 @@ impl FullRanking {
         }
         Ok(ranks)
     }
-}
 
-impl Evaluator for FullRanking {
-    fn selection_metric(&self) -> &str {
-        &self.select_by
-    }
-
-    fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation> {
-        let ranks = self.ranks(users, items, cases)?;
+    /// Recall/NDCG/hit rate at each K and MRR over `ranks`.
+    fn summarize(&self, ranks: Vec<u32>) -> Evaluation {
         let mut sums = vec![[0f64; 3]; self.ks.len()];
         let mut mrr = 0f64;
         for &rank in &ranks {
@@ -195,7 +215,21 @@ impl Evaluator for FullRanking {
             metrics.insert(format!("hit_rate@{k}"), sum[2] / n);
         }
         metrics.insert("mrr".to_string(), mrr / n);
-        Ok(Evaluation { metrics, ranks })
+        Evaluation { metrics, ranks }
+    }
+}
+
+impl Evaluator for FullRanking {
+    fn selection_metric(&self) -> &str {
+        &self.select_by
+    }
+
+    fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation> {
+        Ok(self.summarize(self.ranks(users, items, cases)?))
+    }
+
+    fn evaluate_scores(&self, scorer: &dyn CaseScorer, n_items: usize, cases: &[EvalCase<'_>]) -> Result<Evaluation> {
+        Ok(self.summarize(self.ranks_of_scores(scorer, n_items, cases)?))
     }
 }
 
@@ -229,7 +263,13 @@ fn validate(users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<()
     if users.cols != items.cols {
         bail!("user vectors have {} dimensions but item vectors have {}", users.cols, items.cols);
     }
-    let n = items.rows;
+    validate_cases(items.rows, cases)
+}
+
+fn validate_cases(n: usize, cases: &[EvalCase<'_>]) -> Result<()> {
+    if cases.is_empty() {
+        bail!("no evaluation cases");
+    }
     for (i, case) in cases.iter().enumerate() {
         if case.target as usize >= n {
             bail!("case {i}: target item {} is outside the catalog of {n} items", case.target);
@@ -241,20 +281,11 @@ fn validate(users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<()
     Ok(())
 }
 
-/// Scores `cases` (whose first index is `first`) against every item and writes
-/// their ranks to `out`; `scores` is the thread's buffer of at least
-/// `cases.len() x items.rows`. Fails with the index of the first bad case.
-fn rank_block(
-    users: &Matrix,
-    items: &Matrix,
-    cases: &[EvalCase<'_>],
-    first: usize,
-    out: &mut [u32],
-    scores: &mut [f32],
-) -> Result<(), (usize, anyhow::Error)> {
-    let (m, d, n) = (cases.len(), items.cols, items.rows);
+/// Writes the `m x items.rows` inner products of users `first..first + m`
+/// with every item into `scores`.
+fn gemm_scores(users: &Matrix, items: &Matrix, first: usize, m: usize, scores: &mut [f32]) {
+    let (d, n) = (items.cols, items.rows);
     let a = &users.data[first * d..(first + m) * d];
-    let scores = &mut scores[..m * n];
     // SAFETY: `a` is m x d row-major (strides d, 1); items is n x d row-major,
     // read as its transpose d x n (strides 1, d); `scores` is m x n row-major
     // (strides n, 1). validate() checked every length, and beta = 0 means the
@@ -277,10 +308,6 @@ fn rank_block(
             1,
         );
     }
-    for (r, (case, rank)) in cases.iter().zip(out).enumerate() {
-        *rank = target_rank(&mut scores[r * n..(r + 1) * n], case).map_err(|e| (first + r, e))?;
-    }
-    Ok(())
 }
 
 /// Number of eligible items other than the target scoring at least as high as

@@ -5,7 +5,7 @@ use anyhow::{ensure, Context, Result};
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
 use funnel_api::{
-    BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, StepStats, TrainBatch, TrainingState,
+    BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch, TrainingState,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -157,7 +157,11 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         let d = self.params.dim;
         let cands = batch.candidates;
         ensure!(b > 0, "empty batch");
-        ensure!(batch.histories.len() == b, "batch has {b} positives but {} histories", batch.histories.len());
+        ensure!(
+            batch.queries.histories.len() == b,
+            "batch has {b} positives but {} histories",
+            batch.queries.histories.len()
+        );
         ensure!(cands.per_row.len().is_multiple_of(b), "{} per-row negatives for {b} rows", cands.per_row.len());
         let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
         let gather = |ids: &[ItemIdx]| {
@@ -167,7 +171,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         };
         let c = shared_ids.len() + cands.per_row.len() / b;
         Ok(Prepared {
-            x: self.dev.tensor_from_vec(self.history_means(batch.histories), (b, d)),
+            x: self.dev.tensor_from_vec(self.history_means(&batch.queries.histories), (b, d)),
             v: gather(&shared_ids),
             r: (!cands.per_row.is_empty()).then(|| gather(&cands.per_row)),
             offsets: self.dev.tensor_from_vec(Self::logit_offsets(batch.positives, cands), (b, c)),
@@ -194,7 +198,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         }
         let gx = grads.get(&p.x).as_vec();
         for (r, g) in gx.chunks_exact(d).enumerate() {
-            let items = batch.histories.row(r);
+            let items = batch.queries.histories.row(r);
             let scale = 1.0 / items.len().max(1) as f32;
             for &item in items {
                 self.input.accumulate(item, g, scale);
@@ -313,7 +317,8 @@ impl<D: Device<f32>> Model for YoutubeDnn<D> {
         self.apply();
     }
 
-    fn user_vectors(&self, histories: &Histories) -> Result<Matrix> {
+    fn user_vectors(&self, queries: &Queries) -> Result<Matrix> {
+        let histories = &queries.histories;
         let d = self.params.dim;
         let means = self.history_means(histories);
         let mut out = Vec::with_capacity(histories.len() * d);
@@ -441,10 +446,10 @@ mod tests {
         YoutubeDnn::new(Cpu::default(), params, &cx)
     }
 
-    fn histories(rows: &[&[ItemIdx]]) -> Histories {
-        let mut h = Histories::new(3);
-        rows.iter().for_each(|r| h.push(r));
-        h
+    fn histories(rows: &[&[ItemIdx]]) -> Queries {
+        let mut q = Queries::new(3);
+        rows.iter().enumerate().for_each(|(u, r)| q.push(r, u as u32, 0.0));
+        q
     }
 
     fn candidates(shared: &[ItemIdx], in_batch: bool, b: usize) -> Candidates {
@@ -489,7 +494,7 @@ mod tests {
         let in_batch = cands.in_batch;
         let h = histories(&[&[0, 1, 2], &[]]);
         let positives = [4, 5];
-        let batch = TrainBatch { histories: &h, positives: &positives, candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &positives, candidates: &cands };
         m.forward_backward(&batch).unwrap();
         let eps = 1e-2f32;
         for (name, i) in coordinates(&m) {
@@ -558,7 +563,7 @@ mod tests {
         let h = histories(&[&[0, 1]]);
         let mut cands = candidates(&[2, 3], false, 1);
         cands.log_q_correction = false;
-        let batch = TrainBatch { histories: &h, positives: &[6], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
         let s: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_api::dot(u.row(0), items.row(i))).collect();
@@ -608,7 +613,7 @@ mod tests {
         let h = histories(&[&[0, 1]]);
         let mut cands = candidates(&[2, 3], false, 1);
         cands.log_q_correction = false;
-        let batch = TrainBatch { histories: &h, positives: &[6], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
         let logits: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_api::dot(u.row(0), items.row(i))).collect();
@@ -621,7 +626,7 @@ mod tests {
         let mut m = tiny(false, 1.0);
         let h = histories(&[&[0, 1], &[2]]);
         let cands = candidates(&[3, 6], false, 2);
-        let batch = TrainBatch { histories: &h, positives: &[4, 5], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands };
         let first = m.loss(&batch);
         for _ in 0..200 {
             m.train_step(&batch).unwrap();
@@ -634,7 +639,7 @@ mod tests {
         // Train a, snapshot, train both a and a restored copy: same weights.
         let h = histories(&[&[0, 1], &[2]]);
         let cands = candidates(&[3, 6], false, 2);
-        let batch = TrainBatch { histories: &h, positives: &[4, 5], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands };
         let mut a = tiny(false, 1.0);
         for _ in 0..5 {
             a.train_step(&batch).unwrap();
