@@ -1,8 +1,14 @@
-//! `[model] type = "youtube_dnn"`: the candidate generator of Covington et al.
-//! 2016 (Figure 3) without side features: the history's item embeddings are
-//! averaged (padding masked), a ReLU tower maps the average to the user
-//! vector, and a softmax over output item vectors is trained with the
-//! sampler's candidates.
+//! Retrieval models on dfdx, trained with the sampler's candidates:
+//! - `youtube_dnn`: the candidate generator of Covington et al. 2016
+//!   (Figure 3): the history's item embeddings averaged (or encoded by a GRU,
+//!   as the Paddle variant does), concatenated with the side inputs the
+//!   features produce (averaged genre embeddings of the history, user
+//!   demographics, example age), a ReLU tower to the user vector, and a
+//!   softmax over output item vectors. Items may be hash-encoded (several
+//!   hashed rows summed) when the features say so.
+//! - `two_tower`: the same user tower and an item tower over item ID + item
+//!   features, so item vectors come from features.
+//! - `matrix_factorization`: a user-ID embedding, the same loss.
 //!
 //! Dense math (tower, candidate logits, log-softmax) runs on dfdx. Embedding
 //! tables live outside dfdx's graph: only the rows a batch touches are
@@ -13,6 +19,9 @@
 //! small Adam in `adam.rs`.
 
 mod adam;
+mod dense;
+mod fields;
+mod gru;
 mod model;
 mod table;
 
@@ -20,16 +29,48 @@ use anyhow::{bail, Result};
 use funnel_api::{BuildCx, Model, ParamDoc, Params, Registry};
 use serde::{Deserialize, Serialize};
 
-pub use model::YoutubeDnn;
+pub use model::CandidateModel;
 
 pub fn register(reg: &mut Registry) {
     reg.model::<YoutubeDnnParams>(
         "youtube_dnn",
-        "YouTube DNN candidate generator: averaged history embeddings -> ReLU tower -> sampled softmax",
-        build,
+        "YouTube DNN candidate generator: history embeddings (averaged, or a GRU) and the features' side inputs \
+         -> ReLU tower -> sampled softmax over item vectors",
+        |p, cx| build(Config::from(p), cx),
+    );
+    reg.model::<TwoTowerParams>(
+        "two_tower",
+        "Two towers: the youtube_dnn user tower, and an item tower over item ID + item features (genres), \
+         so item vectors come from features",
+        |p, cx| build(Config::from(p.0), cx),
+    );
+    reg.model::<MatrixFactorizationParams>(
+        "matrix_factorization",
+        "Matrix factorization baseline: a user-ID embedding against item embeddings, trained with the same \
+         sampled loss",
+        |p, cx| build(Config::from(p), cx),
     );
 }
 
+const DIM: ParamDoc = ParamDoc::new("dim", "Length of item embeddings and of the user vector (default 64)");
+const INIT_STD: ParamDoc = ParamDoc::new("init_std", "Standard deviation of the normal embedding init (default 0.1)");
+const TEMPERATURE: ParamDoc = ParamDoc::new("temperature", "Logits are divided by it (default 1.0)");
+const NORMALIZE: ParamDoc = ParamDoc::new(
+    "normalize",
+    "L2-normalise user and item vectors, so logits are cosines / temperature (default false)",
+);
+const LOSS: ParamDoc = ParamDoc::new(
+    "loss",
+    "\"softmax\": sampled softmax over the candidates; \"bce\": a logistic loss per candidate \
+     (word2vec's negative sampling; NCE when the sampler's logQ correction is on) (default \"softmax\")",
+);
+const EMBEDDING_OPTIMIZER: ParamDoc = ParamDoc::new(
+    "embedding_optimizer",
+    "\"adam\": every row's moments decay each step, like PyTorch's dense Adam; \
+     \"lazy_adam\": only rows in the batch are updated (default \"adam\")",
+);
+
+/// `youtube_dnn` (and, with an item tower, `two_tower`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct YoutubeDnnParams {
@@ -41,6 +82,11 @@ pub struct YoutubeDnnParams {
     pub normalize: bool,
     pub loss: Loss,
     pub embedding_optimizer: EmbeddingOptimizer,
+    pub sequence_encoder: SequenceEncoder,
+    pub gru_hidden: usize,
+    pub gru_pooling: Pooling,
+    pub side_dim: usize,
+    pub item_hidden: Vec<usize>,
 }
 
 impl Default for YoutubeDnnParams {
@@ -54,32 +100,110 @@ impl Default for YoutubeDnnParams {
             normalize: false,
             loss: Loss::Softmax,
             embedding_optimizer: EmbeddingOptimizer::Adam,
+            sequence_encoder: SequenceEncoder::Mean,
+            gru_hidden: 64,
+            gru_pooling: Pooling::Last,
+            side_dim: 16,
+            item_hidden: Vec::new(),
         }
     }
 }
 
 impl Params for YoutubeDnnParams {
     const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("dim", "Length of item embeddings and of the user vector (default 64)"),
+        DIM,
         ParamDoc::new("hidden", "Widths of the ReLU layers of the user tower (default [256])"),
-        ParamDoc::new("share_embeddings", "Use the input (history) table as output item vectors too (default false)"),
-        ParamDoc::new("init_std", "Standard deviation of the normal embedding init (default 0.1)"),
-        ParamDoc::new("temperature", "Logits are divided by it (default 1.0)"),
+        ParamDoc::new("share_embeddings", "Use the input (history) table for the candidate items too (default false)"),
+        INIT_STD,
+        TEMPERATURE,
+        NORMALIZE,
+        LOSS,
+        EMBEDDING_OPTIMIZER,
         ParamDoc::new(
-            "normalize",
-            "L2-normalise user and item vectors, so logits are cosines / temperature (default false)",
+            "sequence_encoder",
+            "How the history becomes a vector: \"mean\" of its item embeddings (Covington et al.), or a \
+             \"gru\" over it in time order (default \"mean\")",
+        ),
+        ParamDoc::new("gru_hidden", "Hidden width of the GRU (default 64)"),
+        ParamDoc::new(
+            "gru_pooling",
+            "\"last\": the GRU's state after the most recent item; \"max\": the element-wise max over \
+             its states (default \"last\")",
         ),
         ParamDoc::new(
-            "loss",
-            "\"softmax\": sampled softmax over the candidates; \"bce\": a logistic loss per candidate \
-             (word2vec's negative sampling; NCE when the sampler's logQ correction is on) (default \"softmax\")",
+            "side_dim",
+            "Width of the embedding of each categorical side feature the features produce (genres, \
+             gender, age, occupation, zip) (default 16)",
         ),
         ParamDoc::new(
-            "embedding_optimizer",
-            "\"adam\": every row's moments decay each step, like PyTorch's dense Adam; \
-             \"lazy_adam\": only rows in the batch are updated (default \"adam\")",
+            "item_hidden",
+            "Widths of the ReLU layers of an item tower over item ID + item features; [] = none, item \
+             vectors are the ID table (youtube_dnn default [], two_tower default [256])",
         ),
     ];
+}
+
+/// `two_tower`: the `youtube_dnn` parameters with an item tower by default.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct TwoTowerParams(pub YoutubeDnnParams);
+
+impl<'de> Deserialize<'de> for TwoTowerParams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Missing keys take two_tower's defaults, not youtube_dnn's (whose
+        // `#[serde(default)]` would give no item tower).
+        let mut table = funnel_api::toml::Table::deserialize(d)?;
+        if let Ok(funnel_api::toml::Value::Table(defaults)) =
+            funnel_api::toml::Value::try_from(TwoTowerParams::default())
+        {
+            for (k, v) in defaults {
+                table.entry(k).or_insert(v);
+            }
+        }
+        funnel_api::parse_params::<YoutubeDnnParams>(table)
+            .map(TwoTowerParams)
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+impl Default for TwoTowerParams {
+    fn default() -> Self {
+        TwoTowerParams(YoutubeDnnParams { item_hidden: vec![256], ..Default::default() })
+    }
+}
+
+impl Params for TwoTowerParams {
+    const DOCS: &'static [ParamDoc] = YoutubeDnnParams::DOCS;
+}
+
+/// `matrix_factorization`: a user-ID table against an item table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatrixFactorizationParams {
+    pub dim: usize,
+    pub init_std: f64,
+    pub temperature: f32,
+    pub normalize: bool,
+    pub loss: Loss,
+    pub embedding_optimizer: EmbeddingOptimizer,
+}
+
+impl Default for MatrixFactorizationParams {
+    fn default() -> Self {
+        let y = YoutubeDnnParams::default();
+        MatrixFactorizationParams {
+            dim: y.dim,
+            init_std: y.init_std,
+            temperature: y.temperature,
+            normalize: y.normalize,
+            loss: y.loss,
+            embedding_optimizer: y.embedding_optimizer,
+        }
+    }
+}
+
+impl Params for MatrixFactorizationParams {
+    const DOCS: &'static [ParamDoc] = &[DIM, INIT_STD, TEMPERATURE, NORMALIZE, LOSS, EMBEDDING_OPTIMIZER];
 }
 
 /// The training objective over a batch's candidates.
@@ -98,16 +222,116 @@ pub enum EmbeddingOptimizer {
     LazyAdam,
 }
 
+/// How a history becomes one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SequenceEncoder {
+    Mean,
+    Gru,
+}
+
+/// How a GRU's states become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    Last,
+    Max,
+}
+
+/// What the user tower reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserInput {
+    /// The history (mean or GRU) and the features' side inputs.
+    History(SequenceEncoder),
+    /// A learned vector per user ID (matrix factorization).
+    UserId,
+}
+
+/// One model configuration, whichever plugin name built it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub dim: usize,
+    pub hidden: Vec<usize>,
+    pub item_hidden: Vec<usize>,
+    pub share_embeddings: bool,
+    pub init_std: f64,
+    pub temperature: f32,
+    pub normalize: bool,
+    pub loss: Loss,
+    pub embedding_optimizer: EmbeddingOptimizer,
+    pub user_input: UserInput,
+    pub gru_hidden: usize,
+    pub gru_pooling: Pooling,
+    pub side_dim: usize,
+}
+
+impl From<YoutubeDnnParams> for Config {
+    fn from(p: YoutubeDnnParams) -> Config {
+        Config {
+            dim: p.dim,
+            hidden: p.hidden,
+            item_hidden: p.item_hidden,
+            share_embeddings: p.share_embeddings,
+            init_std: p.init_std,
+            temperature: p.temperature,
+            normalize: p.normalize,
+            loss: p.loss,
+            embedding_optimizer: p.embedding_optimizer,
+            user_input: UserInput::History(p.sequence_encoder),
+            gru_hidden: p.gru_hidden,
+            gru_pooling: p.gru_pooling,
+            side_dim: p.side_dim,
+        }
+    }
+}
+
+impl From<MatrixFactorizationParams> for Config {
+    fn from(p: MatrixFactorizationParams) -> Config {
+        let y = YoutubeDnnParams::default();
+        Config {
+            dim: p.dim,
+            hidden: Vec::new(),
+            item_hidden: Vec::new(),
+            share_embeddings: false,
+            init_std: p.init_std,
+            temperature: p.temperature,
+            normalize: p.normalize,
+            loss: p.loss,
+            embedding_optimizer: p.embedding_optimizer,
+            user_input: UserInput::UserId,
+            gru_hidden: y.gru_hidden,
+            gru_pooling: y.gru_pooling,
+            side_dim: y.side_dim,
+        }
+    }
+}
+
 /// Parameters plus Adam's two moments, in floats, beyond which a model is
 /// refused (64 GiB).
 const MAX_TRAINING_FLOATS: u128 = 16 << 30;
 
-fn build(p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
+fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
     if p.dim == 0 {
         bail!("key `dim`: must be at least 1");
     }
     if p.hidden.contains(&0) {
         bail!("key `hidden`: every layer width must be at least 1, got {:?}", p.hidden);
+    }
+    if p.item_hidden.contains(&0) {
+        bail!("key `item_hidden`: every layer width must be at least 1, got {:?}", p.item_hidden);
+    }
+    if p.gru_hidden == 0 {
+        bail!("key `gru_hidden`: must be at least 1");
+    }
+    if p.side_dim == 0 {
+        bail!("key `side_dim`: must be at least 1");
+    }
+    let encoded = cx.inputs.items.items();
+    if encoded != 0 && encoded != cx.n_items {
+        bail!("the features encode {encoded} items but the catalog has {}", cx.n_items);
+    }
+    if p.user_input == UserInput::UserId && cx.n_users == 0 {
+        bail!("matrix_factorization needs the dataset's users");
     }
     if p.temperature.is_nan() || p.temperature <= 0.0 {
         bail!("key `temperature`: must be positive, got {}", p.temperature);
@@ -119,14 +343,7 @@ fn build(p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
         bail!("the catalog is empty");
     }
     // Refuse sizes that cannot be allocated with a message rather than an abort.
-    let tables = if p.share_embeddings { 1 } else { 2 };
-    let mut widths = vec![p.dim];
-    widths.extend(&p.hidden);
-    widths.push(p.dim);
-    let floats = widths.windows(2).try_fold(tables * 3 * cx.n_items as u128 * p.dim as u128, |acc, w| {
-        acc.checked_add(3 * (w[0] as u128 + 1) * w[1] as u128)
-    });
-    if floats.is_none_or(|f| f > MAX_TRAINING_FLOATS) {
+    if 3 * model::parameter_estimate(&p, cx) > MAX_TRAINING_FLOATS {
         bail!(
             "key `dim`/`hidden`: dim = {} and hidden = {:?} over {} items need more than {} GiB of parameters and \
              optimizer state",
@@ -137,24 +354,24 @@ fn build(p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
         );
     }
     match cx.device.as_str() {
-        "cpu" => Ok(Box::new(YoutubeDnn::new(dfdx::tensor::Cpu::default(), p, cx))),
+        "cpu" => Ok(Box::new(CandidateModel::new(dfdx::tensor::Cpu::default(), p, cx))),
         d if d == "cuda" || d.starts_with("cuda:") => cuda(d, p, cx),
         other => bail!("device \"{other}\" is not known; expected \"cpu\", \"cuda\" or \"cuda:N\""),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(device: &str, p: YoutubeDnnParams, cx: &BuildCx) -> Result<Box<dyn Model>> {
+fn cuda(device: &str, p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
     let ordinal: usize = match device.strip_prefix("cuda:") {
         Some(n) => n.parse().map_err(|_| anyhow::anyhow!("device \"{device}\": expected cuda:N"))?,
         None => 0,
     };
     let dev = dfdx::tensor::Cuda::try_build(ordinal, cx.seed)
         .map_err(|e| anyhow::anyhow!("opening CUDA device {ordinal}: {e:?}"))?;
-    Ok(Box::new(YoutubeDnn::new(dev, p, cx)))
+    Ok(Box::new(CandidateModel::new(dev, p, cx)))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(device: &str, _p: YoutubeDnnParams, _cx: &BuildCx) -> Result<Box<dyn Model>> {
+fn cuda(device: &str, _p: Config, _cx: &BuildCx) -> Result<Box<dyn Model>> {
     bail!("device \"{device}\" needs a build with the `cuda` cargo feature (cargo build --features cuda)")
 }

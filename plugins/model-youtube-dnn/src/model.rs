@@ -1,21 +1,29 @@
-//! The YouTube DNN model: parameters, one training step on dfdx, inference.
+//! The candidate models: parameters, one training step on dfdx, inference.
+//!
+//! A batch becomes leaf tensors built on the host (the query features, GRU
+//! steps or user rows, and the candidates' item inputs); dfdx computes the
+//! towers, the logits and the loss, and the leaves' gradients are scattered
+//! back into the embedding tables row by row.
 
-use anyhow::{ensure, Context, Result};
+use std::ops::Range;
+
+use anyhow::{bail, ensure, Context, Result};
 // A glob: dfdx's tensor methods come from dozens of traits. Local imports
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
 use funnel_api::{
-    BuildCx, Candidates, Histories, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch, TrainingState,
+    BuildCx, Candidates, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch,
+    TrainingState,
 };
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
-use crate::adam::{Adam, Moments};
+use crate::adam::Adam;
+use crate::dense::{mlp, Layer, LayerTensors, Mat, ParamMut, ParamRef};
+use crate::fields::{FieldTable, ItemTable};
+use crate::gru::{Gru, Steps};
 use crate::table::EmbeddingTable;
-use crate::{Loss, YoutubeDnnParams};
-
-type Mat<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
-type Vector<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
+use crate::{Config, Loss, SequenceEncoder, UserInput};
 
 /// Added to the logit of a candidate that must not count as a negative
 /// (an accidental hit, or another row's positive when in-batch negatives are
@@ -25,98 +33,323 @@ const MASKED: f32 = -1.0e9;
 /// Rows scored per forward pass at inference, to bound memory.
 const INFERENCE_CHUNK: usize = 4096;
 
-/// One batch as tensors (see [`YoutubeDnn::prepare`]).
+/// Example age enters the user tower as `[age, age²]` (Covington et al. feed
+/// powers of continuous features so the tower can form non-linear terms).
+const AGE_WIDTH: usize = 2;
+
+/// The host-built inputs of the user tower for some query rows.
+struct QueryLeaves<D: Device<f32>> {
+    /// Averaged history, side features and example age, `[B, query_width]`
+    /// (`None` when that width is 0).
+    features: Option<Mat<D>>,
+    /// The history as GRU steps.
+    steps: Option<Steps<D>>,
+    /// Matrix factorization's gathered user rows, `[B, dim]`.
+    users: Option<Mat<D>>,
+}
+
+/// One batch as leaf tensors (see [`CandidateModel::prepare`]).
 struct Prepared<D: Device<f32>> {
-    x: Mat<D>,
+    query: QueryLeaves<D>,
+    /// Item inputs of the positives, then the shared negatives.
     v: Mat<D>,
+    /// Item inputs of each row's own negatives, `[B * k, item_width]`.
     r: Option<Mat<D>>,
     offsets: Mat<D>,
     labels: Tensor<(usize,), usize, D>,
     shared_ids: Vec<ItemIdx>,
 }
 
-/// A fully connected layer `y = x W + b`, `W` row-major `[fan_in, fan_out]`.
-struct Layer {
-    fan_in: usize,
-    fan_out: usize,
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    weight_grad: Vec<f32>,
-    bias_grad: Vec<f32>,
-    weight_moments: Moments,
-    bias_moments: Moments,
+/// The dense parameters as tensors for one step.
+struct DenseTensors<D: Device<f32>> {
+    tower: Vec<LayerTensors<D>>,
+    gru: Vec<LayerTensors<D>>,
+    item_tower: Vec<LayerTensors<D>>,
 }
 
-impl Layer {
-    /// PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
-    fn uniform(fan_in: usize, fan_out: usize, rng: &mut impl Rng) -> Layer {
-        let bound = 1.0 / (fan_in as f32).sqrt();
-        let mut draw = |n: usize| (0..n).map(|_| rng.gen_range(-bound..bound)).collect::<Vec<f32>>();
-        Layer {
-            fan_in,
-            fan_out,
-            weight: draw(fan_in * fan_out),
-            bias: draw(fan_out),
-            weight_grad: vec![0.0; fan_in * fan_out],
-            bias_grad: vec![0.0; fan_out],
-            weight_moments: Moments::zeros(fan_in * fan_out),
-            bias_moments: Moments::zeros(fan_out),
-        }
-    }
-
-    fn tensors<D: Device<f32>>(&self, dev: &D) -> (Mat<D>, Vector<D>) {
-        (
-            dev.tensor_from_vec(self.weight.clone(), (self.fan_in, self.fan_out)),
-            dev.tensor_from_vec(self.bias.clone(), (self.fan_out,)),
-        )
-    }
-}
-
-pub struct YoutubeDnn<D: Device<f32>> {
+pub struct CandidateModel<D: Device<f32>> {
     dev: D,
-    params: YoutubeDnnParams,
-    input: EmbeddingTable,
-    /// `None` when the output vectors share the input table.
-    output: Option<EmbeddingTable>,
-    layers: Vec<Layer>,
+    cfg: Config,
+    n_items: usize,
+    n_users: usize,
+    /// History items (`None` for matrix factorization).
+    input: Option<ItemTable>,
+    /// Candidate items; `None` when they share `input`.
+    output: Option<ItemTable>,
+    /// Matrix factorization's user vectors.
+    users: Option<EmbeddingTable>,
+    /// Item features averaged over the history's items (user tower input).
+    history_fields: Vec<FieldTable>,
+    user_fields: Vec<FieldTable>,
+    example_age: bool,
+    gru: Option<Gru>,
+    tower: Vec<Layer>,
+    /// Item features of the item tower (`two_tower`).
+    item_fields: Vec<FieldTable>,
+    item_tower: Vec<Layer>,
     adam: Adam,
 }
 
-impl<D: Device<f32>> YoutubeDnn<D> {
-    pub fn new(dev: D, params: YoutubeDnnParams, cx: &BuildCx) -> YoutubeDnn<D> {
+/// Parameters (not optimizer state) of `cfg` over `cx`'s catalog and side inputs.
+pub fn parameter_estimate(cfg: &Config, cx: &BuildCx) -> u128 {
+    let (d, s) = (cfg.dim as u128, cfg.side_dim as u128);
+    let rows = if cx.inputs.items.items() == 0 { cx.n_items } else { cx.inputs.items.rows } as u128;
+    let cardinality = |fields: &[funnel_api::Categorical]| fields.iter().map(|f| f.cardinality as u128).sum::<u128>();
+    let layers = |widths: &[usize]| widths.windows(2).map(|w| (w[0] as u128 + 1) * w[1] as u128).sum::<u128>();
+    let (user_width, item_width) = widths(cfg, cx);
+    let mut n = 0;
+    match cfg.user_input {
+        UserInput::UserId => n += rows * d + cx.n_users as u128 * d,
+        UserInput::History(encoder) => {
+            n += layers(&tower_widths(user_width, &cfg.hidden, cfg.dim));
+            n += rows * d * if cfg.share_embeddings { 1 } else { 2 };
+            n += s * (cardinality(&cx.inputs.item_fields) + cardinality(&cx.inputs.user_fields));
+            if encoder == SequenceEncoder::Gru {
+                let h = cfg.gru_hidden as u128;
+                n += 3 * (d * h + h) + 3 * (h * h + h);
+            }
+        }
+    }
+    if !cfg.item_hidden.is_empty() {
+        n += s * cardinality(&cx.inputs.item_fields) + layers(&tower_widths(item_width, &cfg.item_hidden, cfg.dim));
+    }
+    n
+}
+
+/// Input widths of the user tower and of the item tower.
+fn widths(cfg: &Config, cx: &BuildCx) -> (usize, usize) {
+    let (d, s) = (cfg.dim, cfg.side_dim);
+    let user = match cfg.user_input {
+        UserInput::UserId => d,
+        UserInput::History(encoder) => {
+            let history = if encoder == SequenceEncoder::Gru { cfg.gru_hidden } else { d };
+            let fields = cx.inputs.item_fields.len() + cx.inputs.user_fields.len();
+            history + s * fields + if cx.inputs.example_age { AGE_WIDTH } else { 0 }
+        }
+    };
+    let item = if cfg.item_hidden.is_empty() { d } else { d + s * cx.inputs.item_fields.len() };
+    (user, item)
+}
+
+/// `[input, hidden..., output]`.
+fn tower_widths(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
+    let mut w = vec![input];
+    w.extend(hidden);
+    w.push(output);
+    w
+}
+
+impl<D: Device<f32>> CandidateModel<D> {
+    pub fn new(dev: D, cfg: Config, cx: &BuildCx) -> CandidateModel<D> {
         let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
-        let d = params.dim;
-        let input = EmbeddingTable::normal(cx.n_items, d, params.init_std as f32, &mut rng);
-        let output =
-            (!params.share_embeddings).then(|| EmbeddingTable::normal(cx.n_items, d, params.init_std as f32, &mut rng));
-        let mut widths = vec![d];
-        widths.extend(&params.hidden);
-        widths.push(d);
-        let layers = widths.windows(2).map(|w| Layer::uniform(w[0], w[1], &mut rng)).collect();
-        YoutubeDnn { dev, params, input, output, layers, adam: Adam::new(cx.learning_rate as f32) }
-    }
-
-    fn output_table(&self) -> &EmbeddingTable {
-        self.output.as_ref().unwrap_or(&self.input)
-    }
-
-    /// Mean input embedding of each history row (zeros for an empty history).
-    fn history_means(&self, h: &Histories) -> Vec<f32> {
-        let d = self.params.dim;
-        let mut out = vec![0.0f32; h.len() * d];
-        for (r, acc) in out.chunks_exact_mut(d).enumerate() {
-            let items = h.row(r);
-            for &item in items {
-                for (a, &x) in acc.iter_mut().zip(self.input.row(item)) {
-                    *a += x;
+        let (d, s, std) = (cfg.dim, cfg.side_dim, cfg.init_std as f32);
+        let encoding =
+            if cx.inputs.items.items() == 0 { ItemEncoding::identity(cx.n_items) } else { cx.inputs.items.clone() };
+        let (user_width, item_width) = widths(&cfg, cx);
+        let layers = |widths: Vec<usize>, rng: &mut StdRng| -> Vec<Layer> {
+            widths.windows(2).map(|w| Layer::uniform(w[0], w[1], rng)).collect()
+        };
+        let fields = |fields: &[funnel_api::Categorical], rng: &mut StdRng| -> Vec<FieldTable> {
+            fields.iter().map(|f| FieldTable::normal(f.clone(), s, std, rng)).collect()
+        };
+        // Draw order: the tables and tower of the plain model first, so its
+        // initial weights do not depend on which extras exist.
+        let mut m = match cfg.user_input {
+            UserInput::UserId => CandidateModel {
+                input: None,
+                output: Some(ItemTable::normal(encoding, d, std, &mut rng)),
+                users: Some(EmbeddingTable::normal(cx.n_users, d, std, &mut rng)),
+                history_fields: Vec::new(),
+                user_fields: Vec::new(),
+                example_age: false,
+                gru: None,
+                tower: Vec::new(),
+                item_fields: Vec::new(),
+                item_tower: Vec::new(),
+                dev,
+                cfg: cfg.clone(),
+                n_items: cx.n_items,
+                n_users: cx.n_users,
+                adam: Adam::new(cx.learning_rate as f32),
+            },
+            UserInput::History(encoder) => {
+                let input = ItemTable::normal(encoding.clone(), d, std, &mut rng);
+                let output = (!cfg.share_embeddings).then(|| ItemTable::normal(encoding, d, std, &mut rng));
+                let tower = layers(tower_widths(user_width, &cfg.hidden, d), &mut rng);
+                let gru =
+                    (encoder == SequenceEncoder::Gru).then(|| Gru::new(d, cfg.gru_hidden, cfg.gru_pooling, &mut rng));
+                CandidateModel {
+                    input: Some(input),
+                    output,
+                    users: None,
+                    history_fields: fields(&cx.inputs.item_fields, &mut rng),
+                    user_fields: fields(&cx.inputs.user_fields, &mut rng),
+                    example_age: cx.inputs.example_age,
+                    gru,
+                    tower,
+                    item_fields: Vec::new(),
+                    item_tower: Vec::new(),
+                    dev,
+                    cfg: cfg.clone(),
+                    n_items: cx.n_items,
+                    n_users: cx.n_users,
+                    adam: Adam::new(cx.learning_rate as f32),
                 }
             }
-            if !items.is_empty() {
-                let inv = 1.0 / items.len() as f32;
-                acc.iter_mut().for_each(|a| *a *= inv);
+        };
+        if !cfg.item_hidden.is_empty() {
+            m.item_fields = fields(&cx.inputs.item_fields, &mut rng);
+            m.item_tower = layers(tower_widths(item_width, &cfg.item_hidden, d), &mut rng);
+        }
+        m
+    }
+
+    fn output_table(&self) -> &ItemTable {
+        self.output.as_ref().or(self.input.as_ref()).expect("every model has an item table")
+    }
+
+    fn output_table_mut(&mut self) -> &mut ItemTable {
+        self.output.as_mut().or(self.input.as_mut()).expect("every model has an item table")
+    }
+
+    /// Width of the host-built query features: the averaged history (mean
+    /// encoder), each side feature's embedding, the example age.
+    fn query_width(&self) -> usize {
+        let mean = match (&self.input, &self.gru) {
+            (Some(t), None) => t.dim(),
+            _ => 0,
+        };
+        let fields = self.history_fields.len() + self.user_fields.len();
+        mean + self.cfg.side_dim * fields + if self.example_age { AGE_WIDTH } else { 0 }
+    }
+
+    /// Query features of `rows`, row-major `[rows, query_width]`.
+    fn query_features(&self, q: &Queries, rows: Range<usize>) -> Vec<f32> {
+        let (w, s) = (self.query_width(), self.cfg.side_dim);
+        let mut out = vec![0.0f32; rows.len() * w];
+        for (r, row) in rows.zip(out.chunks_exact_mut(w)) {
+            let items = q.histories.row(r);
+            let mut at = 0;
+            if let (Some(input), None) = (&self.input, &self.gru) {
+                let acc = &mut row[..input.dim()];
+                items.iter().for_each(|&item| input.add_to(item, 1.0, acc));
+                if !items.is_empty() {
+                    let inv = 1.0 / items.len() as f32;
+                    acc.iter_mut().for_each(|a| *a *= inv);
+                }
+                at = input.dim();
+            }
+            for f in &self.history_fields {
+                f.mean_into(items, &mut row[at..at + s]);
+                at += s;
+            }
+            for f in &self.user_fields {
+                f.mean_into(&[q.users[r]], &mut row[at..at + s]);
+                at += s;
+            }
+            if self.example_age {
+                row[at] = q.ages[r];
+                row[at + 1] = q.ages[r] * q.ages[r];
             }
         }
         out
+    }
+
+    /// Scatters the gradient of [`CandidateModel::query_features`] (rows `0..`).
+    fn scatter_query_gradient(&mut self, q: &Queries, g: &[f32]) {
+        let (w, s) = (self.query_width(), self.cfg.side_dim);
+        let mean = self.gru.is_none();
+        for (r, g) in g.chunks_exact(w).enumerate() {
+            let items = q.histories.row(r);
+            let mut at = 0;
+            if let (Some(input), true) = (self.input.as_mut(), mean) {
+                let d = input.dim();
+                let scale = 1.0 / items.len().max(1) as f32;
+                items.iter().for_each(|&item| input.accumulate(item, &g[..d], scale));
+                at = d;
+            }
+            for f in &mut self.history_fields {
+                f.accumulate_mean(items, &g[at..at + s]);
+                at += s;
+            }
+            for f in &mut self.user_fields {
+                f.accumulate_mean(&[q.users[r]], &g[at..at + s]);
+                at += s;
+            }
+        }
+    }
+
+    /// The user tower's leaves for `rows` of `q`.
+    fn query_leaves(&self, q: &Queries, rows: Range<usize>) -> Result<QueryLeaves<D>> {
+        let b = rows.len();
+        let users = match &self.users {
+            None => None,
+            Some(table) => {
+                let mut out = Vec::with_capacity(b * table.dim);
+                for &u in &q.users[rows.clone()] {
+                    if u == Queries::UNKNOWN_USER {
+                        bail!("matrix_factorization has a vector only for users it was trained on; ask for a user");
+                    }
+                    ensure!((u as usize) < self.n_users, "user {u} is outside the {} users trained", self.n_users);
+                    table.gather_into(u, &mut out);
+                }
+                Some(self.dev.tensor_from_vec(out, (b, table.dim)))
+            }
+        };
+        let steps = match (&self.gru, &self.input) {
+            (Some(gru), Some(input)) => {
+                let (width, d) = (q.histories.width, input.dim());
+                let x = (0..width)
+                    .map(|t| {
+                        let mut x = vec![0.0f32; b * d];
+                        for (r, slot) in rows.clone().zip(x.chunks_exact_mut(d)) {
+                            if let Some(&item) = q.histories.row(r).get(t) {
+                                input.add_to(item, 1.0, slot);
+                            }
+                        }
+                        self.dev.tensor_from_vec(x, (b, d))
+                    })
+                    .collect();
+                Some(gru.steps(&self.dev, x, &q.histories.lengths[rows.clone()]))
+            }
+            _ => None,
+        };
+        let w = self.query_width();
+        let features = (w > 0).then(|| self.dev.tensor_from_vec(self.query_features(q, rows), (b, w)));
+        Ok(QueryLeaves { features, steps, users })
+    }
+
+    /// Width of one candidate's item input: its ID vector, then (with an
+    /// item tower) each item feature's embedding.
+    fn item_width(&self) -> usize {
+        self.output_table().dim() + self.cfg.side_dim * self.item_fields.len()
+    }
+
+    /// Item inputs of `items`, row-major `[items, item_width]`.
+    fn item_inputs(&self, items: &[ItemIdx]) -> Vec<f32> {
+        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.side_dim);
+        let mut out = Vec::with_capacity(items.len() * w);
+        for &item in items {
+            self.output_table().gather_into(item, &mut out);
+            for f in &self.item_fields {
+                let at = out.len();
+                out.resize(at + s, 0.0);
+                f.mean_into(&[item], &mut out[at..]);
+            }
+            debug_assert_eq!(out.len() % w, 0, "{d} + fields");
+        }
+        out
+    }
+
+    /// Scatters the gradient of [`CandidateModel::item_inputs`].
+    fn scatter_item_gradient<'a>(&mut self, items: impl Iterator<Item = &'a ItemIdx>, g: &[f32]) {
+        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.side_dim);
+        for (&item, g) in items.zip(g.chunks_exact(w)) {
+            self.output_table_mut().accumulate(item, &g[..d], 1.0);
+            for (f, g) in self.item_fields.iter_mut().zip(g[d..].chunks_exact(s)) {
+                f.accumulate_mean(&[item], g);
+            }
+        }
     }
 
     /// Per-logit additive term: `-log q` where corrected, [`MASKED`] where the
@@ -149,83 +382,188 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         out
     }
 
-    /// The batch as tensors: history means `x`, shared candidate vectors `v`
-    /// (positives, then shared negatives), per-row negatives `r` (`[B * k, d]`),
-    /// logit offsets and labels, with the item of every `v` and `r` row.
+    /// The batch as leaf tensors: the user tower's inputs, the item inputs
+    /// of the shared candidates `v` (positives, then shared negatives) and of
+    /// the per-row negatives `r`, logit offsets and labels.
     fn prepare(&self, batch: &TrainBatch<'_>) -> Result<Prepared<D>> {
         let b = batch.positives.len();
-        let d = self.params.dim;
         let cands = batch.candidates;
         ensure!(b > 0, "empty batch");
-        ensure!(
-            batch.queries.histories.len() == b,
-            "batch has {b} positives but {} histories",
-            batch.queries.histories.len()
-        );
+        ensure!(batch.queries.len() == b, "batch has {b} positives but {} queries", batch.queries.len());
         ensure!(cands.per_row.len().is_multiple_of(b), "{} per-row negatives for {b} rows", cands.per_row.len());
         let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
-        let gather = |ids: &[ItemIdx]| {
-            let mut out = Vec::with_capacity(ids.len() * d);
-            ids.iter().for_each(|&i| self.output_table().gather_into(i, &mut out));
-            self.dev.tensor_from_vec(out, (ids.len(), d))
-        };
+        let w = self.item_width();
+        let items = |ids: &[ItemIdx]| self.dev.tensor_from_vec(self.item_inputs(ids), (ids.len(), w));
         let c = shared_ids.len() + cands.per_row.len() / b;
         Ok(Prepared {
-            x: self.dev.tensor_from_vec(self.history_means(&batch.queries.histories), (b, d)),
-            v: gather(&shared_ids),
-            r: (!cands.per_row.is_empty()).then(|| gather(&cands.per_row)),
+            query: self.query_leaves(batch.queries, 0..b)?,
+            v: items(&shared_ids),
+            r: (!cands.per_row.is_empty()).then(|| items(&cands.per_row)),
             offsets: self.dev.tensor_from_vec(Self::logit_offsets(batch.positives, cands), (b, c)),
             labels: self.dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,)),
             shared_ids,
         })
     }
 
+    fn dense_tensors(&self) -> DenseTensors<D> {
+        DenseTensors {
+            tower: self.tower.iter().map(|l| l.tensors(&self.dev)).collect(),
+            gru: self.gru.as_ref().map(|g| g.tensors(&self.dev)).unwrap_or_default(),
+            item_tower: self.item_tower.iter().map(|l| l.tensors(&self.dev)).collect(),
+        }
+    }
+
+    /// User vectors (before normalisation) from the leaves.
+    fn user_graph<T: Tape<f32, D> + Merge<T>>(&self, q: &QueryLeaves<D>, p: &DenseTensors<D>) -> Mat<D, T> {
+        if let Some(users) = &q.users {
+            return users.retaped::<T>();
+        }
+        let x = match (&self.gru, &q.steps, &q.features) {
+            (Some(gru), Some(steps), features) => {
+                let h = gru.forward::<D, T>(steps, &p.gru);
+                match features {
+                    Some(f) => (h, f.retaped::<T>()).concat_along(Axis::<1>),
+                    None => h,
+                }
+            }
+            (_, _, Some(f)) => f.retaped::<T>(),
+            _ => unreachable!("a history model always has query features or GRU steps"),
+        };
+        mlp(x, &p.tower)
+    }
+
+    /// Item vectors (before normalisation) from item inputs.
+    fn item_graph<T: Tape<f32, D> + Merge<T>>(&self, x: &Mat<D>, p: &DenseTensors<D>) -> Mat<D, T> {
+        let x = x.retaped::<T>();
+        if self.item_tower.is_empty() {
+            x
+        } else {
+            mlp(x, &p.item_tower)
+        }
+    }
+
     /// Forward and backward pass; leaves gradients in the tables and layers.
     fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
-        let d = self.params.dim;
         let p = self.prepare(batch)?;
-        let layers: Vec<_> = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
-        let traced = layers.iter().map(|(w, bias)| (w.leaky_trace(), bias.leaky_trace())).collect();
-        let u = tower(p.x.leaky_trace(), traced);
-        let r = p.r.as_ref().map(|r| r.leaky_trace());
-        let loss = self.objective(u, p.v.leaky_trace(), r, p.offsets.clone(), p.labels.clone());
+        let t = self.dense_tensors();
+        type Taped<D> = OwnedTape<f32, D>;
+        let u = self.user_graph::<Taped<D>>(&p.query, &t);
+        let v = self.item_graph::<Taped<D>>(&p.v, &t);
+        let r = p.r.as_ref().map(|r| self.item_graph::<Taped<D>>(r, &t));
+        let loss = self.objective(u, v, r, p.offsets.clone(), p.labels.clone());
         let loss_value = loss.as_vec()[0];
         let grads = loss.backward();
 
-        for (layer, (w, bias)) in self.layers.iter_mut().zip(&layers) {
-            layer.weight_grad = grads.get(w).as_vec();
-            layer.bias_grad = grads.get(bias).as_vec();
+        self.tower.iter_mut().zip(&t.tower).for_each(|(l, t)| l.take_gradients(&grads, t));
+        self.item_tower.iter_mut().zip(&t.item_tower).for_each(|(l, t)| l.take_gradients(&grads, t));
+        if let Some(gru) = &mut self.gru {
+            gru.take_gradients(&grads, &t.gru);
         }
-        let gx = grads.get(&p.x).as_vec();
-        for (r, g) in gx.chunks_exact(d).enumerate() {
-            let items = batch.queries.histories.row(r);
-            let scale = 1.0 / items.len().max(1) as f32;
-            for &item in items {
-                self.input.accumulate(item, g, scale);
+        let queries = batch.queries;
+        if let Some(f) = &p.query.features {
+            self.scatter_query_gradient(queries, &grads.get(f).as_vec());
+        }
+        if let (Some(steps), Some(input)) = (&p.query.steps, self.input.as_mut()) {
+            let d = input.dim();
+            for (t, x) in steps.x.iter().enumerate() {
+                let g = grads.get(x).as_vec();
+                for (r, g) in g.chunks_exact(d).enumerate() {
+                    if let Some(&item) = queries.histories.row(r).get(t) {
+                        input.accumulate(item, g, 1.0);
+                    }
+                }
+            }
+        }
+        if let (Some(u), Some(table)) = (&p.query.users, self.users.as_mut()) {
+            let g = grads.get(u).as_vec();
+            for (&user, g) in queries.users.iter().zip(g.chunks_exact(table.dim)) {
+                table.accumulate(user, g, 1.0);
             }
         }
         let gv = grads.get(&p.v).as_vec();
-        let gr = p.r.as_ref().map(|r| grads.get(r).as_vec()).unwrap_or_default();
-        let out = self.output.as_mut().unwrap_or(&mut self.input);
-        let ids = p.shared_ids.iter().chain(&batch.candidates.per_row);
-        for (&item, g) in ids.zip(gv.chunks_exact(d).chain(gr.chunks_exact(d))) {
-            out.accumulate(item, g, 1.0);
+        self.scatter_item_gradient(p.shared_ids.iter(), &gv);
+        if let Some(r) = &p.r {
+            self.scatter_item_gradient(batch.candidates.per_row.iter(), &grads.get(r).as_vec());
         }
-        let sq = |v: &[f32]| v.iter().map(|&g| g as f64 * g as f64).sum::<f64>();
-        let layers: f64 = self.layers.iter().map(|l| sq(&l.weight_grad) + sq(&l.bias_grad)).sum();
-        let tables = self.input.gradient_sq_norm() + self.output.as_ref().map_or(0.0, |t| t.gradient_sq_norm());
-        Ok(StepStats { loss: loss_value, grad_norm: (layers + tables).sqrt() as f32 })
+        let norm: f64 = self.params().iter().map(|(_, p)| p.gradient_sq_norm()).sum();
+        Ok(StepStats { loss: loss_value, grad_norm: norm.sqrt() as f32 })
     }
 
     fn apply(&mut self) {
         self.adam.begin_step();
-        for l in &mut self.layers {
-            self.adam.update(&mut l.weight, &l.weight_grad, &mut l.weight_moments);
-            self.adam.update(&mut l.bias, &l.bias_grad, &mut l.bias_moments);
+        let (adam, how) = (self.adam.clone(), self.cfg.embedding_optimizer);
+        for (_, p) in self.params_mut() {
+            match p {
+                ParamMut::Dense(d) => adam.update(&mut d.values, &d.grad, &mut d.moments),
+                ParamMut::Table(t) => t.apply(&adam, how),
+            }
         }
-        self.input.apply(&self.adam, self.params.embedding_optimizer);
-        if let Some(out) = &mut self.output {
-            out.apply(&self.adam, self.params.embedding_optimizer);
+    }
+
+    /// Every parameter buffer with its name in snapshots and checkpoints.
+    fn params(&self) -> Vec<(String, ParamRef<'_>)> {
+        let mut out = Vec::new();
+        if let Some(t) = &self.input {
+            out.push(("input_embeddings".to_string(), ParamRef::Table(&t.table)));
+        }
+        if let Some(t) = &self.output {
+            out.push((self.output_name().to_string(), ParamRef::Table(&t.table)));
+        }
+        if let Some(t) = &self.users {
+            out.push(("user_embeddings".to_string(), ParamRef::Table(t)));
+        }
+        let fields = [
+            ("history_field", &self.history_fields),
+            ("user_field", &self.user_fields),
+            ("item_field", &self.item_fields),
+        ];
+        for (prefix, fields) in fields {
+            fields.iter().for_each(|f| out.push((format!("{prefix}.{}", f.name()), ParamRef::Table(&f.table))));
+        }
+        self.tower.iter().enumerate().for_each(|(i, l)| l.params(&format!("layer{i}"), &mut out));
+        self.item_tower.iter().enumerate().for_each(|(i, l)| l.params(&format!("item_layer{i}"), &mut out));
+        if let Some(g) = &self.gru {
+            g.params(&mut out);
+        }
+        out
+    }
+
+    /// [`CandidateModel::params`], mutably, same names.
+    fn params_mut(&mut self) -> Vec<(String, ParamMut<'_>)> {
+        let output_name = self.output_name();
+        let mut out = Vec::new();
+        if let Some(t) = &mut self.input {
+            out.push(("input_embeddings".to_string(), ParamMut::Table(&mut t.table)));
+        }
+        if let Some(t) = &mut self.output {
+            out.push((output_name.to_string(), ParamMut::Table(&mut t.table)));
+        }
+        if let Some(t) = &mut self.users {
+            out.push(("user_embeddings".to_string(), ParamMut::Table(t)));
+        }
+        let fields = [
+            ("history_field", &mut self.history_fields),
+            ("user_field", &mut self.user_fields),
+            ("item_field", &mut self.item_fields),
+        ];
+        for (prefix, fields) in fields {
+            for f in fields.iter_mut() {
+                out.push((format!("{prefix}.{}", f.name()), ParamMut::Table(&mut f.table)));
+            }
+        }
+        self.tower.iter_mut().enumerate().for_each(|(i, l)| l.params_mut(&format!("layer{i}"), &mut out));
+        self.item_tower.iter_mut().enumerate().for_each(|(i, l)| l.params_mut(&format!("item_layer{i}"), &mut out));
+        if let Some(g) = &mut self.gru {
+            g.params_mut(&mut out);
+        }
+        out
+    }
+
+    fn output_name(&self) -> &'static str {
+        if self.cfg.user_input == UserInput::UserId {
+            "item_embeddings"
+        } else {
+            "output_embeddings"
         }
     }
 
@@ -233,8 +571,11 @@ impl<D: Device<f32>> YoutubeDnn<D> {
     #[cfg(test)]
     fn loss(&self, batch: &TrainBatch<'_>) -> f32 {
         let p = self.prepare(batch).unwrap();
-        let layers = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
-        self.objective(tower(p.x, layers), p.v, p.r, p.offsets, p.labels).as_vec()[0]
+        let t = self.dense_tensors();
+        let u = self.user_graph::<NoneTape>(&p.query, &t);
+        let v = self.item_graph::<NoneTape>(&p.v, &t);
+        let r = p.r.as_ref().map(|r| self.item_graph::<NoneTape>(r, &t));
+        self.objective(u, v, r, p.offsets, p.labels).as_vec()[0]
     }
 
     /// The configured loss of user vectors `u` against candidate vectors `v`;
@@ -247,7 +588,7 @@ impl<D: Device<f32>> YoutubeDnn<D> {
         offsets: Mat<D>,
         labels: Tensor<(usize,), usize, D>,
     ) -> Tensor<(), f32, D, T> {
-        let normalize = |m: Mat<D, T>| if self.params.normalize { l2_normalize(m) } else { m };
+        let normalize = |m: Mat<D, T>| if self.cfg.normalize { l2_normalize(m) } else { m };
         let (u, v) = (normalize(u), normalize(v));
         let (b, d) = *u.shape();
         let logits = match r {
@@ -261,8 +602,8 @@ impl<D: Device<f32>> YoutubeDnn<D> {
                 (u.matmul(v.permute::<_, Axes2<1, 0>>()), own).concat_along(Axis::<1>)
             }
         };
-        let logits = logits * (1.0 / self.params.temperature) + offsets;
-        match self.params.loss {
+        let logits = logits * (1.0 / self.cfg.temperature) + offsets;
+        match self.cfg.loss {
             Loss::Softmax => logits.log_softmax::<Axis<1>>().select(labels).mean().negate(),
             Loss::Bce => {
                 // Masked candidates carry a -1e9 offset: target 0, loss and gradient 0.
@@ -285,28 +626,22 @@ fn l2_normalize<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>) -> Mat
     x / norms.broadcast_like::<_, Axis<1>>(&shape)
 }
 
-/// The user tower: ReLU after every layer but the last, which projects to `dim`.
-fn tower<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
-    mut x: Mat<D, T>,
-    layers: Vec<(Mat<D, T>, Vector<D, T>)>,
-) -> Mat<D, T> {
-    let n = layers.len();
-    for (i, (w, bias)) in layers.into_iter().enumerate() {
-        let shape = (x.shape().0, w.shape().1);
-        let y = x.matmul(w) + bias.broadcast_like::<_, Axis<0>>(&shape);
-        x = if i + 1 < n { y.relu() } else { y };
+/// Rows of `m` scaled to unit length, on the host.
+fn normalize_rows(m: &mut Matrix) {
+    for r in 0..m.rows {
+        let row = m.row_mut(r);
+        let norm = (row.iter().map(|x| x * x).sum::<f32>() + 1e-12).sqrt();
+        row.iter_mut().for_each(|x| *x /= norm);
     }
-    x
 }
 
-impl<D: Device<f32>> Model for YoutubeDnn<D> {
+impl<D: Device<f32>> Model for CandidateModel<D> {
     fn dim(&self) -> usize {
-        self.params.dim
+        self.cfg.dim
     }
 
     fn parameter_count(&self) -> usize {
-        let tables = self.input.weights.len() + self.output.as_ref().map_or(0, |t| t.weights.len());
-        tables + self.layers.iter().map(|l| l.weight.len() + l.bias.len()).sum::<usize>()
+        self.params().iter().map(|(_, p)| p.values().len()).sum()
     }
 
     fn compute_gradients(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
@@ -318,78 +653,57 @@ impl<D: Device<f32>> Model for YoutubeDnn<D> {
     }
 
     fn user_vectors(&self, queries: &Queries) -> Result<Matrix> {
-        let histories = &queries.histories;
-        let d = self.params.dim;
-        let means = self.history_means(histories);
-        let mut out = Vec::with_capacity(histories.len() * d);
-        for chunk in means.chunks(INFERENCE_CHUNK * d) {
-            let x = self.dev.tensor_from_vec(chunk.to_vec(), (chunk.len() / d, d));
-            let layers = self.layers.iter().map(|l| l.tensors(&self.dev)).collect();
-            let u = tower(x, layers);
-            out.extend(if self.params.normalize { l2_normalize(u) } else { u }.as_vec());
+        let d = self.cfg.dim;
+        let t = self.dense_tensors();
+        let mut out = Vec::with_capacity(queries.len() * d);
+        for start in (0..queries.len()).step_by(INFERENCE_CHUNK) {
+            let leaves = self.query_leaves(queries, start..(start + INFERENCE_CHUNK).min(queries.len()))?;
+            let u = self.user_graph::<NoneTape>(&leaves, &t);
+            out.extend(if self.cfg.normalize { l2_normalize(u) } else { u }.as_vec());
         }
-        Ok(Matrix::from_vec(histories.len(), d, out))
+        Ok(Matrix::from_vec(queries.len(), d, out))
     }
 
     fn item_vectors(&self) -> Result<Matrix> {
-        let t = self.output_table();
-        let mut m = Matrix::from_vec(t.rows, t.dim, t.weights.clone());
-        if self.params.normalize {
-            for r in 0..m.rows {
-                let row = m.row_mut(r);
-                let norm = (row.iter().map(|x| x * x).sum::<f32>() + 1e-12).sqrt();
-                row.iter_mut().for_each(|x| *x /= norm);
+        let d = self.cfg.dim;
+        let mut m = if self.item_tower.is_empty() {
+            Matrix::from_vec(self.n_items, d, self.output_table().vectors(self.n_items))
+        } else {
+            let t = self.dense_tensors();
+            let (w, ids) = (self.item_width(), (0..self.n_items as ItemIdx).collect::<Vec<_>>());
+            let mut out = Vec::with_capacity(self.n_items * d);
+            for chunk in ids.chunks(INFERENCE_CHUNK) {
+                let x = self.dev.tensor_from_vec(self.item_inputs(chunk), (chunk.len(), w));
+                out.extend(self.item_graph::<NoneTape>(&x, &t).as_vec());
             }
+            Matrix::from_vec(self.n_items, d, out)
+        };
+        if self.cfg.normalize {
+            normalize_rows(&mut m);
         }
         Ok(m)
     }
 
     fn state(&self) -> ModelState {
-        let mut s = ModelState::new();
-        s.insert("input_embeddings".into(), self.input.weights.clone());
-        if let Some(out) = &self.output {
-            s.insert("output_embeddings".into(), out.weights.clone());
-        }
-        for (i, l) in self.layers.iter().enumerate() {
-            s.insert(format!("layer{i}.weight"), l.weight.clone());
-            s.insert(format!("layer{i}.bias"), l.bias.clone());
-        }
-        s
+        self.params().into_iter().map(|(name, p)| (name, p.values().to_vec())).collect()
     }
 
     fn load_state(&mut self, state: &ModelState) -> Result<()> {
-        fn put(dst: &mut [f32], state: &ModelState, name: &str) -> Result<()> {
-            let src = state.get(name).with_context(|| format!("model state lacks `{name}`"))?;
+        for (name, mut p) in self.params_mut() {
+            let dst = p.values_mut();
+            let src = state.get(&name).with_context(|| format!("model state lacks `{name}`"))?;
             ensure!(src.len() == dst.len(), "model state `{name}` has {} values, expected {}", src.len(), dst.len());
             dst.copy_from_slice(src);
-            Ok(())
-        }
-        put(&mut self.input.weights, state, "input_embeddings")?;
-        if let Some(out) = &mut self.output {
-            put(&mut out.weights, state, "output_embeddings")?;
-        }
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            put(&mut l.weight, state, &format!("layer{i}.weight"))?;
-            put(&mut l.bias, state, &format!("layer{i}.bias"))?;
         }
         Ok(())
     }
 
     fn training_state(&self) -> TrainingState {
         let mut s = TrainingState { f32s: self.state(), ..Default::default() };
-        let mut moments = |name: &str, m: &[f32], v: &[f32]| {
+        for (name, p) in self.params() {
+            let (m, v) = p.moments();
             s.f32s.insert(format!("{name}.adam_m"), m.to_vec());
             s.f32s.insert(format!("{name}.adam_v"), v.to_vec());
-        };
-        let (m, v) = self.input.moments();
-        moments("input_embeddings", m, v);
-        if let Some(out) = &self.output {
-            let (m, v) = out.moments();
-            moments("output_embeddings", m, v);
-        }
-        for (i, l) in self.layers.iter().enumerate() {
-            moments(&format!("layer{i}.weight"), &l.weight_moments.m, &l.weight_moments.v);
-            moments(&format!("layer{i}.bias"), &l.bias_moments.m, &l.bias_moments.v);
         }
         s.u64s.insert("adam.t".into(), vec![self.adam.t]);
         s
@@ -397,24 +711,11 @@ impl<D: Device<f32>> Model for YoutubeDnn<D> {
 
     fn load_training_state(&mut self, state: &TrainingState) -> Result<()> {
         self.load_state(&state.f32s)?;
-        let put = |dst: &mut Vec<f32>, name: String| -> Result<()> {
-            let len = dst.len();
-            dst.copy_from_slice(TrainingState::take(&state.f32s, &name, len)?);
-            Ok(())
-        };
-        let (m, v) = self.input.moments_mut();
-        put(m, "input_embeddings.adam_m".into())?;
-        put(v, "input_embeddings.adam_v".into())?;
-        if let Some(out) = &mut self.output {
-            let (m, v) = out.moments_mut();
-            put(m, "output_embeddings.adam_m".into())?;
-            put(v, "output_embeddings.adam_v".into())?;
-        }
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            put(&mut l.weight_moments.m, format!("layer{i}.weight.adam_m"))?;
-            put(&mut l.weight_moments.v, format!("layer{i}.weight.adam_v"))?;
-            put(&mut l.bias_moments.m, format!("layer{i}.bias.adam_m"))?;
-            put(&mut l.bias_moments.v, format!("layer{i}.bias.adam_v"))?;
+        for (name, mut p) in self.params_mut() {
+            let (m, v) = p.moments_mut();
+            let len = m.len();
+            m.copy_from_slice(TrainingState::take(&state.f32s, &format!("{name}.adam_m"), len)?);
+            v.copy_from_slice(TrainingState::take(&state.f32s, &format!("{name}.adam_v"), len)?);
         }
         self.adam.t = TrainingState::take(&state.u64s, "adam.t", 1)?[0];
         Ok(())
@@ -424,15 +725,18 @@ impl<D: Device<f32>> Model for YoutubeDnn<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EmbeddingOptimizer;
+    use crate::{EmbeddingOptimizer, Pooling, YoutubeDnnParams};
     use dfdx::tensor::Cpu;
+    use funnel_api::SideInputs;
 
-    fn tiny(share_embeddings: bool, temperature: f32) -> YoutubeDnn<Cpu> {
+    type Tiny = CandidateModel<Cpu>;
+
+    fn tiny(share_embeddings: bool, temperature: f32) -> Tiny {
         tiny_with(share_embeddings, temperature, Loss::Softmax, false)
     }
 
-    fn tiny_with(share_embeddings: bool, temperature: f32, loss: Loss, normalize: bool) -> YoutubeDnn<Cpu> {
-        let params = YoutubeDnnParams {
+    fn tiny_params(share_embeddings: bool, temperature: f32, loss: Loss, normalize: bool) -> YoutubeDnnParams {
+        YoutubeDnnParams {
             dim: 3,
             hidden: vec![4],
             share_embeddings,
@@ -441,9 +745,28 @@ mod tests {
             normalize,
             loss,
             embedding_optimizer: EmbeddingOptimizer::Adam,
+            gru_hidden: 2,
+            side_dim: 2,
+            ..Default::default()
+        }
+    }
+
+    fn tiny_with(share_embeddings: bool, temperature: f32, loss: Loss, normalize: bool) -> Tiny {
+        tiny_model(tiny_params(share_embeddings, temperature, loss, normalize).into(), SideInputs::default())
+    }
+
+    /// A model over 7 items and 3 users with the given side inputs.
+    fn tiny_model(cfg: Config, inputs: SideInputs) -> Tiny {
+        let cx = BuildCx {
+            seed: 3,
+            n_items: 7,
+            n_users: 3,
+            learning_rate: 0.01,
+            device: "cpu".into(),
+            inputs: std::sync::Arc::new(inputs),
+            ..Default::default()
         };
-        let cx = BuildCx { seed: 3, n_items: 7, learning_rate: 0.01, device: "cpu".into(), ..Default::default() };
-        YoutubeDnn::new(Cpu::default(), params, &cx)
+        CandidateModel::new(Cpu::default(), cfg, &cx)
     }
 
     fn histories(rows: &[&[ItemIdx]]) -> Queries {
@@ -464,42 +787,34 @@ mod tests {
     }
 
     /// Every parameter of `m`, addressed as (tensor name, flat index).
-    fn coordinates(m: &YoutubeDnn<Cpu>) -> Vec<(String, usize)> {
+    fn coordinates(m: &Tiny) -> Vec<(String, usize)> {
         m.state().into_iter().flat_map(|(k, v)| (0..v.len()).map(move |i| (k.clone(), i))).collect()
     }
 
-    fn analytic(m: &YoutubeDnn<Cpu>, name: &str, i: usize) -> f32 {
-        match name {
-            "input_embeddings" => m.input.gradient()[i],
-            "output_embeddings" => m.output.as_ref().unwrap().gradient()[i],
-            _ => {
-                let (layer, what) = name.trim_start_matches("layer").split_once('.').unwrap();
-                let l = &m.layers[layer.parse::<usize>().unwrap()];
-                if what == "weight" {
-                    l.weight_grad[i]
-                } else {
-                    l.bias_grad[i]
-                }
-            }
-        }
+    fn analytic(m: &Tiny, name: &str, i: usize) -> f32 {
+        m.params().into_iter().find(|(n, _)| n == name).unwrap().1.gradient()[i]
     }
 
-    fn check_gradients(m: YoutubeDnn<Cpu>, in_batch: bool) {
+    fn check_gradients(m: Tiny, in_batch: bool) {
         check_gradients_of(m, candidates(&[6, 4, 1], in_batch, 2));
     }
 
-    fn check_gradients_of(mut m: YoutubeDnn<Cpu>, cands: Candidates) {
+    fn check_gradients_of(m: Tiny, cands: Candidates) {
         // Row 1's history is empty; negative 4 is row 0's positive (an
         // accidental hit, masked); positives 4 and 5 differ.
+        check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), cands);
+    }
+
+    fn check_gradients_on(mut m: Tiny, h: &Queries, cands: Candidates) {
         let in_batch = cands.in_batch;
-        let h = histories(&[&[0, 1, 2], &[]]);
         let positives = [4, 5];
-        let batch = TrainBatch { queries: &h, positives: &positives, candidates: &cands };
+        let batch = TrainBatch { queries: h, positives: &positives, candidates: &cands };
         m.forward_backward(&batch).unwrap();
-        let eps = 1e-2f32;
+        // Small enough that no ReLU crosses its kink between the two probes.
+        let eps = 1e-3f32;
         for (name, i) in coordinates(&m) {
             let base = m.state();
-            let loss_at = |delta: f32, m: &mut YoutubeDnn<Cpu>| {
+            let loss_at = |delta: f32, m: &mut Tiny| {
                 let mut s = base.clone();
                 s.get_mut(&name).unwrap()[i] += delta;
                 m.load_state(&s).unwrap();
@@ -543,7 +858,7 @@ mod tests {
         c.log_q_correction = false;
         c.per_row = vec![6, 4, 5, 0];
         c.per_row_log_q = vec![-1.0; 4];
-        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 5], &c);
+        let off = Tiny::logit_offsets(&[4, 5], &c);
         assert_eq!(off, vec![0.0, MASKED, 0.0, MASKED, MASKED, 0.0, MASKED, 0.0]);
     }
 
@@ -594,14 +909,14 @@ mod tests {
         let mut c = candidates(&[4, 1], false, 2);
         c.shared_log_q = vec![-1.0, -3.0];
         c.positive_log_q = vec![-2.0, -2.5];
-        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 4], &c);
+        let off = Tiny::logit_offsets(&[4, 4], &c);
         // Without in-batch negatives the other row's positive is masked.
         assert_eq!(off, vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
         c.in_batch = true;
-        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 4], &c);
+        let off = Tiny::logit_offsets(&[4, 4], &c);
         // In-batch, the duplicate positive is still an accidental hit.
         assert_eq!(off, vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
-        let off = YoutubeDnn::<Cpu>::logit_offsets(&[4, 5], &c);
+        let off = Tiny::logit_offsets(&[4, 5], &c);
         assert_eq!(off, vec![2.0, 2.5, MASKED, 3.0, 2.0, 2.5, 1.0, 3.0]);
     }
 
@@ -657,11 +972,134 @@ mod tests {
     fn state_round_trips() {
         let m = tiny(false, 1.0);
         let mut other = tiny(false, 1.0);
-        other.layers[0].weight[0] += 1.0;
+        other.tower[0].weight.values[0] += 1.0;
         other.load_state(&m.state()).unwrap();
         assert_eq!(other.state(), m.state());
         let mut missing = m.state();
         missing.remove("layer1.bias");
         assert!(other.load_state(&missing).unwrap_err().to_string().contains("layer1.bias"));
+    }
+
+    /// Genres of the 7 items, gender of the 3 users, hashed item rows.
+    fn side_inputs(hashed: bool, example_age: bool) -> SideInputs {
+        use funnel_api::{Categorical, ItemEncoding};
+        let genres: [&[u32]; 7] = [&[0], &[1, 2], &[], &[2], &[0, 1], &[1], &[3]];
+        SideInputs {
+            items: if hashed {
+                // 7 items into 5 rows, 2 rows each, with collisions.
+                ItemEncoding::from_ids(5, 2, vec![0, 1, 1, 2, 2, 3, 3, 4, 4, 0, 0, 2, 1, 1])
+            } else {
+                ItemEncoding::default()
+            },
+            item_fields: vec![Categorical::from_lists("genres", 4, genres)],
+            user_fields: vec![Categorical::from_lists("gender", 2, [vec![0], vec![1], vec![]])],
+            example_age,
+        }
+    }
+
+    fn with_ages(mut q: Queries, ages: &[f32]) -> Queries {
+        q.ages = ages.to_vec();
+        q
+    }
+
+    fn mixed_candidates() -> Candidates {
+        let mut c = candidates(&[2, 3], true, 2);
+        c.per_row = vec![6, 4, 1, 0];
+        c.per_row_log_q = vec![-1.0, -1.5, -2.0, -0.5];
+        c
+    }
+
+    #[test]
+    fn side_features_and_hashed_items_get_exact_gradients() {
+        let cfg: Config = tiny_params(false, 0.5, Loss::Softmax, false).into();
+        let m = tiny_model(cfg.clone(), side_inputs(true, true));
+        let names: Vec<_> = m.state().into_keys().collect();
+        for expected in ["history_field.genres", "user_field.gender", "input_embeddings", "output_embeddings"] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        }
+        assert_eq!(m.state()["input_embeddings"].len(), 5 * 3, "hashed table has 5 rows");
+        // Tower input: history mean 3 + genres 2 + gender 2 + [age, age²] 2.
+        assert_eq!(m.tower[0].fan_in, 9);
+        let q = with_ages(histories(&[&[0, 1, 2], &[]]), &[0.25, 0.75]);
+        check_gradients_on(m, &q, mixed_candidates());
+        let shared = tiny_model(tiny_params(true, 1.0, Loss::Bce, true).into(), side_inputs(true, false));
+        check_gradients_on(shared, &histories(&[&[3, 4], &[6]]), candidates(&[6, 4, 1], true, 2));
+    }
+
+    #[test]
+    fn gru_encoders_get_exact_gradients_with_last_and_max_pooling() {
+        for pooling in [Pooling::Last, Pooling::Max] {
+            let p = YoutubeDnnParams {
+                sequence_encoder: SequenceEncoder::Gru,
+                gru_pooling: pooling,
+                ..tiny_params(false, 1.0, Loss::Softmax, false)
+            };
+            let m = tiny_model(p.clone().into(), SideInputs::default());
+            assert_eq!(m.tower[0].fan_in, 2, "GRU hidden 2 feeds the tower");
+            assert!(m.state().contains_key("gru.hidden_new.weight"));
+            // Rows of length 3 and 0 (padded throughout).
+            check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
+            let with_sides = tiny_model(p.into(), side_inputs(false, true));
+            let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
+            check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], false, 2));
+        }
+    }
+
+    #[test]
+    fn gru_last_state_ignores_padding_and_order_matters() {
+        let p = YoutubeDnnParams {
+            sequence_encoder: SequenceEncoder::Gru,
+            ..tiny_params(false, 1.0, Loss::Softmax, false)
+        };
+        let m = tiny_model(p.into(), SideInputs::default());
+        let u = m.user_vectors(&histories(&[&[0, 1], &[1, 0], &[0, 1]])).unwrap();
+        assert_eq!(u.row(0), u.row(2));
+        assert_ne!(u.row(0), u.row(1), "a sequence encoder sees order, unlike the mean");
+    }
+
+    #[test]
+    fn two_tower_item_vectors_come_from_the_item_tower_and_get_exact_gradients() {
+        let p = YoutubeDnnParams { item_hidden: vec![4], ..tiny_params(false, 1.0, Loss::Softmax, false) };
+        let m = tiny_model(p.clone().into(), side_inputs(false, false));
+        assert_eq!(m.item_tower[0].fan_in, 3 + 2, "item ID 3 + genres 2");
+        let items = m.item_vectors().unwrap();
+        assert_eq!((items.rows, items.cols), (7, 3));
+        check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
+        let normalised =
+            tiny_model(YoutubeDnnParams { normalize: true, temperature: 0.2, ..p }.into(), side_inputs(true, false));
+        check_gradients_on(normalised, &histories(&[&[0], &[3]]), candidates(&[6, 4, 1], true, 2));
+    }
+
+    #[test]
+    fn matrix_factorization_scores_known_users_and_gets_exact_gradients() {
+        let p = crate::MatrixFactorizationParams { dim: 3, init_std: 0.5, ..Default::default() };
+        let m = tiny_model(p.into(), side_inputs(false, true));
+        let names: Vec<_> = m.state().into_keys().collect();
+        assert_eq!(names, vec!["item_embeddings", "user_embeddings"]);
+        assert_eq!(m.parameter_count(), 7 * 3 + 3 * 3);
+        let u = m.user_vectors(&histories(&[&[], &[1], &[2]])).unwrap();
+        assert_eq!(u.row(1), m.users.as_ref().unwrap().row(1));
+        let mut unknown = Queries::new(3);
+        unknown.push(&[1], Queries::UNKNOWN_USER, 0.0);
+        assert!(m.user_vectors(&unknown).unwrap_err().to_string().contains("trained on"));
+        check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
+    }
+
+    #[test]
+    fn every_variant_gives_one_vector_per_query_and_per_item() {
+        let variants: Vec<Config> = vec![
+            tiny_params(false, 1.0, Loss::Softmax, false).into(),
+            YoutubeDnnParams { sequence_encoder: SequenceEncoder::Gru, ..tiny_params(true, 1.0, Loss::Softmax, true) }
+                .into(),
+            YoutubeDnnParams { item_hidden: vec![4, 2], ..tiny_params(false, 1.0, Loss::Bce, false) }.into(),
+            crate::MatrixFactorizationParams { dim: 3, ..Default::default() }.into(),
+        ];
+        for cfg in variants {
+            let m = tiny_model(cfg.clone(), side_inputs(true, true));
+            let u = m.user_vectors(&histories(&[&[0, 1, 2], &[], &[6]])).unwrap();
+            let items = m.item_vectors().unwrap();
+            assert_eq!((u.rows, u.cols, items.rows, items.cols), (3, 3, 7, 3), "{cfg:?}");
+            assert!(u.data.iter().chain(&items.data).all(|x| x.is_finite()));
+        }
     }
 }

@@ -8,7 +8,6 @@ use crate::adam::{Adam, Moments};
 use crate::EmbeddingOptimizer;
 
 pub struct EmbeddingTable {
-    pub rows: usize,
     pub dim: usize,
     pub weights: Vec<f32>,
     grad: Vec<f32>,
@@ -22,7 +21,6 @@ impl EmbeddingTable {
     pub fn normal(rows: usize, dim: usize, std: f32, rng: &mut impl Rng) -> EmbeddingTable {
         let normal = Normal::new(0.0, std).expect("std is checked positive when the model is built");
         EmbeddingTable {
-            rows,
             dim,
             weights: (0..rows * dim).map(|_| normal.sample(rng)).collect(),
             grad: vec![0.0; rows * dim],

@@ -1,0 +1,152 @@
+//! Dense parameters (tower layers, GRU gates) kept as flat buffers with their
+//! gradient and Adam moments, and the tower they form on dfdx.
+
+use dfdx::prelude::*;
+use rand::Rng;
+
+use crate::adam::Moments;
+use crate::table::EmbeddingTable;
+
+pub type Mat<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
+pub type Vector<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
+
+/// One dense parameter tensor, flat.
+pub struct Dense {
+    pub values: Vec<f32>,
+    pub grad: Vec<f32>,
+    pub moments: Moments,
+}
+
+impl Dense {
+    fn uniform(n: usize, bound: f32, rng: &mut impl Rng) -> Dense {
+        Dense {
+            values: (0..n).map(|_| rng.gen_range(-bound..bound)).collect(),
+            grad: vec![0.0; n],
+            moments: Moments::zeros(n),
+        }
+    }
+}
+
+/// A fully connected layer `y = x W + b`, `W` row-major `[fan_in, fan_out]`.
+pub struct Layer {
+    pub fan_in: usize,
+    pub fan_out: usize,
+    pub weight: Dense,
+    pub bias: Dense,
+}
+
+/// A layer's weight and bias as tensors for one step.
+pub type LayerTensors<D> = (Mat<D>, Vector<D>);
+
+impl Layer {
+    /// PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+    pub fn uniform(fan_in: usize, fan_out: usize, rng: &mut impl Rng) -> Layer {
+        Layer::uniform_bound(fan_in, fan_out, 1.0 / (fan_in as f32).sqrt(), rng)
+    }
+
+    /// U(-bound, bound) for weights and biases (PyTorch's GRU uses 1/sqrt(hidden)).
+    pub fn uniform_bound(fan_in: usize, fan_out: usize, bound: f32, rng: &mut impl Rng) -> Layer {
+        let weight = Dense::uniform(fan_in * fan_out, bound, rng);
+        let bias = Dense::uniform(fan_out, bound, rng);
+        Layer { fan_in, fan_out, weight, bias }
+    }
+
+    pub fn tensors<D: Device<f32>>(&self, dev: &D) -> LayerTensors<D> {
+        (
+            dev.tensor_from_vec(self.weight.values.clone(), (self.fan_in, self.fan_out)),
+            dev.tensor_from_vec(self.bias.values.clone(), (self.fan_out,)),
+        )
+    }
+
+    /// Keeps the gradients `grads` holds for this layer's tensors of the step.
+    pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &LayerTensors<D>) {
+        self.weight.grad = grads.get(&t.0).as_vec();
+        self.bias.grad = grads.get(&t.1).as_vec();
+    }
+
+    pub fn params<'a>(&'a self, name: &str, out: &mut Vec<(String, ParamRef<'a>)>) {
+        out.push((format!("{name}.weight"), ParamRef::Dense(&self.weight)));
+        out.push((format!("{name}.bias"), ParamRef::Dense(&self.bias)));
+    }
+
+    pub fn params_mut<'a>(&'a mut self, name: &str, out: &mut Vec<(String, ParamMut<'a>)>) {
+        out.push((format!("{name}.weight"), ParamMut::Dense(&mut self.weight)));
+        out.push((format!("{name}.bias"), ParamMut::Dense(&mut self.bias)));
+    }
+}
+
+/// `x W + b` with the parameters joining `x`'s tape.
+pub fn affine<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>, layer: &LayerTensors<D>) -> Mat<D, T> {
+    let shape = (x.shape().0, layer.0.shape().1);
+    x.matmul(layer.0.retaped::<T>()) + layer.1.retaped::<T>().broadcast_like::<_, Axis<0>>(&shape)
+}
+
+/// ReLU after every layer but the last, which is linear.
+pub fn mlp<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(mut x: Mat<D, T>, layers: &[LayerTensors<D>]) -> Mat<D, T> {
+    for (i, layer) in layers.iter().enumerate() {
+        let y = affine(x, layer);
+        x = if i + 1 < layers.len() { y.relu() } else { y };
+    }
+    x
+}
+
+/// A named parameter buffer of a model, for snapshots, optimizer steps and
+/// gradient norms.
+pub enum ParamRef<'a> {
+    Dense(&'a Dense),
+    Table(&'a EmbeddingTable),
+}
+
+pub enum ParamMut<'a> {
+    Dense(&'a mut Dense),
+    Table(&'a mut EmbeddingTable),
+}
+
+impl ParamRef<'_> {
+    pub fn values(&self) -> &[f32] {
+        match self {
+            ParamRef::Dense(d) => &d.values,
+            ParamRef::Table(t) => &t.weights,
+        }
+    }
+
+    pub fn moments(&self) -> (&[f32], &[f32]) {
+        match self {
+            ParamRef::Dense(d) => (&d.moments.m, &d.moments.v),
+            ParamRef::Table(t) => t.moments(),
+        }
+    }
+
+    /// Sum of squared gradient entries of this step.
+    pub fn gradient_sq_norm(&self) -> f64 {
+        match self {
+            ParamRef::Dense(d) => d.grad.iter().map(|&g| g as f64 * g as f64).sum(),
+            ParamRef::Table(t) => t.gradient_sq_norm(),
+        }
+    }
+
+    /// This step's gradient, densely (gradient checks).
+    #[cfg(test)]
+    pub fn gradient(&self) -> Vec<f32> {
+        match self {
+            ParamRef::Dense(d) => d.grad.clone(),
+            ParamRef::Table(t) => t.gradient().to_vec(),
+        }
+    }
+}
+
+impl ParamMut<'_> {
+    pub fn values_mut(&mut self) -> &mut Vec<f32> {
+        match self {
+            ParamMut::Dense(d) => &mut d.values,
+            ParamMut::Table(t) => &mut t.weights,
+        }
+    }
+
+    pub fn moments_mut(&mut self) -> (&mut Vec<f32>, &mut Vec<f32>) {
+        match self {
+            ParamMut::Dense(d) => (&mut d.moments.m, &mut d.moments.v),
+            ParamMut::Table(t) => t.moments_mut(),
+        }
+    }
+}
