@@ -405,7 +405,7 @@ fn from_run(dir: &std::path::Path, limit: Option<usize>) -> Result<Workload> {
             checkpoint.best_epoch
         ),
         items: model.item_vectors()?,
-        queries: model.user_vectors(&examples.serving_queries(&cases))?,
+        queries: model.user_vectors(&examples.serving_queries(cases))?,
         excludes: cases.iter().map(|&ex| examples.seen(ex).to_vec()).collect(),
         targets: Some(cases.iter().map(|&ex| examples.target(ex)).collect()),
     })

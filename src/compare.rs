@@ -36,29 +36,56 @@ impl RunRecord {
     }
 }
 
-/// The report: title, intro, the table, and the reading (kept from `previous`).
+/// The report: title, intro, the table (the runs, then the first run's
+/// baselines, which every run of the same split shares), and the reading
+/// (kept from `previous`).
 pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&str>) -> String {
     let mut s = format!("# {title}\n\n{}\n\n", intro.trim());
-    s.push_str("| experiment | sampler | test Recall@10 | test Recall@50 | test NDCG@10 | test MRR | examples/s | epochs to best |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|\n");
+    s.push_str(
+        "| experiment | model | sampler | test Recall@10 | test Recall@50 | test NDCG@10 | test MRR | parameters | \
+         examples/s | epochs to best |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+    let count = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
     for r in runs {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
             r.text("experiment"),
+            r.text("model"),
             r.text("sampler"),
             cell(r.number(&["test", "recall@10"])),
             cell(r.number(&["test", "recall@50"])),
             cell(r.number(&["test", "ndcg@10"])),
             cell(r.number(&["test", "mrr"])),
-            r.number(&["examples_per_second"]).map_or("n/a".into(), |v| format!("{v:.0}")),
-            r.number(&["best_epoch"]).map_or("n/a".into(), |v| format!("{v:.0}")),
-            r.number(&["epochs"]).map_or("n/a".into(), |v| format!("{v:.0}")),
+            count(r.number(&["parameters"])),
+            count(r.number(&["examples_per_second"])),
+            count(r.number(&["best_epoch"])),
+            count(r.number(&["epochs"])),
+        ));
+    }
+    let baselines = runs.first().and_then(|r| r.metrics.get("baselines")).and_then(Value::as_object);
+    for (name, b) in baselines.into_iter().flatten() {
+        let n = |k: &str| b.get(k).and_then(Value::as_f64);
+        s.push_str(&format!(
+            "| {name} (baseline) | {} | none | {} | {} | {} | {} | {} | n/a | n/a |\n",
+            b.get("type").and_then(Value::as_str).unwrap_or(name),
+            cell(n("recall@10")),
+            cell(n("recall@50")),
+            cell(n("ndcg@10")),
+            cell(n("mrr")),
+            count(n("parameters")),
         ));
     }
     s.push_str("\nRows, in order:\n\n");
     for r in runs {
         s.push_str(&format!("- `{}`: {}\n", r.text("experiment"), r.text("description")));
+    }
+    if baselines.is_some_and(|b| !b.is_empty()) {
+        s.push_str(
+            "- baselines: fitted on the first run's training examples and ranked on its test cases over the full \
+             catalog; they train nothing, so they have no examples/s or epochs.\n",
+        );
     }
     let reading = previous.and_then(kept_reading).unwrap_or_else(|| "(No reading written yet.)".to_string());
     s.push_str(&format!("\n## Reading\n\n{READING_START}\n{}\n{READING_END}\n", reading.trim()));
@@ -80,9 +107,11 @@ mod tests {
         RunRecord {
             run_dir: PathBuf::from(name),
             metrics: json!({
-                "experiment": name, "sampler": "mixed", "description": "d",
+                "experiment": name, "model": "youtube_dnn", "sampler": "mixed", "description": "d",
                 "test": {"recall@10": recall, "recall@50": 0.3, "ndcg@10": 0.07, "mrr": 0.06},
-                "examples_per_second": 12345.6, "best_epoch": 8, "epochs": 10
+                "parameters": 1000, "examples_per_second": 12345.6, "best_epoch": 8, "epochs": 10,
+                "baselines": {"most_popular": {"type": "most_popular", "recall@10": 0.05, "recall@50": 0.15,
+                    "ndcg@10": 0.02, "mrr": 0.03, "parameters": 3706}}
             }),
         }
     }
@@ -90,10 +119,19 @@ mod tests {
     #[test]
     fn tables_every_run_and_keeps_the_reading() {
         let first = render("T", "Intro.", &[run("a", 0.1), run("b", 0.2)], None);
-        assert!(first.contains("| a | mixed | 0.1000 | 0.3000 | 0.0700 | 0.0600 | 12346 | 8 of 10 |"), "{first}");
+        assert!(
+            first.contains("| a | youtube_dnn | mixed | 0.1000 | 0.3000 | 0.0700 | 0.0600 | 1000 | 12346 | 8 of 10 |"),
+            "{first}"
+        );
+        assert!(
+            first.contains(
+                "| most_popular (baseline) | most_popular | none | 0.0500 | 0.1500 | 0.0200 | 0.0300 | 3706 |"
+            ),
+            "{first}"
+        );
         assert!(first.contains("(No reading written yet.)"));
         let edited = first.replace("(No reading written yet.)", "Mixed wins.");
         let second = render("T", "Intro.", &[run("a", 0.15)], Some(&edited));
-        assert!(second.contains("Mixed wins.") && second.contains("| a | mixed | 0.1500 |"), "{second}");
+        assert!(second.contains("Mixed wins.") && second.contains("| a | youtube_dnn | mixed | 0.1500 |"), "{second}");
     }
 }

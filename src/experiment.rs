@@ -98,6 +98,10 @@ pub struct ExperimentSpec {
     #[serde(default)]
     pub train: TrainConfig,
     pub evaluation: ComponentSpec,
+    /// `[[baselines]]`: rankers evaluated on the same test cases for context
+    /// (none when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<ComponentSpec>,
     pub index: ComponentSpec,
     pub tracking: ComponentSpec,
     /// A grid or random search over this experiment (see [`crate::sweep`]).
@@ -106,27 +110,42 @@ pub struct ExperimentSpec {
 }
 
 impl ExperimentSpec {
+    /// The one component of a single-table kind.
+    ///
+    /// # Panics
+    /// For a list kind (`[[baselines]]`): use [`ExperimentSpec::components`].
     pub fn component(&self, kind: ComponentKind) -> &ComponentSpec {
-        match kind {
-            ComponentKind::Dataset => &self.dataset,
-            ComponentKind::Features => &self.features,
-            ComponentKind::Sampler => &self.sampler,
-            ComponentKind::Model => &self.model,
-            ComponentKind::Evaluation => &self.evaluation,
-            ComponentKind::Index => &self.index,
-            ComponentKind::Tracking => &self.tracking,
+        match self.components(kind) {
+            [one] if !kind.is_list() => one,
+            _ => panic!("{} is a list of components, not one", kind.header()),
         }
     }
 
-    fn component_mut(&mut self, kind: ComponentKind) -> &mut ComponentSpec {
+    /// Every component of `kind`: exactly one for a table, any number for a
+    /// list kind, in file order.
+    pub fn components(&self, kind: ComponentKind) -> &[ComponentSpec] {
         match kind {
-            ComponentKind::Dataset => &mut self.dataset,
-            ComponentKind::Features => &mut self.features,
-            ComponentKind::Sampler => &mut self.sampler,
-            ComponentKind::Model => &mut self.model,
-            ComponentKind::Evaluation => &mut self.evaluation,
-            ComponentKind::Index => &mut self.index,
-            ComponentKind::Tracking => &mut self.tracking,
+            ComponentKind::Dataset => std::slice::from_ref(&self.dataset),
+            ComponentKind::Features => std::slice::from_ref(&self.features),
+            ComponentKind::Sampler => std::slice::from_ref(&self.sampler),
+            ComponentKind::Model => std::slice::from_ref(&self.model),
+            ComponentKind::Evaluation => std::slice::from_ref(&self.evaluation),
+            ComponentKind::Index => std::slice::from_ref(&self.index),
+            ComponentKind::Tracking => std::slice::from_ref(&self.tracking),
+            ComponentKind::Baseline => &self.baselines,
+        }
+    }
+
+    fn components_mut(&mut self, kind: ComponentKind) -> &mut [ComponentSpec] {
+        match kind {
+            ComponentKind::Dataset => std::slice::from_mut(&mut self.dataset),
+            ComponentKind::Features => std::slice::from_mut(&mut self.features),
+            ComponentKind::Sampler => std::slice::from_mut(&mut self.sampler),
+            ComponentKind::Model => std::slice::from_mut(&mut self.model),
+            ComponentKind::Evaluation => std::slice::from_mut(&mut self.evaluation),
+            ComponentKind::Index => std::slice::from_mut(&mut self.index),
+            ComponentKind::Tracking => std::slice::from_mut(&mut self.tracking),
+            ComponentKind::Baseline => &mut self.baselines,
         }
     }
 
@@ -141,9 +160,35 @@ impl ExperimentSpec {
         }
     }
 
-    /// `[model] type = "youtube_dnn"`: how errors name a component.
+    /// `[model] type = "youtube_dnn"`: how errors name a component
+    /// (`[[baselines]]` for a list kind as a whole).
     pub fn describe(&self, kind: ComponentKind) -> String {
-        format!("[{kind}] type = \"{}\"", self.component(kind).kind)
+        match self.components(kind) {
+            [one] if !kind.is_list() => format!("[{kind}] type = \"{}\"", one.kind),
+            _ => kind.header(),
+        }
+    }
+
+    /// Component `index` (0-based) of `kind` as errors name it:
+    /// `[[baselines]] #2 type = "covisitation"` (1-based), or as
+    /// [`ExperimentSpec::describe`] for a single-table kind.
+    pub fn describe_entry(&self, kind: ComponentKind, index: usize) -> String {
+        match self.components(kind).get(index) {
+            Some(c) if kind.is_list() => format!("{} #{} type = \"{}\"", kind.header(), index + 1, c.kind),
+            _ => self.describe(kind),
+        }
+    }
+
+    /// A name for each `[[baselines]]` entry, in file order: its type, and
+    /// `type#2`, `type#3`, ... for later entries of the same type. Metrics,
+    /// reports and flattened parameters use it.
+    pub fn baseline_names(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(self.baselines.len());
+        for (i, b) in self.baselines.iter().enumerate() {
+            let n = 1 + self.baselines[..i].iter().filter(|e| e.kind == b.kind).count();
+            names.push(if n == 1 { b.kind.clone() } else { format!("{}#{n}", b.kind) });
+        }
+        names
     }
 
     /// The configuration as TOML, every default written out.
@@ -151,11 +196,21 @@ impl ExperimentSpec {
         toml::to_string(self).expect("an experiment spec always serializes")
     }
 
-    /// Every parameter as `(dotted.key, value)`, for trackers.
+    /// Every parameter as `(dotted.key, value)`, for trackers; a baseline's
+    /// under its name (`baselines.covisitation.window`,
+    /// `baselines.covisitation#2.type`).
     pub fn flatten(&self) -> Vec<(String, String)> {
-        let value = toml::Value::try_from(self).expect("an experiment spec always serializes");
+        let mut value = toml::Value::try_from(self).expect("an experiment spec always serializes");
+        if let toml::Value::Table(t) = &mut value {
+            t.remove(ComponentKind::Baseline.table());
+        }
         let mut out = Vec::new();
         flatten_into("", &value, &mut out);
+        for (name, b) in self.baseline_names().iter().zip(&self.baselines) {
+            let prefix = format!("{}.{name}", ComponentKind::Baseline.table());
+            out.push((format!("{prefix}.type"), b.kind.clone()));
+            flatten_into(&prefix, &toml::Value::Table(b.params.clone()), &mut out);
+        }
         out
     }
 }
@@ -207,16 +262,19 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
         crate::sweep::expand(sweep, spec.experiment.seed).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     }
     for kind in ComponentKind::ALL {
-        let table = spec.component(kind).clone();
-        let resolved = registry.resolve(kind, &table.kind, table.params).map_err(|e| {
-            let source = e
-                .downcast_ref::<ParamError>()
-                .and_then(|p| p.key.as_ref())
-                .and_then(|key| figment.find_metadata(&format!("{kind}.{key}")))
-                .map_or_else(|| path.display().to_string(), source_name);
-            anyhow!("{source}: [{kind}] type = \"{}\": {e:#}", table.kind)
-        })?;
-        spec.component_mut(kind).params = resolved;
+        for i in 0..spec.components(kind).len() {
+            let table = spec.components(kind)[i].clone();
+            let what = spec.describe_entry(kind, i);
+            let resolved = registry.resolve(kind, &table.kind, table.params).map_err(|e| {
+                let source = e
+                    .downcast_ref::<ParamError>()
+                    .and_then(|p| p.key.as_ref())
+                    .and_then(|key| key_metadata(&figment, kind, i, key))
+                    .map_or_else(|| path.display().to_string(), source_name);
+                anyhow!("{source}: {what}: {e:#}")
+            })?;
+            spec.components_mut(kind)[i].params = resolved;
+        }
     }
     check_train(&spec.train).map_err(|e| anyhow!("{}: [train] {e}", path.display()))?;
     if spec.experiment.name.trim().is_empty()
@@ -268,6 +326,15 @@ fn check_train(t: &TrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// Where key `key` of component `index` of `kind` was set (file, variable or `--set`).
+fn key_metadata<'f>(figment: &'f Figment, kind: ComponentKind, index: usize, key: &str) -> Option<&'f Metadata> {
+    if !kind.is_list() {
+        return figment.find_metadata(&format!("{kind}.{key}"));
+    }
+    let entry = figment.find_value(kind.table()).ok()?.into_array()?.into_iter().nth(index)?;
+    figment.get_metadata(entry.find(key)?.tag())
+}
+
 fn source_name(m: &Metadata) -> String {
     match &m.source {
         Some(figment::Source::File(p)) => p.display().to_string(),
@@ -281,8 +348,13 @@ fn describe_figment_error(err: figment::Error, path: &Path) -> anyhow::Error {
     let lines: Vec<String> = err
         .into_iter()
         .map(|e| {
-            let source = e.metadata.as_ref().map_or_else(|| path.display().to_string(), source_name);
-            let key = e.path.iter().filter(|p| p.as_str() != "default").cloned().collect::<Vec<_>>().join(".");
+            let mut source = e.metadata.as_ref().map_or_else(|| path.display().to_string(), source_name);
+            let mut key = e.path.iter().filter(|p| p.as_str() != "default").cloned().collect::<Vec<_>>().join(".");
+            // `baselines.1.window` is written `[[baselines]] #2` and key `window`.
+            if let Some((entry, rest)) = list_entry(&key) {
+                source = format!("{source}: {entry}");
+                key = rest;
+            }
             let what = match &e.kind {
                 figment::error::Kind::MissingField(f) => {
                     let table = if key.is_empty() { String::new() } else { format!("[{key}] ") };
@@ -298,6 +370,15 @@ fn describe_figment_error(err: figment::Error, path: &Path) -> anyhow::Error {
         })
         .collect();
     anyhow!("{}", lines.join("\n"))
+}
+
+/// `baselines.1.window` -> (`[[baselines]] #2`, `window`): a key inside an
+/// entry of a list kind, as errors name it.
+fn list_entry(key: &str) -> Option<(String, String)> {
+    let kind = ComponentKind::ALL.into_iter().find(|k| k.is_list() && key.split('.').next() == Some(k.table()))?;
+    let mut parts = key.splitn(3, '.').skip(1);
+    let index: usize = parts.next()?.parse().ok()?;
+    Some((format!("{} #{}", kind.header(), index + 1), parts.next().unwrap_or("").to_string()))
 }
 
 /// One `--set key.path=value` override as a figment provider, so errors name

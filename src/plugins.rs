@@ -17,6 +17,7 @@ pub fn builtin() -> Registry {
     funnel_index_ivf::register(&mut reg);
     funnel_tracker_local::register(&mut reg);
     funnel_tracker_mlflow::register(&mut reg);
+    funnel_baselines::register(&mut reg);
     reg
 }
 
@@ -26,7 +27,7 @@ pub fn catalog(reg: &Registry) -> String {
     let mut last_kind = None;
     for p in reg.plugins() {
         if last_kind != Some(p.kind) {
-            out.push_str(&format!("\n[{}]\n", p.kind));
+            out.push_str(&format!("\n{}\n", p.kind.header()));
             last_kind = Some(p.kind);
         }
         out.push_str(&format!("  type = \"{}\"\n      {}\n", p.name, p.doc));

@@ -60,6 +60,44 @@ pub struct SampleUser {
     pub recommended: Vec<(String, bool)>,
 }
 
+/// How one `[[baselines]]` entry did on the test cases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineResult {
+    /// Its type, or `type#2`, ... for a later entry of the same type.
+    pub name: String,
+    /// Its `type`.
+    pub kind: String,
+    /// The evaluator's metrics on the same test cases as the model.
+    pub test: Metrics,
+    pub parameters: usize,
+    pub fit_seconds: f64,
+    pub evaluate_seconds: f64,
+}
+
+impl BaselineResult {
+    /// Flat metrics for trackers: `baseline/<name>/recall@10`, ...
+    pub fn tracker_metrics(&self) -> Metrics {
+        let prefix = format!("baseline/{}", self.name);
+        let mut m: Metrics = self.test.iter().map(|(k, v)| (format!("{prefix}/{k}"), *v)).collect();
+        m.insert(format!("{prefix}/parameters"), self.parameters as f64);
+        m.insert(format!("{prefix}/fit_seconds"), self.fit_seconds);
+        m.insert(format!("{prefix}/evaluate_seconds"), self.evaluate_seconds);
+        m
+    }
+
+    /// Its entry in `metrics.json`: the test metrics beside `parameters`,
+    /// `fit_seconds` and `evaluate_seconds`.
+    pub fn json(&self) -> serde_json::Value {
+        let mut o: serde_json::Map<String, serde_json::Value> =
+            self.test.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        o.insert("type".into(), self.kind.clone().into());
+        o.insert("parameters".into(), self.parameters.into());
+        o.insert("fit_seconds".into(), self.fit_seconds.into());
+        o.insert("evaluate_seconds".into(), self.evaluate_seconds.into());
+        serde_json::Value::Object(o)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Report {
     pub experiment: ExperimentMeta,
@@ -73,6 +111,8 @@ pub struct Report {
     pub epochs: Vec<EpochRecord>,
     pub best_epoch: usize,
     pub test: Metrics,
+    /// The `[[baselines]]` on the same test cases, in file order.
+    pub baselines: Vec<BaselineResult>,
     pub wall_seconds: f64,
     pub samples: Vec<SampleUser>,
     /// Charts as (caption, path relative to the report).
@@ -125,6 +165,9 @@ impl Report {
             writeln!(s, "## Test metrics (best epoch {} by validation {})\n", self.best_epoch, self.selection_metric);
         let _ = writeln!(s, "Full-catalog ranking of each user's last positive; items already seen are excluded.\n");
         s.push_str(&metric_table(&self.test));
+        if !self.baselines.is_empty() {
+            s.push_str(&self.baseline_section());
+        }
 
         let _ = writeln!(s, "\n## Dataset\n");
         let _ = writeln!(s, "| | |\n|---|---|");
@@ -249,6 +292,46 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The model beside each baseline: recall and ndcg at every cutoff of the
+    /// test metrics, size and fitting time.
+    fn baseline_section(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\n## Baselines\n");
+        let _ = writeln!(
+            s,
+            "Ranked by the same evaluator on the same {} test cases over the full catalog (seen items excluded), \
+             fitted on the training examples only; the model's row repeats the test metrics above.\n",
+            self.dataset.test_cases
+        );
+        let ks = crate::serving::cutoffs(&self.test);
+        let _ = write!(s, "| ranker |");
+        for k in &ks {
+            let _ = write!(s, " recall@{k} | ndcg@{k} |");
+        }
+        let _ = writeln!(s, " parameters | fit seconds |");
+        let _ = writeln!(s, "|---|{}---|---|", "---|---|".repeat(ks.len()));
+        let train_seconds: f64 = self.epochs.iter().map(|r| r.train_seconds).sum();
+        let rows = std::iter::once(("this run's model".to_string(), &self.test, self.parameters, train_seconds))
+            .chain(self.baselines.iter().map(|b| (format!("`{}`", b.name), &b.test, b.parameters, b.fit_seconds)));
+        for (name, metrics, parameters, seconds) in rows {
+            let _ = write!(s, "| {name} |");
+            for k in &ks {
+                for family in ["recall", "ndcg"] {
+                    match metrics.get(&format!("{family}@{k}")) {
+                        Some(v) => {
+                            let _ = write!(s, " {v:.4} |");
+                        }
+                        None => s.push_str(" |"),
+                    }
+                }
+            }
+            let _ = writeln!(s, " {parameters} | {seconds:.2} |");
+        }
+        s
+    }
+}
+
 /// The report of a run that stopped on an error: what happened, and the
 /// epochs its last checkpoint holds. No test metrics: the run did not finish.
 pub fn failure(experiment: &str, run_dir: &std::path::Path, error: &str, epochs: &[EpochRecord]) -> String {
@@ -317,8 +400,7 @@ fn metric_table(metrics: &Metrics) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn report_names_every_section_and_marks_the_best_epoch() {
+    fn demo() -> Report {
         let record = |epoch, recall| EpochRecord {
             epoch,
             loss: 5.0,
@@ -326,7 +408,7 @@ mod tests {
             examples_per_second: 1000.0,
             validation: Metrics::from([("recall@10".to_string(), recall), ("mrr".to_string(), 0.01)]),
         };
-        let r = Report {
+        Report {
             experiment: ExperimentMeta { name: "demo".into(), seed: 7, description: "A demo.".into() },
             started: "2026-11-24 07:00:00 UTC".into(),
             experiment_file: "experiments/demo.toml".into(),
@@ -355,6 +437,7 @@ mod tests {
                 ("ndcg@10".to_string(), 0.125),
                 ("mrr".to_string(), 0.0625),
             ]),
+            baselines: Vec::new(),
             wall_seconds: 9.0,
             samples: vec![SampleUser {
                 user_id: 42,
@@ -364,8 +447,12 @@ mod tests {
             }],
             plots: vec![("loss".into(), "plots/loss.svg".into())],
             serving: None,
-        };
-        let md = r.render();
+        }
+    }
+
+    #[test]
+    fn report_names_every_section_and_marks_the_best_epoch() {
+        let md = demo().render();
         for needle in [
             "# demo",
             "| K | ndcg | recall |\n|---|---|---|\n| 10 | 0.1250 | 0.2500 |\n| 100 | | 0.5000 |",
@@ -379,5 +466,49 @@ mod tests {
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }
+        assert!(!md.contains("## Baselines"), "no baselines configured, no section:\n{md}");
+    }
+
+    #[test]
+    fn baselines_sit_in_one_table_with_the_model_at_every_cutoff() {
+        let mut r = demo();
+        let popular = BaselineResult {
+            name: "most_popular".into(),
+            kind: "most_popular".into(),
+            test: Metrics::from([
+                ("recall@10".to_string(), 0.05),
+                ("ndcg@10".to_string(), 0.025),
+                ("recall@100".to_string(), 0.3),
+                ("ndcg@100".to_string(), 0.0625),
+                ("mrr".to_string(), 0.01),
+            ]),
+            parameters: 20,
+            fit_seconds: 0.001,
+            evaluate_seconds: 0.5,
+        };
+        let second = BaselineResult { name: "most_popular#2".into(), ..popular.clone() };
+        r.baselines = vec![popular.clone(), second];
+        let md = r.render();
+        for needle in [
+            "## Baselines\n",
+            "same 10 test cases over the full catalog",
+            "| ranker | recall@10 | ndcg@10 | recall@100 | ndcg@100 | parameters | fit seconds |\n\
+             |---|---|---|---|---|---|---|\n",
+            // The model: its own test metrics (no ndcg@100 measured), size and training time.
+            "| this run's model | 0.2500 | 0.1250 | 0.5000 | | 1234 | 4.00 |\n",
+            "| `most_popular` | 0.0500 | 0.0250 | 0.3000 | 0.0625 | 20 | 0.00 |\n",
+            "| `most_popular#2` | 0.0500 |",
+        ] {
+            assert!(md.contains(needle), "missing {needle:?} in\n{md}");
+        }
+        assert!(md.find("## Baselines").unwrap() < md.find("## Dataset").unwrap());
+
+        let m = popular.tracker_metrics();
+        assert_eq!(m["baseline/most_popular/recall@10"], 0.05);
+        assert_eq!(m["baseline/most_popular/parameters"], 20.0);
+        assert!(m.contains_key("baseline/most_popular/fit_seconds"));
+        let json = popular.json();
+        assert_eq!((json["recall@100"].as_f64(), json["parameters"].as_u64()), (Some(0.3), Some(20)));
+        assert_eq!(json["type"], "most_popular");
     }
 }

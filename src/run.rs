@@ -6,10 +6,13 @@ use std::time::Instant;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::{ComponentSpec, Experiment};
-use crate::report::{DatasetStats, Report, SampleUser, PLOTS};
+use crate::report::{BaselineResult, DatasetStats, Report, SampleUser, PLOTS};
 use crate::training;
 use anyhow::{bail, Context, Result};
-use funnel_api::{BuildCx, ComponentKind, Metrics, Registry, RunInfo, RunStatus, Tracker};
+use funnel_api::{
+    Baseline, BuildCx, CaseScorer, ComponentKind, EvalCase, Evaluator, ExampleSet, Metrics, Queries, Registry, RunInfo,
+    RunStatus, Tracker,
+};
 
 /// Where a run writes.
 #[derive(Debug, Clone)]
@@ -180,6 +183,14 @@ fn train_and_report(
         reg.build_evaluator(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Evaluation))?;
     let c = &spec.index;
     let mut index = reg.build_index(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Index))?;
+    // Built now, so a bad baseline fails before training; fitted after the test.
+    let mut baselines = Vec::with_capacity(spec.baselines.len());
+    for (i, c) in spec.baselines.iter().enumerate() {
+        let b = reg
+            .build_baseline(&c.kind, c.params.clone(), &cx)
+            .with_context(|| spec.describe_entry(ComponentKind::Baseline, i))?;
+        baselines.push(b);
+    }
 
     let stats = DatasetStats::of(data, &examples, load_seconds);
     eprintln!(
@@ -219,6 +230,14 @@ fn train_and_report(
         .collect();
     tracker.log_metrics(trained.best_epoch as u64, &final_metrics)?;
 
+    let cases: Vec<EvalCase<'_>> =
+        examples.test.iter().map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) }).collect();
+    let baseline_results =
+        evaluate_baselines(spec, &mut baselines, evaluator.as_ref(), &examples, data.n_items(), &cases)?;
+    for b in &baseline_results {
+        tracker.log_metrics(trained.best_epoch as u64, &b.tracker_metrics())?;
+    }
+
     let items = model.item_vectors()?;
     crate::item_vectors::write(&run_dir.join(crate::item_vectors::FILE), &items, &data.catalog)?;
     let final_state = Checkpoint {
@@ -239,11 +258,6 @@ fn train_and_report(
 
     // Serving: every test user's query through the index, against exact search.
     let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
-    let cases: Vec<funnel_api::EvalCase<'_>> = examples
-        .test
-        .iter()
-        .map(|&ex| funnel_api::EvalCase { seen: examples.seen(ex), target: examples.target(ex) })
-        .collect();
     eprintln!("serving: building the index and answering {} test queries", cases.len());
     let serving = crate::serving::measure(index.as_mut(), &items, &users, &cases, &crate::serving::cutoffs(&test))
         .with_context(|| within(ComponentKind::Index))?;
@@ -279,6 +293,7 @@ fn train_and_report(
         epochs: trained.epochs,
         best_epoch: trained.best_epoch,
         test: test.clone(),
+        baselines: baseline_results.clone(),
         wall_seconds: started.elapsed().as_secs_f64(),
         samples,
         serving: Some((spec.index.kind.clone(), serving.clone())),
@@ -306,6 +321,7 @@ fn train_and_report(
         "train_seconds": train_seconds,
         "wall_seconds": report.wall_seconds,
         "serving": serving,
+        "baselines": baseline_results.iter().map(|b| (b.name.clone(), b.json())).collect::<serde_json::Map<_, _>>(),
     }))?;
     write(&run_dir.join("metrics.json"), &metrics_json)?;
     for artifact in
@@ -322,6 +338,61 @@ fn train_and_report(
     }
     eprintln!("report: {}", report_path.display());
     Ok(RunSummary { run_dir: run_dir.to_path_buf(), report: report_path, best_epoch: trained.best_epoch, test })
+}
+
+/// Every `[[baselines]]` entry fitted on the training examples and ranked by
+/// `evaluator` on `cases` (the test cases, in `examples.test` order) over the
+/// full catalog, exactly as the model was.
+fn evaluate_baselines(
+    spec: &crate::experiment::ExperimentSpec,
+    baselines: &mut [Box<dyn Baseline>],
+    evaluator: &dyn Evaluator,
+    examples: &ExampleSet,
+    n_items: usize,
+    cases: &[EvalCase<'_>],
+) -> Result<Vec<BaselineResult>> {
+    let queries = examples.serving_queries(&examples.test);
+    let mut results = Vec::with_capacity(baselines.len());
+    for (i, (baseline, name)) in baselines.iter_mut().zip(spec.baseline_names()).enumerate() {
+        let within = || spec.describe_entry(ComponentKind::Baseline, i);
+        let fit_started = Instant::now();
+        baseline.fit(examples, n_items).with_context(within)?;
+        let fit_seconds = fit_started.elapsed().as_secs_f64();
+        let evaluate_started = Instant::now();
+        let scorer = BaselineScorer { baseline: baseline.as_ref(), queries: &queries };
+        let evaluation = evaluator.evaluate_scores(&scorer, n_items, cases).with_context(within)?;
+        let result = BaselineResult {
+            name,
+            kind: spec.baselines[i].kind.clone(),
+            test: evaluation.metrics,
+            parameters: baseline.parameter_count(),
+            fit_seconds,
+            evaluate_seconds: evaluate_started.elapsed().as_secs_f64(),
+        };
+        let headline = result.test.get(evaluator.selection_metric()).copied().unwrap_or(f64::NAN);
+        eprintln!(
+            "baseline {}: test {} {headline:.4} (fit {:.2} s, ranked in {:.2} s)",
+            result.name,
+            evaluator.selection_metric(),
+            result.fit_seconds,
+            result.evaluate_seconds
+        );
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// A baseline as the evaluator sees it: case `c` is row `c` of the serving
+/// queries.
+struct BaselineScorer<'a> {
+    baseline: &'a dyn Baseline,
+    queries: &'a Queries,
+}
+
+impl CaseScorer for BaselineScorer<'_> {
+    fn score(&self, case: usize, out: &mut [f32]) {
+        self.baseline.score(self.queries, case, out);
+    }
 }
 
 /// Per-epoch charts into `<run_dir>/plots/`: training loss, and the

@@ -2,6 +2,7 @@
 //! One test binary (ripgrep's layout), one module per area.
 
 mod bad_input;
+mod baselines;
 mod loader_fuzz;
 mod mlflow;
 mod movielens;

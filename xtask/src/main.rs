@@ -39,6 +39,8 @@ usage: cargo xtask <command> [args]
   test                                  the whole test suite, as CI runs it (release build)
   ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
                                         and regenerate reports/negative-sampling.md
+  models [--set k=v]...                 rerun experiments/mns.toml and experiments/models/*.toml
+                                        and regenerate reports/models.md
   check-cuda                            install NVIDIA's nvcc wheels from PyPI into .cuda/ and check
                                         that the `cuda` feature compiles (no GPU needed)
   cuda-env                              print the environment that builds with --features cuda
@@ -72,7 +74,8 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
         "recommend" => funnel(&features, "recommend", &rest),
         "bench" => bench(&rest),
         "test" => test(&rest),
-        "ablations" => ablations(&features, &rest),
+        "ablations" => compare_experiments(&NEGATIVE_SAMPLING, &features, &rest),
+        "models" => compare_experiments(&MODELS, &features, &rest),
         "check-cuda" => check_cuda(),
         "cuda-env" => {
             let toolkit = cuda::install(&root)?;
@@ -227,18 +230,42 @@ fn check_cuda() -> Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// Reruns the negative-sampling ablations and tables them.
-fn ablations(features: &[String], args: &[String]) -> Result<ExitCode> {
+/// One table over the headline and every experiment of a folder, each run
+/// again from scratch.
+struct Comparison {
+    folder: &'static str,
+    out: &'static str,
+    title: &'static str,
+    intro: &'static str,
+}
+
+const NEGATIVE_SAMPLING: Comparison = Comparison {
+    folder: "experiments/ablations",
+    out: "reports/negative-sampling.md",
+    title: "Negative sampling on MovieLens-1M",
+    intro: NEGATIVE_SAMPLING_INTRO,
+};
+
+const MODELS: Comparison = Comparison {
+    folder: "experiments/models",
+    out: "reports/models.md",
+    title: "Features and models on MovieLens-1M",
+    intro: MODELS_INTRO,
+};
+
+/// Runs `experiments/mns.toml` and every `*.toml` of `c.folder` (sorted),
+/// then writes their table to `c.out`.
+fn compare_experiments(c: &Comparison, features: &[String], args: &[String]) -> Result<ExitCode> {
     let mut files = vec![PathBuf::from("experiments/mns.toml")];
-    let mut more: Vec<PathBuf> = std::fs::read_dir("experiments/ablations")
-        .context("reading experiments/ablations")?
+    let mut more: Vec<PathBuf> = std::fs::read_dir(c.folder)
+        .with_context(|| format!("reading {}", c.folder))?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
     more.retain(|p| p.extension().is_some_and(|e| e == "toml"));
     more.sort();
     files.extend(more);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let runs_root = PathBuf::from(format!("runs/ablations/{stamp}"));
+    let runs_root = Path::new("runs").join(Path::new(c.folder).file_name().unwrap_or_default()).join(stamp.to_string());
     let mut run_dirs = Vec::new();
     for (i, file) in files.iter().enumerate() {
         eprintln!("== {} of {}: {}", i + 1, files.len(), file.display());
@@ -250,14 +277,8 @@ fn ablations(features: &[String], args: &[String]) -> Result<ExitCode> {
         }
         run_dirs.push(only_run_dir(&runs_dir)?);
     }
-    let mut compare = vec![
-        "--out".to_string(),
-        "reports/negative-sampling.md".into(),
-        "--title".into(),
-        "Negative sampling on MovieLens-1M".into(),
-        "--intro".into(),
-        NEGATIVE_SAMPLING_INTRO.into(),
-    ];
+    let mut compare =
+        vec!["--out".to_string(), c.out.into(), "--title".into(), c.title.into(), "--intro".into(), c.intro.into()];
     compare.extend(run_dirs.iter().map(|d| d.display().to_string()));
     funnel(features, "compare", &compare)
 }
@@ -269,6 +290,15 @@ Metrics rank the target against the full catalog with seen items excluded; the e
 validation Recall@10 is tested once. Regenerate with `cargo xtask ablations` (runs every row again). \
 The first row is the headline `experiments/mns.toml`; the others are `experiments/ablations/*.toml`, \
 identical to `experiments/youtube_dnn.toml` except for `[sampler]`.";
+
+const MODELS_INTRO: &str = "\
+Every feature and model plugin on ml-1m (rating >= 4 positives, users with >= 5), next-watch protocol: \
+the last positive of each user is the test target, the one before it the validation target; the epoch \
+with the best validation Recall@10 is tested once, ranking the full catalog with seen items excluded. \
+The first row is the id-only headline `experiments/mns.toml`; each other row is a file in \
+`experiments/models/` that changes only what its description says (same sampler: in-batch + 1000 \
+uniform negatives with logQ correction, same training budget). Baselines are fitted on the same \
+training examples. Regenerate with `cargo xtask models` (runs every row again).";
 
 /// The single `<experiment>/<timestamp>` folder a run created under `runs_dir`.
 fn only_run_dir(runs_dir: &Path) -> Result<PathBuf> {

@@ -8,7 +8,7 @@ use std::fmt;
 
 use anyhow::{anyhow, Result};
 
-use crate::{Dataset, Evaluator, Features, Index, Model, Params, Sampler, Tracker};
+use crate::{Baseline, Dataset, Evaluator, Features, Index, Model, Params, Sampler, Tracker};
 
 /// What a builder may know besides its own parameters.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +38,8 @@ impl BuildCx {
     }
 }
 
-/// The kinds of component, one per experiment table.
+/// The kinds of component, one per experiment table (or, for a list kind,
+/// one per array of tables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ComponentKind {
     Dataset,
@@ -48,10 +49,12 @@ pub enum ComponentKind {
     Evaluation,
     Index,
     Tracking,
+    /// `[[baselines]]`: any number, none by default.
+    Baseline,
 }
 
 impl ComponentKind {
-    pub const ALL: [ComponentKind; 7] = [
+    pub const ALL: [ComponentKind; 8] = [
         ComponentKind::Dataset,
         ComponentKind::Features,
         ComponentKind::Sampler,
@@ -59,9 +62,11 @@ impl ComponentKind {
         ComponentKind::Evaluation,
         ComponentKind::Index,
         ComponentKind::Tracking,
+        ComponentKind::Baseline,
     ];
 
-    /// The experiment table that names a component of this kind.
+    /// The experiment table that names a component of this kind (the array
+    /// of tables, for a list kind).
     pub fn table(self) -> &'static str {
         match self {
             ComponentKind::Dataset => "dataset",
@@ -71,6 +76,30 @@ impl ComponentKind {
             ComponentKind::Evaluation => "evaluation",
             ComponentKind::Index => "index",
             ComponentKind::Tracking => "tracking",
+            ComponentKind::Baseline => "baselines",
+        }
+    }
+
+    /// Whether an experiment lists any number of these as an array of tables
+    /// (`[[baselines]]`) rather than exactly one table.
+    pub fn is_list(self) -> bool {
+        matches!(self, ComponentKind::Baseline)
+    }
+
+    /// How the experiment file writes the table's header: `[model]`, `[[baselines]]`.
+    pub fn header(self) -> String {
+        if self.is_list() {
+            format!("[[{}]]", self.table())
+        } else {
+            format!("[{}]", self.table())
+        }
+    }
+
+    /// One component of this kind in prose: `model`, `baseline`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            ComponentKind::Baseline => "baseline",
+            other => other.table(),
         }
     }
 }
@@ -126,7 +155,7 @@ impl<T: ?Sized> Shelf<T> {
             }
         });
         let previous = self.entries.insert(name, Entry { info, build, resolve });
-        assert!(previous.is_none(), "{} `{name}` registered twice", self.kind);
+        assert!(previous.is_none(), "{} `{name}` registered twice", self.kind.noun());
     }
 
     fn entry(&self, name: &str) -> Result<&Entry<T>> {
@@ -134,8 +163,8 @@ impl<T: ?Sized> Shelf<T> {
             let known: Vec<_> = self.entries.keys().map(|k| format!("\"{k}\"")).collect();
             anyhow!(
                 "unknown {} type \"{name}\"; registered {} types: {}",
-                self.kind,
-                self.kind,
+                self.kind.noun(),
+                self.kind.noun(),
                 if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
             )
         })
@@ -159,6 +188,7 @@ pub struct Registry {
     evaluators: Shelf<dyn Evaluator>,
     indexes: Shelf<dyn Index>,
     trackers: Shelf<dyn Tracker>,
+    baselines: Shelf<dyn Baseline>,
 }
 
 impl Default for Registry {
@@ -205,6 +235,7 @@ kinds! {
     evaluators: Evaluator, evaluation, build_evaluator;
     indexes: Index, index, build_index;
     trackers: Tracker, tracking, build_tracker;
+    baselines: Baseline, baseline, build_baseline;
 }
 
 impl Registry {
@@ -217,6 +248,7 @@ impl Registry {
             evaluators: Shelf::new(ComponentKind::Evaluation),
             indexes: Shelf::new(ComponentKind::Index),
             trackers: Shelf::new(ComponentKind::Tracking),
+            baselines: Shelf::new(ComponentKind::Baseline),
         }
     }
 
@@ -236,6 +268,7 @@ impl Registry {
             ComponentKind::Evaluation => self.evaluators.resolve(name, table),
             ComponentKind::Index => self.indexes.resolve(name, table),
             ComponentKind::Tracking => self.trackers.resolve(name, table),
+            ComponentKind::Baseline => self.baselines.resolve(name, table),
         }
     }
 }

@@ -1,13 +1,14 @@
 //! From parsed positives to a `LoadedDataset`: the per-user threshold, dense
-//! indices in order of first appearance, and the catalog of kept items.
+//! indices in order of first appearance, the catalog of kept items and the
+//! demographics of kept users.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use funnel_api::{Interactions, ItemCatalog, LoadedDataset};
 
-use crate::parse::{Movie, Positives};
+use crate::parse::{Movie, Positives, UserRow, USER_ATTRIBUTES};
 
 /// Raw ids to dense indices `0..n`, assigned in order of first appearance.
 struct FirstSeen {
@@ -73,8 +74,15 @@ pub(crate) struct Provenance<'a> {
 /// Drops users with fewer than `min_user_interactions` positives, indexes
 /// users and items densely by first appearance among the kept rows, and
 /// builds the catalog of exactly the kept items (titles from `movies` where
-/// known, "" otherwise).
-pub(crate) fn assemble(pos: Positives, movies: &[Movie], prov: Provenance<'_>) -> Result<LoadedDataset> {
+/// known, "" otherwise). With a demographics file (`demographics`), every kept user
+/// gets its attributes ("" for a user the file does not list); without one
+/// `user_attributes` stays empty.
+pub(crate) fn assemble(
+    pos: Positives,
+    movies: &[Movie],
+    demographics: Option<&[UserRow]>,
+    prov: Provenance<'_>,
+) -> Result<LoadedDataset> {
     if pos.users.len() >= VACANT as usize {
         bail!("{} holds {} positives, more than this plugin indexes", prov.ratings_file.display(), pos.users.len());
     }
@@ -138,6 +146,7 @@ pub(crate) fn assemble(pos: Positives, movies: &[Movie], prov: Provenance<'_>) -
         }
     }
     catalog.raw_ids = items.raw;
+    let user_attributes = demographics.map(|rows| user_attributes(rows, &user_raw_ids)).unwrap_or_default();
 
     Ok(LoadedDataset {
         name: prov.name,
@@ -146,9 +155,28 @@ pub(crate) fn assemble(pos: Positives, movies: &[Movie], prov: Provenance<'_>) -
         user_raw_ids,
         catalog,
         interactions,
-        user_attributes: Default::default(),
+        user_attributes,
         raw_rows: pos.raw_rows,
     })
+}
+
+/// One column per attribute, aligned with `user_raw_ids`; users absent from
+/// `rows` get "", and as with movies the first row of a duplicated id wins.
+fn user_attributes(rows: &[UserRow], user_raw_ids: &[u64]) -> BTreeMap<String, Vec<String>> {
+    let index: HashMap<u64, usize> = user_raw_ids.iter().enumerate().map(|(i, &raw)| (raw, i)).collect();
+    let mut columns = USER_ATTRIBUTES.map(|_| vec![String::new(); user_raw_ids.len()]);
+    let mut described = vec![false; user_raw_ids.len()];
+    for row in rows {
+        if let Some(&u) = index.get(&row.id) {
+            if !described[u] {
+                described[u] = true;
+                for (column, value) in columns.iter_mut().zip(&row.values) {
+                    column[u] = value.clone();
+                }
+            }
+        }
+    }
+    USER_ATTRIBUTES.iter().map(|name| name.to_string()).zip(columns).collect()
 }
 
 #[cfg(test)]
@@ -185,7 +213,7 @@ mod tests {
             Movie { id: 7, title: "Duplicate".into(), genres: vec![] },
             Movie { id: 500, title: "Dropped".into(), genres: vec![] },
         ];
-        let d = assemble(pos, &movies, prov(2)).unwrap();
+        let d = assemble(pos, &movies, None, prov(2)).unwrap();
         assert_eq!(d.user_raw_ids, [4, 2]);
         assert_eq!(d.catalog.raw_ids, [3, 7]);
         assert_eq!(d.interactions.users, [0, 1, 0, 1]);
@@ -195,12 +223,41 @@ mod tests {
         assert_eq!(d.catalog.genres, [vec![], vec!["Drama".to_string()]]);
         assert_eq!(d.catalog.display(0), "item 3");
         assert_eq!(d.raw_rows, 8);
+        assert!(d.user_attributes.is_empty());
+    }
+
+    #[test]
+    fn user_attributes_follow_the_dense_user_indices() {
+        // Users are indexed 4, 2, 6 by first appearance; user 9 is dropped,
+        // user 6 is missing from the file, user 5 is not in the ratings and
+        // user 2's second line is a duplicate.
+        let pos = positives(&[(4, 1, 0), (9, 1, 0), (2, 1, 0), (4, 2, 0), (6, 3, 0), (2, 2, 0), (6, 1, 0)]);
+        let row = |id, v: [&str; 4]| UserRow { id, values: v.map(String::from) };
+        let users = [
+            row(2, ["F", "18", "4", "10001"]),
+            row(5, ["M", "1", "0", "99999"]),
+            row(9, ["M", "56", "1", "12345"]),
+            row(4, ["M", "25", "7", "55455"]),
+            row(2, ["M", "50", "9", "00000"]),
+        ];
+        let d = assemble(pos, &[], Some(&users), prov(2)).unwrap();
+        assert_eq!(d.user_raw_ids, [4, 2, 6]);
+        let column = |name: &str| d.user_attributes[name].clone();
+        assert_eq!(d.user_attributes.keys().collect::<Vec<_>>(), ["age", "gender", "occupation", "zip"]);
+        assert_eq!(column("gender"), ["M", "F", ""]);
+        assert_eq!(column("age"), ["25", "18", ""]);
+        assert_eq!(column("occupation"), ["7", "4", ""]);
+        assert_eq!(column("zip"), ["55455", "10001", ""]);
+
+        // An empty file still names every attribute, unknown for everyone.
+        let d = assemble(positives(&[(1, 1, 0)]), &[], Some(&[]), prov(1)).unwrap();
+        assert!(USER_ATTRIBUTES.iter().all(|a| d.user_attributes[*a] == [""]));
     }
 
     #[test]
     fn huge_ids_use_the_map_and_agree_with_the_table() {
         let rows = [(u64::MAX, 1 << 40, 0), (3, 2, 0), (u64::MAX, 2, 1)];
-        let d = assemble(positives(&rows), &[], prov(1)).unwrap();
+        let d = assemble(positives(&rows), &[], None, prov(1)).unwrap();
         assert_eq!(d.user_raw_ids, [u64::MAX, 3]);
         assert_eq!(d.catalog.raw_ids, [1 << 40, 2]);
         assert_eq!(d.interactions.items, [0, 1, 1]);
@@ -208,7 +265,7 @@ mod tests {
 
     #[test]
     fn nothing_left_names_file_and_thresholds() {
-        let e = assemble(positives(&[(1, 1, 0)]), &[], prov(5)).unwrap_err().to_string();
+        let e = assemble(positives(&[(1, 1, 0)]), &[], None, prov(5)).unwrap_err().to_string();
         assert!(
             e.starts_with("no positive interactions left in r.dat after min_rating = 4 and min_user_interactions = 5"),
             "{e}"

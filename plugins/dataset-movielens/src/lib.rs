@@ -6,6 +6,12 @@
 //! indices in order of first appearance among the kept rows, which stay in
 //! file order. The release is read from `path`, `$FUNNEL_DATA_DIR/<variant>`
 //! or the download cache, or downloaded from GroupLens and verified.
+//!
+//! ml-100k (`u.user`) and ml-1m (`users.dat`) also describe their users:
+//! `user_attributes` gets `gender`, `age`, `occupation` and `zip` exactly as
+//! the file spells them (ml-1m's age and occupation are codes, ml-100k's are
+//! years and names), "" for a kept user the file does not list. Without that
+//! file (the CSV releases, a folder holding only ratings) it stays empty.
 
 mod assemble;
 mod csv;
@@ -70,7 +76,8 @@ impl Params for MovieLensParams {
         ),
         ParamDoc::new(
             "path",
-            "Folder holding the release's files (u.data, ratings.dat or ratings.csv); when unset, \
+            "Folder holding the release's files (u.data, ratings.dat or ratings.csv; the movies and users \
+             files beside them are optional); when unset, \
              $FUNNEL_DATA_DIR/<variant>, then <cache_dir>/<variant>, then a download (default unset)",
         ),
         ParamDoc::new("min_rating", "A rating >= this is a positive interaction; the rest are dropped (default 4.0)"),
@@ -131,7 +138,8 @@ impl MovieLens {
     }
 
     /// Reads the release from `dir`, which must hold its ratings file; the
-    /// movies file is optional (without it every title is empty).
+    /// movies file is optional (without it every title is empty), and so is
+    /// the users file (without it `user_attributes` is empty).
     pub fn load_dir(&self, dir: &Path) -> Result<LoadedDataset> {
         let layout = self.variant.layout();
         let ratings_path = dir.join(layout.ratings_file());
@@ -146,9 +154,11 @@ impl MovieLens {
             Layout::Csv => csv::read_ratings(&ratings_path, min_rating)?,
         };
         let movies = read_movies(dir, layout)?;
+        let users = read_users(dir, layout)?;
         assemble::assemble(
             positives,
             &movies,
+            users.as_deref(),
             assemble::Provenance {
                 name: format!("movielens/{}", self.variant),
                 source: dir.display().to_string(),
@@ -188,4 +198,22 @@ fn read_movies(dir: &Path, layout: Layout) -> Result<Vec<parse::Movie>> {
         Layout::DoubleColon => parse::parse_movies_dat(&read(&path)?, &path),
         Layout::Csv => csv::read_movies(&path),
     }
+}
+
+/// The release's user demographics, or none when it has no users file (the
+/// CSV layouts) or the file is absent (a folder or older copy holding only
+/// ratings and movies).
+fn read_users(dir: &Path, layout: Layout) -> Result<Option<Vec<parse::UserRow>>> {
+    type Parser = fn(&[u8], &Path) -> Result<Vec<parse::UserRow>>;
+    let (name, parse): (&str, Parser) = match (layout, layout.users_file()) {
+        (Layout::Tab, Some(name)) => (name, parse::parse_u_user),
+        (Layout::DoubleColon, Some(name)) => (name, parse::parse_users_dat),
+        _ => return Ok(None),
+    };
+    let path = dir.join(name);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(parse(&bytes, &path)?))
 }

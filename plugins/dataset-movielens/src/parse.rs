@@ -1,5 +1,5 @@
-//! Byte parsers for the small layouts (ml-100k's tab files, ml-1m's `::`
-//! files) and the row types every layout's reader produces.
+//! Byte parsers for the small layouts (ml-100k's tab and `|` files, ml-1m's
+//! `::` files) and the row types every layout's reader produces.
 //!
 //! The whole file is in memory and parsed in place: no per-line allocation,
 //! so ml-1m's ratings parse in a few tens of milliseconds.
@@ -32,6 +32,19 @@ pub(crate) struct Movie {
     pub id: u64,
     pub title: String,
     pub genres: Vec<String>,
+}
+
+/// Names of the user attributes the demographics files hold, in the order of
+/// [`UserRow::values`]; they become `LoadedDataset::user_attributes`' keys.
+pub(crate) const USER_ATTRIBUTES: [&str; 4] = ["gender", "age", "occupation", "zip"];
+
+/// One entry of a demographics file (`users.dat`, `u.user`), values as the
+/// file spells them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UserRow {
+    pub id: u64,
+    /// Gender, age, occupation and zip code, in [`USER_ATTRIBUTES`] order.
+    pub values: [String; 4],
 }
 
 /// How one ratings row is laid out: separator and field names for messages.
@@ -196,6 +209,57 @@ pub(crate) fn parse_ratings(bytes: &[u8], fmt: &RowFormat, file: &Path, min_rati
         }
     }
     Ok(out)
+}
+
+/// Every field of `line` between `sep`s.
+fn split_fields<'a>(line: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
+    let mut fields = Vec::new();
+    let mut rest = Some(line);
+    while let Some(r) = rest {
+        let (field, after) = next_field(r, sep);
+        fields.push(field);
+        rest = after;
+    }
+    fields
+}
+
+/// Reads a demographics file whose lines hold `names` (the release's own
+/// field names, user id first) separated by `sep`; `order` picks gender,
+/// age, occupation and zip code among the fields after the user id. Ages
+/// must be whole numbers (ml-1m's age codes, ml-100k's years); the other
+/// values are kept as written, ISO-8859-1, and may be empty.
+fn parse_users(bytes: &[u8], file: &Path, sep: &[u8], names: [&str; 5], order: [usize; 4]) -> Result<Vec<UserRow>> {
+    let expected = names.join(std::str::from_utf8(sep).expect("ASCII separators"));
+    let age_field = 1 + order[1];
+    let mut users = Vec::new();
+    for (line_no, line) in lines(bytes) {
+        let err = |reason: &str| line_error(file, line_no, &expected, line, reason);
+        let fields = split_fields(line, sep);
+        if fields.len() != 5 {
+            return Err(err(&format!("{} fields instead of 5", fields.len())));
+        }
+        let id = parse_u64(fields[0])
+            .ok_or_else(|| err(&format!("cannot parse {} from `{}`", names[0], shown(fields[0]))))?;
+        if parse_u64(fields[age_field]).is_none() {
+            return Err(err(&format!("cannot parse {} from `{}`", names[age_field], shown(fields[age_field]))));
+        }
+        let values = order.map(|i| latin1(fields[1 + i]));
+        users.push(UserRow { id, values });
+    }
+    Ok(users)
+}
+
+/// Reads ml-1m's `users.dat`: `UserID::Gender::Age::Occupation::Zip-code`,
+/// the age a bucket code (1, 18, 25, 35, 45, 50, 56) and the occupation a
+/// code 0-20.
+pub(crate) fn parse_users_dat(bytes: &[u8], file: &Path) -> Result<Vec<UserRow>> {
+    parse_users(bytes, file, b"::", ["UserID", "Gender", "Age", "Occupation", "Zip-code"], [0, 1, 2, 3])
+}
+
+/// Reads ml-100k's `u.user`: `user id|age|gender|occupation|zip code`, the
+/// age in years and the occupation a name.
+pub(crate) fn parse_u_user(bytes: &[u8], file: &Path) -> Result<Vec<UserRow>> {
+    parse_users(bytes, file, b"|", ["user id", "age", "gender", "occupation", "zip code"], [1, 0, 2, 3])
 }
 
 /// Reads ml-1m's `movies.dat`: `MovieID::Title::Genres`, ISO-8859-1.
@@ -374,6 +438,51 @@ mod tests {
         assert!(e.to_string().contains("genre flag `2` for Action"), "{e}");
         let e = parse_u_item(b"1|T|||u|0|1\n", Path::new("u.item"), &names).unwrap_err();
         assert!(e.to_string().contains("u.item:1:") && e.to_string().contains("7 fields instead of 8"), "{e}");
+    }
+
+    #[test]
+    fn users_dat_keeps_raw_values_in_attribute_order() {
+        let text = b"1::F::1::10::48067\r\n\n2::M::56::16::55455-1234\n3::::25::::\n";
+        let u = parse_users_dat(text, Path::new("users.dat")).unwrap();
+        let row = |id, v: [&str; 4]| UserRow { id, values: v.map(String::from) };
+        assert_eq!(
+            u,
+            [row(1, ["F", "1", "10", "48067"]), row(2, ["M", "56", "16", "55455-1234"]), row(3, ["", "25", "", ""]),]
+        );
+    }
+
+    #[test]
+    fn u_user_reorders_age_and_gender() {
+        let text = b"1|24|M|technician|85711\n2|53|F|other|T8H1N\n";
+        let u = parse_u_user(text, Path::new("u.user")).unwrap();
+        assert_eq!(u[0], UserRow { id: 1, values: ["M", "24", "technician", "85711"].map(String::from) });
+        assert_eq!(u[1].values, ["F", "53", "other", "T8H1N"]);
+    }
+
+    #[test]
+    fn malformed_user_lines_are_named_with_file_and_line() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"2::M::25::16", "4 fields instead of 5"),
+            (b"2::M::25::16::1::2", "6 fields instead of 5"),
+            (b"x::M::25::16::55455", "cannot parse UserID from `x`"),
+            (b"2::M::old::16::55455", "cannot parse Age from `old`"),
+        ];
+        for (bad, reason) in cases {
+            let mut text = b"1::F::1::10::48067\n".to_vec();
+            text.extend_from_slice(bad);
+            let e = parse_users_dat(&text, Path::new("users.dat")).unwrap_err().to_string();
+            let want = format!(
+                "users.dat:2: expected `UserID::Gender::Age::Occupation::Zip-code`, found `{}` ({reason})",
+                String::from_utf8_lossy(bad)
+            );
+            assert_eq!(e, want);
+        }
+        let e = parse_u_user(b"1|M|24|technician|85711\n", Path::new("u.user")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "u.user:1: expected `user id|age|gender|occupation|zip code`, found `1|M|24|technician|85711` \
+             (cannot parse age from `M`)"
+        );
     }
 
     #[test]

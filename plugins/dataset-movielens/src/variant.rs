@@ -15,14 +15,16 @@ pub enum Variant {
     MlLatestSmall,
 }
 
-/// How a release stores its ratings and movies: three generations of files.
+/// How a release stores its ratings, movies and users: three generations of files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
-    /// ml-100k: tab-separated `u.data`, `|`-separated ISO-8859-1 `u.item`.
+    /// ml-100k: tab-separated `u.data`, `|`-separated ISO-8859-1 `u.item`
+    /// and `u.user`.
     Tab,
-    /// ml-1m: `::`-separated `ratings.dat` and ISO-8859-1 `movies.dat`.
+    /// ml-1m: `::`-separated `ratings.dat`, ISO-8859-1 `movies.dat` and `users.dat`.
     DoubleColon,
-    /// ml-20m and later: `ratings.csv` and UTF-8 `movies.csv` with headers.
+    /// ml-20m and later: `ratings.csv` and UTF-8 `movies.csv` with headers;
+    /// no user demographics.
     Csv,
 }
 
@@ -70,6 +72,12 @@ impl Variant {
     pub fn movies_file(self) -> &'static str {
         self.layout().movies_file()
     }
+
+    /// File name of the user demographics inside the release's folder, for
+    /// the releases that have them.
+    pub fn users_file(self) -> Option<&'static str> {
+        self.layout().users_file()
+    }
 }
 
 impl fmt::Display for Variant {
@@ -92,6 +100,16 @@ impl Layout {
             Layout::Tab => "u.item",
             Layout::DoubleColon => "movies.dat",
             Layout::Csv => "movies.csv",
+        }
+    }
+
+    /// The demographics file (`gender`, `age`, `occupation`, `zip` of each
+    /// user); the CSV releases have none.
+    pub fn users_file(self) -> Option<&'static str> {
+        match self {
+            Layout::Tab => Some("u.user"),
+            Layout::DoubleColon => Some("users.dat"),
+            Layout::Csv => None,
         }
     }
 }

@@ -113,6 +113,29 @@ fn malformed_u_item_line_gives_file_and_line() {
     assert!(e.starts_with(&format!("{}:1: expected `movie id|title", dir.path().join("u.item").display())), "{e}");
 }
 
+#[test]
+fn malformed_users_lines_give_file_and_line() {
+    let dir = release(&[("ratings.dat", b"1::2::5::3\n"), ("users.dat", b"1::F::1::10::48067\n2::M::25::16\n")]);
+    let e = load(dir.path(), "ml-1m", 4.0, 1).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}:2: expected `UserID::Gender::Age::Occupation::Zip-code`, found `2::M::25::16` (4 fields instead of 5)",
+            dir.path().join("users.dat").display()
+        )
+    );
+    let dir = release(&[("u.data", b"1\t2\t5\t3\n"), ("u.user", b"\n\nx|24|M|technician|85711\n")]);
+    let e = load(dir.path(), "ml-100k", 4.0, 1).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}:3: expected `user id|age|gender|occupation|zip code`, found `x|24|M|technician|85711` \
+             (cannot parse user id from `x`)",
+            dir.path().join("u.user").display()
+        )
+    );
+}
+
 /// The error for `ratings.csv` holding `rows` after the header.
 fn csv_error(rows: &str) -> String {
     let text = format!("userId,movieId,rating,timestamp\n{rows}");

@@ -151,3 +151,48 @@ fn thresholds_change_what_is_kept() {
     assert!(d.catalog.titles.iter().all(String::is_empty));
     assert_eq!(d.catalog.display(0), "item 10");
 }
+
+/// The attribute `name` of every user, in user index order.
+fn attribute<'a>(d: &'a LoadedDataset, name: &str) -> &'a [String] {
+    d.user_attributes.get(name).unwrap_or_else(|| panic!("no attribute `{name}`"))
+}
+
+#[test]
+fn users_files_give_each_kept_user_its_demographics() {
+    // Users are indexed 1, 2, 3 at min_user_interactions = 1; the files list
+    // them out of order, leave out user 3 and add user 8, who rated nothing.
+    let users_dat = b"2::M::56::16::70072\n8::F::18::3::10001\n1::F::1::10::48067\n";
+    let ratings = rows_joined("::");
+    let dir = release(&[("ratings.dat", ratings.as_bytes()), ("users.dat", users_dat)]);
+    let d = load(dir.path(), "ml-1m", 4.0, 1).unwrap();
+    assert_eq!(d.user_raw_ids, [1, 2, 3]);
+    assert_eq!(d.user_attributes.len(), 4);
+    assert_eq!(attribute(&d, "gender"), ["F", "M", ""]);
+    assert_eq!(attribute(&d, "age"), ["1", "56", ""]);
+    assert_eq!(attribute(&d, "occupation"), ["10", "16", ""]);
+    assert_eq!(attribute(&d, "zip"), ["48067", "70072", ""]);
+
+    let u_user = b"2|53|M|other|T8H1N\n1|24|F|technician|85711\n3|17|M|student|01002\n";
+    let ratings = rows_joined("\t");
+    let dir = release(&[("u.data", ratings.as_bytes()), ("u.user", u_user)]);
+    let d = load(dir.path(), "ml-100k", 4.0, 2).unwrap();
+    assert_eq!(d.user_raw_ids, [1, 2]);
+    assert_eq!(attribute(&d, "gender"), ["F", "M"]);
+    assert_eq!(attribute(&d, "age"), ["24", "53"]);
+    assert_eq!(attribute(&d, "occupation"), ["technician", "other"]);
+    assert_eq!(attribute(&d, "zip"), ["85711", "T8H1N"]);
+}
+
+#[test]
+fn without_a_users_file_there_are_no_attributes() {
+    let ratings = rows_joined("::");
+    let dir = release(&[("ratings.dat", ratings.as_bytes()), ("movies.dat", MOVIES_DAT)]);
+    assert!(load(dir.path(), "ml-1m", 4.0, 2).unwrap().user_attributes.is_empty());
+    let ratings = rows_joined("\t");
+    let dir = release(&[("u.data", ratings.as_bytes())]);
+    assert!(load(dir.path(), "ml-100k", 4.0, 2).unwrap().user_attributes.is_empty());
+    // The CSV releases have no demographics; a stray users.dat is not read.
+    let ratings = format!("userId,movieId,rating,timestamp\n{}", rows_joined(","));
+    let dir = release(&[("ratings.csv", ratings.as_bytes()), ("users.dat", b"garbage")]);
+    assert!(load(dir.path(), "ml-25m", 4.0, 2).unwrap().user_attributes.is_empty());
+}

@@ -45,6 +45,7 @@ fn ml_100k_counts_and_titles() {
 
     let all = load(&dir, "ml-100k", 1.0, 1).unwrap();
     assert_eq!((all.interactions.len(), all.n_users(), all.n_items()), (100_000, 943, 1_682));
+    assert_every_user_described(&all);
 }
 
 #[test]
@@ -68,4 +69,22 @@ fn ml_1m_counts_and_titles() {
     assert_eq!(d.catalog.raw_ids[287], 73);
     assert_eq!(d.catalog.titles[287], "Misérables, Les (1995)");
     assert!(d.catalog.titles.iter().any(|t| t == "Toy Story (1995)"));
+    assert_every_user_described(&d);
+    // users.dat's first line: `1::F::1::10::48067`.
+    let attribute = |name: &str| d.user_attributes[name][0].as_str();
+    assert_eq!(
+        [attribute("gender"), attribute("age"), attribute("occupation"), attribute("zip")],
+        ["F", "1", "10", "48067"]
+    );
+}
+
+/// u.user and users.dat describe every user, so each kept one has a gender,
+/// an age, an occupation and a zip code.
+fn assert_every_user_described(d: &funnel_api::LoadedDataset) {
+    let names: Vec<&str> = d.user_attributes.keys().map(String::as_str).collect();
+    assert_eq!(names, ["age", "gender", "occupation", "zip"]);
+    for (name, column) in &d.user_attributes {
+        assert_eq!(column.len(), d.n_users(), "{name}");
+        assert!(column.iter().all(|v| !v.is_empty()), "an empty {name}");
+    }
 }

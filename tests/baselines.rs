@@ -1,0 +1,176 @@
+//! `[[baselines]]`: rankers every report shows beside the model, fitted on the
+//! training examples and ranked on the same test cases over the full catalog.
+
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+const MOST_POPULAR: &str = "\n[[baselines]]\ntype = \"most_popular\"\n";
+
+/// An experiment over the synthetic catalog with `baselines` appended.
+fn experiment(dir: &Path, baselines: &str) -> PathBuf {
+    let exp = dir.join("exp.toml");
+    write(&exp, &(synthetic_experiment(dir, 30, 1) + baselines));
+    exp
+}
+
+fn the_run_dir(runs: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(runs).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "one run folder expected in {}", runs.display());
+    dirs[0].clone()
+}
+
+#[test]
+fn every_baseline_is_ranked_on_the_test_cases_and_reported_beside_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // Synthetic users watch every third item of a 50-item cycle, so the next
+    // watch always follows the last one: co-visitation with a window of 1,
+    // seeded by the last item alone, puts it first for every test user.
+    let baselines = format!(
+        "{MOST_POPULAR}\n[[baselines]]\ntype = \"covisitation\"\n\n\
+         [[baselines]]\ntype = \"covisitation\"\nwindow = 1\nseeds = 1\n"
+    );
+    experiment(dir.path(), &baselines);
+    let out = funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
+    out.assert_success();
+    let run_dir = the_run_dir(&dir.path().join("runs/itest"));
+
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+    let b = &metrics["baselines"];
+    // Two entries of one type: the second is named `type#2`.
+    let names: Vec<&str> = b.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(names, ["covisitation", "covisitation#2", "most_popular"], "{b}");
+    for name in &names {
+        for key in ["recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr", "parameters", "fit_seconds"] {
+            assert!(b[name][key].as_f64().is_some_and(f64::is_finite), "{name}: no {key} in {b}");
+        }
+    }
+    assert_eq!(b["covisitation#2"]["recall@10"].as_f64(), Some(1.0), "{b}\n{}", out.stderr);
+    assert_eq!(b["covisitation#2"]["mrr"].as_f64(), Some(1.0), "{b}");
+    let popular = b["most_popular"]["recall@10"].as_f64().unwrap();
+    assert!(popular < 0.5, "most_popular cannot follow the cycle: recall@10 = {popular}");
+
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let items: usize = report
+        .lines()
+        .find_map(|l| l.strip_prefix("| items | "))
+        .and_then(|l| l.trim_end_matches(" |").parse().ok())
+        .unwrap();
+    // most_popular stores one count per catalog item.
+    assert_eq!(b["most_popular"]["parameters"].as_u64(), Some(items as u64), "{b}");
+    for needle in [
+        "## Baselines",
+        "same 30 test cases over the full catalog",
+        "| ranker | recall@10 | ndcg@10 | recall@50 | ndcg@50 | parameters | fit seconds |",
+        "| this run's model | ",
+        "| `most_popular` | ",
+        "| `covisitation` | ",
+        "| `covisitation#2` | 1.0000 | 1.0000 | 1.0000 | 1.0000 | ",
+    ] {
+        assert!(report.contains(needle), "report lacks {needle:?}:\n{report}");
+    }
+
+    // The tracker gets every baseline metric under baseline/<name>/, and
+    // every baseline parameter, defaults included, under baselines.<name>.
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    for key in [
+        "\"baseline/most_popular/recall@10\"",
+        "\"baseline/covisitation#2/ndcg@50\"",
+        "\"baseline/covisitation/parameters\"",
+        "\"baselines.most_popular.type\":\"most_popular\"",
+        "\"baselines.covisitation.window\":\"5\"",
+        "\"baselines.covisitation#2.window\":\"1\"",
+    ] {
+        assert!(journal.contains(key), "journal lacks {key}:\n{journal}");
+    }
+}
+
+#[test]
+fn the_resolved_configuration_writes_every_baseline_default() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), &format!("{MOST_POPULAR}\n[[baselines]]\ntype = \"covisitation\"\nwindow = 3\n"));
+    let out = funnel(dir.path(), &["check", "exp.toml"]);
+    out.assert_success();
+    assert!(
+        out.stdout.contains(
+            "[[baselines]]\ntype = \"most_popular\"\n\n[[baselines]]\ntype = \"covisitation\"\nalpha = 0.5\nseeds = 10\nwindow = 3\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    // Without `[[baselines]]` there are none, and the resolved file says nothing of them.
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), "");
+    let out = funnel(dir.path(), &["check", "exp.toml"]);
+    out.assert_success();
+    assert!(!out.stdout.contains("baselines"), "{}", out.stdout);
+}
+
+#[test]
+fn plugins_lists_the_baselines_with_their_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = funnel(dir.path(), &["plugins"]);
+    out.assert_success();
+    let section =
+        out.stdout.split("[[baselines]]").nth(1).unwrap_or_else(|| panic!("no [[baselines]]:\n{}", out.stdout));
+    for needle in ["type = \"covisitation\"", "type = \"most_popular\"", "window = 5", "alpha = 0.5", "seeds = 10"] {
+        assert!(section.contains(needle), "{needle:?} missing from\n{section}");
+    }
+}
+
+#[test]
+fn an_unknown_baseline_type_names_the_entry_and_lists_the_registered_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), &format!("{MOST_POPULAR}\n[[baselines]]\ntype = \"covisitaton\"\n"));
+    funnel(dir.path(), &["check", "exp.toml"]).assert_error(&[
+        "exp.toml",
+        "[[baselines]] #2 type = \"covisitaton\"",
+        "unknown baseline type \"covisitaton\"",
+        "registered baseline types: \"covisitation\", \"most_popular\"",
+    ]);
+}
+
+#[test]
+fn a_bad_baseline_key_or_value_names_the_entry_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), &format!("{MOST_POPULAR}\n[[baselines]]\ntype = \"covisitation\"\nwindw = 3\n"));
+    funnel(dir.path(), &["check", "exp.toml"]).assert_error(&[
+        "exp.toml",
+        "[[baselines]] #2 type = \"covisitation\": key `windw`",
+        "window",
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), "\n[[baselines]]\ntype = \"covisitation\"\nwindow = 0\n");
+    funnel(dir.path(), &["check", "exp.toml"])
+        .assert_error(&["exp.toml", "[[baselines]] #1 type = \"covisitation\": key `window`: must be at least 1"]);
+
+    // A most_popular entry takes no parameters at all.
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), &format!("{MOST_POPULAR}window = 3\n"));
+    funnel(dir.path(), &["check", "exp.toml"])
+        .assert_error(&["exp.toml", "[[baselines]] #1 type = \"most_popular\": key `window`"]);
+}
+
+#[test]
+fn a_baseline_without_a_type_or_a_baselines_table_that_is_no_list_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), "\n[[baselines]]\nwindow = 3\n");
+    funnel(dir.path(), &["check", "exp.toml"]).assert_error(&["exp.toml: [[baselines]] #1: missing `type`"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), "\n[baselines]\ntype = \"most_popular\"\n");
+    funnel(dir.path(), &["check", "exp.toml"]).assert_error(&["exp.toml", "baselines"]);
+}
+
+#[test]
+fn baselines_set_on_the_command_line_are_named_as_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), "");
+    let set = "baselines=[{type = \"covisitation\", alpha = 2.0}]";
+    funnel(dir.path(), &["check", "exp.toml", "--set", set]).assert_error(&[
+        &format!("--set {set}"),
+        "[[baselines]] #1 type = \"covisitation\": key `alpha`: must be between 0 and 1, found 2",
+    ]);
+}
