@@ -420,7 +420,7 @@ mod tests {
         assert!((l - (lse - 4.0)).abs() < 1e-5);
         let p: Vec<f32> = z.iter().map(|z| (z - lse).exp()).collect();
         // dL/dz = p - onehot; dz/du = v / T; dz/dv = u / T.
-        let du = ((p[0] - 1.0) * 1.0 + p[1] * -1.0 + p[2] * 0.5) / 0.5;
+        let du = ((p[0] - 1.0) * 1.0 - p[1] + p[2] * 0.5) / 0.5;
         assert!((g.u[0] - du).abs() < 1e-5, "{} vs {du}", g.u[0]);
         let dv = [(p[0] - 1.0) * 2.0 / 0.5, p[1] * 2.0 / 0.5, p[2] * 2.0 / 0.5];
         for (a, b) in g.v.iter().zip(dv) {
