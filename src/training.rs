@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use funnel_api::{
-    Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, Metrics, Model, ModelState, Queries, Sampler,
-    Tracker, TrainBatch,
+    Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, ItemIdx, Metrics, Model, ModelState, Queries,
+    Sampler, Tracker, TrainBatch,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -57,9 +57,6 @@ pub fn train(
     checkpoints: &Checkpointing<'_>,
 ) -> Result<Trained> {
     let selection = evaluator.selection_metric().to_string();
-    let mut queries = Queries::new(examples.max_history);
-    let mut positives = Vec::with_capacity(cfg.batch_size);
-    let mut candidates = Candidates::default();
     let mut records = Vec::new();
     let mut best: Option<(usize, f64, ModelState)> = None;
     let mut first_epoch = 1;
@@ -76,40 +73,59 @@ pub fn train(
     for epoch in first_epoch..=cfg.epochs {
         // Each epoch's randomness derives from the seed and the epoch alone,
         // so a run resumed from a checkpoint draws exactly what it would have.
-        let rng = &mut StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let mut order: Vec<Example> = examples.train.clone();
-        order.shuffle(rng);
+        order.shuffle(&mut rng);
+        let (epoch_sampler, rng) = (&mut *sampler, &mut rng);
         let started = Instant::now();
-        let mut loss_sum = 0.0f64;
         let mut bar = progress(n_batches, &format!("epoch {epoch}/{}", cfg.epochs));
-        for (step, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            queries.clear();
-            positives.clear();
-            for &ex in chunk {
-                examples.push_training_query(&mut queries, ex);
-                positives.push(examples.target(ex));
+        let loss_sum = std::thread::scope(|scope| -> Result<f64> {
+            // Batches are built (histories copied, candidates sampled) on a
+            // second thread one step ahead of the model; buffers travel back
+            // for reuse, so the steady state allocates nothing. The sampler
+            // draws from the epoch's RNG in batch order, as it would inline.
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<BatchBuffers>(1);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<BatchBuffers>();
+            for _ in 0..2 {
+                empty_tx.send(BatchBuffers::new(examples.max_history, cfg.batch_size)).expect("receiver alive");
             }
-            candidates.clear();
-            sampler.sample(&positives, rng, &mut candidates);
-            let batch = TrainBatch { queries: &queries, positives: &positives, candidates: &candidates };
-            let stats = model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
-            if !stats.loss.is_finite() || !stats.grad_norm.is_finite() || stats.grad_norm as f64 > cfg.max_grad_norm {
-                bail!(
-                    "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
-                     (train.max_grad_norm = {}); the step was not applied and the last checkpoint is kept",
-                    step + 1,
-                    stats.loss,
-                    stats.grad_norm,
-                    cfg.max_grad_norm
-                );
+            let order = &order;
+            scope.spawn(move || {
+                for chunk in order.chunks(cfg.batch_size) {
+                    let Ok(mut buf) = empty_rx.recv() else { return };
+                    buf.fill(examples, chunk, epoch_sampler, rng);
+                    if full_tx.send(buf).is_err() {
+                        return;
+                    }
+                }
+            });
+            let mut loss_sum = 0.0f64;
+            for step in 0..n_batches {
+                let buf = full_rx.recv().context("the batch builder stopped")?;
+                let batch = buf.batch();
+                let stats =
+                    model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
+                if !stats.loss.is_finite() || !stats.grad_norm.is_finite() || stats.grad_norm as f64 > cfg.max_grad_norm
+                {
+                    bail!(
+                        "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
+                         (train.max_grad_norm = {}); the step was not applied and the last checkpoint is kept",
+                        step + 1,
+                        stats.loss,
+                        stats.grad_norm,
+                        cfg.max_grad_norm
+                    );
+                }
+                model.apply_gradients();
+                loss_sum += stats.loss as f64 * buf.positives.len() as f64;
+                // The builder may already have stopped after the last batch.
+                let _ = empty_tx.send(buf);
+                if let Some(bar) = bar.as_mut() {
+                    kdam::BarExt::update(bar, 1).ok();
+                }
             }
-            model.apply_gradients();
-            let loss = stats.loss;
-            loss_sum += loss as f64 * chunk.len() as f64;
-            if let Some(bar) = bar.as_mut() {
-                kdam::BarExt::update(bar, 1).ok();
-            }
-        }
+            Ok(loss_sum)
+        })?;
         if let Some(bar) = bar.as_mut() {
             kdam::BarExt::refresh(bar).ok();
             eprintln!();
@@ -153,6 +169,38 @@ pub fn train(
     }
     let (best_epoch, _, best_state) = best.expect("at least one epoch runs");
     Ok(Trained { epochs: records, best_epoch, best_state })
+}
+
+/// One batch's inputs, refilled in place batch after batch.
+struct BatchBuffers {
+    queries: Queries,
+    positives: Vec<ItemIdx>,
+    candidates: Candidates,
+}
+
+impl BatchBuffers {
+    fn new(max_history: usize, batch_size: usize) -> BatchBuffers {
+        BatchBuffers {
+            queries: Queries::new(max_history),
+            positives: Vec::with_capacity(batch_size),
+            candidates: Candidates::default(),
+        }
+    }
+
+    fn fill(&mut self, examples: &ExampleSet, chunk: &[Example], sampler: &mut dyn Sampler, rng: &mut StdRng) {
+        self.queries.clear();
+        self.positives.clear();
+        for &ex in chunk {
+            examples.push_training_query(&mut self.queries, ex);
+            self.positives.push(examples.target(ex));
+        }
+        self.candidates.clear();
+        sampler.sample(&self.positives, rng, &mut self.candidates);
+    }
+
+    fn batch(&self) -> TrainBatch<'_> {
+        TrainBatch { queries: &self.queries, positives: &self.positives, candidates: &self.candidates }
+    }
 }
 
 /// Ranks each case's target against the full catalog.

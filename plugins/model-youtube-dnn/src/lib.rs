@@ -23,6 +23,7 @@ mod dense;
 mod fields;
 mod gru;
 mod model;
+mod objective;
 mod table;
 
 use anyhow::{bail, Result};

@@ -12,8 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
 use funnel_api::{
-    BuildCx, Candidates, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch,
-    TrainingState,
+    BuildCx, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch, TrainingState,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -22,13 +21,9 @@ use crate::adam::Adam;
 use crate::dense::{mlp, Layer, LayerTensors, Mat, ParamMut, ParamRef};
 use crate::fields::{FieldTable, ItemTable};
 use crate::gru::{Gru, Steps};
+use crate::objective::{self, Batch, Logits, VectorGradients, Workspace};
 use crate::table::EmbeddingTable;
-use crate::{Config, Loss, SequenceEncoder, UserInput};
-
-/// Added to the logit of a candidate that must not count as a negative
-/// (an accidental hit, or another row's positive when in-batch negatives are
-/// off): far below any real logit, yet finite so no `inf - inf` appears.
-const MASKED: f32 = -1.0e9;
+use crate::{Config, SequenceEncoder, UserInput};
 
 /// Rows scored per forward pass at inference, to bound memory.
 const INFERENCE_CHUNK: usize = 4096;
@@ -48,16 +43,21 @@ struct QueryLeaves<D: Device<f32>> {
     users: Option<Mat<D>>,
 }
 
-/// One batch as leaf tensors (see [`CandidateModel::prepare`]).
+/// One batch's inputs (see [`CandidateModel::prepare`]).
 struct Prepared<D: Device<f32>> {
     query: QueryLeaves<D>,
-    /// Item inputs of the positives, then the shared negatives.
-    v: Mat<D>,
+    /// Item inputs of the positives, then the shared negatives, row-major.
+    v: Vec<f32>,
     /// Item inputs of each row's own negatives, `[B * k, item_width]`.
-    r: Option<Mat<D>>,
-    offsets: Mat<D>,
-    labels: Tensor<(usize,), usize, D>,
+    r: Vec<f32>,
     shared_ids: Vec<ItemIdx>,
+}
+
+/// Candidate vectors of a batch: the host item inputs themselves, or (with
+/// an item tower) the tower's output and its leaf.
+struct CandidateVectors<D: Device<f32>, T> {
+    leaf: Option<Mat<D>>,
+    out: Option<Mat<D, T>>,
 }
 
 /// The dense parameters as tensors for one step.
@@ -88,6 +88,9 @@ pub struct CandidateModel<D: Device<f32>> {
     item_fields: Vec<FieldTable>,
     item_tower: Vec<Layer>,
     adam: Adam,
+    /// Scratch of the loss, reused across steps.
+    workspace: Workspace,
+    vector_grads: VectorGradients,
 }
 
 /// Parameters (not optimizer state) of `cfg` over `cx`'s catalog and side inputs.
@@ -171,6 +174,8 @@ impl<D: Device<f32>> CandidateModel<D> {
                 n_items: cx.n_items,
                 n_users: cx.n_users,
                 adam: Adam::new(cx.learning_rate as f32),
+                workspace: Workspace::default(),
+                vector_grads: VectorGradients::default(),
             },
             UserInput::History(encoder) => {
                 let input = ItemTable::normal(encoding.clone(), d, std, &mut rng);
@@ -194,6 +199,8 @@ impl<D: Device<f32>> CandidateModel<D> {
                     n_items: cx.n_items,
                     n_users: cx.n_users,
                     adam: Adam::new(cx.learning_rate as f32),
+                    workspace: Workspace::default(),
+                    vector_grads: VectorGradients::default(),
                 }
             }
         };
@@ -352,39 +359,9 @@ impl<D: Device<f32>> CandidateModel<D> {
         }
     }
 
-    /// Per-logit additive term: `-log q` where corrected, [`MASKED`] where the
-    /// candidate must not act as a negative for that row. Columns: the
-    /// batch's positives (column `i` is row `i`'s positive), the shared
-    /// negatives, then the row's own negatives.
-    fn logit_offsets(positives: &[ItemIdx], cands: &Candidates) -> Vec<f32> {
-        let b = positives.len();
-        let k = cands.per_row.len() / b;
-        let c = b + cands.shared.len() + k;
-        let correct = |log_q: f32| if cands.log_q_correction { -log_q } else { 0.0 };
-        let mut out = Vec::with_capacity(b * c);
-        for (row, &pos) in positives.iter().enumerate() {
-            for (col, &other) in positives.iter().enumerate() {
-                out.push(if col == row {
-                    correct(cands.positive_log_q[col])
-                } else if !cands.in_batch || other == pos {
-                    MASKED
-                } else {
-                    correct(cands.positive_log_q[col])
-                });
-            }
-            let own = row * k..(row + 1) * k;
-            let negatives = cands.shared.iter().zip(&cands.shared_log_q);
-            let own_negatives = cands.per_row[own.clone()].iter().zip(&cands.per_row_log_q[own]);
-            for (&neg, &log_q) in negatives.chain(own_negatives) {
-                out.push(if neg == pos { MASKED } else { correct(log_q) });
-            }
-        }
-        out
-    }
-
-    /// The batch as leaf tensors: the user tower's inputs, the item inputs
-    /// of the shared candidates `v` (positives, then shared negatives) and of
-    /// the per-row negatives `r`, logit offsets and labels.
+    /// The batch's inputs: the user tower's leaves, the item inputs of the
+    /// shared candidates `v` (positives, then shared negatives) and of the
+    /// per-row negatives `r`.
     fn prepare(&self, batch: &TrainBatch<'_>) -> Result<Prepared<D>> {
         let b = batch.positives.len();
         let cands = batch.candidates;
@@ -392,17 +369,28 @@ impl<D: Device<f32>> CandidateModel<D> {
         ensure!(batch.queries.len() == b, "batch has {b} positives but {} queries", batch.queries.len());
         ensure!(cands.per_row.len().is_multiple_of(b), "{} per-row negatives for {b} rows", cands.per_row.len());
         let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
-        let w = self.item_width();
-        let items = |ids: &[ItemIdx]| self.dev.tensor_from_vec(self.item_inputs(ids), (ids.len(), w));
-        let c = shared_ids.len() + cands.per_row.len() / b;
         Ok(Prepared {
             query: self.query_leaves(batch.queries, 0..b)?,
-            v: items(&shared_ids),
-            r: (!cands.per_row.is_empty()).then(|| items(&cands.per_row)),
-            offsets: self.dev.tensor_from_vec(Self::logit_offsets(batch.positives, cands), (b, c)),
-            labels: self.dev.tensor_from_vec((0..b).collect::<Vec<usize>>(), (b,)),
+            v: self.item_inputs(&shared_ids),
+            r: self.item_inputs(&cands.per_row),
             shared_ids,
         })
+    }
+
+    /// Candidate vectors from item inputs `x`: through the item tower when
+    /// there is one.
+    fn candidate_vectors<T: Tape<f32, D> + Merge<T>>(&self, x: &[f32], p: &DenseTensors<D>) -> CandidateVectors<D, T> {
+        if self.item_tower.is_empty() || x.is_empty() {
+            return CandidateVectors { leaf: None, out: None };
+        }
+        let w = self.item_width();
+        let leaf = self.dev.tensor_from_vec(x.to_vec(), (x.len() / w, w));
+        let out = self.item_graph::<T>(&leaf, p);
+        CandidateVectors { leaf: Some(leaf), out: Some(out) }
+    }
+
+    fn logits(&self) -> Logits {
+        Logits { temperature: self.cfg.temperature, normalize: self.cfg.normalize, loss: self.cfg.loss }
     }
 
     fn dense_tensors(&self) -> DenseTensors<D> {
@@ -443,16 +431,42 @@ impl<D: Device<f32>> CandidateModel<D> {
     }
 
     /// Forward and backward pass; leaves gradients in the tables and layers.
+    ///
+    /// The towers run on dfdx; the loss over the candidates runs on the host
+    /// (`objective.rs`), whose gradients with respect to the user and
+    /// candidate vectors re-enter dfdx through the surrogate
+    /// `sum(u * dL/du) + sum(v * dL/dv)`, whose gradient is exactly theirs.
     fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
+        type Taped<D> = OwnedTape<f32, D>;
+        let d = self.cfg.dim;
         let p = self.prepare(batch)?;
         let t = self.dense_tensors();
-        type Taped<D> = OwnedTape<f32, D>;
         let u = self.user_graph::<Taped<D>>(&p.query, &t);
-        let v = self.item_graph::<Taped<D>>(&p.v, &t);
-        let r = p.r.as_ref().map(|r| self.item_graph::<Taped<D>>(r, &t));
-        let loss = self.objective(u, v, r, p.offsets.clone(), p.labels.clone());
-        let loss_value = loss.as_vec()[0];
-        let grads = loss.backward();
+        let v = self.candidate_vectors::<Taped<D>>(&p.v, &t);
+        let r = self.candidate_vectors::<Taped<D>>(&p.r, &t);
+        let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(|o| o.as_vec());
+        let (v_values, r_values) = (values(&v), values(&r));
+        let u_values = u.as_vec();
+        let how = self.logits();
+        let mut g = std::mem::take(&mut self.vector_grads);
+        let loss_value = objective::loss(
+            how,
+            &Batch { positives: batch.positives, candidates: batch.candidates },
+            d,
+            (&u_values, v_values.as_deref().unwrap_or(&p.v), r_values.as_deref().unwrap_or(&p.r)),
+            &mut self.workspace,
+            Some(&mut g),
+        );
+        let shape = *u.shape();
+        let mut surrogate = (u * self.dev.tensor_from_vec(g.u.clone(), shape)).sum::<(), _>();
+        let (v_leaf, r_leaf) = (v.leaf, r.leaf);
+        for (out, grad) in [(v.out, &g.v), (r.out, &g.r)] {
+            if let Some(out) = out {
+                let shape = *out.shape();
+                surrogate = surrogate + (out * self.dev.tensor_from_vec(grad.clone(), shape)).sum::<(), _>();
+            }
+        }
+        let grads = surrogate.backward();
 
         self.tower.iter_mut().zip(&t.tower).for_each(|(l, t)| l.take_gradients(&grads, t));
         self.item_tower.iter_mut().zip(&t.item_tower).for_each(|(l, t)| l.take_gradients(&grads, t));
@@ -480,11 +494,14 @@ impl<D: Device<f32>> CandidateModel<D> {
                 table.accumulate(user, g, 1.0);
             }
         }
-        let gv = grads.get(&p.v).as_vec();
+        // Item inputs' gradients: the tower's leaf gradient, or the loss's own.
+        let leaf_grad =
+            |leaf: &Option<Mat<D>>, own: &[f32]| leaf.as_ref().map_or_else(|| own.to_vec(), |l| grads.get(l).as_vec());
+        let gv = leaf_grad(&v_leaf, &g.v);
+        let gr = leaf_grad(&r_leaf, &g.r);
         self.scatter_item_gradient(p.shared_ids.iter(), &gv);
-        if let Some(r) = &p.r {
-            self.scatter_item_gradient(batch.candidates.per_row.iter(), &grads.get(r).as_vec());
-        }
+        self.scatter_item_gradient(batch.candidates.per_row.iter(), &gr);
+        self.vector_grads = g;
         let norm: f64 = self.params().iter().map(|(_, p)| p.gradient_sq_norm()).sum();
         Ok(StepStats { loss: loss_value, grad_norm: norm.sqrt() as f32 })
     }
@@ -572,58 +589,13 @@ impl<D: Device<f32>> CandidateModel<D> {
     fn loss(&self, batch: &TrainBatch<'_>) -> f32 {
         let p = self.prepare(batch).unwrap();
         let t = self.dense_tensors();
-        let u = self.user_graph::<NoneTape>(&p.query, &t);
-        let v = self.item_graph::<NoneTape>(&p.v, &t);
-        let r = p.r.as_ref().map(|r| self.item_graph::<NoneTape>(r, &t));
-        self.objective(u, v, r, p.offsets, p.labels).as_vec()[0]
+        let u = self.user_graph::<NoneTape>(&p.query, &t).as_vec();
+        let v = self.candidate_vectors::<NoneTape>(&p.v, &t).out.map(|o| o.as_vec());
+        let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| o.as_vec());
+        let batch = Batch { positives: batch.positives, candidates: batch.candidates };
+        let vectors = (&u[..], v.as_deref().unwrap_or(&p.v), r.as_deref().unwrap_or(&p.r));
+        objective::loss(self.logits(), &batch, self.cfg.dim, vectors, &mut Workspace::default(), None)
     }
-
-    /// The configured loss of user vectors `u` against candidate vectors `v`;
-    /// row `i`'s positive is column `labels[i]`.
-    fn objective<T: Tape<f32, D> + Merge<T>>(
-        &self,
-        u: Mat<D, T>,
-        v: Mat<D, T>,
-        r: Option<Mat<D, T>>,
-        offsets: Mat<D>,
-        labels: Tensor<(usize,), usize, D>,
-    ) -> Tensor<(), f32, D, T> {
-        let normalize = |m: Mat<D, T>| if self.cfg.normalize { l2_normalize(m) } else { m };
-        let (u, v) = (normalize(u), normalize(v));
-        let (b, d) = *u.shape();
-        let logits = match r {
-            None => u.matmul(v.permute::<_, Axes2<1, 0>>()),
-            Some(r) => {
-                // Row i's own negatives: <u_i, r_ij> for j < k, as a [B, k] block.
-                let k = r.shape().0 / b;
-                let r = normalize(r).reshape_like(&(b, k, d));
-                let own =
-                    (u.retaped::<T>().broadcast_like::<_, Axis<1>>(&(b, k, d)) * r).sum::<(usize, usize), Axis<2>>();
-                (u.matmul(v.permute::<_, Axes2<1, 0>>()), own).concat_along(Axis::<1>)
-            }
-        };
-        let logits = logits * (1.0 / self.cfg.temperature) + offsets;
-        match self.cfg.loss {
-            Loss::Softmax => logits.log_softmax::<Axis<1>>().select(labels).mean().negate(),
-            Loss::Bce => {
-                // Masked candidates carry a -1e9 offset: target 0, loss and gradient 0.
-                let (b, c) = *logits.shape();
-                let mut targets = vec![0.0f32; b * c];
-                for (row, &col) in labels.as_vec().iter().enumerate() {
-                    targets[row * c + col] = 1.0;
-                }
-                let targets = self.dev.tensor_from_vec(targets, (b, c));
-                logits.bce_with_logits(targets).sum::<(usize,), Axis<1>>().mean()
-            }
-        }
-    }
-}
-
-/// Rows scaled to unit length (the epsilon keeps a zero row finite).
-fn l2_normalize<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>) -> Mat<D, T> {
-    let shape = *x.shape();
-    let norms = (x.retaped::<T>().square().sum::<(usize,), Axis<1>>() + 1e-12).sqrt();
-    x / norms.broadcast_like::<_, Axis<1>>(&shape)
 }
 
 /// Rows of `m` scaled to unit length, on the host.
@@ -658,10 +630,13 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
         let mut out = Vec::with_capacity(queries.len() * d);
         for start in (0..queries.len()).step_by(INFERENCE_CHUNK) {
             let leaves = self.query_leaves(queries, start..(start + INFERENCE_CHUNK).min(queries.len()))?;
-            let u = self.user_graph::<NoneTape>(&leaves, &t);
-            out.extend(if self.cfg.normalize { l2_normalize(u) } else { u }.as_vec());
+            out.extend(self.user_graph::<NoneTape>(&leaves, &t).as_vec());
         }
-        Ok(Matrix::from_vec(queries.len(), d, out))
+        let mut m = Matrix::from_vec(queries.len(), d, out);
+        if self.cfg.normalize {
+            normalize_rows(&mut m);
+        }
+        Ok(m)
     }
 
     fn item_vectors(&self) -> Result<Matrix> {
@@ -725,8 +700,9 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EmbeddingOptimizer, Pooling, YoutubeDnnParams};
+    use crate::{EmbeddingOptimizer, Loss, Pooling, YoutubeDnnParams};
     use dfdx::tensor::Cpu;
+    use funnel_api::Candidates;
     use funnel_api::SideInputs;
 
     type Tiny = CandidateModel<Cpu>;
@@ -853,16 +829,6 @@ mod tests {
     }
 
     #[test]
-    fn per_row_offsets_mask_each_rows_own_accidental_hits() {
-        let mut c = candidates(&[], false, 2);
-        c.log_q_correction = false;
-        c.per_row = vec![6, 4, 5, 0];
-        c.per_row_log_q = vec![-1.0; 4];
-        let off = Tiny::logit_offsets(&[4, 5], &c);
-        assert_eq!(off, vec![0.0, MASKED, 0.0, MASKED, MASKED, 0.0, MASKED, 0.0]);
-    }
-
-    #[test]
     fn gradients_match_finite_differences_for_bce_and_normalised_vectors() {
         check_gradients(tiny_with(false, 1.0, Loss::Bce, false), false);
         check_gradients(tiny_with(false, 1.0, Loss::Bce, false), true);
@@ -901,23 +867,6 @@ mod tests {
     fn gradients_match_finite_differences_with_shared_tables() {
         check_gradients(tiny(true, 1.0), false);
         check_gradients(tiny(true, 1.0), true);
-    }
-
-    #[test]
-    fn logit_offsets_mask_accidental_hits_and_subtract_log_q() {
-        // Two rows with positives 4 and 4 (a duplicate), shared negatives [4, 1].
-        let mut c = candidates(&[4, 1], false, 2);
-        c.shared_log_q = vec![-1.0, -3.0];
-        c.positive_log_q = vec![-2.0, -2.5];
-        let off = Tiny::logit_offsets(&[4, 4], &c);
-        // Without in-batch negatives the other row's positive is masked.
-        assert_eq!(off, vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
-        c.in_batch = true;
-        let off = Tiny::logit_offsets(&[4, 4], &c);
-        // In-batch, the duplicate positive is still an accidental hit.
-        assert_eq!(off, vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
-        let off = Tiny::logit_offsets(&[4, 5], &c);
-        assert_eq!(off, vec![2.0, 2.5, MASKED, 3.0, 2.0, 2.5, 1.0, 3.0]);
     }
 
     #[test]

@@ -1,0 +1,495 @@
+//! The loss over a batch's candidate logits, forward and backward in one
+//! pass on the host.
+//!
+//! Written by hand rather than with dfdx ops because the logits block is the
+//! biggest tensor of a step (`[B, C]`, C up to the whole catalog): dfdx would
+//! allocate and sweep it once per elementwise op (scale, offsets, log-softmax,
+//! select, their backward), while here one GEMM fills it, one sweep per row
+//! turns it into the gradient in place, and two GEMMs give the gradients of
+//! the user and candidate vectors. Buffers live in [`Workspace`], so a
+//! training step allocates nothing here once warm.
+
+use funnel_api::{Candidates, ItemIdx};
+
+use crate::Loss;
+
+/// Added to the logit of a candidate that must not count as a negative
+/// (an accidental hit, or another row's positive when in-batch negatives are
+/// off): far below any real logit, yet finite so no `inf - inf` appears.
+pub const MASKED: f32 = -1.0e9;
+
+/// How logits are formed from vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct Logits {
+    pub temperature: f32,
+    pub normalize: bool,
+    pub loss: Loss,
+}
+
+/// Scratch buffers reused across steps.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    un: Vec<f32>,
+    vn: Vec<f32>,
+    rn: Vec<f32>,
+    u_norm: Vec<f32>,
+    v_norm: Vec<f32>,
+    r_norm: Vec<f32>,
+    logits: Vec<f32>,
+    own: Vec<f32>,
+    /// Per shared column: its item and its `-log q` term.
+    column_items: Vec<ItemIdx>,
+    column_offsets: Vec<f32>,
+    /// Gradients with respect to the (normalised) vectors.
+    dun: Vec<f32>,
+    dvn: Vec<f32>,
+    drn: Vec<f32>,
+}
+
+/// Gradients of the loss with respect to the vectors passed in.
+#[derive(Debug, Default)]
+pub struct VectorGradients {
+    pub u: Vec<f32>,
+    pub v: Vec<f32>,
+    pub r: Vec<f32>,
+}
+
+/// The candidates of a batch as the loss sees them: shared columns are the
+/// batch's positives (column `i` is row `i`'s positive), then the shared
+/// negatives; each row may also have `k` negatives of its own.
+pub struct Batch<'a> {
+    pub positives: &'a [ItemIdx],
+    pub candidates: &'a Candidates,
+}
+
+impl Batch<'_> {
+    /// Additive term of row `row`'s logit for shared column `col`: `-log q`
+    /// where corrected, [`MASKED`] where the candidate must not act as a
+    /// negative for that row. The definition `loss` sweeps without branches.
+    #[cfg(test)]
+    fn shared_offset(&self, row: usize, col: usize) -> f32 {
+        let c = self.candidates;
+        let b = self.positives.len();
+        let pos = self.positives[row];
+        let (item, log_q) = if col < b {
+            if col != row && (!c.in_batch || self.positives[col] == pos) {
+                return MASKED;
+            }
+            if col == row {
+                return self.correct(c.positive_log_q[col]);
+            }
+            (self.positives[col], c.positive_log_q[col])
+        } else {
+            (c.shared[col - b], c.shared_log_q[col - b])
+        };
+        if item == pos {
+            MASKED
+        } else {
+            self.correct(log_q)
+        }
+    }
+
+    #[inline]
+    fn own_offset(&self, row: usize, j: usize) -> f32 {
+        let c = self.candidates;
+        let k = c.per_row.len() / self.positives.len();
+        if c.per_row[row * k + j] == self.positives[row] {
+            MASKED
+        } else {
+            self.correct(c.per_row_log_q[row * k + j])
+        }
+    }
+
+    #[inline]
+    fn correct(&self, log_q: f32) -> f32 {
+        if self.candidates.log_q_correction {
+            -log_q
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Largest value of `x` (negative infinity when empty), in eight lanes so
+/// the compiler vectorizes it.
+fn max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v);
+        }
+    }
+    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// Replaces each `z` by `exp(z - shift)` and returns their sum.
+fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *v = (*v - shift).exp();
+            *l += *v;
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = (*v - shift).exp();
+        sum += *v;
+    }
+    sum
+}
+
+/// Row-wise L2 normalisation of `x` (`[n, d]`) into `out`, keeping each
+/// row's norm (the epsilon keeps a zero row finite).
+fn normalize_rows(x: &[f32], d: usize, out: &mut Vec<f32>, norms: &mut Vec<f32>) {
+    out.clear();
+    norms.clear();
+    for row in x.chunks_exact(d) {
+        let norm = (row.iter().map(|a| a * a).sum::<f32>() + 1e-12).sqrt();
+        norms.push(norm);
+        out.extend(row.iter().map(|a| a / norm));
+    }
+}
+
+/// Gradient through [`normalize_rows`]: `dx = (dy - y (y . dy)) / |x|`.
+fn normalize_backward(y: &[f32], dy: &[f32], norms: &[f32], d: usize, dx: &mut Vec<f32>) {
+    dx.clear();
+    for ((y, dy), &n) in y.chunks_exact(d).zip(dy.chunks_exact(d)).zip(norms) {
+        let proj: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+        dx.extend(y.iter().zip(dy).map(|(a, b)| (b - a * proj) / n));
+    }
+}
+
+/// `c[m, n] = a[m, k] * b[n, k]^T` (`beta = 0`) or `+=` (`beta = 1`), row-major.
+fn gemm_abt(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
+    // SAFETY: lengths checked above; a is m x k (strides k, 1), b is n x k
+    // read as its transpose k x n (strides 1, k), c is m x n (strides n, 1).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            1,
+            k as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// `c[m, n] = a[m, k] * b[k, n]`, row-major.
+fn gemm_ab(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: lengths checked above; all three are row-major.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// `c[m, n] = a[k, m]^T * b[k, n]`, row-major.
+fn gemm_atb(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() >= k * m && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: lengths checked above; a is k x m read as its transpose
+    // (strides 1, m), b and c row-major.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            1,
+            m as isize,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// The mean loss over the batch of user vectors `u` (`[B, d]`) against the
+/// shared candidate vectors `v` (`[S, d]`) and each row's own `r`
+/// (`[B * k, d]`, possibly empty); row `i`'s positive is shared column `i`.
+/// With `grads`, also fills the gradients with respect to `u`, `v` and `r`.
+pub fn loss(
+    how: Logits,
+    batch: &Batch<'_>,
+    d: usize,
+    (u, v, r): (&[f32], &[f32], &[f32]),
+    ws: &mut Workspace,
+    grads: Option<&mut VectorGradients>,
+) -> f32 {
+    let b = batch.positives.len();
+    let s = v.len() / d;
+    let k = r.len() / d / b.max(1);
+    let (un, vn, rn) = if how.normalize {
+        normalize_rows(u, d, &mut ws.un, &mut ws.u_norm);
+        normalize_rows(v, d, &mut ws.vn, &mut ws.v_norm);
+        normalize_rows(r, d, &mut ws.rn, &mut ws.r_norm);
+        (&ws.un[..], &ws.vn[..], &ws.rn[..])
+    } else {
+        (u, v, r)
+    };
+    ws.logits.resize(b * s, 0.0);
+    gemm_abt(b, d, s, un, vn, 0.0, &mut ws.logits);
+    ws.own.resize(b * k, 0.0);
+    for row in 0..b {
+        let ur = &un[row * d..(row + 1) * d];
+        for j in 0..k {
+            let rr = &rn[(row * k + j) * d..(row * k + j + 1) * d];
+            ws.own[row * k + j] = ur.iter().zip(rr).map(|(a, b)| a * b).sum();
+        }
+    }
+
+    // Shared columns' items and correction terms, once per batch.
+    let c = batch.candidates;
+    ws.column_items.clear();
+    ws.column_items.extend(batch.positives.iter().chain(&c.shared));
+    ws.column_offsets.clear();
+    ws.column_offsets.extend(c.positive_log_q.iter().chain(&c.shared_log_q).map(|&q| batch.correct(q)));
+
+    // Logits in place, then (per row) the gradient of the mean loss with
+    // respect to each dot product, in place.
+    let inv_t = 1.0 / how.temperature;
+    // d loss / d dot = (d loss / d logit) / T, averaged over rows.
+    let scale = inv_t / b as f32;
+    let mut total = 0.0f64;
+    for row in 0..b {
+        let pos = batch.positives[row];
+        let shared = &mut ws.logits[row * s..(row + 1) * s];
+        let own = &mut ws.own[row * k..(row + 1) * k];
+        // Every column holding the row's positive is an accidental hit,
+        // except the row's own column; without in-batch negatives the other
+        // rows' positives are masked too. (A branch-free sweep, so it vectorizes.)
+        let own_dot = shared[row];
+        for ((z, &item), &offset) in shared.iter_mut().zip(&ws.column_items).zip(&ws.column_offsets) {
+            let logit = *z * inv_t + offset;
+            *z = if item == pos { MASKED } else { logit };
+        }
+        if !c.in_batch {
+            shared[..b].fill(MASKED);
+        }
+        shared[row] = own_dot * inv_t + ws.column_offsets[row];
+        for (j, z) in own.iter_mut().enumerate() {
+            *z = *z * inv_t + batch.own_offset(row, j);
+        }
+        match how.loss {
+            Loss::Softmax => {
+                let max = max(shared).max(max(own));
+                let positive = shared[row];
+                let sum = exp_shifted(shared, max) + exp_shifted(own, max);
+                total += (sum.ln() + max - positive) as f64;
+                let factor = scale / sum;
+                shared.iter_mut().chain(own.iter_mut()).for_each(|z| *z *= factor);
+                shared[row] -= scale;
+            }
+            Loss::Bce => {
+                // Masked candidates sit at -1e9: target 0, loss and gradient 0.
+                let mut row_loss = 0.0f32;
+                for (col, z) in shared.iter_mut().enumerate().chain(own.iter_mut().enumerate().map(|(j, z)| (s + j, z)))
+                {
+                    let y = if col == row { 1.0 } else { 0.0 };
+                    row_loss += z.max(0.0) - *z * y + (-z.abs()).exp().ln_1p();
+                    let sigmoid = 1.0 / (1.0 + (-*z).exp());
+                    *z = (sigmoid - y) * scale;
+                }
+                total += row_loss as f64;
+            }
+        }
+    }
+    let loss = (total / b as f64) as f32;
+    let Some(g) = grads else { return loss };
+
+    // dUn = dL V + dOwn R (row-wise); dVn = dL^T U; dRn = dOwn * U.
+    ws.dun.resize(b * d, 0.0);
+    gemm_ab(b, s, d, &ws.logits, vn, &mut ws.dun);
+    ws.dvn.resize(s * d, 0.0);
+    gemm_atb(s, b, d, &ws.logits, un, &mut ws.dvn);
+    ws.drn.resize(b * k * d, 0.0);
+    for row in 0..b {
+        let ur = &un[row * d..(row + 1) * d];
+        for j in 0..k {
+            let w = ws.own[row * k + j];
+            let rr = &rn[(row * k + j) * d..(row * k + j + 1) * d];
+            let du = &mut ws.dun[row * d..(row + 1) * d];
+            du.iter_mut().zip(rr).for_each(|(a, &x)| *a += w * x);
+            let dr = &mut ws.drn[(row * k + j) * d..(row * k + j + 1) * d];
+            dr.iter_mut().zip(ur).for_each(|(a, &x)| *a = w * x);
+        }
+    }
+    if how.normalize {
+        normalize_backward(un, &ws.dun, &ws.u_norm, d, &mut g.u);
+        normalize_backward(vn, &ws.dvn, &ws.v_norm, d, &mut g.v);
+        normalize_backward(rn, &ws.drn, &ws.r_norm, d, &mut g.r);
+    } else {
+        g.u.clone_from(&ws.dun);
+        g.v.clone_from(&ws.dvn);
+        g.r.clone_from(&ws.drn);
+    }
+    loss
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every row's additive terms: shared columns, then its own.
+    fn offsets(positives: &[ItemIdx], c: &Candidates) -> Vec<f32> {
+        let batch = Batch { positives, candidates: c };
+        let (b, k) = (positives.len(), c.per_row.len() / positives.len());
+        let mut out = Vec::new();
+        for row in 0..b {
+            out.extend((0..b + c.shared.len()).map(|col| batch.shared_offset(row, col)));
+            out.extend((0..k).map(|j| batch.own_offset(row, j)));
+        }
+        out
+    }
+
+    fn candidates(shared: &[ItemIdx], shared_log_q: &[f32], positive_log_q: &[f32]) -> Candidates {
+        Candidates {
+            shared: shared.to_vec(),
+            shared_log_q: shared_log_q.to_vec(),
+            positive_log_q: positive_log_q.to_vec(),
+            log_q_correction: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn offsets_mask_accidental_hits_and_subtract_log_q() {
+        // Two rows with positives 4 and 4 (a duplicate), shared negatives [4, 1].
+        let mut c = candidates(&[4, 1], &[-1.0, -3.0], &[-2.0, -2.5]);
+        // Without in-batch negatives the other row's positive is masked.
+        assert_eq!(offsets(&[4, 4], &c), vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
+        c.in_batch = true;
+        // In-batch, the duplicate positive is still an accidental hit.
+        assert_eq!(offsets(&[4, 4], &c), vec![2.0, MASKED, MASKED, 3.0, MASKED, 2.5, MASKED, 3.0]);
+        assert_eq!(offsets(&[4, 5], &c), vec![2.0, 2.5, MASKED, 3.0, 2.0, 2.5, 1.0, 3.0]);
+    }
+
+    #[test]
+    fn per_row_offsets_mask_each_rows_own_accidental_hits() {
+        let mut c = candidates(&[], &[], &[-1.0, -1.0]);
+        c.log_q_correction = false;
+        c.per_row = vec![6, 4, 5, 0];
+        c.per_row_log_q = vec![-1.0; 4];
+        assert_eq!(offsets(&[4, 5], &c), vec![0.0, MASKED, 0.0, MASKED, MASKED, 0.0, MASKED, 0.0]);
+    }
+
+    #[test]
+    fn softmax_loss_and_gradient_match_a_hand_computation() {
+        // One row, d = 1: u = 2, candidates v = [1 (positive), -1, 0.5],
+        // temperature 0.5, no correction: logits 4, -4, 2.
+        let c = candidates(&[8, 9], &[0.0, 0.0], &[0.0]);
+        let batch = Batch { positives: &[7], candidates: &Candidates { log_q_correction: false, ..c } };
+        let how = Logits { temperature: 0.5, normalize: false, loss: Loss::Softmax };
+        let mut g = VectorGradients::default();
+        let l = loss(how, &batch, 1, (&[2.0], &[1.0, -1.0, 0.5], &[]), &mut Workspace::default(), Some(&mut g));
+        let z = [4.0f32, -4.0, 2.0];
+        let lse = z.iter().map(|z| z.exp()).sum::<f32>().ln();
+        assert!((l - (lse - 4.0)).abs() < 1e-5);
+        let p: Vec<f32> = z.iter().map(|z| (z - lse).exp()).collect();
+        // dL/dz = p - onehot; dz/du = v / T; dz/dv = u / T.
+        let du = ((p[0] - 1.0) * 1.0 - p[1] + p[2] * 0.5) / 0.5;
+        assert!((g.u[0] - du).abs() < 1e-5, "{} vs {du}", g.u[0]);
+        let dv = [(p[0] - 1.0) * 2.0 / 0.5, p[1] * 2.0 / 0.5, p[2] * 2.0 / 0.5];
+        for (a, b) in g.v.iter().zip(dv) {
+            assert!((a - b).abs() < 1e-5, "{:?} vs {dv:?}", g.v);
+        }
+    }
+
+    /// The loss written the slow, obvious way from the offset definitions.
+    fn reference_loss(how: Logits, batch: &Batch<'_>, d: usize, u: &[f32], v: &[f32], r: &[f32]) -> f32 {
+        let b = batch.positives.len();
+        let (s, k) = (v.len() / d, r.len() / d / b);
+        let unit = |x: &[f32]| -> Vec<f32> {
+            let n = (x.iter().map(|a| a * a).sum::<f32>() + 1e-12).sqrt();
+            x.iter().map(|a| if how.normalize { a / n } else { *a }).collect()
+        };
+        let dot = |a: &[f32], b: &[f32]| unit(a).iter().zip(unit(b)).map(|(x, y)| x * y).sum::<f32>();
+        let mut total = 0.0;
+        for row in 0..b {
+            let ur = &u[row * d..(row + 1) * d];
+            let mut z: Vec<f32> = (0..s)
+                .map(|c| dot(ur, &v[c * d..(c + 1) * d]) / how.temperature + batch.shared_offset(row, c))
+                .collect();
+            z.extend((0..k).map(|j| {
+                dot(ur, &r[(row * k + j) * d..(row * k + j + 1) * d]) / how.temperature + batch.own_offset(row, j)
+            }));
+            total += match how.loss {
+                Loss::Softmax => z.iter().map(|x| x.exp()).sum::<f32>().ln() - z[row],
+                Loss::Bce => z
+                    .iter()
+                    .enumerate()
+                    .map(|(c, &x)| if c == row { (1.0 + (-x).exp()).ln() } else { (1.0 + x.exp()).ln() })
+                    .sum(),
+            };
+        }
+        total / b as f32
+    }
+
+    #[test]
+    fn the_fused_sweep_equals_the_definition_on_every_masking_case() {
+        // Positives with a duplicate (rows 0 and 2), a shared negative equal to
+        // row 1's positive, per-row negatives hitting their row's positive.
+        let positives = [3, 5, 3];
+        let d = 2;
+        let vector = |i: usize| [((i * 7) % 5) as f32 * 0.3 - 0.6, ((i * 3) % 4) as f32 * 0.25 - 0.4];
+        let u: Vec<f32> = (0..3).flat_map(|i| vector(i + 11)).collect();
+        let v: Vec<f32> = (0..5).flat_map(vector).collect();
+        let r: Vec<f32> = (0..6).flat_map(|i| vector(i + 20)).collect();
+        for in_batch in [false, true] {
+            for correction in [false, true] {
+                for (loss_kind, normalize) in [(Loss::Softmax, false), (Loss::Softmax, true), (Loss::Bce, false)] {
+                    let c = Candidates {
+                        shared: vec![5, 8],
+                        shared_log_q: vec![-1.0, -2.0],
+                        per_row: vec![3, 9, 1, 5, 2, 4],
+                        per_row_log_q: vec![-0.5, -1.5, -2.5, -1.0, -2.0, -3.0],
+                        in_batch,
+                        positive_log_q: vec![-1.2, -0.7, -1.2],
+                        log_q_correction: correction,
+                    };
+                    let batch = Batch { positives: &positives, candidates: &c };
+                    let how = Logits { temperature: 0.7, normalize, loss: loss_kind };
+                    let fused = loss(how, &batch, d, (&u, &v, &r), &mut Workspace::default(), None);
+                    let expected = reference_loss(how, &batch, d, &u, &v, &r);
+                    assert!(
+                        (fused - expected).abs() < 1e-5,
+                        "{fused} vs {expected} ({in_batch}, {correction}, {how:?})"
+                    );
+                }
+            }
+        }
+    }
+}
