@@ -170,3 +170,52 @@ fn ann_indexes_serve_close_to_exact_search_and_reload() {
         assert_eq!(rec.stdout.lines().filter(|l| l.contains("(item ")).count(), 10, "{index}: {}", rec.stdout);
     }
 }
+
+/// Every model of the zoo, with the side inputs it reads, trains on real
+/// data, ranks far above chance and answers a dataset user from its saved run.
+#[test]
+fn every_model_variant_trains_on_ml100k_and_recommends_for_a_user() {
+    let base = experiment_toml(&shared_data().join("ml-100k"), 2);
+    let side = "max_history = 20\nitems = { type = \"hashed\", buckets = 800 }\nitem_features = [\"genres\"]\n\
+                user_features = [\"gender\", \"age\", \"occupation\", \"zip\"]\nexample_age = true\n";
+    let variants = [
+        (
+            "gru over hashed items with side features",
+            base.replace("max_history = 20\n", side)
+                .replace("hidden = [64]\n", "hidden = [64]\nsequence_encoder = \"gru\"\ngru_hidden = 16\n"),
+        ),
+        (
+            "two_tower over genres",
+            base.replace("max_history = 20\n", "max_history = 20\nitem_features = [\"genres\"]\n")
+                .replace("type = \"youtube_dnn\"", "type = \"two_tower\""),
+        ),
+        (
+            "matrix_factorization",
+            base.replace(
+                "type = \"youtube_dnn\"\ndim = 32\nhidden = [64]\n",
+                "type = \"matrix_factorization\"\ndim = 32\n",
+            )
+            .replace("lr = 0.002", "lr = 0.01"),
+        ),
+    ];
+    for (name, toml) in variants {
+        let dir = tempfile::tempdir().unwrap();
+        write(&dir.path().join("exp.toml"), &toml);
+        let out = funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
+        out.assert_success();
+        let m = metrics(&dir.path().join("runs/itest"));
+        // Chance is 10 / 1,682 items.
+        let recall = m["test"]["recall@10"].as_f64().unwrap();
+        assert!(recall > 0.03, "{name}: test recall@10 {recall}\n{}", out.stderr);
+        let run_dir = std::fs::read_dir(dir.path().join("runs/itest")).unwrap().next().unwrap().unwrap().path();
+        let rec = funnel(dir.path(), &["recommend", "--run", run_dir.to_str().unwrap(), "--user", "1", "--k", "5"]);
+        rec.assert_success();
+        assert_eq!(rec.stdout.lines().filter(|l| l.contains("(item ")).count(), 5, "{name}: {}", rec.stdout);
+        let adhoc = funnel(dir.path(), &["recommend", "--run", run_dir.to_str().unwrap(), "--items", "50,172,181"]);
+        if name == "matrix_factorization" {
+            adhoc.assert_error(&["trained on"]);
+        } else {
+            adhoc.assert_success();
+        }
+    }
+}

@@ -130,7 +130,7 @@ impl ParamRef<'_> {
     pub fn gradient(&self) -> Vec<f32> {
         match self {
             ParamRef::Dense(d) => d.grad.clone(),
-            ParamRef::Table(t) => t.gradient().to_vec(),
+            ParamRef::Table(t) => t.gradient(),
         }
     }
 }

@@ -31,6 +31,11 @@ impl ItemTable {
         }
     }
 
+    /// Hints the CPU to load item `item`'s rows (see [`crate::table::prefetch`]).
+    pub fn prefetch(&self, item: ItemIdx) {
+        self.encoding.ids(item).iter().for_each(|&r| crate::table::prefetch(self.table.row(r)));
+    }
+
     /// Appends item `item`'s vector to `out`.
     pub fn gather_into(&self, item: ItemIdx, out: &mut Vec<f32>) {
         if let [r] = self.encoding.ids(item) {

@@ -22,7 +22,7 @@ use crate::dense::{mlp, Layer, LayerTensors, Mat, ParamMut, ParamRef};
 use crate::fields::{FieldTable, ItemTable};
 use crate::gru::{Gru, Steps};
 use crate::objective::{self, Batch, Logits, VectorGradients, Workspace};
-use crate::table::EmbeddingTable;
+use crate::table::{EmbeddingTable, PREFETCH_AHEAD};
 use crate::{Config, SequenceEncoder, UserInput};
 
 /// Rows scored per forward pass at inference, to bound memory.
@@ -234,10 +234,15 @@ impl<D: Device<f32>> CandidateModel<D> {
     fn query_features(&self, q: &Queries, rows: Range<usize>) -> Vec<f32> {
         let (w, s) = (self.query_width(), self.cfg.side_dim);
         let mut out = vec![0.0f32; rows.len() * w];
+        let end = rows.end;
         for (r, row) in rows.zip(out.chunks_exact_mut(w)) {
             let items = q.histories.row(r);
             let mut at = 0;
             if let (Some(input), None) = (&self.input, &self.gru) {
+                // The next row's items, scattered over the table, load while this row sums.
+                if r + 1 < end {
+                    q.histories.row(r + 1).iter().for_each(|&item| input.prefetch(item));
+                }
                 let acc = &mut row[..input.dim()];
                 items.iter().for_each(|&item| input.add_to(item, 1.0, acc));
                 if !items.is_empty() {
@@ -336,7 +341,10 @@ impl<D: Device<f32>> CandidateModel<D> {
     fn item_inputs(&self, items: &[ItemIdx]) -> Vec<f32> {
         let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.side_dim);
         let mut out = Vec::with_capacity(items.len() * w);
-        for &item in items {
+        for (i, &item) in items.iter().enumerate() {
+            if let Some(&ahead) = items.get(i + PREFETCH_AHEAD) {
+                self.output_table().prefetch(ahead);
+            }
             self.output_table().gather_into(item, &mut out);
             for f in &self.item_fields {
                 let at = out.len();
