@@ -242,68 +242,40 @@ pub enum Pooling {
 /// What the user tower reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserInput {
-    /// The history (mean or GRU) and the features' side inputs.
-    History(SequenceEncoder),
+    /// The history (`sequence_encoder`) and the features' side inputs.
+    History,
     /// A learned vector per user ID (matrix factorization).
     UserId,
 }
 
-/// One model configuration, whichever plugin name built it.
+/// One model configuration, whichever plugin name built it: the
+/// `youtube_dnn` parameters (matrix factorization's have no towers) and what
+/// the user side reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub dim: usize,
-    pub hidden: Vec<usize>,
-    pub item_hidden: Vec<usize>,
-    pub share_embeddings: bool,
-    pub init_std: f64,
-    pub temperature: f32,
-    pub normalize: bool,
-    pub loss: Loss,
-    pub embedding_optimizer: EmbeddingOptimizer,
+    pub params: YoutubeDnnParams,
     pub user_input: UserInput,
-    pub gru_hidden: usize,
-    pub gru_pooling: Pooling,
-    pub side_dim: usize,
 }
 
 impl From<YoutubeDnnParams> for Config {
-    fn from(p: YoutubeDnnParams) -> Config {
-        Config {
-            dim: p.dim,
-            hidden: p.hidden,
-            item_hidden: p.item_hidden,
-            share_embeddings: p.share_embeddings,
-            init_std: p.init_std,
-            temperature: p.temperature,
-            normalize: p.normalize,
-            loss: p.loss,
-            embedding_optimizer: p.embedding_optimizer,
-            user_input: UserInput::History(p.sequence_encoder),
-            gru_hidden: p.gru_hidden,
-            gru_pooling: p.gru_pooling,
-            side_dim: p.side_dim,
-        }
+    fn from(params: YoutubeDnnParams) -> Config {
+        Config { params, user_input: UserInput::History }
     }
 }
 
 impl From<MatrixFactorizationParams> for Config {
     fn from(p: MatrixFactorizationParams) -> Config {
-        let y = YoutubeDnnParams::default();
-        Config {
+        let params = YoutubeDnnParams {
             dim: p.dim,
             hidden: Vec::new(),
-            item_hidden: Vec::new(),
-            share_embeddings: false,
             init_std: p.init_std,
             temperature: p.temperature,
             normalize: p.normalize,
             loss: p.loss,
             embedding_optimizer: p.embedding_optimizer,
-            user_input: UserInput::UserId,
-            gru_hidden: y.gru_hidden,
-            gru_pooling: y.gru_pooling,
-            side_dim: y.side_dim,
-        }
+            ..Default::default()
+        };
+        Config { params, user_input: UserInput::UserId }
     }
 }
 
@@ -312,19 +284,19 @@ impl From<MatrixFactorizationParams> for Config {
 const MAX_TRAINING_FLOATS: u128 = 16 << 30;
 
 fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
-    if p.dim == 0 {
+    if p.params.dim == 0 {
         bail!("key `dim`: must be at least 1");
     }
-    if p.hidden.contains(&0) {
-        bail!("key `hidden`: every layer width must be at least 1, got {:?}", p.hidden);
+    if p.params.hidden.contains(&0) {
+        bail!("key `hidden`: every layer width must be at least 1, got {:?}", p.params.hidden);
     }
-    if p.item_hidden.contains(&0) {
-        bail!("key `item_hidden`: every layer width must be at least 1, got {:?}", p.item_hidden);
+    if p.params.item_hidden.contains(&0) {
+        bail!("key `item_hidden`: every layer width must be at least 1, got {:?}", p.params.item_hidden);
     }
-    if p.gru_hidden == 0 {
+    if p.params.gru_hidden == 0 {
         bail!("key `gru_hidden`: must be at least 1");
     }
-    if p.side_dim == 0 {
+    if p.params.side_dim == 0 {
         bail!("key `side_dim`: must be at least 1");
     }
     let encoded = cx.inputs.items.items();
@@ -334,11 +306,11 @@ fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
     if p.user_input == UserInput::UserId && cx.n_users == 0 {
         bail!("matrix_factorization needs the dataset's users");
     }
-    if p.temperature.is_nan() || p.temperature <= 0.0 {
-        bail!("key `temperature`: must be positive, got {}", p.temperature);
+    if p.params.temperature.is_nan() || p.params.temperature <= 0.0 {
+        bail!("key `temperature`: must be positive, got {}", p.params.temperature);
     }
-    if p.init_std.is_nan() || p.init_std <= 0.0 {
-        bail!("key `init_std`: must be positive, got {}", p.init_std);
+    if p.params.init_std.is_nan() || p.params.init_std <= 0.0 {
+        bail!("key `init_std`: must be positive, got {}", p.params.init_std);
     }
     if cx.n_items == 0 {
         bail!("the catalog is empty");
@@ -348,8 +320,8 @@ fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
         bail!(
             "key `dim`/`hidden`: dim = {} and hidden = {:?} over {} items need more than {} GiB of parameters and \
              optimizer state",
-            p.dim,
-            p.hidden,
+            p.params.dim,
+            p.params.hidden,
             cx.n_items,
             (MAX_TRAINING_FLOATS * 4) >> 30
         );

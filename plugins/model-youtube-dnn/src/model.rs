@@ -95,7 +95,7 @@ pub struct CandidateModel<D: Device<f32>> {
 
 /// Parameters (not optimizer state) of `cfg` over `cx`'s catalog and side inputs.
 pub fn parameter_estimate(cfg: &Config, cx: &BuildCx) -> u128 {
-    let (d, s) = (cfg.dim as u128, cfg.side_dim as u128);
+    let (d, s) = (cfg.params.dim as u128, cfg.params.side_dim as u128);
     let rows = if cx.inputs.items.items() == 0 { cx.n_items } else { cx.inputs.items.rows } as u128;
     let cardinality = |fields: &[funnel_api::Categorical]| fields.iter().map(|f| f.cardinality as u128).sum::<u128>();
     let layers = |widths: &[usize]| widths.windows(2).map(|w| (w[0] as u128 + 1) * w[1] as u128).sum::<u128>();
@@ -103,34 +103,35 @@ pub fn parameter_estimate(cfg: &Config, cx: &BuildCx) -> u128 {
     let mut n = 0;
     match cfg.user_input {
         UserInput::UserId => n += rows * d + cx.n_users as u128 * d,
-        UserInput::History(encoder) => {
-            n += layers(&tower_widths(user_width, &cfg.hidden, cfg.dim));
-            n += rows * d * if cfg.share_embeddings { 1 } else { 2 };
+        UserInput::History => {
+            n += layers(&tower_widths(user_width, &cfg.params.hidden, cfg.params.dim));
+            n += rows * d * if cfg.params.share_embeddings { 1 } else { 2 };
             n += s * (cardinality(&cx.inputs.item_fields) + cardinality(&cx.inputs.user_fields));
-            if encoder == SequenceEncoder::Gru {
-                let h = cfg.gru_hidden as u128;
+            if cfg.params.sequence_encoder == SequenceEncoder::Gru {
+                let h = cfg.params.gru_hidden as u128;
                 n += 3 * (d * h + h) + 3 * (h * h + h);
             }
         }
     }
-    if !cfg.item_hidden.is_empty() {
-        n += s * cardinality(&cx.inputs.item_fields) + layers(&tower_widths(item_width, &cfg.item_hidden, cfg.dim));
+    if !cfg.params.item_hidden.is_empty() {
+        n += s * cardinality(&cx.inputs.item_fields)
+            + layers(&tower_widths(item_width, &cfg.params.item_hidden, cfg.params.dim));
     }
     n
 }
 
 /// Input widths of the user tower and of the item tower.
 fn widths(cfg: &Config, cx: &BuildCx) -> (usize, usize) {
-    let (d, s) = (cfg.dim, cfg.side_dim);
+    let (d, s) = (cfg.params.dim, cfg.params.side_dim);
     let user = match cfg.user_input {
         UserInput::UserId => d,
-        UserInput::History(encoder) => {
-            let history = if encoder == SequenceEncoder::Gru { cfg.gru_hidden } else { d };
+        UserInput::History => {
+            let history = if cfg.params.sequence_encoder == SequenceEncoder::Gru { cfg.params.gru_hidden } else { d };
             let fields = cx.inputs.item_fields.len() + cx.inputs.user_fields.len();
             history + s * fields + if cx.inputs.example_age { AGE_WIDTH } else { 0 }
         }
     };
-    let item = if cfg.item_hidden.is_empty() { d } else { d + s * cx.inputs.item_fields.len() };
+    let item = if cfg.params.item_hidden.is_empty() { d } else { d + s * cx.inputs.item_fields.len() };
     (user, item)
 }
 
@@ -145,7 +146,7 @@ fn tower_widths(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
 impl<D: Device<f32>> CandidateModel<D> {
     pub fn new(dev: D, cfg: Config, cx: &BuildCx) -> CandidateModel<D> {
         let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
-        let (d, s, std) = (cfg.dim, cfg.side_dim, cfg.init_std as f32);
+        let (d, s, std) = (cfg.params.dim, cfg.params.side_dim, cfg.params.init_std as f32);
         let encoding =
             if cx.inputs.items.items() == 0 { ItemEncoding::identity(cx.n_items) } else { cx.inputs.items.clone() };
         let (user_width, item_width) = widths(&cfg, cx);
@@ -155,58 +156,46 @@ impl<D: Device<f32>> CandidateModel<D> {
         let fields = |fields: &[funnel_api::Categorical], rng: &mut StdRng| -> Vec<FieldTable> {
             fields.iter().map(|f| FieldTable::normal(f.clone(), s, std, rng)).collect()
         };
+        let mut m = CandidateModel {
+            input: None,
+            output: None,
+            users: None,
+            history_fields: Vec::new(),
+            user_fields: Vec::new(),
+            example_age: false,
+            gru: None,
+            tower: Vec::new(),
+            item_fields: Vec::new(),
+            item_tower: Vec::new(),
+            dev,
+            cfg: cfg.clone(),
+            n_items: cx.n_items,
+            n_users: cx.n_users,
+            adam: Adam::new(cx.learning_rate as f32),
+            workspace: Workspace::default(),
+            vector_grads: VectorGradients::default(),
+        };
         // Draw order: the tables and tower of the plain model first, so its
         // initial weights do not depend on which extras exist.
-        let mut m = match cfg.user_input {
-            UserInput::UserId => CandidateModel {
-                input: None,
-                output: Some(ItemTable::normal(encoding, d, std, &mut rng)),
-                users: Some(EmbeddingTable::normal(cx.n_users, d, std, &mut rng)),
-                history_fields: Vec::new(),
-                user_fields: Vec::new(),
-                example_age: false,
-                gru: None,
-                tower: Vec::new(),
-                item_fields: Vec::new(),
-                item_tower: Vec::new(),
-                dev,
-                cfg: cfg.clone(),
-                n_items: cx.n_items,
-                n_users: cx.n_users,
-                adam: Adam::new(cx.learning_rate as f32),
-                workspace: Workspace::default(),
-                vector_grads: VectorGradients::default(),
-            },
-            UserInput::History(encoder) => {
-                let input = ItemTable::normal(encoding.clone(), d, std, &mut rng);
-                let output = (!cfg.share_embeddings).then(|| ItemTable::normal(encoding, d, std, &mut rng));
-                let tower = layers(tower_widths(user_width, &cfg.hidden, d), &mut rng);
-                let gru =
-                    (encoder == SequenceEncoder::Gru).then(|| Gru::new(d, cfg.gru_hidden, cfg.gru_pooling, &mut rng));
-                CandidateModel {
-                    input: Some(input),
-                    output,
-                    users: None,
-                    history_fields: fields(&cx.inputs.item_fields, &mut rng),
-                    user_fields: fields(&cx.inputs.user_fields, &mut rng),
-                    example_age: cx.inputs.example_age,
-                    gru,
-                    tower,
-                    item_fields: Vec::new(),
-                    item_tower: Vec::new(),
-                    dev,
-                    cfg: cfg.clone(),
-                    n_items: cx.n_items,
-                    n_users: cx.n_users,
-                    adam: Adam::new(cx.learning_rate as f32),
-                    workspace: Workspace::default(),
-                    vector_grads: VectorGradients::default(),
-                }
+        match cfg.user_input {
+            UserInput::UserId => {
+                m.output = Some(ItemTable::normal(encoding, d, std, &mut rng));
+                m.users = Some(EmbeddingTable::normal(cx.n_users, d, std, &mut rng));
             }
-        };
-        if !cfg.item_hidden.is_empty() {
+            UserInput::History => {
+                m.input = Some(ItemTable::normal(encoding.clone(), d, std, &mut rng));
+                m.output = (!cfg.params.share_embeddings).then(|| ItemTable::normal(encoding, d, std, &mut rng));
+                m.tower = layers(tower_widths(user_width, &cfg.params.hidden, d), &mut rng);
+                m.gru = (cfg.params.sequence_encoder == SequenceEncoder::Gru)
+                    .then(|| Gru::new(d, cfg.params.gru_hidden, cfg.params.gru_pooling, &mut rng));
+                m.history_fields = fields(&cx.inputs.item_fields, &mut rng);
+                m.user_fields = fields(&cx.inputs.user_fields, &mut rng);
+                m.example_age = cx.inputs.example_age;
+            }
+        }
+        if !cfg.params.item_hidden.is_empty() {
             m.item_fields = fields(&cx.inputs.item_fields, &mut rng);
-            m.item_tower = layers(tower_widths(item_width, &cfg.item_hidden, d), &mut rng);
+            m.item_tower = layers(tower_widths(item_width, &cfg.params.item_hidden, d), &mut rng);
         }
         m
     }
@@ -227,12 +216,12 @@ impl<D: Device<f32>> CandidateModel<D> {
             _ => 0,
         };
         let fields = self.history_fields.len() + self.user_fields.len();
-        mean + self.cfg.side_dim * fields + if self.example_age { AGE_WIDTH } else { 0 }
+        mean + self.cfg.params.side_dim * fields + if self.example_age { AGE_WIDTH } else { 0 }
     }
 
     /// Query features of `rows`, row-major `[rows, query_width]`.
     fn query_features(&self, q: &Queries, rows: Range<usize>) -> Vec<f32> {
-        let (w, s) = (self.query_width(), self.cfg.side_dim);
+        let (w, s) = (self.query_width(), self.cfg.params.side_dim);
         let mut out = vec![0.0f32; rows.len() * w];
         let end = rows.end;
         for (r, row) in rows.zip(out.chunks_exact_mut(w)) {
@@ -269,7 +258,7 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     /// Scatters the gradient of [`CandidateModel::query_features`] (rows `0..`).
     fn scatter_query_gradient(&mut self, q: &Queries, g: &[f32]) {
-        let (w, s) = (self.query_width(), self.cfg.side_dim);
+        let (w, s) = (self.query_width(), self.cfg.params.side_dim);
         let mean = self.gru.is_none();
         for (r, g) in g.chunks_exact(w).enumerate() {
             let items = q.histories.row(r);
@@ -334,12 +323,12 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// Width of one candidate's item input: its ID vector, then (with an
     /// item tower) each item feature's embedding.
     fn item_width(&self) -> usize {
-        self.output_table().dim() + self.cfg.side_dim * self.item_fields.len()
+        self.output_table().dim() + self.cfg.params.side_dim * self.item_fields.len()
     }
 
     /// Item inputs of `items`, row-major `[items, item_width]`.
     fn item_inputs(&self, items: &[ItemIdx]) -> Vec<f32> {
-        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.side_dim);
+        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.params.side_dim);
         let mut out = Vec::with_capacity(items.len() * w);
         for (i, &item) in items.iter().enumerate() {
             if let Some(&ahead) = items.get(i + PREFETCH_AHEAD) {
@@ -358,7 +347,7 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     /// Scatters the gradient of [`CandidateModel::item_inputs`].
     fn scatter_item_gradient<'a>(&mut self, items: impl Iterator<Item = &'a ItemIdx>, g: &[f32]) {
-        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.side_dim);
+        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.params.side_dim);
         for (&item, g) in items.zip(g.chunks_exact(w)) {
             self.output_table_mut().accumulate(item, &g[..d], 1.0);
             for (f, g) in self.item_fields.iter_mut().zip(g[d..].chunks_exact(s)) {
@@ -398,7 +387,11 @@ impl<D: Device<f32>> CandidateModel<D> {
     }
 
     fn logits(&self) -> Logits {
-        Logits { temperature: self.cfg.temperature, normalize: self.cfg.normalize, loss: self.cfg.loss }
+        Logits {
+            temperature: self.cfg.params.temperature,
+            normalize: self.cfg.params.normalize,
+            loss: self.cfg.params.loss,
+        }
     }
 
     fn dense_tensors(&self) -> DenseTensors<D> {
@@ -446,7 +439,7 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// `sum(u * dL/du) + sum(v * dL/dv)`, whose gradient is exactly theirs.
     fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
         type Taped<D> = OwnedTape<f32, D>;
-        let d = self.cfg.dim;
+        let d = self.cfg.params.dim;
         let p = self.prepare(batch)?;
         let t = self.dense_tensors();
         let u = self.user_graph::<Taped<D>>(&p.query, &t);
@@ -502,13 +495,12 @@ impl<D: Device<f32>> CandidateModel<D> {
                 table.accumulate(user, g, 1.0);
             }
         }
-        // Item inputs' gradients: the tower's leaf gradient, or the loss's own.
-        let leaf_grad =
-            |leaf: &Option<Mat<D>>, own: &[f32]| leaf.as_ref().map_or_else(|| own.to_vec(), |l| grads.get(l).as_vec());
-        let gv = leaf_grad(&v_leaf, &g.v);
-        let gr = leaf_grad(&r_leaf, &g.r);
-        self.scatter_item_gradient(p.shared_ids.iter(), &gv);
-        self.scatter_item_gradient(batch.candidates.per_row.iter(), &gr);
+        // Item inputs' gradients: the tower's leaf gradient, or the loss's own
+        // (read in place: for the full softmax it covers the whole catalog).
+        let gv = v_leaf.map(|l| grads.get(&l).as_vec());
+        let gr = r_leaf.map(|l| grads.get(&l).as_vec());
+        self.scatter_item_gradient(p.shared_ids.iter(), gv.as_deref().unwrap_or(&g.v));
+        self.scatter_item_gradient(batch.candidates.per_row.iter(), gr.as_deref().unwrap_or(&g.r));
         self.vector_grads = g;
         let norm: f64 = self.params().iter().map(|(_, p)| p.gradient_sq_norm()).sum();
         Ok(StepStats { loss: loss_value, grad_norm: norm.sqrt() as f32 })
@@ -516,7 +508,7 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     fn apply(&mut self) {
         self.adam.begin_step();
-        let (adam, how) = (self.adam.clone(), self.cfg.embedding_optimizer);
+        let (adam, how) = (self.adam.clone(), self.cfg.params.embedding_optimizer);
         for (_, p) in self.params_mut() {
             match p {
                 ParamMut::Dense(d) => adam.update(&mut d.values, &d.grad, &mut d.moments),
@@ -602,7 +594,7 @@ impl<D: Device<f32>> CandidateModel<D> {
         let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| o.as_vec());
         let batch = Batch { positives: batch.positives, candidates: batch.candidates };
         let vectors = (&u[..], v.as_deref().unwrap_or(&p.v), r.as_deref().unwrap_or(&p.r));
-        objective::loss(self.logits(), &batch, self.cfg.dim, vectors, &mut Workspace::default(), None)
+        objective::loss(self.logits(), &batch, self.cfg.params.dim, vectors, &mut Workspace::default(), None)
     }
 }
 
@@ -617,7 +609,7 @@ fn normalize_rows(m: &mut Matrix) {
 
 impl<D: Device<f32>> Model for CandidateModel<D> {
     fn dim(&self) -> usize {
-        self.cfg.dim
+        self.cfg.params.dim
     }
 
     fn parameter_count(&self) -> usize {
@@ -633,7 +625,7 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
     }
 
     fn user_vectors(&self, queries: &Queries) -> Result<Matrix> {
-        let d = self.cfg.dim;
+        let d = self.cfg.params.dim;
         let t = self.dense_tensors();
         let mut out = Vec::with_capacity(queries.len() * d);
         for start in (0..queries.len()).step_by(INFERENCE_CHUNK) {
@@ -641,14 +633,14 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
             out.extend(self.user_graph::<NoneTape>(&leaves, &t).as_vec());
         }
         let mut m = Matrix::from_vec(queries.len(), d, out);
-        if self.cfg.normalize {
+        if self.cfg.params.normalize {
             normalize_rows(&mut m);
         }
         Ok(m)
     }
 
     fn item_vectors(&self) -> Result<Matrix> {
-        let d = self.cfg.dim;
+        let d = self.cfg.params.dim;
         let mut m = if self.item_tower.is_empty() {
             Matrix::from_vec(self.n_items, d, self.output_table().vectors(self.n_items))
         } else {
@@ -661,7 +653,7 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
             }
             Matrix::from_vec(self.n_items, d, out)
         };
-        if self.cfg.normalize {
+        if self.cfg.params.normalize {
             normalize_rows(&mut m);
         }
         Ok(m)

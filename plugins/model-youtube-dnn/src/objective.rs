@@ -163,11 +163,17 @@ fn normalize_backward(y: &[f32], dy: &[f32], norms: &[f32], d: usize, dx: &mut V
     }
 }
 
-/// `c[m, n] = a[m, k] * b[n, k]^T` (`beta = 0`) or `+=` (`beta = 1`), row-major.
-fn gemm_abt(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    // SAFETY: lengths checked above; a is m x k (strides k, 1), b is n x k
-    // read as its transpose k x n (strides 1, k), c is m x n (strides n, 1).
+/// `c[m, n] = a[m, k] * b[k, n]`, with `a` and `b` read through their
+/// (row, column) strides (`[cols, 1]` row-major, `[1, rows]` a transposed
+/// row-major matrix) and `c` row-major.
+fn gemm(m: usize, k: usize, n: usize, (a, sa): (&[f32], [usize; 2]), (b, sb): (&[f32], [usize; 2]), c: &mut [f32]) {
+    let fits = |x: &[f32], rows: usize, cols: usize, [rs, cs]: [usize; 2]| {
+        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < x.len()
+    };
+    assert!(fits(a, m, k, sa) && fits(b, k, n, sb) && c.len() >= m * n);
+    // SAFETY: every element read through the strides lies inside `a` and
+    // `b` (checked above), and `c` holds m x n row-major values; beta = 0
+    // means `c` is only written.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -175,60 +181,11 @@ fn gemm_abt(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], beta: f32, c: &m
             n,
             1.0,
             a.as_ptr(),
-            k as isize,
-            1,
+            sa[0] as isize,
+            sa[1] as isize,
             b.as_ptr(),
-            1,
-            k as isize,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
-
-/// `c[m, n] = a[m, k] * b[k, n]`, row-major.
-fn gemm_ab(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: lengths checked above; all three are row-major.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
-
-/// `c[m, n] = a[k, m]^T * b[k, n]`, row-major.
-fn gemm_atb(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= k * m && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: lengths checked above; a is k x m read as its transpose
-    // (strides 1, m), b and c row-major.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            1,
-            m as isize,
-            b.as_ptr(),
-            n as isize,
-            1,
+            sb[0] as isize,
+            sb[1] as isize,
             0.0,
             c.as_mut_ptr(),
             n as isize,
@@ -261,7 +218,7 @@ pub fn loss(
         (u, v, r)
     };
     ws.logits.resize(b * s, 0.0);
-    gemm_abt(b, d, s, un, vn, 0.0, &mut ws.logits);
+    gemm(b, d, s, (un, [d, 1]), (vn, [1, d]), &mut ws.logits);
     ws.own.resize(b * k, 0.0);
     for row in 0..b {
         let ur = &un[row * d..(row + 1) * d];
@@ -332,9 +289,9 @@ pub fn loss(
 
     // dUn = dL V + dOwn R (row-wise); dVn = dL^T U; dRn = dOwn * U.
     ws.dun.resize(b * d, 0.0);
-    gemm_ab(b, s, d, &ws.logits, vn, &mut ws.dun);
+    gemm(b, s, d, (&ws.logits, [s, 1]), (vn, [d, 1]), &mut ws.dun);
     ws.dvn.resize(s * d, 0.0);
-    gemm_atb(s, b, d, &ws.logits, un, &mut ws.dvn);
+    gemm(s, b, d, (&ws.logits, [1, s]), (un, [d, 1]), &mut ws.dvn);
     ws.drn.resize(b * k * d, 0.0);
     for row in 0..b {
         let ur = &un[row * d..(row + 1) * d];
