@@ -509,6 +509,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use funnel_mips::exact_top;
 
     /// items: 0 = (1, 0), 1 = (0, 1), 2 = (1, 1), 3 = (2, 0), 4 = (-1, 0), 5 = (1, 1)
     /// query (1, 2) scores: 0 -> 1, 1 -> 2, 2 -> 3, 3 -> 2, 4 -> -1, 5 -> 3
@@ -582,16 +583,6 @@ mod tests {
             })
             .collect();
         Matrix::from_vec(n, d, data)
-    }
-
-    fn exact_top(items: &Matrix, q: &[f32], k: usize, exclude: &[ItemIdx]) -> Vec<(ItemIdx, f32)> {
-        let mut all: Vec<(ItemIdx, f32)> = (0..items.rows as ItemIdx)
-            .filter(|j| !exclude.contains(j))
-            .map(|j| (j, dot(q, items.row(j as usize))))
-            .collect();
-        all.sort_by(better);
-        all.truncate(k);
-        all
     }
 
     #[test]

@@ -471,7 +471,7 @@ fn parse(bytes: &[u8], metric: Similarity) -> Result<Lists> {
 #[cfg(test)]
 mod tests {
     use funnel_api::{parse_params, ComponentKind};
-    use funnel_mips::better;
+    use funnel_mips::{better, exact_top};
 
     use super::*;
 
@@ -544,16 +544,6 @@ mod tests {
         }
         let queries = (0..50 * d).map(|j| centres[j / d % n_clusters][j % d] + rng.gen_range(-0.5..0.5)).collect();
         (Matrix::from_vec(n, d, data), Matrix::from_vec(50, d, queries))
-    }
-
-    fn exact_top(items: &Matrix, q: &[f32], k: usize, exclude: &[ItemIdx]) -> Vec<(ItemIdx, f32)> {
-        let mut all: Vec<(ItemIdx, f32)> = (0..items.rows as ItemIdx)
-            .filter(|j| !exclude.contains(j))
-            .map(|j| (j, dot(q, items.row(j as usize))))
-            .collect();
-        all.sort_by(better);
-        all.truncate(k);
-        all
     }
 
     #[test]

@@ -224,6 +224,19 @@ pub fn better(a: &(ItemIdx, f32), b: &(ItemIdx, f32)) -> Ordering {
     b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0))
 }
 
+/// The `k` best items for `q` by brute force, in [`better`] order, none in
+/// `exclude`: the plain reference answer approximate indexes are tested
+/// against (a full scan and sort per query: for tests and benchmarks).
+pub fn exact_top(items: &Matrix, q: &[f32], k: usize, exclude: &[ItemIdx]) -> Vec<(ItemIdx, f32)> {
+    let mut all: Vec<(ItemIdx, f32)> = (0..items.rows as ItemIdx)
+        .filter(|j| !exclude.contains(j))
+        .map(|j| (j, dot(q, items.row(j as usize))))
+        .collect();
+    all.sort_by(better);
+    all.truncate(k);
+    all
+}
+
 /// The items a search must not return, restricted to the catalog: ids beyond
 /// it could never be returned, and repeats count once.
 #[derive(Debug, Clone, Default)]
