@@ -44,15 +44,40 @@ impl Adam {
 
     /// [`Adam::update`] over parts of buffers (one embedding row, say).
     pub fn update_slices(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+        self.row_step().update(params, grads, m, v)
+    }
+
+    /// This step's bias-corrected coefficients, computed once for the many
+    /// rows of an embedding table.
+    pub fn row_step(&self) -> RowStep {
         let (b1, b2) = (self.beta1, self.beta2);
-        let step = self.lr * (1.0 - b2.powi(self.t as i32)).sqrt() / (1.0 - b1.powi(self.t as i32));
-        // The bias-corrected form of Adam's update, with eps scaled to match
-        // `m_hat / (sqrt(v_hat) + eps)` exactly.
-        let eps = self.eps * (1.0 - b2.powi(self.t as i32)).sqrt();
+        let correction = (1.0 - b2.powi(self.t as i32)).sqrt();
+        RowStep {
+            beta1: b1,
+            beta2: b2,
+            step: self.lr * correction / (1.0 - b1.powi(self.t as i32)),
+            // The bias-corrected form of Adam's update, with eps scaled to
+            // match `m_hat / (sqrt(v_hat) + eps)` exactly.
+            eps: self.eps * correction,
+        }
+    }
+}
+
+/// One step's Adam coefficients (see [`Adam::row_step`]).
+pub struct RowStep {
+    beta1: f32,
+    beta2: f32,
+    step: f32,
+    eps: f32,
+}
+
+impl RowStep {
+    pub fn update(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let (b1, b2) = (self.beta1, self.beta2);
         for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= step * *m / (v.sqrt() + eps);
+            *p -= self.step * *m / (v.sqrt() + self.eps);
         }
     }
 }

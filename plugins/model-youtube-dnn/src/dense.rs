@@ -1,6 +1,8 @@
 //! Dense parameters (tower layers, GRU gates) kept as flat buffers with their
 //! gradient and Adam moments, and the tower they form on dfdx.
 
+use std::borrow::Cow;
+
 use dfdx::prelude::*;
 use rand::Rng;
 
@@ -103,17 +105,28 @@ pub enum ParamMut<'a> {
 }
 
 impl ParamRef<'_> {
-    pub fn values(&self) -> &[f32] {
+    pub fn len(&self) -> usize {
         match self {
-            ParamRef::Dense(d) => &d.values,
-            ParamRef::Table(t) => &t.weights,
+            ParamRef::Dense(d) => d.values.len(),
+            ParamRef::Table(t) => t.rows() * t.dim,
         }
     }
 
-    pub fn moments(&self) -> (&[f32], &[f32]) {
+    /// The values, row-major (a table's are copied out of its row blocks).
+    pub fn values(&self) -> Cow<'_, [f32]> {
         match self {
-            ParamRef::Dense(d) => (&d.moments.m, &d.moments.v),
-            ParamRef::Table(t) => t.moments(),
+            ParamRef::Dense(d) => Cow::Borrowed(&d.values),
+            ParamRef::Table(t) => Cow::Owned(t.weights()),
+        }
+    }
+
+    pub fn moments(&self) -> (Cow<'_, [f32]>, Cow<'_, [f32]>) {
+        match self {
+            ParamRef::Dense(d) => (Cow::Borrowed(&d.moments.m), Cow::Borrowed(&d.moments.v)),
+            ParamRef::Table(t) => {
+                let (m, v) = t.moments();
+                (Cow::Owned(m), Cow::Owned(v))
+            }
         }
     }
 
@@ -136,17 +149,28 @@ impl ParamRef<'_> {
 }
 
 impl ParamMut<'_> {
-    pub fn values_mut(&mut self) -> &mut Vec<f32> {
+    pub fn len(&self) -> usize {
         match self {
-            ParamMut::Dense(d) => &mut d.values,
-            ParamMut::Table(t) => &mut t.weights,
+            ParamMut::Dense(d) => d.values.len(),
+            ParamMut::Table(t) => t.rows() * t.dim,
         }
     }
 
-    pub fn moments_mut(&mut self) -> (&mut Vec<f32>, &mut Vec<f32>) {
+    /// Replaces the values (`len()` of them, checked by the caller).
+    pub fn set_values(&mut self, values: &[f32]) {
         match self {
-            ParamMut::Dense(d) => (&mut d.moments.m, &mut d.moments.v),
-            ParamMut::Table(t) => t.moments_mut(),
+            ParamMut::Dense(d) => d.values.copy_from_slice(values),
+            ParamMut::Table(t) => t.set_weights(values),
+        }
+    }
+
+    pub fn set_moments(&mut self, m: &[f32], v: &[f32]) {
+        match self {
+            ParamMut::Dense(d) => {
+                d.moments.m.copy_from_slice(m);
+                d.moments.v.copy_from_slice(v);
+            }
+            ParamMut::Table(t) => t.set_moments(m, v),
         }
     }
 }

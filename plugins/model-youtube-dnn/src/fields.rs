@@ -36,6 +36,11 @@ impl ItemTable {
         self.encoding.ids(item).iter().for_each(|&r| crate::table::prefetch(self.table.row(r)));
     }
 
+    /// Hints the CPU to load where item `item`'s rows find their gradients.
+    pub fn prefetch_slots(&self, item: ItemIdx) {
+        self.encoding.ids(item).iter().for_each(|&r| self.table.prefetch_slot(r));
+    }
+
     /// Appends item `item`'s vector to `out`.
     pub fn gather_into(&self, item: ItemIdx, out: &mut Vec<f32>) {
         if let [r] = self.encoding.ids(item) {

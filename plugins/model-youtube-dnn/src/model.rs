@@ -221,37 +221,33 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     /// Query features of `rows`, row-major `[rows, query_width]`.
     fn query_features(&self, q: &Queries, rows: Range<usize>) -> Vec<f32> {
-        let (w, s) = (self.query_width(), self.cfg.params.side_dim);
+        // Each history row sums scattered table rows; on a table beyond the
+        // caches two threads keep twice the misses in flight.
+        let reads: usize = q.histories.lengths[rows.clone()].iter().map(|&n| n as usize).sum();
+        let two = self.gru.is_none() && self.input.as_ref().is_some_and(|t| t.table.worth_two_threads(reads));
+        self.query_features_on(q, rows, two)
+    }
+
+    fn query_features_on(&self, q: &Queries, rows: Range<usize>, two_threads: bool) -> Vec<f32> {
+        let w = self.query_width();
         let mut out = vec![0.0f32; rows.len() * w];
-        let end = rows.end;
-        for (r, row) in rows.zip(out.chunks_exact_mut(w)) {
-            let items = q.histories.row(r);
-            let mut at = 0;
-            if let (Some(input), None) = (&self.input, &self.gru) {
-                // The next row's items, scattered over the table, load while this row sums.
-                if r + 1 < end {
-                    q.histories.row(r + 1).iter().for_each(|&item| input.prefetch(item));
-                }
-                let acc = &mut row[..input.dim()];
-                items.iter().for_each(|&item| input.add_to(item, 1.0, acc));
-                if !items.is_empty() {
-                    let inv = 1.0 / items.len() as f32;
-                    acc.iter_mut().for_each(|a| *a *= inv);
-                }
-                at = input.dim();
-            }
-            for f in &self.history_fields {
-                f.mean_into(items, &mut row[at..at + s]);
-                at += s;
-            }
-            for f in &self.user_fields {
-                f.mean_into(&[q.users[r]], &mut row[at..at + s]);
-                at += s;
-            }
-            if self.example_age {
-                row[at] = q.ages[r];
-                row[at + 1] = q.ages[r] * q.ages[r];
-            }
+        let tables = QueryTables {
+            history: self.input.as_ref().filter(|_| self.gru.is_none()),
+            history_fields: &self.history_fields,
+            user_fields: &self.user_fields,
+            side_dim: self.cfg.params.side_dim,
+            example_age: self.example_age,
+            width: w,
+        };
+        if two_threads {
+            let half = rows.start + rows.len() / 2;
+            let (first, second) = out.split_at_mut((half - rows.start) * w);
+            std::thread::scope(|s| {
+                s.spawn(|| tables.fill(q, half..rows.end, second));
+                tables.fill(q, rows.start..half, first);
+            });
+        } else {
+            tables.fill(q, rows, &mut out);
         }
         out
     }
@@ -266,6 +262,9 @@ impl<D: Device<f32>> CandidateModel<D> {
             if let (Some(input), true) = (self.input.as_mut(), mean) {
                 let d = input.dim();
                 let scale = 1.0 / items.len().max(1) as f32;
+                if r + 1 < q.len() {
+                    q.histories.row(r + 1).iter().for_each(|&item| input.prefetch_slots(item));
+                }
                 items.iter().for_each(|&item| input.accumulate(item, &g[..d], scale));
                 at = d;
             }
@@ -613,7 +612,7 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
     }
 
     fn parameter_count(&self) -> usize {
-        self.params().iter().map(|(_, p)| p.values().len()).sum()
+        self.params().iter().map(|(_, p)| p.len()).sum()
     }
 
     fn compute_gradients(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
@@ -665,10 +664,9 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
 
     fn load_state(&mut self, state: &ModelState) -> Result<()> {
         for (name, mut p) in self.params_mut() {
-            let dst = p.values_mut();
             let src = state.get(&name).with_context(|| format!("model state lacks `{name}`"))?;
-            ensure!(src.len() == dst.len(), "model state `{name}` has {} values, expected {}", src.len(), dst.len());
-            dst.copy_from_slice(src);
+            ensure!(src.len() == p.len(), "model state `{name}` has {} values, expected {}", src.len(), p.len());
+            p.set_values(src);
         }
         Ok(())
     }
@@ -687,13 +685,62 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
     fn load_training_state(&mut self, state: &TrainingState) -> Result<()> {
         self.load_state(&state.f32s)?;
         for (name, mut p) in self.params_mut() {
-            let (m, v) = p.moments_mut();
-            let len = m.len();
-            m.copy_from_slice(TrainingState::take(&state.f32s, &format!("{name}.adam_m"), len)?);
-            v.copy_from_slice(TrainingState::take(&state.f32s, &format!("{name}.adam_v"), len)?);
+            let len = p.len();
+            let m = TrainingState::take(&state.f32s, &format!("{name}.adam_m"), len)?;
+            let v = TrainingState::take(&state.f32s, &format!("{name}.adam_v"), len)?;
+            p.set_moments(m, v);
         }
         self.adam.t = TrainingState::take(&state.u64s, "adam.t", 1)?[0];
         Ok(())
+    }
+}
+
+/// What the host-built query features read, borrowed apart from the model
+/// (whose device need not be shareable between threads).
+struct QueryTables<'a> {
+    /// The item table whose rows are averaged over the history (mean encoder).
+    history: Option<&'a ItemTable>,
+    history_fields: &'a [FieldTable],
+    user_fields: &'a [FieldTable],
+    side_dim: usize,
+    example_age: bool,
+    width: usize,
+}
+
+impl QueryTables<'_> {
+    /// Fills `out` (`rows.len()` rows of `width`) with the features of `rows`.
+    fn fill(&self, q: &Queries, rows: Range<usize>, out: &mut [f32]) {
+        let s = self.side_dim;
+        let end = rows.end;
+        for (r, row) in rows.zip(out.chunks_exact_mut(self.width)) {
+            let items = q.histories.row(r);
+            let mut at = 0;
+            if let Some(input) = self.history {
+                // The next row's items, scattered over the table, load while this row sums.
+                if r + 1 < end {
+                    q.histories.row(r + 1).iter().for_each(|&item| input.prefetch(item));
+                }
+                let acc = &mut row[..input.dim()];
+                items.iter().for_each(|&item| input.add_to(item, 1.0, acc));
+                if !items.is_empty() {
+                    let inv = 1.0 / items.len() as f32;
+                    acc.iter_mut().for_each(|a| *a *= inv);
+                }
+                at = input.dim();
+            }
+            for f in self.history_fields {
+                f.mean_into(items, &mut row[at..at + s]);
+                at += s;
+            }
+            for f in self.user_fields {
+                f.mean_into(&[q.users[r]], &mut row[at..at + s]);
+                at += s;
+            }
+            if self.example_age {
+                row[at] = q.ages[r];
+                row[at + 1] = q.ages[r] * q.ages[r];
+            }
+        }
     }
 }
 
@@ -1032,6 +1079,17 @@ mod tests {
         unknown.push(&[1], Queries::UNKNOWN_USER, 0.0);
         assert!(m.user_vectors(&unknown).unwrap_err().to_string().contains("trained on"));
         check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
+    }
+
+    #[test]
+    fn query_features_are_the_same_from_one_thread_or_two() {
+        let m = tiny_model(tiny_params(false, 1.0, Loss::Softmax, false).into(), side_inputs(true, true));
+        let q = with_ages(histories(&[&[0, 1, 2], &[], &[6], &[3, 3]]), &[0.5, 0.0, 1.0, 0.25]);
+        for rows in [0..4, 1..4, 2..3] {
+            let one = m.query_features_on(&q, rows.clone(), false);
+            assert_eq!(one.len(), rows.len() * m.query_width());
+            assert_eq!(m.query_features_on(&q, rows, true), one);
+        }
     }
 
     #[test]

@@ -4,12 +4,19 @@
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use crate::adam::{Adam, Moments};
+use crate::adam::{Adam, RowStep};
 use crate::EmbeddingOptimizer;
 
 pub struct EmbeddingTable {
     pub dim: usize,
-    pub weights: Vec<f32>,
+    n_rows: usize,
+    /// Each row's weights, then its first and second Adam moments, side by
+    /// side: `[w | m | v]`, `3 * dim` floats a row. A lazy Adam step reads
+    /// and writes all three for every touched row, and on a catalog beyond
+    /// the caches each row is a DRAM miss: one contiguous block costs
+    /// about a third less than three blocks in three separate arrays
+    /// (measured on 1,000,000 x 64).
+    blocks: Vec<f32>,
     /// This step's gradient rows, compactly: `slot_of[r]` is row `r`'s
     /// slot in `grads` (`UNTOUCHED` when it has none), slots in the order
     /// rows were first touched. Dense gradients of a 1M-row table would add
@@ -18,13 +25,19 @@ pub struct EmbeddingTable {
     slot_of: Vec<u32>,
     /// Rows with a gradient this step, in slot order.
     touched: Vec<u32>,
-    moments: Moments,
 }
 
 const UNTOUCHED: u32 = u32::MAX;
 
 /// Rows ahead whose memory is requested while the current row is processed.
 pub const PREFETCH_AHEAD: usize = 4;
+
+/// Below this many bytes of blocks a table stays in the caches and its rows
+/// are visited on one thread; above it each visit waits on memory, and
+/// splitting the rows over two threads doubles the misses in flight.
+const PARALLEL_BYTES: usize = 32 << 20;
+/// Fewer row visits than this are not worth starting a thread for.
+const PARALLEL_ROWS: usize = 2048;
 
 /// Hints the CPU to load `data`'s cache lines (a no-op off x86-64).
 #[inline]
@@ -39,39 +52,77 @@ pub fn prefetch(data: &[f32]) {
 impl EmbeddingTable {
     pub fn normal(rows: usize, dim: usize, std: f32, rng: &mut impl Rng) -> EmbeddingTable {
         let normal = Normal::new(0.0, std).expect("std is checked positive when the model is built");
-        let mut weights = huge_pages(rows * dim);
-        weights.extend((0..rows * dim).map(|_| normal.sample(rng)));
-        let zeros = || {
-            let mut v = huge_pages(rows * dim);
-            v.resize(rows * dim, 0.0);
-            v
-        };
-        EmbeddingTable {
-            dim,
-            weights,
-            grads: Vec::new(),
-            slot_of: vec![UNTOUCHED; rows],
-            touched: Vec::new(),
-            moments: Moments { m: zeros(), v: zeros() },
+        let mut blocks = huge_pages(rows * 3 * dim);
+        for _ in 0..rows {
+            blocks.extend((0..dim).map(|_| normal.sample(rng)));
+            blocks.extend(std::iter::repeat_n(0.0, 2 * dim));
         }
+        // Row visits look their row's slot up at random too.
+        let mut slot_of = huge_pages(rows);
+        slot_of.resize(rows, UNTOUCHED);
+        EmbeddingTable { dim, n_rows: rows, blocks, grads: Vec::new(), slot_of, touched: Vec::new() }
     }
 
-    /// First and second Adam moments.
-    pub fn moments(&self) -> (&[f32], &[f32]) {
-        (&self.moments.m, &self.moments.v)
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.n_rows
     }
 
-    pub fn moments_mut(&mut self) -> (&mut Vec<f32>, &mut Vec<f32>) {
-        (&mut self.moments.m, &mut self.moments.v)
+    fn block(&self, r: usize) -> &[f32] {
+        &self.blocks[r * 3 * self.dim..(r + 1) * 3 * self.dim]
     }
 
     pub fn row(&self, r: u32) -> &[f32] {
-        &self.weights[r as usize * self.dim..(r as usize + 1) * self.dim]
+        &self.block(r as usize)[..self.dim]
+    }
+
+    /// Part `k` (0 weights, 1 first moment, 2 second moment) of every row, row-major.
+    fn part(&self, k: usize) -> Vec<f32> {
+        let d = self.dim;
+        self.blocks.chunks_exact(3 * d).flat_map(|b| &b[k * d..(k + 1) * d]).copied().collect()
+    }
+
+    fn set_part(&mut self, k: usize, values: &[f32]) {
+        let d = self.dim;
+        assert_eq!(values.len(), self.n_rows * d, "checked by the caller");
+        for (b, src) in self.blocks.chunks_exact_mut(3 * d).zip(values.chunks_exact(d)) {
+            b[k * d..(k + 1) * d].copy_from_slice(src);
+        }
+    }
+
+    /// Every row's weights, row-major `[rows, dim]`.
+    pub fn weights(&self) -> Vec<f32> {
+        self.part(0)
+    }
+
+    pub fn set_weights(&mut self, w: &[f32]) {
+        self.set_part(0, w)
+    }
+
+    /// First and second Adam moments, each `[rows, dim]`.
+    pub fn moments(&self) -> (Vec<f32>, Vec<f32>) {
+        (self.part(1), self.part(2))
+    }
+
+    pub fn set_moments(&mut self, m: &[f32], v: &[f32]) {
+        self.set_part(1, m);
+        self.set_part(2, v);
     }
 
     /// Appends row `r` to `out`.
     pub fn gather_into(&self, r: u32, out: &mut Vec<f32>) {
         out.extend_from_slice(self.row(r));
+    }
+
+    /// Hints the CPU to load where row `r`'s gradient slot is looked up.
+    pub fn prefetch_slot(&self, r: u32) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetching is a hint; the address is inside `slot_of`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (&self.slot_of[r as usize] as *const u32).cast(),
+            )
+        };
     }
 
     /// Adds `scale * g` to the gradient of row `r`.
@@ -92,9 +143,9 @@ impl EmbeddingTable {
     /// This step's gradient of every row, densely.
     #[cfg(test)]
     pub fn gradient(&self) -> Vec<f32> {
-        let mut dense = vec![0.0; self.weights.len()];
+        let d = self.dim;
+        let mut dense = vec![0.0; self.n_rows * d];
         for (slot, &r) in self.touched.iter().enumerate() {
-            let d = self.dim;
             dense[r as usize * d..(r as usize + 1) * d].copy_from_slice(&self.grads[slot * d..(slot + 1) * d]);
         }
         dense
@@ -105,34 +156,43 @@ impl EmbeddingTable {
         self.grads.iter().map(|&g| g as f64 * g as f64).sum()
     }
 
+    /// Whether `rows` scattered row visits are worth splitting over two
+    /// threads: the table is beyond the caches, so each visit waits on
+    /// memory, and there are enough of them to pay for starting a thread.
+    pub fn worth_two_threads(&self, rows: usize) -> bool {
+        self.blocks.len() * std::mem::size_of::<f32>() >= PARALLEL_BYTES && rows >= PARALLEL_ROWS
+    }
+
     /// Applies and clears this step's gradient.
     pub fn apply(&mut self, adam: &Adam, how: EmbeddingOptimizer) {
-        let d = self.dim;
+        let parallel = self.worth_two_threads(self.touched.len());
+        self.apply_with(adam, how, parallel)
+    }
+
+    fn apply_with(&mut self, adam: &Adam, how: EmbeddingOptimizer, parallel: bool) {
+        let (d, step) = (self.dim, adam.row_step());
         match how {
             // Untouched rows have a zero gradient; their moments still decay
             // and their weights still move, as in a dense Adam step.
             EmbeddingOptimizer::Adam => {
                 let zero = vec![0.0; d];
-                for (r, &slot) in self.slot_of.iter().enumerate() {
+                for (block, &slot) in self.blocks.chunks_exact_mut(3 * d).zip(&self.slot_of) {
                     let g = if slot == UNTOUCHED { &zero[..] } else { &self.grads[slot as usize * d..][..d] };
-                    let (span, m) = (r * d..(r + 1) * d, &mut self.moments);
-                    adam.update_slices(&mut self.weights[span.clone()], g, &mut m.m[span.clone()], &mut m.v[span]);
+                    update_block(&step, block, g);
                 }
             }
             EmbeddingOptimizer::LazyAdam => {
-                for (slot, &r) in self.touched.iter().enumerate() {
-                    // Touched rows are scattered over the table: ask for a
-                    // later row's lines while this one is computed.
-                    if let Some(&ahead) = self.touched.get(slot + PREFETCH_AHEAD) {
-                        let span = ahead as usize * d..(ahead as usize + 1) * d;
-                        prefetch(&self.weights[span.clone()]);
-                        prefetch(&self.moments.m[span.clone()]);
-                        prefetch(&self.moments.v[span]);
-                    }
-                    let g = &self.grads[slot * d..(slot + 1) * d];
-                    let span = r as usize * d..(r as usize + 1) * d;
-                    let m = &mut self.moments;
-                    adam.update_slices(&mut self.weights[span.clone()], g, &mut m.m[span.clone()], &mut m.v[span]);
+                let rows = TouchedRows { blocks: self.blocks.as_mut_ptr(), dim: d };
+                let (touched, grads) = (&self.touched[..], &self.grads[..]);
+                if parallel {
+                    let half = touched.len() / 2;
+                    let (first, second) = (0..half, half..touched.len());
+                    std::thread::scope(|s| {
+                        s.spawn(|| rows.update(&step, touched, grads, second));
+                        rows.update(&step, touched, grads, first);
+                    });
+                } else {
+                    rows.update(&step, touched, grads, 0..touched.len());
                 }
             }
         }
@@ -144,16 +204,57 @@ impl EmbeddingTable {
     }
 }
 
+/// The blocks of this step's touched rows, updated in place, possibly from
+/// two threads at once.
+#[derive(Clone, Copy)]
+struct TouchedRows {
+    blocks: *mut f32,
+    dim: usize,
+}
+
+// SAFETY: `TouchedRows` is only used inside `apply_with`, while the table is
+// mutably borrowed, and each thread writes the blocks of a disjoint range of
+// slots; `touched` lists every row once (`slot_of` gives each row one slot).
+unsafe impl Send for TouchedRows {}
+unsafe impl Sync for TouchedRows {}
+
+impl TouchedRows {
+    fn update(&self, step: &RowStep, touched: &[u32], grads: &[f32], slots: std::ops::Range<usize>) {
+        let w = 3 * self.dim;
+        // SAFETY: rows in `touched` are below the table's row count, so each
+        // block lies inside the allocation; see the `Send` impl for why no
+        // two threads hold the same block.
+        let block = |r: u32| unsafe { std::slice::from_raw_parts_mut(self.blocks.add(r as usize * w), w) };
+        let end = slots.end;
+        for slot in slots {
+            // Touched rows are scattered over the table: ask for a later
+            // row's lines while this one is computed.
+            if slot + PREFETCH_AHEAD < end {
+                prefetch(block(touched[slot + PREFETCH_AHEAD]));
+            }
+            update_block(step, block(touched[slot]), &grads[slot * self.dim..(slot + 1) * self.dim]);
+        }
+    }
+}
+
+/// One Adam step on a `[w | m | v]` block.
+fn update_block(step: &RowStep, block: &mut [f32], g: &[f32]) {
+    let d = g.len();
+    let (w, mv) = block.split_at_mut(d);
+    let (m, v) = mv.split_at_mut(d);
+    step.update(w, g, m, v);
+}
+
 /// An empty vector with room for `len` floats, backed by transparent huge
 /// pages where Linux offers them on request: a large table's rows are read
 /// at random, and with 4 KiB pages nearly every row costs a TLB miss.
-fn huge_pages(len: usize) -> Vec<f32> {
-    let v: Vec<f32> = Vec::with_capacity(len);
+fn huge_pages<T>(len: usize) -> Vec<T> {
+    let v: Vec<T> = Vec::with_capacity(len);
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
         let start = v.as_ptr() as usize;
-        let (from, to) = (start.next_multiple_of(HUGE), (start + len * 4) / HUGE * HUGE);
+        let (from, to) = (start.next_multiple_of(HUGE), (start + len * std::mem::size_of::<T>()) / HUGE * HUGE);
         if to > from {
             // SAFETY: [from, to) lies inside the allocation just made; the
             // advice only changes how its pages are backed, and a failure
@@ -164,4 +265,50 @@ fn huge_pages(len: usize) -> Vec<f32> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn table(rows: usize) -> EmbeddingTable {
+        EmbeddingTable::normal(rows, 3, 0.5, &mut rand::rngs::StdRng::seed_from_u64(1))
+    }
+
+    #[test]
+    fn weights_and_moments_round_trip_through_the_interleaved_blocks() {
+        let mut t = table(4);
+        let w: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let (m, v): (Vec<f32>, Vec<f32>) = ((0..12).map(|i| -(i as f32)).collect(), vec![0.25; 12]);
+        t.set_weights(&w);
+        t.set_moments(&m, &v);
+        assert_eq!(t.weights(), w);
+        assert_eq!(t.moments(), (m, v));
+        assert_eq!(t.row(2), &[6.0, 7.0, 8.0]);
+    }
+
+    #[test]
+    fn lazy_adam_moves_only_touched_rows_and_two_threads_give_the_same_bits_as_one() {
+        let mut adam = Adam::new(0.1);
+        let (mut one, mut two) = (table(5000), table(5000));
+        for step in 0..3u32 {
+            adam.begin_step();
+            for t in [&mut one, &mut two] {
+                for r in (0..5000u32).filter(|r| r % 3 != step) {
+                    t.accumulate(r, &[r as f32 * 0.001, -1.0, 0.5], 1.0);
+                }
+            }
+            let before = one.weights();
+            one.apply_with(&adam, EmbeddingOptimizer::LazyAdam, false);
+            two.apply_with(&adam, EmbeddingOptimizer::LazyAdam, true);
+            let after = one.weights();
+            for r in 0..5000 {
+                let moved = before[r * 3..r * 3 + 3] != after[r * 3..r * 3 + 3];
+                assert_eq!(moved, r as u32 % 3 != step, "row {r} at step {step}");
+            }
+        }
+        assert_eq!(one.weights(), two.weights());
+        assert_eq!(one.moments(), two.moments());
+    }
 }
