@@ -153,7 +153,7 @@ impl EmbeddingTable {
 
     /// Sum of squared gradient entries (only touched rows are non-zero).
     pub fn gradient_sq_norm(&self) -> f64 {
-        self.grads.iter().map(|&g| g as f64 * g as f64).sum()
+        crate::dense::sum_of_squares(&self.grads)
     }
 
     /// Whether `rows` scattered row visits are worth splitting over two
