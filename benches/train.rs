@@ -13,7 +13,8 @@
 //! d -> 256 -> d forward and backward, 12·d·256.
 //!
 //! Options: `--epochs N` (3), `--losses in_batch,mixed,full`, `--catalogs
-//! 10000,100000,1000000` (synthetic; `--catalogs none` skips them).
+//! 10000,100000,1000000,1000000/10000` (synthetic; `N/M`: N items, histories
+//! and positives drawn from M of them; `--catalogs none` skips them).
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -38,14 +39,38 @@ fn main() -> ExitCode {
 struct Options {
     epochs: usize,
     losses: Vec<String>,
-    catalogs: Vec<usize>,
+    catalogs: Vec<Catalog>,
+}
+
+/// A synthetic catalog: `items` rows in the model, histories and positives
+/// drawn uniformly from the first `drawn_from` (the sampler's uniform
+/// negatives come from all of them).
+#[derive(Clone, Copy)]
+struct Catalog {
+    items: usize,
+    drawn_from: usize,
+}
+
+impl std::str::FromStr for Catalog {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Catalog> {
+        let number = |v: &str| v.parse::<usize>().with_context(|| format!("--catalogs: `{s}` is not N or N/M"));
+        let c = match s.split_once('/') {
+            Some((n, m)) => Catalog { items: number(n)?, drawn_from: number(m)? },
+            None => Catalog { items: number(s)?, drawn_from: number(s)? },
+        };
+        if c.drawn_from == 0 || c.drawn_from > c.items {
+            bail!("--catalogs: `{s}` draws from {} of {} items", c.drawn_from, c.items);
+        }
+        Ok(c)
+    }
 }
 
 fn options() -> Result<Options> {
     let mut o = Options {
         epochs: 3,
         losses: vec!["in_batch".into(), "mixed".into(), "full".into()],
-        catalogs: vec![10_000, 100_000, 1_000_000],
+        catalogs: ["10000", "100000", "1000000", "1000000/10000"].map(|c| c.parse().expect("valid")).to_vec(),
     };
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = args.iter();
@@ -56,11 +81,8 @@ fn options() -> Result<Options> {
             "--losses" => o.losses = value()?.split(',').map(str::to_string).collect(),
             "--catalogs" => {
                 let v = value()?;
-                o.catalogs = if v == "none" {
-                    Vec::new()
-                } else {
-                    v.split(',').map(|n| n.parse().context("--catalogs")).collect::<Result<_>>()?
-                };
+                o.catalogs =
+                    if v == "none" { Vec::new() } else { v.split(',').map(str::parse).collect::<Result<_>>()? };
             }
             other => bail!("unknown option `{other}` (see the header of benches/train.rs)"),
         }
@@ -69,7 +91,7 @@ fn options() -> Result<Options> {
 }
 
 /// GFLOP/s of single-precision GEMM at the shapes of a step ([B, d] x [d, C]),
-/// through matrixmultiply (the same kernel family dfdx's CPU matmul uses).
+/// through matrixmultiply (the kernel of the host-side loss).
 fn gemm_peak() -> f64 {
     let (m, k, n) = (BATCH, DIM, 4096);
     let a = vec![0.5f32; m * k];
@@ -198,8 +220,8 @@ const STEPS: usize = 200;
 const WARMUP: usize = 20;
 
 /// One synthetic catalog in this process: the model and sampler built through
-/// the registry for `n` items, `STEPS` timed steps with random histories.
-fn one_catalog(n: usize) -> Result<()> {
+/// the registry for its items, `STEPS` timed steps with random histories.
+fn one_catalog(Catalog { items: n, drawn_from }: Catalog) -> Result<()> {
     use funnel::api::{BuildCx, Candidates, ItemIdx, Queries, TrainBatch};
     use rand::{Rng, SeedableRng};
     let reg = funnel::plugins::builtin();
@@ -228,9 +250,9 @@ fn one_catalog(n: usize) -> Result<()> {
         queries.clear();
         positives.clear();
         for _ in 0..BATCH {
-            let h: Vec<ItemIdx> = (0..30).map(|_| rng.gen_range(0..n as ItemIdx)).collect();
+            let h: Vec<ItemIdx> = (0..30).map(|_| rng.gen_range(0..drawn_from as ItemIdx)).collect();
             queries.push(&h, 0, 0.0);
-            positives.push(rng.gen_range(0..n as ItemIdx));
+            positives.push(rng.gen_range(0..drawn_from as ItemIdx));
         }
         candidates.clear();
         let started = Instant::now();
@@ -253,7 +275,7 @@ fn one_catalog(n: usize) -> Result<()> {
         .unwrap_or(0.0);
     let per_step = timed.as_secs_f64() / STEPS as f64;
     println!(
-        "{n:>10} {:>12.0} {:>10.2} {:>12.0} {:>14.0}",
+        "{n:>10} {drawn_from:>11} {:>10.0} {:>10.2} {:>12.0} {:>14.0}",
         distinct_rows as f64 / STEPS as f64,
         per_step * 1e3,
         BATCH as f64 / per_step,
@@ -265,13 +287,23 @@ fn one_catalog(n: usize) -> Result<()> {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--one-catalog") {
-        return one_catalog(args.get(i + 1).context("--one-catalog N")?.parse()?);
+        return one_catalog(args.get(i + 1).context("--one-catalog N[/M]")?.parse()?);
     }
     let o = options()?;
     let data = std::env::var("FUNNEL_DATA_DIR").context("FUNNEL_DATA_DIR must name the MovieLens copies")?;
     let ml1m = std::path::absolute(Path::new(&data).join("ml-1m"))?;
     let peak = gemm_peak();
-    println!("GEMM peak (matrixmultiply sgemm, {BATCH}x{DIM} by {DIM}x4096): {peak:.1} GFLOP/s");
+    // Training multiplies on one core (see the model crate's
+    // `keep_tower_products_on_one_thread`); every core at once, for scale:
+    let all: f64 = std::thread::scope(|s| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runs: Vec<_> = (0..cores).map(|_| s.spawn(gemm_peak)).collect();
+        runs.into_iter().map(|r| r.join().expect("no panic")).sum()
+    });
+    println!(
+        "GEMM peak (matrixmultiply sgemm, {BATCH}x{DIM} by {DIM}x4096): {peak:.1} GFLOP/s on one core \
+         ({all:.1} with every core multiplying at once); % peak below is of the one-core figure"
+    );
     println!("\nml-1m, d = {DIM}, hidden [{HIDDEN}], batch {BATCH}, median of {} epochs", o.epochs);
     println!(
         "{:<10} {:>12} {:>10} {:>8} {:>12} {:>14}",
@@ -298,11 +330,15 @@ fn run() -> Result<()> {
         );
         // Rows/step: distinct table rows a step reads and updates; a small
         // catalog repeats rows within a batch, so its steps do less.
-        println!("{:>10} {:>12} {:>10} {:>12} {:>14}", "items", "rows/step", "ms/step", "examples/s", "peak RSS MB");
-        for &n in &o.catalogs {
-            let out = Command::new(std::env::current_exe()?).arg("--one-catalog").arg(n.to_string()).output()?;
+        println!(
+            "{:>10} {:>11} {:>10} {:>10} {:>12} {:>14}",
+            "items", "drawn from", "rows/step", "ms/step", "examples/s", "peak RSS MB"
+        );
+        for c in &o.catalogs {
+            let arg = format!("{}/{}", c.items, c.drawn_from);
+            let out = Command::new(std::env::current_exe()?).arg("--one-catalog").arg(&arg).output()?;
             if !out.status.success() {
-                bail!("catalog {n}: {}", String::from_utf8_lossy(&out.stderr));
+                bail!("catalog {arg}: {}", String::from_utf8_lossy(&out.stderr));
             }
             print!("{}", String::from_utf8_lossy(&out.stdout));
         }

@@ -33,7 +33,7 @@ usage: cargo xtask <command> [args]
   recommend --run DIR --items 1,2,3     ... or for an ad-hoc history of item ids
   bench index [ARGS]                    ANN index benchmark (1M x 64 clustered catalog by default;
                                         --vectors RUN_DIR/item_vectors.arrow for a run's vectors)
-  bench train [--epochs N] [--losses in_batch,mixed,full] [--catalogs 10000,1000000|none]
+  bench train [--epochs N] [--losses in_batch,mixed,full] [--catalogs 10000,1000000/10000|none]
                                         training examples/s, GFLOP/s vs measured GEMM peak, peak
                                         RSS per loss on ml-1m; step cost on synthetic catalogs
   test                                  the whole test suite, as CI runs it (release build)

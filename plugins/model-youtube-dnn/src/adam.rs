@@ -72,6 +72,7 @@ pub struct RowStep {
 }
 
 impl RowStep {
+    #[inline(always)]
     pub fn update(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
         let (b1, b2) = (self.beta1, self.beta2);
         for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
