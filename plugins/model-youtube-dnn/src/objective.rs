@@ -181,7 +181,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     let r = (clamped - n * LN2_HI) - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let e_r = (r * r) * p + r + 1.0;
     // t's low bits hold 0x40_0000 + n, an integer in [-126, 0] here: 2^n is
     // (n + 127) in the exponent bits. (Integer bit work, not `n as i32`,
