@@ -220,24 +220,6 @@ unsafe impl Sync for TouchedRows {}
 
 impl TouchedRows {
     fn update(&self, step: &RowStep, touched: &[u32], grads: &[f32], slots: std::ops::Range<usize>) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has just been found to support AVX2.
-            return unsafe { self.update_avx2(step, touched, grads, slots) };
-        }
-        self.update_rows(step, touched, grads, slots)
-    }
-
-    /// The same operations as the baseline build, eight lanes at a time
-    /// instead of four: identical bits.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn update_avx2(&self, step: &RowStep, touched: &[u32], grads: &[f32], slots: std::ops::Range<usize>) {
-        self.update_rows(step, touched, grads, slots)
-    }
-
-    #[inline(always)]
-    fn update_rows(&self, step: &RowStep, touched: &[u32], grads: &[f32], slots: std::ops::Range<usize>) {
         let w = 3 * self.dim;
         // SAFETY: rows in `touched` are below the table's row count, so each
         // block lies inside the allocation; see the `Send` impl for why no
@@ -305,25 +287,6 @@ mod tests {
         assert_eq!(t.weights(), w);
         assert_eq!(t.moments(), (m, v));
         assert_eq!(t.row(2), &[6.0, 7.0, 8.0]);
-    }
-
-    #[test]
-    fn the_avx2_update_gives_the_same_bits_as_the_baseline_one() {
-        let mut adam = Adam::new(0.1);
-        adam.begin_step();
-        let step = adam.row_step();
-        let (mut a, mut b) = (table(100), table(100));
-        for t in [&mut a, &mut b] {
-            for r in 0..100u32 {
-                t.accumulate(r, &[r as f32 * 0.01, -0.3, 0.7], 1.0);
-            }
-        }
-        let rows = TouchedRows { blocks: a.blocks.as_mut_ptr(), dim: 3 };
-        rows.update_rows(&step, &a.touched, &a.grads, 0..100);
-        let rows = TouchedRows { blocks: b.blocks.as_mut_ptr(), dim: 3 };
-        rows.update(&step, &b.touched, &b.grads, 0..100);
-        assert_eq!(a.blocks, b.blocks);
-        assert_ne!(a.weights(), table(100).weights(), "the step moved the weights");
     }
 
     #[test]
