@@ -222,35 +222,23 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     /// Query features of `rows`, row-major `[rows, query_width]`.
     fn query_features(&self, q: &Queries, rows: Range<usize>) -> Vec<f32> {
+        let tables = self.query_tables();
         // Each history row sums scattered table rows; on a table beyond the
         // caches two threads keep twice the misses in flight.
         let reads: usize = q.histories.lengths[rows.clone()].iter().map(|&n| n as usize).sum();
-        let two = self.gru.is_none() && self.input.as_ref().is_some_and(|t| t.table.worth_two_threads(reads));
-        self.query_features_on(q, rows, two)
+        let two = tables.history.is_some_and(|t| t.table.worth_two_threads(reads));
+        tables.features(q, rows, two)
     }
 
-    fn query_features_on(&self, q: &Queries, rows: Range<usize>, two_threads: bool) -> Vec<f32> {
-        let w = self.query_width();
-        let mut out = vec![0.0f32; rows.len() * w];
-        let tables = QueryTables {
+    fn query_tables(&self) -> QueryTables<'_> {
+        QueryTables {
             history: self.input.as_ref().filter(|_| self.gru.is_none()),
             history_fields: &self.history_fields,
             user_fields: &self.user_fields,
             side_dim: self.cfg.params.side_dim,
             example_age: self.example_age,
-            width: w,
-        };
-        if two_threads {
-            let half = rows.start + rows.len() / 2;
-            let (first, second) = out.split_at_mut((half - rows.start) * w);
-            std::thread::scope(|s| {
-                s.spawn(|| tables.fill(q, half..rows.end, second));
-                tables.fill(q, rows.start..half, first);
-            });
-        } else {
-            tables.fill(q, rows, &mut out);
+            width: self.query_width(),
         }
-        out
     }
 
     /// Scatters the gradient of [`CandidateModel::query_features`] (rows `0..`).
@@ -726,6 +714,24 @@ struct QueryTables<'a> {
 }
 
 impl QueryTables<'_> {
+    /// Features of `rows`, row-major `[rows, width]`, the two halves on two
+    /// threads when asked.
+    fn features(&self, q: &Queries, rows: Range<usize>, two_threads: bool) -> Vec<f32> {
+        let w = self.width;
+        let mut out = vec![0.0f32; rows.len() * w];
+        if two_threads {
+            let half = rows.start + rows.len() / 2;
+            let (first, second) = out.split_at_mut((half - rows.start) * w);
+            std::thread::scope(|s| {
+                s.spawn(|| self.fill(q, half..rows.end, second));
+                self.fill(q, rows.start..half, first);
+            });
+        } else {
+            self.fill(q, rows, &mut out);
+        }
+        out
+    }
+
     /// Fills `out` (`rows.len()` rows of `width`) with the features of `rows`.
     fn fill(&self, q: &Queries, rows: Range<usize>, out: &mut [f32]) {
         let s = self.side_dim;
@@ -1104,9 +1110,9 @@ mod tests {
         let m = tiny_model(tiny_params(false, 1.0, Loss::Softmax, false).into(), side_inputs(true, true));
         let q = with_ages(histories(&[&[0, 1, 2], &[], &[6], &[3, 3]]), &[0.5, 0.0, 1.0, 0.25]);
         for rows in [0..4, 1..4, 2..3] {
-            let one = m.query_features_on(&q, rows.clone(), false);
+            let one = m.query_tables().features(&q, rows.clone(), false);
             assert_eq!(one.len(), rows.len() * m.query_width());
-            assert_eq!(m.query_features_on(&q, rows, true), one);
+            assert_eq!(m.query_tables().features(&q, rows, true), one);
         }
     }
 
