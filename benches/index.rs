@@ -367,7 +367,7 @@ fn from_vectors(path: &std::path::Path, n_queries: usize, seed: u64) -> Result<W
     for _ in 0..n_queries {
         let anchor = units.row(rng.gen_range(0..items.rows)).to_vec();
         let mut by_cosine: Vec<(usize, f32)> =
-            (0..items.rows).map(|j| (j, funnel::api::dot(&anchor, units.row(j)))).collect();
+            (0..items.rows).map(|j| (j, funnel_kernels::dot(&anchor, units.row(j)))).collect();
         by_cosine.select_nth_unstable_by(19, |a, b| b.1.total_cmp(&a.1));
         let chosen: Vec<usize> = by_cosine[..20].choose_multiple(&mut rng, 5).map(|p| p.0).collect();
         queries.extend((0..items.cols).map(|c| chosen.iter().map(|&j| items.row(j)[c]).sum::<f32>() / 5.0));

@@ -14,7 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 use funnel_api::{ModelState, TrainingState};
 use serde::{Deserialize, Serialize};
 
-use crate::training::EpochRecord;
+use crate::run_folder::{self, EpochRecord};
 
 /// File name of the checkpoint inside the run folder.
 pub const FILE: &str = "checkpoint.bin";
@@ -98,19 +98,17 @@ pub fn write(path: &Path, c: &Checkpoint) -> Result<()> {
             .collect(),
     };
     let header = serde_json::to_vec(&header)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f =
-        std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
-    f.write_all(MAGIC)?;
-    f.write_all(&(header.len() as u64).to_le_bytes())?;
-    f.write_all(&header)?;
-    for (_, _, _, bytes) in &arrays {
-        f.write_all(bytes)?;
-    }
-    let f = f.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    run_folder::write_with(path, |file| {
+        let mut f = std::io::BufWriter::new(file);
+        f.write_all(MAGIC)?;
+        f.write_all(&(header.len() as u64).to_le_bytes())?;
+        f.write_all(&header)?;
+        for (_, _, _, bytes) in &arrays {
+            f.write_all(bytes)?;
+        }
+        f.flush()?;
+        Ok(())
+    })
 }
 
 pub fn read(path: &Path) -> Result<Checkpoint> {
@@ -199,6 +197,7 @@ mod tests {
                 loss: 2.5,
                 train_seconds: 1.0,
                 examples_per_second: 10.0,
+                validation_seconds: 0.5,
                 validation: Metrics::from([("recall@10".to_string(), 0.125)]),
             }],
             best_epoch: 1,

@@ -6,8 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use serde_json::Value;
+use anyhow::Result;
+
+use crate::run_folder::RunMetrics;
 
 pub const READING_START: &str = "<!-- reading: kept when the report is regenerated -->";
 pub const READING_END: &str = "<!-- /reading -->";
@@ -16,23 +17,16 @@ pub const READING_END: &str = "<!-- /reading -->";
 #[derive(Debug, Clone)]
 pub struct RunRecord {
     pub run_dir: PathBuf,
-    pub metrics: Value,
+    pub metrics: RunMetrics,
 }
 
 impl RunRecord {
     pub fn read(run_dir: &Path) -> Result<RunRecord> {
-        let path = run_dir.join("metrics.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let metrics = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        Ok(RunRecord { run_dir: run_dir.to_path_buf(), metrics })
+        Ok(RunRecord { run_dir: run_dir.to_path_buf(), metrics: RunMetrics::read(run_dir)? })
     }
 
-    fn number(&self, path: &[&str]) -> Option<f64> {
-        path.iter().try_fold(&self.metrics, |v, k| v.get(k))?.as_f64()
-    }
-
-    fn text(&self, key: &str) -> String {
-        self.metrics.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+    fn test(&self, metric: &str) -> Option<f64> {
+        self.metrics.test.get(metric).copied()
     }
 }
 
@@ -51,35 +45,35 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&st
     for r in runs {
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
-            r.text("experiment"),
-            r.text("model"),
-            r.text("sampler"),
-            cell(r.number(&["test", "recall@10"])),
-            cell(r.number(&["test", "recall@50"])),
-            cell(r.number(&["test", "ndcg@10"])),
-            cell(r.number(&["test", "mrr"])),
-            count(r.number(&["parameters"])),
-            count(r.number(&["examples_per_second"])),
-            count(r.number(&["best_epoch"])),
-            count(r.number(&["epochs"])),
+            r.metrics.experiment,
+            r.metrics.model,
+            r.metrics.sampler,
+            cell(r.test("recall@10")),
+            cell(r.test("recall@50")),
+            cell(r.test("ndcg@10")),
+            cell(r.test("mrr")),
+            count(Some(r.metrics.parameters as f64)),
+            count(Some(r.metrics.examples_per_second)),
+            count(Some(r.metrics.best_epoch as f64)),
+            count(Some(r.metrics.epochs as f64)),
         ));
     }
-    let baselines = runs.first().and_then(|r| r.metrics.get("baselines")).and_then(Value::as_object);
+    let baselines = runs.first().map(|r| &r.metrics.baselines);
     for (name, b) in baselines.into_iter().flatten() {
-        let n = |k: &str| b.get(k).and_then(Value::as_f64);
+        let n = |k: &str| b.test.get(k).copied();
         s.push_str(&format!(
             "| {name} (baseline) | {} | none | {} | {} | {} | {} | {} | n/a | n/a |\n",
-            b.get("type").and_then(Value::as_str).unwrap_or(name),
+            if b.kind.is_empty() { name } else { &b.kind },
             cell(n("recall@10")),
             cell(n("recall@50")),
             cell(n("ndcg@10")),
             cell(n("mrr")),
-            count(n("parameters")),
+            count(Some(b.parameters as f64)),
         ));
     }
     s.push_str("\nRows, in order:\n\n");
     for r in runs {
-        s.push_str(&format!("- `{}`: {}\n", r.text("experiment"), r.text("description")));
+        s.push_str(&format!("- `{}`: {}\n", r.metrics.experiment, r.metrics.description));
     }
     if baselines.is_some_and(|b| !b.is_empty()) {
         s.push_str(
@@ -106,13 +100,14 @@ mod tests {
     fn run(name: &str, recall: f64) -> RunRecord {
         RunRecord {
             run_dir: PathBuf::from(name),
-            metrics: json!({
+            metrics: serde_json::from_value(json!({
                 "experiment": name, "model": "youtube_dnn", "sampler": "mixed", "description": "d",
                 "test": {"recall@10": recall, "recall@50": 0.3, "ndcg@10": 0.07, "mrr": 0.06},
                 "parameters": 1000, "examples_per_second": 12345.6, "best_epoch": 8, "epochs": 10,
                 "baselines": {"most_popular": {"type": "most_popular", "recall@10": 0.05, "recall@50": 0.15,
                     "ndcg@10": 0.02, "mrr": 0.03, "parameters": 3706}}
-            }),
+            }))
+            .unwrap(),
         }
     }
 

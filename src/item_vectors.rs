@@ -56,12 +56,12 @@ pub fn write(path: &Path, vectors: &Matrix, catalog: &ItemCatalog) -> Result<()>
         Arc::new(FixedSizeListArray::try_new(item, vectors.cols as i32, values, None)?),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let tmp = path.with_extension("arrow.tmp");
-    let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut writer = FileWriter::try_new(file, &schema)?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    crate::run_folder::write_with(path, |file| {
+        let mut writer = FileWriter::try_new(file, &schema)?;
+        writer.write(&batch)?;
+        writer.finish()?;
+        Ok(())
+    })
 }
 
 /// Reads what [`write`] wrote.

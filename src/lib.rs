@@ -15,7 +15,9 @@ pub mod plugins;
 pub mod recommend;
 pub mod report;
 pub mod run;
+pub mod run_folder;
 pub mod serving;
+pub mod stages;
 pub mod sweep;
 pub mod training;
 

@@ -94,7 +94,7 @@ fn cli(args: Vec<String>) -> Result<()> {
                 None => experiment::load(&a.file, &a.sets, &registry)?,
             };
             if a.dry_run {
-                print!("{}", run::resolved_toml(&exp));
+                print!("{}", funnel::run_folder::resolved_toml(&exp));
                 return Ok(());
             }
             let summary = run::run(

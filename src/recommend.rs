@@ -9,7 +9,7 @@ use funnel_api::{ComponentKind, ItemIdx, Queries, Registry};
 use crate::checkpoint;
 use crate::experiment;
 use crate::item_vectors::{self, ItemVectors};
-use crate::run::{INDEX, MODEL};
+use crate::run_folder::{INDEX, MODEL};
 
 /// Whose history to recommend for.
 #[derive(Debug, Clone)]

@@ -7,7 +7,8 @@ use anyhow::Result;
 use funnel_api::{ExampleSet, LoadedDataset, Metrics};
 
 use crate::experiment::ExperimentMeta;
-use crate::training::EpochRecord;
+use crate::run_folder::{self, BaselineResult, EpochRecord};
+use crate::stages::StageTime;
 
 /// Size of the data a run trained and evaluated on.
 #[derive(Debug, Clone)]
@@ -60,44 +61,6 @@ pub struct SampleUser {
     pub recommended: Vec<(String, bool)>,
 }
 
-/// How one `[[baselines]]` entry did on the test cases.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BaselineResult {
-    /// Its type, or `type#2`, ... for a later entry of the same type.
-    pub name: String,
-    /// Its `type`.
-    pub kind: String,
-    /// The evaluator's metrics on the same test cases as the model.
-    pub test: Metrics,
-    pub parameters: usize,
-    pub fit_seconds: f64,
-    pub evaluate_seconds: f64,
-}
-
-impl BaselineResult {
-    /// Flat metrics for trackers: `baseline/<name>/recall@10`, ...
-    pub fn tracker_metrics(&self) -> Metrics {
-        let prefix = format!("baseline/{}", self.name);
-        let mut m: Metrics = self.test.iter().map(|(k, v)| (format!("{prefix}/{k}"), *v)).collect();
-        m.insert(format!("{prefix}/parameters"), self.parameters as f64);
-        m.insert(format!("{prefix}/fit_seconds"), self.fit_seconds);
-        m.insert(format!("{prefix}/evaluate_seconds"), self.evaluate_seconds);
-        m
-    }
-
-    /// Its entry in `metrics.json`: the test metrics beside `parameters`,
-    /// `fit_seconds` and `evaluate_seconds`.
-    pub fn json(&self) -> serde_json::Value {
-        let mut o: serde_json::Map<String, serde_json::Value> =
-            self.test.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
-        o.insert("type".into(), self.kind.clone().into());
-        o.insert("parameters".into(), self.parameters.into());
-        o.insert("fit_seconds".into(), self.fit_seconds.into());
-        o.insert("evaluate_seconds".into(), self.evaluate_seconds.into());
-        serde_json::Value::Object(o)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Report {
     pub experiment: ExperimentMeta,
@@ -119,6 +82,8 @@ pub struct Report {
     pub plots: Vec<(String, String)>,
     /// The `[index]` type and how serving through it measured.
     pub serving: Option<(String, crate::serving::Serving)>,
+    /// Wall time and peak memory of each stage, in run order.
+    pub stages: Vec<StageTime>,
 }
 
 /// Folder of a run's (or a sweep's) charts, beside its `report.md`.
@@ -134,13 +99,13 @@ pub fn publish(
     charts: &[String],
     report_path: &std::path::Path,
 ) -> Result<()> {
-    crate::run::write(&folder.join("report.md"), markdown)?;
+    run_folder::write(&folder.join(run_folder::REPORT), markdown)?;
     let name = report_path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     for chart in charts {
         let svg = std::fs::read_to_string(folder.join(PLOTS).join(chart))?;
-        crate::run::write(&report_path.with_file_name(&name).join(chart), &svg)?;
+        run_folder::write(&report_path.with_file_name(&name).join(chart), &svg)?;
     }
-    crate::run::write(report_path, &markdown.replace(&format!("]({PLOTS}/"), &format!("]({name}/")))
+    run_folder::write(report_path, &markdown.replace(&format!("]({PLOTS}/"), &format!("]({name}/")))
 }
 
 /// Validation columns of the per-epoch table, when present.
@@ -252,16 +217,17 @@ impl Report {
             }
             let _ = writeln!(
                 s,
-                "\nBuild {:.2} s, {:.1} MB in memory; {:.0} queries/s on one thread, {:.0} on {} threads; latency p50 \
-                 {:.3} ms, p99 {:.3} ms ({} queries).",
+                "\nBuild {:.2} s, {:.1} MB in memory; {:.0} queries/s on one thread ({} queries timed one at a time), \
+                 {:.0} on {} threads ({} queries); latency p50 {:.3} ms, p99 {:.3} ms.",
                 sv.build_seconds,
                 sv.size_bytes as f64 / 1e6,
                 sv.queries_per_second_one_thread,
+                sv.timed_queries,
                 sv.queries_per_second_all_threads,
                 sv.threads,
+                sv.queries,
                 sv.p50_ms,
                 sv.p99_ms,
-                sv.queries
             );
         }
 
@@ -287,12 +253,49 @@ impl Report {
             }
         }
 
+        s.push_str(&self.stage_section());
         let _ = writeln!(s, "## Resolved configuration\n\n```toml\n{}\n```", self.resolved.trim_end());
         s
     }
 }
 
 impl Report {
+    /// Where the wall time and memory went, stage by stage; epochs and their
+    /// validations summed into one row each beside their largest peak.
+    fn stage_section(&self) -> String {
+        if self.stages.is_empty() {
+            return String::new();
+        }
+        let mut rows: Vec<(String, f64, Option<u64>, usize)> = Vec::new();
+        for st in &self.stages {
+            let group = if st.name.starts_with("epoch ") {
+                "training (every epoch)".to_string()
+            } else if st.name.starts_with("validation ") {
+                "validation (every epoch)".to_string()
+            } else {
+                st.name.clone()
+            };
+            match rows.iter_mut().find(|r| r.0 == group) {
+                Some(r) => {
+                    r.1 += st.seconds;
+                    r.2 = r.2.max(st.peak_rss_bytes);
+                    r.3 += 1;
+                }
+                None => rows.push((group, st.seconds, st.peak_rss_bytes, 1)),
+            }
+        }
+        let total: f64 = rows.iter().map(|r| r.1).sum();
+        let mut s = String::from("## Where the time went\n\n");
+        let _ = writeln!(s, "| stage | seconds | share | peak memory |\n|---|---|---|---|");
+        for (name, secs, peak, n) in &rows {
+            let name = if *n > 1 { format!("{name}, {n} times") } else { name.clone() };
+            let peak = peak.map_or("n/a".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6));
+            let _ = writeln!(s, "| {name} | {secs:.2} | {:.1} % | {peak} |", 100.0 * secs / total.max(1e-9));
+        }
+        s.push('\n');
+        s
+    }
+
     /// The model beside each baseline: recall and ndcg at every cutoff of the
     /// test metrics, size and fitting time.
     fn baseline_section(&self) -> String {
@@ -406,6 +409,7 @@ mod tests {
             loss: 5.0,
             train_seconds: 2.0,
             examples_per_second: 1000.0,
+            validation_seconds: 0.5,
             validation: Metrics::from([("recall@10".to_string(), recall), ("mrr".to_string(), 0.01)]),
         };
         Report {
@@ -447,6 +451,15 @@ mod tests {
             }],
             plots: vec![("loss".into(), "plots/loss.svg".into())],
             serving: None,
+            stages: ["load", "epoch 1", "validation 1", "epoch 2", "validation 2", "test"]
+                .iter()
+                .zip([1.0, 2.0, 0.5, 2.0, 0.5, 4.0])
+                .map(|(name, seconds)| StageTime {
+                    name: name.to_string(),
+                    seconds,
+                    peak_rss_bytes: Some((seconds * 1e8) as u64),
+                })
+                .collect(),
         }
     }
 
@@ -463,6 +476,9 @@ mod tests {
             "1. **C**",
             "2. D",
             "```toml\n[experiment]",
+            "| training (every epoch), 2 times | 4.00 | 40.0 % | 200 MB |",
+            "| validation (every epoch), 2 times | 1.00 | 10.0 % | 50 MB |",
+            "| test | 4.00 | 40.0 % | 400 MB |",
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }
@@ -507,7 +523,7 @@ mod tests {
         assert_eq!(m["baseline/most_popular/recall@10"], 0.05);
         assert_eq!(m["baseline/most_popular/parameters"], 20.0);
         assert!(m.contains_key("baseline/most_popular/fit_seconds"));
-        let json = popular.json();
+        let json = serde_json::to_value(&popular).unwrap();
         assert_eq!((json["recall@100"].as_f64(), json["parameters"].as_u64()), (Some(0.3), Some(20)));
         assert_eq!(json["type"], "most_popular");
     }

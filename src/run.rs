@@ -1,18 +1,34 @@
-//! One run, end to end: dataset -> features -> sampler/model -> training ->
-//! test evaluation -> index -> report and tracking.
+//! One run, end to end, as named stages:
+//!
+//! ```text
+//! load -> examples -> sampler -> train (epochs, validation) -> test -> baselines
+//!      -> model files -> index build -> serving -> publish (report, tracking)
+//! ```
+//!
+//! [`run`] opens the run folder and the tracker and drives the stages; each
+//! stage is a function of the [`RunContext`] (what the run is and where it
+//! writes) and of what earlier stages produced, and is timed by the
+//! [`StageClock`] into `metrics.json` and the report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::checkpoint::{self, Checkpoint};
-use crate::experiment::{ComponentSpec, Experiment};
-use crate::report::{BaselineResult, DatasetStats, Report, SampleUser, PLOTS};
-use crate::training;
 use anyhow::{bail, Context, Result};
 use funnel_api::{
-    Baseline, BuildCx, CaseScorer, ComponentKind, EvalCase, Evaluator, ExampleSet, Metrics, Queries, Registry, RunInfo,
-    RunStatus, Tracker,
+    Baseline, BuildCx, CaseScorer, ComponentKind, EvalCase, Evaluator, ExampleSet, Features, Index, LoadedDataset,
+    Matrix, Metrics, Model, Registry, RunInfo, RunStatus, Sampler, Tracker,
 };
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::experiment::{Experiment, ExperimentSpec};
+use crate::report::{DatasetStats, Report, SampleUser, PLOTS};
+use crate::run_folder::{
+    self, BaselineResult, EpochRecord, RunMetrics, Timestamp, CANDIDATE_PROBABILITIES, INDEX, MODEL, RESOLVED,
+    TEST_RANKS,
+};
+use crate::serving::Serving;
+use crate::stages::StageClock;
+use crate::training::{self, Trained, Trainer};
 
 /// Where a run writes.
 #[derive(Debug, Clone)]
@@ -36,28 +52,39 @@ pub struct RunSummary {
     pub test: Metrics,
 }
 
-/// The sampler's q(item) as a table: what the logQ correction subtracted.
-const CANDIDATE_PROBABILITIES: &str = "candidate_probabilities.tsv";
-
-/// Each test user's 0-based rank of their held-out item.
-pub const TEST_RANKS: &str = "test_ranks.tsv";
-
-/// The trained model (best epoch) in the checkpoint format.
-pub const MODEL: &str = "model.bin";
-/// Folder the built index is saved into.
-pub const INDEX: &str = "index";
-
 /// Users shown with their recommendations in the report.
 const SAMPLE_USERS: usize = 3;
 /// Recommendations shown per sample user.
 const SAMPLE_K: usize = 10;
 
+/// What a run is and where it writes: read by every stage.
+pub struct RunContext<'a> {
+    pub exp: &'a Experiment,
+    pub reg: &'a Registry,
+    pub opts: &'a RunOptions,
+    pub run_dir: PathBuf,
+    pub stamp: Timestamp,
+    pub resolved: String,
+    pub config_hash: String,
+    pub started: Instant,
+}
+
+impl RunContext<'_> {
+    fn spec(&self) -> &ExperimentSpec {
+        &self.exp.spec
+    }
+
+    fn within(&self, kind: ComponentKind) -> String {
+        self.spec().describe(kind)
+    }
+}
+
 pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
     let spec = &exp.spec;
     let stamp = Timestamp::now();
-    let resolved = resolved_toml(exp);
-    let config_hash = config_hash(spec);
+    let resolved = run_folder::resolved_toml(exp);
+    let config_hash = run_folder::config_hash(spec);
     let (run_dir, resume) = match &opts.resume {
         Some(dir) => {
             let c =
@@ -72,303 +99,252 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
             (dir.clone(), Some(c))
         }
         None => {
-            let dir = create_unique_dir(&opts.runs_dir.join(&spec.experiment.name), &stamp.compact)?;
-            write(&dir.join("resolved.toml"), &resolved)?;
+            let dir = run_folder::create_unique_dir(&opts.runs_dir.join(&spec.experiment.name), &stamp.compact)?;
+            run_folder::write(&dir.join(RESOLVED), &resolved)?;
             (dir, None)
         }
     };
     eprintln!("run folder: {}", run_dir.display());
+    let ctx = RunContext { exp, reg, opts, run_dir, stamp, resolved, config_hash, started };
 
     let cx = spec.build_cx();
-    let within = |kind: ComponentKind| spec.describe(kind);
     let c = &spec.tracking;
     let mut tracker =
-        reg.build_tracker(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Tracking))?;
-    let c = &spec.dataset;
-    let dataset = reg.build_dataset(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Dataset))?;
-    let load_started = Instant::now();
-    let data = dataset.load().with_context(|| within(ComponentKind::Dataset))?;
-    let load_seconds = load_started.elapsed().as_secs_f64();
-    eprintln!(
-        "dataset {}: {} users, {} items, {} positives ({load_seconds:.2} s)",
-        data.name,
-        data.n_users(),
-        data.n_items(),
-        data.interactions.len()
-    );
-
-    let info = RunInfo {
-        experiment: spec.experiment.name.clone(),
-        run_name: stamp.compact.clone(),
-        run_dir: run_dir.clone(),
-        params: spec.flatten(),
-        tags: vec![
-            ("funnel.version".into(), env!("CARGO_PKG_VERSION").into()),
-            ("config.hash".into(), config_hash.clone()),
-            ("dataset.name".into(), data.name.clone()),
-            ("dataset.sha256".into(), data.checksum.clone()),
-            ("seed".into(), spec.experiment.seed.to_string()),
-            ("host".into(), host_name()),
-            ("description".into(), spec.experiment.description.clone()),
-        ]
-        .into_iter()
-        .chain(git_tags(&exp.path))
-        .collect(),
-        parent_run_dir: opts.parent.clone(),
-    };
-    tracker.start(&info)?;
-    let ctx = RunContext { run_dir: &run_dir, stamp: &stamp, resolved: &resolved, config_hash: &config_hash };
-    let outcome = train_and_report(exp, reg, opts, &ctx, resume, &data, load_seconds, started, tracker.as_mut());
+        reg.build_tracker(&c.kind, c.params.clone(), &cx).with_context(|| ctx.within(ComponentKind::Tracking))?;
+    let mut clock = StageClock::default();
+    let data = clock.time("load", || load(&ctx, &cx))?;
+    tracker.start(&run_info(&ctx, &data))?;
+    let outcome = stages(&ctx, &data, resume, tracker.as_mut(), &mut clock);
     match &outcome {
         Ok(_) => tracker.finish(RunStatus::Finished)?,
         Err(e) => {
             // Keep the original error; the journal already holds what was logged.
             let _ = tracker.finish(RunStatus::Failed);
-            let records = checkpoint::read(&run_dir.join(checkpoint::FILE)).map(|c| c.records).unwrap_or_default();
-            let text = crate::report::failure(&spec.experiment.name, &run_dir, &format!("{e:#}"), &records);
-            let _ = write(&run_dir.join("report.md"), &text);
+            let records = checkpoint::read(&ctx.run_dir.join(checkpoint::FILE)).map(|c| c.records).unwrap_or_default();
+            let text = crate::report::failure(&spec.experiment.name, &ctx.run_dir, &format!("{e:#}"), &records);
+            let _ = run_folder::write(&ctx.run_dir.join(run_folder::REPORT), &text);
         }
     }
     outcome
 }
 
-/// Where a run writes and what identifies it.
-struct RunContext<'a> {
-    run_dir: &'a Path,
-    stamp: &'a Timestamp,
-    resolved: &'a str,
-    config_hash: &'a str,
+/// Stage `load`: the dataset.
+fn load(ctx: &RunContext<'_>, cx: &BuildCx) -> Result<LoadedDataset> {
+    let c = &ctx.spec().dataset;
+    let within = || ctx.within(ComponentKind::Dataset);
+    let dataset = ctx.reg.build_dataset(&c.kind, c.params.clone(), cx).with_context(within)?;
+    let started = Instant::now();
+    let data = dataset.load().with_context(within)?;
+    eprintln!(
+        "dataset {}: {} users, {} items, {} positives ({:.2} s)",
+        data.name,
+        data.n_users(),
+        data.n_items(),
+        data.interactions.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(data)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_and_report(
-    exp: &Experiment,
-    reg: &Registry,
-    opts: &RunOptions,
-    ctx: &RunContext<'_>,
-    resume: Option<Checkpoint>,
-    data: &funnel_api::LoadedDataset,
-    load_seconds: f64,
-    started: Instant,
-    tracker: &mut dyn Tracker,
-) -> Result<RunSummary> {
-    let spec = &exp.spec;
-    let (run_dir, stamp, resolved) = (ctx.run_dir, ctx.stamp, ctx.resolved);
-    let within = |kind: ComponentKind| spec.describe(kind);
-    let mut cx = BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..spec.build_cx() };
-    let c = &spec.features;
-    let features =
-        reg.build_features(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Features))?;
-    let examples = features.build(data).with_context(|| within(ComponentKind::Features))?;
-    cx.learn_examples(&examples);
+/// What the tracker is told when the run starts.
+fn run_info(ctx: &RunContext<'_>, data: &LoadedDataset) -> RunInfo {
+    let spec = ctx.spec();
+    RunInfo {
+        experiment: spec.experiment.name.clone(),
+        run_name: ctx.stamp.compact.clone(),
+        run_dir: ctx.run_dir.clone(),
+        params: spec.flatten(),
+        tags: vec![
+            ("funnel.version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("config.hash".into(), ctx.config_hash.clone()),
+            ("dataset.name".into(), data.name.clone()),
+            ("dataset.sha256".into(), data.checksum.clone()),
+            ("seed".into(), spec.experiment.seed.to_string()),
+            ("host".into(), run_folder::host_name()),
+            ("description".into(), spec.experiment.description.clone()),
+        ]
+        .into_iter()
+        .chain(run_folder::git_tags(&ctx.exp.path))
+        .collect(),
+        parent_run_dir: ctx.opts.parent.clone(),
+    }
+}
 
+/// Every component but the dataset and tracker, built from the file before
+/// training starts so that a bad entry fails early.
+struct Components {
+    sampler: Box<dyn Sampler>,
+    model: Box<dyn Model>,
+    evaluator: Box<dyn Evaluator>,
+    index: Box<dyn Index>,
+    /// `[[baselines]]` in file order, with their names.
+    baselines: Vec<(String, Box<dyn Baseline>)>,
+}
+
+fn build_components(ctx: &RunContext<'_>, cx: &BuildCx) -> Result<Components> {
+    let (spec, reg) = (ctx.spec(), ctx.reg);
     let c = &spec.sampler;
-    let mut sampler =
-        reg.build_sampler(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Sampler))?;
-    let mut counts = vec![0u64; data.n_items()];
-    for &ex in &examples.train {
-        counts[examples.target(ex) as usize] += 1;
-    }
-    sampler.fit(&counts).with_context(|| within(ComponentKind::Sampler))?;
-    let q = sampler.item_probabilities();
-    let mut q_table = String::from("item_id\ttraining_count\texpected_copies_per_batch\n");
-    for (i, p) in q.iter().enumerate() {
-        q_table.push_str(&format!("{}\t{}\t{p:.6e}\n", data.catalog.raw_ids[i], counts[i]));
-    }
-    write(&run_dir.join(CANDIDATE_PROBABILITIES), &q_table)?;
+    let sampler =
+        reg.build_sampler(&c.kind, c.params.clone(), cx).with_context(|| ctx.within(ComponentKind::Sampler))?;
     let c = &spec.model;
-    let mut model = reg.build_model(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Model))?;
+    let model = reg.build_model(&c.kind, c.params.clone(), cx).with_context(|| ctx.within(ComponentKind::Model))?;
     let c = &spec.evaluation;
     let evaluator =
-        reg.build_evaluator(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Evaluation))?;
+        reg.build_evaluator(&c.kind, c.params.clone(), cx).with_context(|| ctx.within(ComponentKind::Evaluation))?;
     let c = &spec.index;
-    let mut index = reg.build_index(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Index))?;
-    // Built now, so a bad baseline fails before training; fitted after the test.
+    let index = reg.build_index(&c.kind, c.params.clone(), cx).with_context(|| ctx.within(ComponentKind::Index))?;
     let mut baselines = Vec::with_capacity(spec.baselines.len());
-    for (i, c) in spec.baselines.iter().enumerate() {
+    for ((i, c), name) in spec.baselines.iter().enumerate().zip(spec.baseline_names()) {
         let b = reg
-            .build_baseline(&c.kind, c.params.clone(), &cx)
+            .build_baseline(&c.kind, c.params.clone(), cx)
             .with_context(|| spec.describe_entry(ComponentKind::Baseline, i))?;
-        baselines.push(b);
+        baselines.push((name, b));
     }
+    Ok(Components { sampler, model, evaluator, index, baselines })
+}
 
-    let stats = DatasetStats::of(data, &examples, load_seconds);
+/// The stages after `load`.
+fn stages(
+    ctx: &RunContext<'_>,
+    data: &LoadedDataset,
+    resume: Option<Checkpoint>,
+    tracker: &mut dyn Tracker,
+    clock: &mut StageClock,
+) -> Result<RunSummary> {
+    let mut cx = BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..ctx.spec().build_cx() };
+    let examples = clock.time("examples", || build_examples(ctx, &cx, data))?;
+    cx.learn_examples(&examples);
+    let mut parts = build_components(ctx, &cx)?;
+    let stats = DatasetStats::of(data, &examples, clock.seconds("load"));
     eprintln!(
         "examples: {} train, {} validation, {} test; model has {} parameters",
         stats.train_examples,
         stats.validation_cases,
         stats.test_cases,
-        model.parameter_count()
+        parts.model.parameter_count()
     );
-    let checkpoint_path = run_dir.join(checkpoint::FILE);
-    let trained = training::train(
-        model.as_mut(),
-        sampler.as_mut(),
-        evaluator.as_ref(),
-        tracker,
-        &examples,
-        &spec.train,
-        spec.experiment.seed,
-        resume,
-        &training::Checkpointing { path: &checkpoint_path, config_hash: ctx.config_hash },
-    )?;
-    model.load_state(&trained.best_state)?;
-    let tested =
-        training::evaluate(model.as_ref(), evaluator.as_ref(), &examples, &examples.test).context("test evaluation")?;
-    let test = tested.metrics;
-    // Per-user ranks make paired significance tests between runs possible.
+    clock.time("sampler", || fit_sampler(ctx, data, &examples, parts.sampler.as_mut()))?;
+    let trained = Trainer {
+        model: parts.model.as_mut(),
+        sampler: parts.sampler.as_mut(),
+        evaluator: parts.evaluator.as_ref(),
+        examples: &examples,
+        cfg: &ctx.spec().train,
+        seed: ctx.spec().experiment.seed,
+        checkpoint: &ctx.run_dir.join(checkpoint::FILE),
+        config_hash: &ctx.config_hash,
+    }
+    .train(resume, tracker, clock)?;
+    parts.model.load_state(&trained.best_state)?;
+    let test = clock.time("test", || test(ctx, data, &examples, &parts, &trained, tracker))?;
+    let cases: Vec<EvalCase<'_>> =
+        examples.test.iter().map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) }).collect();
+    let baselines = evaluate_baselines(ctx, data.n_items(), &examples, &mut parts, &cases, clock)?;
+    for b in &baselines {
+        tracker.log_metrics(trained.best_epoch as u64, &b.tracker_metrics())?;
+    }
+    let items = clock.time("model files", || save_model(ctx, data, &parts, &trained))?;
+    let index_started = Instant::now();
+    clock.time("index build", || parts.index.build(&items)).with_context(|| ctx.within(ComponentKind::Index))?;
+    let build_seconds = index_started.elapsed().as_secs_f64();
+    let (serving, samples) = clock.time("serving", || {
+        serve(ctx, data, &examples, &parts, &items, &cases, &test, build_seconds, trained.best_epoch, tracker)
+    })?;
+    let published = Published { stats, trained, test, baselines, serving, samples };
+    publish(ctx, &parts, published, tracker, clock)
+}
+
+/// Stage `examples`: the features turn the dataset into training examples
+/// and validation and test cases.
+fn build_examples(ctx: &RunContext<'_>, cx: &BuildCx, data: &LoadedDataset) -> Result<ExampleSet> {
+    let c = &ctx.spec().features;
+    let within = || ctx.within(ComponentKind::Features);
+    let features: Box<dyn Features> = ctx.reg.build_features(&c.kind, c.params.clone(), cx).with_context(within)?;
+    features.build(data).with_context(within)
+}
+
+/// Stage `sampler`: fitted on the training targets' counts; its q(item) is
+/// written beside the run.
+fn fit_sampler(
+    ctx: &RunContext<'_>,
+    data: &LoadedDataset,
+    examples: &ExampleSet,
+    sampler: &mut dyn Sampler,
+) -> Result<()> {
+    let mut counts = vec![0u64; data.n_items()];
+    for &ex in &examples.train {
+        counts[examples.target(ex) as usize] += 1;
+    }
+    sampler.fit(&counts).with_context(|| ctx.within(ComponentKind::Sampler))?;
+    let q = sampler.item_probabilities();
+    let mut q_table = String::from("item_id\ttraining_count\texpected_copies_per_batch\n");
+    for (i, p) in q.iter().enumerate() {
+        q_table.push_str(&format!("{}\t{}\t{p:.6e}\n", data.catalog.raw_ids[i], counts[i]));
+    }
+    run_folder::write(&ctx.run_dir.join(CANDIDATE_PROBABILITIES), &q_table)
+}
+
+/// Stage `test`: the best epoch's model ranks every test user's held-out
+/// item against the full catalog; per-user ranks are kept for paired tests
+/// between runs.
+fn test(
+    ctx: &RunContext<'_>,
+    data: &LoadedDataset,
+    examples: &ExampleSet,
+    parts: &Components,
+    trained: &Trained,
+    tracker: &mut dyn Tracker,
+) -> Result<Metrics> {
+    let tested = training::evaluate(parts.model.as_ref(), parts.evaluator.as_ref(), examples, &examples.test)
+        .context("test evaluation")?;
     let mut ranks = String::from("user_id\ttarget_item_id\trank\n");
     for (ex, rank) in examples.test.iter().zip(&tested.ranks) {
         let (user, item) = (data.user_raw_ids[ex.user as usize], data.catalog.raw_ids[examples.target(*ex) as usize]);
         ranks.push_str(&format!("{user}\t{item}\t{rank}\n"));
     }
-    write(&run_dir.join(TEST_RANKS), &ranks)?;
-    let final_metrics: Metrics = test
+    run_folder::write(&ctx.run_dir.join(TEST_RANKS), &ranks)?;
+    let final_metrics: Metrics = tested
+        .metrics
         .iter()
         .map(|(k, v)| (format!("test/{k}"), *v))
         .chain([("best_epoch".to_string(), trained.best_epoch as f64)])
         .collect();
     tracker.log_metrics(trained.best_epoch as u64, &final_metrics)?;
-
-    let cases: Vec<EvalCase<'_>> =
-        examples.test.iter().map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) }).collect();
-    let baseline_results =
-        evaluate_baselines(spec, &mut baselines, evaluator.as_ref(), &examples, data.n_items(), &cases)?;
-    for b in &baseline_results {
-        tracker.log_metrics(trained.best_epoch as u64, &b.tracker_metrics())?;
-    }
-
-    let items = model.item_vectors()?;
-    crate::item_vectors::write(&run_dir.join(crate::item_vectors::FILE), &items, &data.catalog)?;
-    let final_state = Checkpoint {
-        config_hash: ctx.config_hash.to_string(),
-        epoch: trained.best_epoch,
-        records: Vec::new(),
-        best_epoch: trained.best_epoch,
-        best_score: trained.epochs[trained.best_epoch - 1]
-            .validation
-            .get(evaluator.selection_metric())
-            .copied()
-            .unwrap_or_default(),
-        best_state: trained.best_state.clone(),
-        model: Default::default(),
-        sampler: Default::default(),
-    };
-    checkpoint::write(&run_dir.join(MODEL), &final_state)?;
-
-    // Serving: every test user's query through the index, against exact search.
-    let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
-    eprintln!("serving: building the index and answering {} test queries", cases.len());
-    let serving = crate::serving::measure(index.as_mut(), &items, &users, &cases, &crate::serving::cutoffs(&test))
-        .with_context(|| within(ComponentKind::Index))?;
-    tracker.log_metrics(trained.best_epoch as u64, &serving.metrics())?;
-    let index_dir = run_dir.join(INDEX);
-    let _ = std::fs::remove_dir_all(&index_dir);
-    std::fs::create_dir_all(&index_dir).with_context(|| format!("creating {}", index_dir.display()))?;
-    let index_files = index.save(&index_dir).with_context(|| within(ComponentKind::Index))?;
-    let mut samples = Vec::new();
-    let n_test = examples.test.len();
-    for s in 0..SAMPLE_USERS.min(n_test) {
-        let ex = examples.test[s * n_test / SAMPLE_USERS];
-        let user = model.user_vectors(&examples.serving_queries(&[ex]))?;
-        let top = index.search(user.row(0), SAMPLE_K, examples.seen(ex))?;
-        samples.push(SampleUser {
-            user_id: data.user_raw_ids[ex.user as usize],
-            recent: examples.history(ex).iter().rev().take(5).map(|&i| data.catalog.display(i)).collect(),
-            target: data.catalog.display(examples.target(ex)),
-            recommended: top.iter().map(|&(i, _)| (data.catalog.display(i), i == examples.target(ex))).collect(),
-        });
-    }
-
-    let plots = write_plots(run_dir, &trained.epochs, trained.best_epoch, evaluator.selection_metric())?;
-    let report = Report {
-        experiment: spec.experiment.clone(),
-        started: stamp.readable.clone(),
-        experiment_file: exp.path.display().to_string(),
-        run_dir: run_dir.display().to_string(),
-        resolved: resolved.to_string(),
-        dataset: stats,
-        parameters: model.parameter_count(),
-        selection_metric: evaluator.selection_metric().to_string(),
-        epochs: trained.epochs,
-        best_epoch: trained.best_epoch,
-        test: test.clone(),
-        baselines: baseline_results.clone(),
-        wall_seconds: started.elapsed().as_secs_f64(),
-        samples,
-        serving: Some((spec.index.kind.clone(), serving.clone())),
-        plots: plots.iter().map(|(caption, file)| (caption.clone(), format!("{PLOTS}/{file}"))).collect(),
-    };
-    let markdown = report.render();
-    let report = &report;
-    let report_path = opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_name(run_dir)));
-    let charts: Vec<String> = plots.iter().map(|(_, file)| file.clone()).collect();
-    crate::report::publish(&markdown, run_dir, &charts, &report_path)?;
-    let train_seconds: f64 = report.epochs.iter().map(|r| r.train_seconds).sum();
-    let trained_examples: f64 = report.epochs.iter().map(|r| r.examples_per_second * r.train_seconds).sum();
-    let metrics_json = serde_json::to_string_pretty(&serde_json::json!({
-        "experiment": spec.experiment.name,
-        "description": spec.experiment.description,
-        "config_hash": ctx.config_hash,
-        "sampler": spec.sampler.kind,
-        "model": spec.model.kind,
-        "parameters": report.parameters,
-        "epochs": report.epochs.len(),
-        "best_epoch": trained.best_epoch,
-        "validation_at_best": report.epochs[trained.best_epoch - 1].validation,
-        "test": test,
-        "examples_per_second": trained_examples / train_seconds.max(1e-9),
-        "train_seconds": train_seconds,
-        "wall_seconds": report.wall_seconds,
-        "serving": serving,
-        "baselines": baseline_results.iter().map(|b| (b.name.clone(), b.json())).collect::<serde_json::Map<_, _>>(),
-    }))?;
-    write(&run_dir.join("metrics.json"), &metrics_json)?;
-    for artifact in
-        ["resolved.toml", "report.md", "metrics.json", CANDIDATE_PROBABILITIES, TEST_RANKS, crate::item_vectors::FILE]
-    {
-        tracker.log_artifact(&run_dir.join(artifact))?;
-    }
-    for (_, file) in &plots {
-        tracker.log_artifact(&run_dir.join(PLOTS).join(file))?;
-    }
-    tracker.log_artifact(&run_dir.join(MODEL))?;
-    for file in &index_files {
-        tracker.log_artifact(file)?;
-    }
-    eprintln!("report: {}", report_path.display());
-    Ok(RunSummary { run_dir: run_dir.to_path_buf(), report: report_path, best_epoch: trained.best_epoch, test })
+    Ok(tested.metrics)
 }
 
-/// Every `[[baselines]]` entry fitted on the training examples and ranked by
-/// `evaluator` on `cases` (the test cases, in `examples.test` order) over the
-/// full catalog, exactly as the model was.
+/// Stages `baseline <name>`: every `[[baselines]]` entry fitted on the
+/// training examples and ranked by the evaluator on the test `cases` over
+/// the full catalog, exactly as the model was.
 fn evaluate_baselines(
-    spec: &crate::experiment::ExperimentSpec,
-    baselines: &mut [Box<dyn Baseline>],
-    evaluator: &dyn Evaluator,
-    examples: &ExampleSet,
+    ctx: &RunContext<'_>,
     n_items: usize,
+    examples: &ExampleSet,
+    parts: &mut Components,
     cases: &[EvalCase<'_>],
+    clock: &mut StageClock,
 ) -> Result<Vec<BaselineResult>> {
-    let queries = examples.serving_queries(&examples.test);
-    let mut results = Vec::with_capacity(baselines.len());
-    for (i, (baseline, name)) in baselines.iter_mut().zip(spec.baseline_names()).enumerate() {
+    let spec = ctx.spec();
+    let evaluator = parts.evaluator.as_ref();
+    let mut results = Vec::with_capacity(parts.baselines.len());
+    for (i, (name, baseline)) in parts.baselines.iter_mut().enumerate() {
         let within = || spec.describe_entry(ComponentKind::Baseline, i);
-        let fit_started = Instant::now();
-        baseline.fit(examples, n_items).with_context(within)?;
-        let fit_seconds = fit_started.elapsed().as_secs_f64();
-        let evaluate_started = Instant::now();
-        let scorer = BaselineScorer { baseline: baseline.as_ref(), queries: &queries };
-        let evaluation = evaluator.evaluate_scores(&scorer, n_items, cases).with_context(within)?;
-        let result = BaselineResult {
-            name,
-            kind: spec.baselines[i].kind.clone(),
-            test: evaluation.metrics,
-            parameters: baseline.parameter_count(),
-            fit_seconds,
-            evaluate_seconds: evaluate_started.elapsed().as_secs_f64(),
-        };
+        let result = clock.time(&format!("baseline {name}"), || -> Result<BaselineResult> {
+            let fit_started = Instant::now();
+            baseline.fit(examples, n_items).with_context(within)?;
+            let fit_seconds = fit_started.elapsed().as_secs_f64();
+            let evaluate_started = Instant::now();
+            let scorer = BaselineScorer { baseline: baseline.as_ref(), examples };
+            let evaluation = evaluator.evaluate_scores(&scorer, n_items, cases).with_context(within)?;
+            Ok(BaselineResult {
+                name: name.clone(),
+                kind: spec.baselines[i].kind.clone(),
+                test: evaluation.metrics,
+                parameters: baseline.parameter_count(),
+                fit_seconds,
+                evaluate_seconds: evaluate_started.elapsed().as_secs_f64(),
+            })
+        })?;
         let headline = result.test.get(evaluator.selection_metric()).copied().unwrap_or(f64::NAN);
         eprintln!(
             "baseline {}: test {} {headline:.4} (fit {:.2} s, ranked in {:.2} s)",
@@ -382,25 +358,193 @@ fn evaluate_baselines(
     Ok(results)
 }
 
-/// A baseline as the evaluator sees it: case `c` is row `c` of the serving
-/// queries.
+/// A baseline as the evaluator sees it: case `c` is test example `c`, with
+/// the user's whole history before it.
 struct BaselineScorer<'a> {
     baseline: &'a dyn Baseline,
-    queries: &'a Queries,
+    examples: &'a ExampleSet,
 }
 
 impl CaseScorer for BaselineScorer<'_> {
     fn score(&self, case: usize, out: &mut [f32]) {
-        self.baseline.score(self.queries, case, out);
+        let ex = self.examples.test[case];
+        self.baseline.score(ex.user, self.examples.seen(ex), out);
     }
+}
+
+/// Stage `model files`: the item vectors (Arrow) and the best model, which
+/// `funnel recommend` loads.
+fn save_model(ctx: &RunContext<'_>, data: &LoadedDataset, parts: &Components, trained: &Trained) -> Result<Matrix> {
+    let items = parts.model.item_vectors()?;
+    crate::item_vectors::write(&ctx.run_dir.join(crate::item_vectors::FILE), &items, &data.catalog)?;
+    let final_state = Checkpoint {
+        config_hash: ctx.config_hash.clone(),
+        epoch: trained.best_epoch,
+        records: Vec::new(),
+        best_epoch: trained.best_epoch,
+        best_score: trained.epochs[trained.best_epoch - 1]
+            .validation
+            .get(parts.evaluator.selection_metric())
+            .copied()
+            .unwrap_or_default(),
+        best_state: trained.best_state.clone(),
+        model: Default::default(),
+        sampler: Default::default(),
+    };
+    checkpoint::write(&ctx.run_dir.join(MODEL), &final_state)?;
+    Ok(items)
+}
+
+/// Stage `serving`: every test user's query through the built index,
+/// measured against exact search; the index saved for `funnel recommend`;
+/// a few users' recommendations for the report.
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    ctx: &RunContext<'_>,
+    data: &LoadedDataset,
+    examples: &ExampleSet,
+    parts: &Components,
+    items: &Matrix,
+    cases: &[EvalCase<'_>],
+    test: &Metrics,
+    build_seconds: f64,
+    best_epoch: usize,
+    tracker: &mut dyn Tracker,
+) -> Result<(Serving, Vec<SampleUser>)> {
+    let within = || ctx.within(ComponentKind::Index);
+    let (model, index) = (parts.model.as_ref(), parts.index.as_ref());
+    let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
+    eprintln!("serving: answering {} test queries through the index", cases.len());
+    let ks = crate::serving::cutoffs(test);
+    let serving = crate::serving::measure(index, build_seconds, items, &users, cases, &ks).with_context(within)?;
+    tracker.log_metrics(best_epoch as u64, &serving.metrics())?;
+    let index_dir = ctx.run_dir.join(INDEX);
+    let _ = std::fs::remove_dir_all(&index_dir);
+    std::fs::create_dir_all(&index_dir).with_context(|| format!("creating {}", index_dir.display()))?;
+    index.save(&index_dir).with_context(within)?;
+    let mut samples = Vec::new();
+    let n_test = examples.test.len();
+    for s in 0..SAMPLE_USERS.min(n_test) {
+        let ex = examples.test[s * n_test / SAMPLE_USERS];
+        let user = model.user_vectors(&examples.serving_queries(&[ex]))?;
+        let top = index.search(user.row(0), SAMPLE_K, examples.seen(ex))?;
+        samples.push(SampleUser {
+            user_id: data.user_raw_ids[ex.user as usize],
+            recent: examples.history(ex).iter().rev().take(5).map(|&i| data.catalog.display(i)).collect(),
+            target: data.catalog.display(examples.target(ex)),
+            recommended: top.iter().map(|&(i, _)| (data.catalog.display(i), i == examples.target(ex))).collect(),
+        });
+    }
+    Ok((serving, samples))
+}
+
+/// What the publish stage writes up.
+struct Published {
+    stats: DatasetStats,
+    trained: Trained,
+    test: Metrics,
+    baselines: Vec<BaselineResult>,
+    serving: Serving,
+    samples: Vec<SampleUser>,
+}
+
+/// Stages `report` and `tracking`: charts, the Markdown report (in the run
+/// folder and under `reports/`), `metrics.json`, then every artifact to the
+/// tracker.
+fn publish(
+    ctx: &RunContext<'_>,
+    parts: &Components,
+    p: Published,
+    tracker: &mut dyn Tracker,
+    clock: &mut StageClock,
+) -> Result<RunSummary> {
+    let spec = ctx.spec();
+    let run_dir = &ctx.run_dir;
+    let selection = parts.evaluator.selection_metric().to_string();
+    let best_epoch = p.trained.best_epoch;
+    let report_path =
+        ctx.opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_folder::run_name(run_dir)));
+    let measured = clock.stages.clone();
+    let (plots, mut metrics) = clock.time("report", || -> Result<(Vec<(String, String)>, RunMetrics)> {
+        let plots = write_plots(run_dir, &p.trained.epochs, best_epoch, &selection)?;
+        let train_seconds: f64 = p.trained.epochs.iter().map(|r| r.train_seconds).sum();
+        let trained_examples: f64 = p.trained.epochs.iter().map(|r| r.examples_per_second * r.train_seconds).sum();
+        let metrics = RunMetrics {
+            experiment: spec.experiment.name.clone(),
+            description: spec.experiment.description.clone(),
+            config_hash: ctx.config_hash.clone(),
+            sampler: spec.sampler.kind.clone(),
+            model: spec.model.kind.clone(),
+            parameters: parts.model.parameter_count(),
+            epochs: p.trained.epochs.len(),
+            best_epoch,
+            validation_at_best: p.trained.epochs[best_epoch - 1].validation.clone(),
+            test: p.test.clone(),
+            examples_per_second: trained_examples / train_seconds.max(1e-9),
+            train_seconds,
+            wall_seconds: ctx.started.elapsed().as_secs_f64(),
+            serving: Some(p.serving.clone()),
+            baselines: p.baselines.iter().map(|b| (b.name.clone(), b.clone())).collect(),
+            stages: measured,
+        };
+        let report = Report {
+            experiment: spec.experiment.clone(),
+            started: ctx.stamp.readable.clone(),
+            experiment_file: ctx.exp.path.display().to_string(),
+            run_dir: run_dir.display().to_string(),
+            resolved: ctx.resolved.clone(),
+            dataset: p.stats,
+            parameters: metrics.parameters,
+            selection_metric: selection.clone(),
+            epochs: p.trained.epochs.clone(),
+            best_epoch,
+            test: p.test.clone(),
+            baselines: p.baselines.clone(),
+            wall_seconds: metrics.wall_seconds,
+            samples: p.samples,
+            serving: Some((spec.index.kind.clone(), p.serving)),
+            plots: plots.iter().map(|(caption, file)| (caption.clone(), format!("{PLOTS}/{file}"))).collect(),
+            stages: metrics.stages.clone(),
+        };
+        let charts: Vec<String> = plots.iter().map(|(_, file)| file.clone()).collect();
+        crate::report::publish(&report.render(), run_dir, &charts, &report_path)?;
+        metrics.write(run_dir)?;
+        Ok((plots, metrics))
+    })?;
+    clock.time("tracking", || -> Result<()> {
+        for artifact in [
+            RESOLVED,
+            run_folder::REPORT,
+            run_folder::METRICS,
+            CANDIDATE_PROBABILITIES,
+            TEST_RANKS,
+            crate::item_vectors::FILE,
+            MODEL,
+        ] {
+            tracker.log_artifact(&run_dir.join(artifact))?;
+        }
+        for (_, file) in &plots {
+            tracker.log_artifact(&run_dir.join(PLOTS).join(file))?;
+        }
+        for entry in std::fs::read_dir(run_dir.join(INDEX))? {
+            tracker.log_artifact(&entry?.path())?;
+        }
+        Ok(())
+    })?;
+    // The tracker has the file as it stood; the folder's copy gains the
+    // report and tracking stages themselves.
+    metrics.stages.clone_from(&clock.stages);
+    metrics.write(run_dir)?;
+    eprintln!("report: {}", report_path.display());
+    Ok(RunSummary { run_dir: run_dir.clone(), report: report_path, best_epoch, test: p.test })
 }
 
 /// Per-epoch charts into `<run_dir>/plots/`: training loss, and the
 /// validation metrics of the selection metric's family (every `recall@K`
 /// when selecting by `recall@10`). Returns (caption, file name) pairs.
 fn write_plots(
-    run_dir: &Path,
-    epochs: &[training::EpochRecord],
+    run_dir: &std::path::Path,
+    epochs: &[EpochRecord],
     best_epoch: usize,
     selection: &str,
 ) -> Result<Vec<(String, String)>> {
@@ -443,164 +587,8 @@ fn write_plots(
     for (caption, file, chart) in
         [("Training loss", "loss.svg", loss), ("Validation metrics", "validation.svg", validation)]
     {
-        write(&run_dir.join(PLOTS).join(file), &chart.svg())?;
+        run_folder::write(&run_dir.join(PLOTS).join(file), &chart.svg())?;
         out.push((caption.to_string(), file.to_string()));
     }
     Ok(out)
-}
-
-/// The resolved configuration, headed by how it was produced.
-pub fn resolved_toml(exp: &Experiment) -> String {
-    let mut head = format!("# Resolved from {}", exp.path.display());
-    for o in &exp.overrides {
-        head.push_str(&format!("\n# --set {o}"));
-    }
-    format!("{head}\n\n{}", exp.spec.to_toml())
-}
-
-fn run_name(run_dir: &Path) -> String {
-    run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// The machine's name, as tags record where a run ran.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// Which code made a run's numbers: `funnel.git.commit`/`funnel.git.dirty`
-/// for the funnel build itself, and `git.commit`/`git.dirty` for the
-/// repository holding the experiment file, when there is one.
-fn git_tags(experiment_file: &Path) -> Vec<(String, String)> {
-    let mut tags = vec![
-        ("funnel.git.commit".to_string(), env!("BUILT_FROM_GIT_COMMIT").to_string()),
-        ("funnel.git.dirty".to_string(), env!("BUILT_FROM_GIT_DIRTY").to_string()),
-    ];
-    let dir = experiment_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    if let Some(commit) = git(&["rev-parse", "HEAD"]) {
-        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_none_or(|s| !s.is_empty());
-        tags.push(("git.commit".into(), commit));
-        tags.push(("git.dirty".into(), dirty.to_string()));
-    }
-    tags
-}
-
-/// Creates `<parent>/<name>`, or `<name>-2`, `-3`, ... when a concurrent run
-/// took the name, so two runs never share a folder.
-pub(crate) fn create_unique_dir(parent: &Path, name: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    for n in 1.. {
-        let dir = if n == 1 { parent.join(name) } else { parent.join(format!("{name}-{n}")) };
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    unreachable!("the loop above returns")
-}
-
-/// Writes `text` to `path` through a temporary file and a rename, so a crash
-/// never leaves a half-written file.
-pub(crate) fn write(path: &Path, text: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Fingerprint of a resolved configuration: equal hashes, equal runs.
-/// `[sweep]` and `[tracking]` are left out: they say how to vary a run and
-/// where to record it, not what ran, so extending a sweep or switching
-/// trackers keeps finished runs.
-pub fn config_hash(spec: &crate::experiment::ExperimentSpec) -> String {
-    let mut spec = spec.clone();
-    spec.sweep = None;
-    spec.tracking = ComponentSpec { kind: String::new(), params: toml::Table::new() };
-    format!("{:016x}", fnv1a(spec.to_toml().as_bytes()))
-}
-
-/// 64-bit FNV-1a: a stable fingerprint of the resolved configuration.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// The run's start time in UTC.
-pub struct Timestamp {
-    /// `20261124-071530`, for folder and file names.
-    pub compact: String,
-    /// `2026-11-24 07:15:30 UTC`, for reports.
-    pub readable: String,
-}
-
-impl Timestamp {
-    pub fn now() -> Timestamp {
-        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Timestamp::from_unix(secs)
-    }
-
-    fn from_unix(secs: u64) -> Timestamp {
-        let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-        let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-        // Howard Hinnant's days-to-civil algorithm.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        Timestamp {
-            compact: format!("{year:04}{month:02}{day:02}-{h:02}{m:02}{s:02}"),
-            readable: format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02} UTC"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_utc_civil_dates() {
-        let t = Timestamp::from_unix(1_795_000_000);
-        assert_eq!(t.compact, "20261118-110640");
-        assert_eq!(t.readable, "2026-11-18 11:06:40 UTC");
-        assert_eq!(Timestamp::from_unix(951_782_400).compact, "20000229-000000");
-    }
-
-    #[test]
-    fn concurrent_runs_get_distinct_folders() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = create_unique_dir(dir.path(), "r").unwrap();
-        let b = create_unique_dir(dir.path(), "r").unwrap();
-        assert_ne!(a, b);
-        assert!(b.ends_with("r-2"));
-    }
-
-    #[test]
-    fn fnv1a_matches_the_reference_vectors() {
-        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
-        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
-    }
 }

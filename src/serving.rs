@@ -8,10 +8,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{dot, EvalCase, Index, ItemIdx, Matrix, Metrics};
+use funnel_api::{EvalCase, Index, ItemIdx, Matrix, Metrics};
+use funnel_kernels::exact_top_k;
+use funnel_kernels::par::{threads, IndexedParallelIterator, ParallelIterator, ParallelSlice};
 
 /// What serving through the index measured.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Serving {
     pub build_seconds: f64,
     pub size_bytes: usize,
@@ -24,6 +27,8 @@ pub struct Serving {
     pub through_index: Metrics,
     /// The same metrics by exact search, for comparison.
     pub exact: Metrics,
+    /// Queries timed one at a time on one thread (latency and one-thread q/s).
+    pub timed_queries: usize,
     pub queries_per_second_one_thread: f64,
     pub queries_per_second_all_threads: f64,
     pub threads: usize,
@@ -82,10 +87,22 @@ pub fn cutoffs(metrics: &Metrics) -> Vec<usize> {
     ks
 }
 
-/// Builds `index` over `items` and serves one query per case (user row `i`
-/// for case `i`), excluding each user's seen items.
+/// Queries timed one at a time on one thread for latency, evenly spread
+/// over the test users: enough for a stable p99 without serving everyone a
+/// second time.
+const LATENCY_QUERIES: usize = 2000;
+/// Queries per `search_batch` call in the all-threads pass.
+const CHUNK: usize = 256;
+
+/// Serves one query per case through `index`, already built over `items`
+/// in `build_seconds` (user row `i` for case `i`), excluding each user's
+/// seen items. Every query is answered
+/// once through the index (all threads) and once by exact search (blocked
+/// GEMM); a sample of them is timed alone for latency. Memory held is
+/// O(queries x k), never O(queries x items).
 pub fn measure(
-    index: &mut dyn Index,
+    index: &dyn Index,
+    build_seconds: f64,
     items: &Matrix,
     users: &Matrix,
     cases: &[EvalCase<'_>],
@@ -94,49 +111,53 @@ pub fn measure(
     if users.rows != cases.len() {
         bail!("{} user vectors for {} cases", users.rows, cases.len());
     }
-    let k = ks.iter().copied().max().unwrap_or(10);
-    let started = Instant::now();
-    index.build(items).context("building the index")?;
-    let build_seconds = started.elapsed().as_secs_f64();
-
-    // One thread: every query timed on its own.
-    let mut latencies = Vec::with_capacity(cases.len());
-    let mut served = Vec::with_capacity(cases.len());
-    let all_started = Instant::now();
-    for (i, case) in cases.iter().enumerate() {
-        let t = Instant::now();
-        let top = index.search(users.row(i), k, case.seen).with_context(|| format!("query {i}"))?;
-        latencies.push(t.elapsed().as_secs_f64() * 1e3);
-        served.push(top);
+    if users.cols != items.cols {
+        bail!("user vectors have {} dimensions but item vectors have {}", users.cols, items.cols);
     }
-    let one_thread = all_started.elapsed().as_secs_f64();
+    let k = ks.iter().copied().max().unwrap_or(10);
 
-    // All threads: the same queries split across the cores.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = cases.len().div_ceil(threads).max(1);
-    let index_ref: &dyn Index = index;
+    // One thread: a sample of queries, each timed on its own.
+    let timed = cases.len().min(LATENCY_QUERIES);
+    let mut latencies = Vec::with_capacity(timed);
+    let one_started = Instant::now();
+    for s in 0..timed {
+        let i = s * cases.len() / timed;
+        let t = Instant::now();
+        index.search(users.row(i), k, cases[i].seen).with_context(|| format!("query {i}"))?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let one_thread = one_started.elapsed().as_secs_f64();
+
+    // All threads: every query, in chunks spread over the cores; the answers
+    // (k each) are kept for the quality numbers.
+    let d = users.cols;
     let all_started = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..cases.len())
-            .step_by(chunk)
-            .map(|start| {
-                s.spawn(move || -> Result<()> {
-                    let end = (start + chunk).min(cases.len());
-                    for (i, case) in cases.iter().enumerate().take(end).skip(start) {
-                        index_ref.search(users.row(i), k, case.seen)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a query thread panicked"))??;
-        }
-        Ok(())
-    })?;
+    let chunks: Vec<Vec<Vec<(ItemIdx, f32)>>> = users
+        .data
+        .par_chunks(CHUNK * d.max(1))
+        .enumerate()
+        .map(|(c, rows)| {
+            let first = c * CHUNK;
+            let queries = Matrix::from_vec(rows.len() / d.max(1), d, rows.to_vec());
+            let excludes: Vec<&[ItemIdx]> = cases[first..first + queries.rows].iter().map(|c| c.seen).collect();
+            let mut answers = index
+                .search_batch(&queries, k, &excludes)
+                .with_context(|| format!("queries {first}..{} (one chunk of the test users)", first + queries.rows))?;
+            // An index may hand back lists with spare capacity; keep k each.
+            for a in &mut answers {
+                a.truncate(k);
+                a.shrink_to_fit();
+            }
+            Ok(answers)
+        })
+        .collect::<Result<_>>()?;
     let all_threads = all_started.elapsed().as_secs_f64();
+    let served: Vec<Vec<(ItemIdx, f32)>> = chunks.into_iter().flatten().collect();
+    if served.len() != cases.len() {
+        bail!("the index answered {} of {} queries", served.len(), cases.len());
+    }
 
-    let exact = exact_top_k(items, users, cases, k);
+    let exact = exact_top_k(items, users, k, |i| cases[i].seen).context("exact search")?;
     let mut recall_vs_exact = BTreeMap::new();
     let (mut through_index, mut exact_metrics) = (Metrics::new(), Metrics::new());
     let n = cases.len().max(1) as f64;
@@ -167,7 +188,7 @@ pub fn measure(
             }
         }
     }
-    let mut sorted = latencies.clone();
+    let mut sorted = latencies;
     sorted.sort_by(f64::total_cmp);
     let pct =
         |q: f64| sorted.get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
@@ -179,53 +200,13 @@ pub fn measure(
         recall_vs_exact,
         through_index,
         exact: exact_metrics,
-        queries_per_second_one_thread: cases.len() as f64 / one_thread.max(1e-12),
+        timed_queries: timed,
+        queries_per_second_one_thread: timed as f64 / one_thread.max(1e-12),
         queries_per_second_all_threads: cases.len() as f64 / all_threads.max(1e-12),
-        threads,
+        threads: threads(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
     })
-}
-
-/// Exact top `k` by inner product per case, seen items excluded; best first,
-/// ties to the lower item index (the `exact` index's order).
-fn exact_top_k(items: &Matrix, users: &Matrix, cases: &[EvalCase<'_>], k: usize) -> Vec<Vec<(ItemIdx, f32)>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = cases.len().div_ceil(threads).max(1);
-    let mut out: Vec<Vec<(ItemIdx, f32)>> = vec![Vec::new(); cases.len()];
-    std::thread::scope(|s| {
-        for (c, slots) in out.chunks_mut(chunk).enumerate() {
-            s.spawn(move || {
-                let mut excluded = vec![false; items.rows];
-                for (j, slot) in slots.iter_mut().enumerate() {
-                    let i = c * chunk + j;
-                    for &e in cases[i].seen {
-                        if let Some(x) = excluded.get_mut(e as usize) {
-                            *x = true;
-                        }
-                    }
-                    let u = users.row(i);
-                    let mut scored: Vec<(ItemIdx, f32)> = (0..items.rows)
-                        .filter(|&r| !excluded[r])
-                        .map(|r| (r as ItemIdx, dot(u, items.row(r))))
-                        .collect();
-                    let better = |a: &(ItemIdx, f32), b: &(ItemIdx, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-                    if k < scored.len() {
-                        scored.select_nth_unstable_by(k.saturating_sub(1), better);
-                        scored.truncate(k);
-                    }
-                    scored.sort_unstable_by(better);
-                    *slot = scored;
-                    for &e in cases[i].seen {
-                        if let Some(x) = excluded.get_mut(e as usize) {
-                            *x = false;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    out
 }
 
 #[cfg(test)]
@@ -248,7 +229,7 @@ mod tests {
             let items = self.items.as_ref().unwrap();
             let users = Matrix::from_vec(1, query.len(), query.to_vec());
             let case = EvalCase { seen: exclude, target: 0 };
-            let mut top = exact_top_k(items, &users, &[case], k + 1).remove(0);
+            let mut top = exact_top_k(items, &users, k + 1, |_| case.seen).unwrap().remove(0);
             top.remove(0);
             top.truncate(k);
             Ok(top)
@@ -275,7 +256,9 @@ mod tests {
         // Case 1: 4 seen, target 2 (exact rank 1; the index drops 3, so rank 0).
         let cases = [EvalCase { seen: &seen_none, target: 4 }, EvalCase { seen: &seen_four, target: 2 }];
         let mut index = DropsTheBest { items: None };
-        let s = measure(&mut index, &items, &users, &cases, &[1, 2]).unwrap();
+        index.build(&items).unwrap();
+        let s = measure(&index, 0.5, &items, &users, &cases, &[1, 2]).unwrap();
+        assert_eq!(s.build_seconds, 0.5);
         assert_eq!(s.k, 2);
         assert_eq!(s.size_bytes, 7);
         assert_eq!(s.queries, 2);

@@ -13,20 +13,11 @@ use funnel_api::{
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::TrainConfig;
-
-/// What one epoch did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub loss: f64,
-    pub train_seconds: f64,
-    pub examples_per_second: f64,
-    pub validation: Metrics,
-}
+use crate::run_folder::EpochRecord;
+use crate::stages::StageClock;
 
 /// The outcome of training: the per-epoch history and the best epoch's state.
 pub struct Trained {
@@ -36,16 +27,38 @@ pub struct Trained {
     pub best_state: ModelState,
 }
 
-/// Where and how often checkpoints are written.
-pub struct Checkpointing<'a> {
-    pub path: &'a Path,
+/// What training needs: the components it drives, the data, and where
+/// checkpoints go.
+pub struct Trainer<'a> {
+    pub model: &'a mut dyn Model,
+    pub sampler: &'a mut dyn Sampler,
+    pub evaluator: &'a dyn Evaluator,
+    pub examples: &'a ExampleSet,
+    pub cfg: &'a TrainConfig,
+    pub seed: u64,
+    /// Written after every `cfg.checkpoint_every` epochs.
+    pub checkpoint: &'a Path,
+    /// Fingerprint of the resolved configuration, stored in checkpoints.
     pub config_hash: &'a str,
 }
 
-/// Trains `model` for `cfg.epochs`, logging each epoch to `tracker`;
-/// continues after `resume`'s epoch when given.
+impl Trainer<'_> {
+    /// Trains for `cfg.epochs`, logging each epoch to `tracker` and timing
+    /// each epoch's training and validation as stages; continues after
+    /// `resume`'s epoch when given.
+    pub fn train(
+        self,
+        resume: Option<Checkpoint>,
+        tracker: &mut dyn Tracker,
+        clock: &mut StageClock,
+    ) -> Result<Trained> {
+        let Trainer { model, sampler, evaluator, examples, cfg, seed, checkpoint: path, config_hash } = self;
+        train(model, sampler, evaluator, tracker, examples, cfg, seed, resume, path, config_hash, clock)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-pub fn train(
+fn train(
     model: &mut dyn Model,
     sampler: &mut dyn Sampler,
     evaluator: &dyn Evaluator,
@@ -54,7 +67,9 @@ pub fn train(
     cfg: &TrainConfig,
     seed: u64,
     resume: Option<Checkpoint>,
-    checkpoints: &Checkpointing<'_>,
+    checkpoint_path: &Path,
+    config_hash: &str,
+    clock: &mut StageClock,
 ) -> Result<Trained> {
     let selection = evaluator.selection_metric().to_string();
     let mut records = Vec::new();
@@ -69,6 +84,14 @@ pub fn train(
         eprintln!("resuming after epoch {}", c.epoch);
     }
     let n_batches = examples.train.len().div_ceil(cfg.batch_size);
+    let validation = validation_sample(&examples.validation, evaluator.validation_cases(), seed);
+    if validation.len() < examples.validation.len() {
+        eprintln!(
+            "validation: a seeded sample of {} of {} users each epoch",
+            validation.len(),
+            examples.validation.len()
+        );
+    }
 
     for epoch in first_epoch..=cfg.epochs {
         // Each epoch's randomness derives from the seed and the epoch alone,
@@ -131,7 +154,10 @@ pub fn train(
             eprintln!();
         }
         let train_seconds = started.elapsed().as_secs_f64();
-        let validation = evaluate(model, evaluator, examples, &examples.validation)
+        clock.record(&format!("epoch {epoch}"), train_seconds);
+        let validated = Instant::now();
+        let validation = clock
+            .time(&format!("validation {epoch}"), || evaluate(model, evaluator, examples, &validation))
             .with_context(|| format!("validation after epoch {epoch}"))?
             .metrics;
         let record = EpochRecord {
@@ -139,6 +165,7 @@ pub fn train(
             loss: loss_sum / order.len() as f64,
             train_seconds,
             examples_per_second: order.len() as f64 / train_seconds.max(1e-9),
+            validation_seconds: validated.elapsed().as_secs_f64(),
             validation,
         };
         let score =
@@ -155,7 +182,7 @@ pub fn train(
         if cfg.checkpoint_every > 0 && (epoch % cfg.checkpoint_every == 0 || epoch == cfg.epochs) {
             let (best_epoch, best_score, best_state) = best.clone().expect("set above");
             let c = Checkpoint {
-                config_hash: checkpoints.config_hash.to_string(),
+                config_hash: config_hash.to_string(),
                 epoch,
                 records: records.clone(),
                 best_epoch,
@@ -164,7 +191,7 @@ pub fn train(
                 model: model.training_state(),
                 sampler: sampler.training_state(),
             };
-            checkpoint::write(checkpoints.path, &c).with_context(|| format!("checkpoint after epoch {epoch}"))?;
+            checkpoint::write(checkpoint_path, &c).with_context(|| format!("checkpoint after epoch {epoch}"))?;
         }
     }
     let (best_epoch, _, best_state) = best.expect("at least one epoch runs");
@@ -203,6 +230,21 @@ impl BatchBuffers {
     }
 }
 
+/// The validation cases each epoch ranks: all of them, or `n` drawn without
+/// replacement with a generator seeded by the run's seed alone (the same
+/// cases every epoch and after a resume), kept in their original order.
+pub fn validation_sample(cases: &[Example], n: Option<usize>, seed: u64) -> Vec<Example> {
+    match n {
+        Some(n) if n < cases.len() => {
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x7661_6c69_6461_7465);
+            let mut picked = rand::seq::index::sample(&mut rng, cases.len(), n).into_vec();
+            picked.sort_unstable();
+            picked.into_iter().map(|i| cases[i]).collect()
+        }
+        _ => cases.to_vec(),
+    }
+}
+
 /// Ranks each case's target against the full catalog.
 pub fn evaluate(
     model: &dyn Model,
@@ -235,4 +277,21 @@ fn progress(total: usize, desc: &str) -> Option<kdam::Bar> {
         return None;
     }
     kdam::Bar::builder().total(total).desc(desc).unit(" steps").build().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_sample_is_seeded_ordered_and_fixed() {
+        let cases: Vec<Example> = (0..100).map(|u| Example { user: u, position: 3 }).collect();
+        assert_eq!(validation_sample(&cases, None, 1), cases);
+        assert_eq!(validation_sample(&cases, Some(500), 1), cases);
+        let a = validation_sample(&cases, Some(10), 1);
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0].user < w[1].user), "kept in the original order");
+        assert_eq!(a, validation_sample(&cases, Some(10), 1), "same seed, same users");
+        assert_ne!(a, validation_sample(&cases, Some(10), 2), "another seed, other users");
+    }
 }

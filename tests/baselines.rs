@@ -94,7 +94,7 @@ fn the_resolved_configuration_writes_every_baseline_default() {
     out.assert_success();
     assert!(
         out.stdout.contains(
-            "[[baselines]]\ntype = \"most_popular\"\n\n[[baselines]]\ntype = \"covisitation\"\nalpha = 0.5\nseeds = 10\nwindow = 3\n"
+            "[[baselines]]\ntype = \"most_popular\"\n\n[[baselines]]\ntype = \"covisitation\"\nalpha = 0.5\nseeds = 5\nwindow = 3\n"
         ),
         "{}",
         out.stdout
@@ -114,7 +114,7 @@ fn plugins_lists_the_baselines_with_their_parameters() {
     out.assert_success();
     let section =
         out.stdout.split("[[baselines]]").nth(1).unwrap_or_else(|| panic!("no [[baselines]]:\n{}", out.stdout));
-    for needle in ["type = \"covisitation\"", "type = \"most_popular\"", "window = 5", "alpha = 0.5", "seeds = 10"] {
+    for needle in ["type = \"covisitation\"", "type = \"most_popular\"", "window = 5", "alpha = 0.5", "seeds = 5"] {
         assert!(section.contains(needle), "{needle:?} missing from\n{section}");
     }
 }
@@ -173,4 +173,36 @@ fn baselines_set_on_the_command_line_are_named_as_their_source() {
         &format!("--set {set}"),
         "[[baselines]] #1 type = \"covisitation\": key `alpha`: must be between 0 and 1, found 2",
     ]);
+}
+
+#[test]
+fn covisitation_seeds_come_from_the_whole_history_not_the_models_query() {
+    // The same data and baseline under two feature histories: the model's
+    // query length must not change what co-visitation reads.
+    let mut recalls = Vec::new();
+    for max_history in [2, 30] {
+        let dir = tempfile::tempdir().unwrap();
+        let baselines = "\n[[baselines]]\ntype = \"covisitation\"\nseeds = 8\n";
+        experiment(dir.path(), baselines);
+        let out = funnel(
+            dir.path(),
+            &[
+                "run",
+                "exp.toml",
+                "--runs-dir",
+                "runs",
+                "--reports-dir",
+                "reports",
+                "--set",
+                &format!("features.max_history={max_history}"),
+            ],
+        );
+        out.assert_success();
+        let run_dir = the_run_dir(&dir.path().join("runs/itest"));
+        let metrics: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+        let b = &metrics["baselines"]["covisitation"];
+        recalls.push(["recall@10", "ndcg@10", "recall@50", "mrr"].map(|k| b[k].as_f64().unwrap()));
+    }
+    assert_eq!(recalls[0], recalls[1], "co-visitation changed with features.max_history");
 }

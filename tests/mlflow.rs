@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::util::*;
 
 /// A throwaway MLflow server: SQLite store and artifacts in a temp folder.
-struct MlflowServer {
-    url: String,
+pub(crate) struct MlflowServer {
+    pub(crate) url: String,
     port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -36,7 +36,7 @@ fn mlflow_bin() -> Option<PathBuf> {
 }
 
 impl MlflowServer {
-    fn start() -> Option<MlflowServer> {
+    pub(crate) fn start() -> Option<MlflowServer> {
         let bin = mlflow_bin()?;
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut server = MlflowServer {
@@ -93,7 +93,7 @@ impl MlflowServer {
     }
 
     /// Every run of experiment `name`.
-    fn runs(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn runs(&self, name: &str) -> Vec<Value> {
         let experiment = self.get("experiments/get-by-name", &[("experiment_name", name)]);
         let id = experiment["experiment"]["experiment_id"].as_str().unwrap().to_string();
         let body = serde_json::json!({"experiment_ids": [id]}).to_string();

@@ -7,5 +7,6 @@ mod loader_fuzz;
 mod mlflow;
 mod movielens;
 mod resume;
+mod slurm;
 mod sweep;
 mod util;

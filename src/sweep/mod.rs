@@ -192,6 +192,21 @@ fn significant(x: f64, low: f64, high: f64) -> f64 {
     rounded.clamp(low, high)
 }
 
+/// One run a sweep needs: a trial, or the base configuration with one seed.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `trial 3` or `base`.
+    pub label: String,
+    /// The sweep configuration; `None` for the base.
+    pub config: Option<usize>,
+    pub seed: u64,
+    /// `(path, value)` the configuration sets (empty for the base).
+    pub overrides: Vec<(String, toml::Value)>,
+    /// Arguments after `funnel run FILE` (user `--set`s included).
+    pub args: Vec<String>,
+    pub config_hash: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use funnel_api::Metrics;
-use serde_json::Value;
 
-use super::runner::Job;
 use super::stats::{self, PairedTest};
+use super::Job;
 use super::{Distribution, Goal, Space, SweepSpec};
 use crate::experiment::Experiment;
 use crate::plot::{Chart, Series};
-use crate::run::{write as write_file, TEST_RANKS};
+use crate::run_folder::{write as write_file, RunMetrics, TEST_RANKS};
 use crate::serving::metric_at_rank;
 
 /// What became of one job.
@@ -24,19 +23,15 @@ pub struct Outcome {
     pub job: Job,
     pub run_dir: Option<PathBuf>,
     /// The run's `metrics.json`.
-    pub metrics: Option<Value>,
+    pub metrics: Option<RunMetrics>,
     pub error: Option<String>,
 }
 
 impl Outcome {
     pub fn read(job: Job, run_dir: &Path) -> Outcome {
-        let path = run_dir.join("metrics.json");
-        match std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
-        {
+        match RunMetrics::read(run_dir) {
             Ok(m) => Outcome { job, run_dir: Some(run_dir.to_path_buf()), metrics: Some(m), error: None },
-            Err(e) => Outcome::failed(job, format!("{}: {e}", path.display())),
+            Err(e) => Outcome::failed(job, format!("{e:#}")),
         }
     }
 
@@ -46,11 +41,11 @@ impl Outcome {
 
     /// Validation `metric` at the run's best epoch.
     pub fn validation(&self, metric: &str) -> Option<f64> {
-        self.metrics.as_ref()?["validation_at_best"][metric].as_f64()
+        self.metrics.as_ref()?.validation_at_best.get(metric).copied()
     }
 
     pub fn test(&self, metric: &str) -> Option<f64> {
-        self.metrics.as_ref()?["test"][metric].as_f64()
+        self.metrics.as_ref()?.test.get(metric).copied()
     }
 
     /// Per test user, the sweep metric computed from the user's rank.
@@ -205,7 +200,7 @@ pub fn write(
             cell(&g.values(|o| o.test(metric))),
             cell(&g.values(|o| o.test("ndcg@10"))),
             cell(&g.values(|o| o.test("mrr"))),
-            mean_std(&g.values(|o| o.metrics.as_ref()?["examples_per_second"].as_f64()))
+            mean_std(&g.values(|o| Some(o.metrics.as_ref()?.examples_per_second)))
                 .map_or("–".into(), |(m, _)| format!("{m:.0}")),
         );
     }

@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use funnel_api::{Metrics, Registry, RunInfo, RunStatus};
 
 use super::report::{self, Outcome};
+use super::Job;
 use crate::experiment::{self, Experiment};
-use crate::run::{config_hash, Timestamp};
+use crate::run_folder::{config_hash, RunMetrics, Timestamp, METRICS};
 
 /// How to run a sweep.
 #[derive(Debug, Clone)]
@@ -27,21 +28,6 @@ pub struct SweepOptions {
     pub sweep_dir: Option<PathBuf>,
     /// The `funnel` executable that runs each trial.
     pub funnel: PathBuf,
-}
-
-/// One run a sweep needs: a trial, or the base configuration with one seed.
-#[derive(Debug, Clone)]
-pub struct Job {
-    /// `trial 3` or `base`.
-    pub label: String,
-    /// The sweep configuration; `None` for the base.
-    pub config: Option<usize>,
-    pub seed: u64,
-    /// `(path, value)` the configuration sets (empty for the base).
-    pub overrides: Vec<(String, toml::Value)>,
-    /// Arguments after `funnel run FILE` (user `--set`s included).
-    pub args: Vec<String>,
-    pub config_hash: String,
 }
 
 /// The base experiment and every job of its sweep, each resolved (so a bad
@@ -92,16 +78,12 @@ pub fn finished_runs(runs_dir: &Path, experiment: &str) -> BTreeMap<String, Path
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.join("metrics.json").is_file())
+        .filter(|p| p.join(METRICS).is_file())
         .collect();
     dirs.sort();
     for dir in dirs {
-        let hash = std::fs::read_to_string(dir.join("metrics.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["config_hash"].as_str().map(str::to_string));
-        if let Some(h) = hash {
-            found.insert(h, dir);
+        if let Ok(m) = RunMetrics::read(&dir) {
+            found.insert(m.config_hash, dir);
         }
     }
     found
@@ -150,7 +132,7 @@ pub fn run(file: &Path, sets: &[String], registry: &Registry, opts: &SweepOption
     let stamp = Timestamp::now();
     let sweep_dir = match &opts.sweep_dir {
         Some(d) => d.clone(),
-        None => crate::run::create_unique_dir(&opts.runs_dir.join(&name), &format!("sweep-{}", stamp.compact))?,
+        None => crate::run_folder::create_unique_dir(&opts.runs_dir.join(&name), &format!("sweep-{}", stamp.compact))?,
     };
     let sweep_name = sweep_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     eprintln!("sweep folder: {} ({} runs)", sweep_dir.display(), jobs.len());

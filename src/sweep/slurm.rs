@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use funnel_api::Registry;
 
 use super::runner::{finished_runs, plan, start_parent, SweepOptions};
-use crate::run::{create_unique_dir, write, Timestamp};
+use crate::run_folder::{create_unique_dir, write, Timestamp};
 
 /// Files written for the cluster.
 #[derive(Debug)]

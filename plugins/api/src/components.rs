@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rand::rngs::StdRng;
 
-use crate::{Candidates, ExampleSet, ItemIdx, LoadedDataset, Matrix, Metrics, Queries, TrainBatch};
+use crate::{Candidates, ExampleSet, ItemIdx, LoadedDataset, Matrix, Metrics, Queries, TrainBatch, UserIdx};
 
 /// `[dataset]`: reads interactions and the item catalog.
 pub trait Dataset {
@@ -133,6 +133,13 @@ pub trait Evaluator {
     /// The metric that picks the best epoch (higher is better), e.g. `recall@10`.
     fn selection_metric(&self) -> &str;
 
+    /// How many validation cases each epoch's validation ranks: `None` for
+    /// all of them, `Some(n)` for a seeded sample of `n` (the same cases
+    /// every epoch, so epochs stay comparable). The test always ranks all.
+    fn validation_cases(&self) -> Option<usize> {
+        None
+    }
+
     fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation>;
 
     /// Ranks each case's target by the scores `scorer` writes for the
@@ -155,8 +162,10 @@ pub trait Baseline: Send + Sync {
     /// Learns from the training examples only (never validation or test targets).
     fn fit(&mut self, examples: &ExampleSet, n_items: usize) -> Result<()>;
 
-    /// Writes the score of every catalog item for row `row` of `queries` into `out`.
-    fn score(&self, queries: &Queries, row: usize, out: &mut [f32]);
+    /// Writes the score of every catalog item into `out` for `user`, whose
+    /// whole history before the case (oldest first, never capped by the
+    /// features' `max_history`) is `history`.
+    fn score(&self, user: UserIdx, history: &[ItemIdx], out: &mut [f32]);
 
     /// Numbers the fitted baseline stores, for the models table.
     fn parameter_count(&self) -> usize;
@@ -172,6 +181,27 @@ pub trait Index: Send + Sync {
     /// Scores are the inner products of `query` with the original item
     /// vectors, whatever space the index searches in.
     fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>>;
+
+    /// `search` for every row of `queries`, in row order; `excludes` holds
+    /// one list per query, or is empty to exclude nothing. The default asks
+    /// `search` once per query on the calling thread (callers spread chunks
+    /// of queries over threads); an index with a faster batched path (one
+    /// GEMM per block of queries) overrides it. Errors name the query.
+    fn search_batch(&self, queries: &Matrix, k: usize, excludes: &[&[ItemIdx]]) -> Result<Vec<Vec<(ItemIdx, f32)>>> {
+        if !excludes.is_empty() && excludes.len() != queries.rows {
+            anyhow::bail!(
+                "{} exclusion lists for {} queries; pass one per query or none",
+                excludes.len(),
+                queries.rows
+            );
+        }
+        (0..queries.rows)
+            .map(|q| {
+                let exclude = excludes.get(q).copied().unwrap_or(&[]);
+                self.search(queries.row(q), k, exclude).map_err(|e| e.context(format!("query {q}")))
+            })
+            .collect()
+    }
 
     /// Whether `search` returns the exact maximum-inner-product top k.
     /// Exact indexes are the reference approximate ones are measured against.

@@ -15,7 +15,7 @@ mod registry;
 
 pub use components::*;
 pub use data::*;
-pub use matrix::{dot, Matrix};
+pub use matrix::Matrix;
 pub use params::{NoParams, ParamDoc, Params};
 pub use registry::{parse_params, BuildCx, ComponentKind, ParamError, PluginInfo, Registry};
 

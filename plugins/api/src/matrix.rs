@@ -27,8 +27,3 @@ impl Matrix {
         &mut self.data[r * self.cols..(r + 1) * self.cols]
     }
 }
-
-/// Inner product of two equally long slices.
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}

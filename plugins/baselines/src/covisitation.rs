@@ -23,7 +23,7 @@
 //! themselves (so a query without history gets the popularity ranking).
 
 use funnel_api::anyhow::{bail, Result};
-use funnel_api::{Baseline, ExampleSet, ItemIdx, ParamDoc, Params, Queries};
+use funnel_api::{Baseline, ExampleSet, ItemIdx, ParamDoc, Params, UserIdx};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Parameters of `covisitation`.
@@ -40,7 +40,7 @@ pub struct CovisitationParams {
 
 impl Default for CovisitationParams {
     fn default() -> Self {
-        CovisitationParams { window: 5, alpha: 0.5, seeds: 10 }
+        CovisitationParams { window: 5, alpha: 0.5, seeds: 5 }
     }
 }
 
@@ -58,8 +58,8 @@ impl Params for CovisitationParams {
         ),
         ParamDoc::new(
             "seeds",
-            "A query's most recent distinct history items whose neighbours it scores; at least 1 \
-             (default 10)",
+            "The user's most recent distinct items (from the whole history before the case, \
+             whatever the features' max_history) whose neighbours it scores; at least 1 (default 5)",
         ),
     ];
 }
@@ -209,10 +209,10 @@ impl Baseline for Covisitation {
         Ok(())
     }
 
-    fn score(&self, queries: &Queries, row: usize, out: &mut [f32]) {
+    fn score(&self, _user: UserIdx, history: &[ItemIdx], out: &mut [f32]) {
         out.fill(0.0);
         let mut seeds: Vec<ItemIdx> = Vec::with_capacity(self.params.seeds);
-        for &h in queries.histories.row(row).iter().rev() {
+        for &h in history.iter().rev() {
             if seeds.len() == self.params.seeds {
                 break;
             }
@@ -245,7 +245,7 @@ impl Baseline for Covisitation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{examples, query};
+    use crate::fixture::examples;
 
     fn fitted(sequences: &[&[ItemIdx]], holdout: bool, params: CovisitationParams, n_items: usize) -> Covisitation {
         let mut c = Covisitation::new(params);
@@ -255,7 +255,7 @@ mod tests {
 
     fn scores(c: &Covisitation, history: &[ItemIdx], n_items: usize) -> Vec<f32> {
         let mut out = vec![f32::NAN; n_items];
-        c.score(&query(history), 0, &mut out);
+        c.score(0, history, &mut out);
         out
     }
 

@@ -54,7 +54,7 @@ mod tests {
         let keys: Vec<_> = covisitation.params.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(keys, ["window", "alpha", "seeds"]);
         let resolved = reg.resolve(ComponentKind::Baseline, "covisitation", toml::Table::new()).unwrap();
-        assert_eq!(resolved.to_string(), "alpha = 0.5\nseeds = 10\nwindow = 5\n");
+        assert_eq!(resolved.to_string(), "alpha = 0.5\nseeds = 5\nwindow = 5\n");
         assert!(reg.resolve(ComponentKind::Baseline, "most_popular", toml::Table::new()).unwrap().is_empty());
     }
 
@@ -82,7 +82,7 @@ mod tests {
 
 #[cfg(test)]
 pub(crate) mod fixture {
-    use funnel_api::{Example, ExampleSet, ItemIdx, Queries};
+    use funnel_api::{Example, ExampleSet, ItemIdx};
 
     /// Examples over hand-written sequences, with the protocol of the
     /// `watch_history` features: the last item of each sequence is the test
@@ -110,12 +110,5 @@ pub(crate) mod fixture {
             }
         }
         set
-    }
-
-    /// One query row whose history is `history` (oldest first).
-    pub fn query(history: &[ItemIdx]) -> Queries {
-        let mut q = Queries::new(30);
-        q.push(history, 0, 0.0);
-        q
     }
 }

@@ -2,7 +2,7 @@
 //! most training positives.
 
 use funnel_api::anyhow::{bail, Result};
-use funnel_api::{Baseline, ExampleSet, Queries};
+use funnel_api::{Baseline, ExampleSet, ItemIdx, UserIdx};
 
 /// Scores each item by how often it is a training target.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +31,7 @@ impl Baseline for MostPopular {
         Ok(())
     }
 
-    fn score(&self, _queries: &Queries, _row: usize, out: &mut [f32]) {
+    fn score(&self, _user: UserIdx, _history: &[ItemIdx], out: &mut [f32]) {
         out.copy_from_slice(&self.counts);
     }
 
@@ -43,7 +43,7 @@ impl Baseline for MostPopular {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixture::{examples, query};
+    use crate::fixture::examples;
 
     #[test]
     fn scores_are_training_target_counts_and_never_count_held_out_targets() {
@@ -63,8 +63,8 @@ mod tests {
         let mut b = MostPopular::default();
         b.fit(&set, 4).unwrap();
         let (mut a, mut c) = (vec![f32::NAN; 4], vec![f32::NAN; 4]);
-        b.score(&query(&[0]), 0, &mut a);
-        b.score(&query(&[]), 0, &mut c);
+        b.score(0, &[0], &mut a);
+        b.score(1, &[], &mut c);
         assert_eq!(a, [0.0, 3.0, 1.0, 0.0]);
         assert_eq!(a, c);
     }

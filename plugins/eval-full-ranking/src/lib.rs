@@ -21,6 +21,7 @@ use std::thread;
 
 use anyhow::{bail, Result};
 use funnel_api::{BuildCx, CaseScorer, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry};
+use funnel_kernels::{gemm, ROW_MAJOR};
 use serde::{Deserialize, Serialize};
 
 pub use metrics::{hit_rate_at_k, ndcg_at_k, recall_at_k, reciprocal_rank, single_target, SingleTarget};
@@ -51,11 +52,18 @@ pub struct FullRankingParams {
     pub ks: Vec<usize>,
     pub select_by: String,
     pub batch_users: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation_users: Option<usize>,
 }
 
 impl Default for FullRankingParams {
     fn default() -> Self {
-        FullRankingParams { ks: vec![10, 20, 50, 100], select_by: "recall@10".to_string(), batch_users: 1024 }
+        FullRankingParams {
+            ks: vec![10, 20, 50, 100],
+            select_by: "recall@10".to_string(),
+            batch_users: 1024,
+            validation_users: None,
+        }
     }
 }
 
@@ -73,11 +81,21 @@ impl Params for FullRankingParams {
         ),
         ParamDoc::new(
             "batch_users",
-            "Users scored per matrix-multiply block; each scoring thread holds \
-             batch_users x n_items f32 scores (default 1024)",
+            "Users scored per matrix-multiply block, at most; each scoring thread holds \
+             batch_users x n_items f32 scores, capped at 64 MiB by scoring fewer users per \
+             block on large catalogs (default 1024)",
+        ),
+        ParamDoc::new(
+            "validation_users",
+            "Rank a seeded sample of this many validation users after each epoch (the same \
+             users every epoch) instead of all of them, so per-epoch validation stays cheap on \
+             large datasets; the test always ranks every user (default: every user)",
         ),
     ];
 }
+
+/// Scores one scoring thread may hold at once.
+const SCRATCH_BYTES: usize = 64 << 20;
 
 /// The `full_ranking` evaluator.
 #[derive(Debug, Clone)]
@@ -86,6 +104,7 @@ pub struct FullRanking {
     ks: Vec<usize>,
     select_by: String,
     batch_users: usize,
+    validation_users: Option<usize>,
     threads: usize,
 }
 
@@ -102,6 +121,9 @@ impl FullRanking {
         if params.batch_users == 0 {
             bail!("batch_users must be at least 1");
         }
+        if params.validation_users == Some(0) {
+            bail!("validation_users must be at least 1; leave it out to validate on every user");
+        }
         let mut ks = Vec::with_capacity(params.ks.len());
         for k in params.ks {
             if !ks.contains(&k) {
@@ -117,7 +139,13 @@ impl FullRanking {
             );
         }
         let threads = thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(FullRanking { ks, select_by: params.select_by, batch_users: params.batch_users, threads })
+        Ok(FullRanking {
+            ks,
+            select_by: params.select_by,
+            batch_users: params.batch_users,
+            validation_users: params.validation_users,
+            threads,
+        })
     }
 
     /// Scores with at most `threads` threads (at least one). Results do not
@@ -157,7 +185,10 @@ impl FullRanking {
         cases: &[EvalCase<'_>],
         fill: impl Fn(usize, usize, &mut [f32]) + Sync,
     ) -> Result<Vec<u32>> {
-        let block = self.batch_users.min(cases.len());
+        // A block's scores stay within SCRATCH_BYTES per thread however large
+        // the catalog; blocks only group users, so results do not change.
+        let fit = (SCRATCH_BYTES / (4 * n_items.max(1))).max(1);
+        let block = self.batch_users.min(fit).min(cases.len());
         let mut ranks = vec![0u32; cases.len()];
         // Blocks depend only on batch_users, never on the thread count, and
         // each writes its own slice of `ranks`, so threads cannot change results.
@@ -224,6 +255,10 @@ impl Evaluator for FullRanking {
         &self.select_by
     }
 
+    fn validation_cases(&self) -> Option<usize> {
+        self.validation_users
+    }
+
     fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation> {
         Ok(self.summarize(self.ranks(users, items, cases)?))
     }
@@ -286,28 +321,8 @@ fn validate_cases(n: usize, cases: &[EvalCase<'_>]) -> Result<()> {
 fn gemm_scores(users: &Matrix, items: &Matrix, first: usize, m: usize, scores: &mut [f32]) {
     let (d, n) = (items.cols, items.rows);
     let a = &users.data[first * d..(first + m) * d];
-    // SAFETY: `a` is m x d row-major (strides d, 1); items is n x d row-major,
-    // read as its transpose d x n (strides 1, d); `scores` is m x n row-major
-    // (strides n, 1). validate() checked every length, and beta = 0 means the
-    // output is only written.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            d,
-            n,
-            1.0,
-            a.as_ptr(),
-            d as isize,
-            1,
-            items.data.as_ptr(),
-            1,
-            d as isize,
-            0.0,
-            scores.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    // Items read as their transpose: d x n with strides (1, d).
+    gemm(m, d, n, (a, ROW_MAJOR(d)), (&items.data, [1, d]), scores);
 }
 
 /// Number of eligible items other than the target scoring at least as high as
@@ -333,7 +348,8 @@ fn target_rank(scores: &mut [f32], case: &EvalCase<'_>) -> Result<u32> {
 mod tests {
     use std::collections::HashSet;
 
-    use funnel_api::{dot, parse_params, ComponentKind, ItemIdx};
+    use funnel_api::{parse_params, ComponentKind, ItemIdx};
+    use funnel_kernels::dot;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -584,8 +600,15 @@ mod tests {
         register(&mut reg);
         let info = reg.info(ComponentKind::Evaluation, "full_ranking").unwrap();
         let keys: Vec<_> = info.params.iter().map(|(k, _, _)| k.as_str()).collect();
-        assert_eq!(keys, ["ks", "select_by", "batch_users"]);
-        assert!(info.params.iter().all(|(_, default, _)| default != "(unset)"));
+        assert_eq!(keys, ["ks", "select_by", "batch_users", "validation_users"]);
+        // Every user unless a sample is asked for.
+        assert!(info.params.iter().all(|(k, default, _)| (default == "(unset)") == (k == "validation_users")));
+        let cx = BuildCx::default();
+        let sampled = reg.build_evaluator("full_ranking", table("validation_users = 500"), &cx).unwrap();
+        assert_eq!(sampled.validation_cases(), Some(500));
+        assert_eq!(reg.build_evaluator("full_ranking", toml::Table::new(), &cx).unwrap().validation_cases(), None);
+        let err = reg.build_evaluator("full_ranking", table("validation_users = 0"), &cx).err().unwrap();
+        assert!(format!("{err:#}").contains("validation_users must be at least 1"), "{err:#}");
 
         let cx = BuildCx::default();
         let e = reg.build_evaluator("full_ranking", table("select_by = \"mrr\""), &cx).unwrap();

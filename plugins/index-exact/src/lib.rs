@@ -5,12 +5,11 @@
 //! by the lower item index, so recall of an approximate index against this one
 //! is well defined even on tied scores.
 
-use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
-use std::thread;
 
 use anyhow::{anyhow, bail, Context, Result};
-use funnel_api::{dot, BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_kernels::exact_top_k;
 use serde::{Deserialize, Serialize};
 
 /// Registers the `exact` index.
@@ -45,12 +44,6 @@ pub struct ExactIndex {
     items: Option<Matrix>,
 }
 
-/// Best first: higher score, then lower item index. Scores are never NaN here
-/// (checked before sorting), so treating an unordered pair as equal is moot.
-fn better(a: &(ItemIdx, f32), b: &(ItemIdx, f32)) -> Ordering {
-    b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0))
-}
-
 impl ExactIndex {
     /// An empty index; `build` must be called before searching.
     pub fn new() -> ExactIndex {
@@ -64,43 +57,6 @@ impl ExactIndex {
 
     fn items(&self) -> Result<&Matrix> {
         self.items.as_ref().ok_or_else(|| anyhow!("exact index searched before it was built"))
-    }
-
-    /// `search` for every row of `queries`, in row order, spread over the
-    /// available cores. `excludes` holds one list per query, or is empty to
-    /// exclude nothing.
-    pub fn search_batch(
-        &self,
-        queries: &Matrix,
-        k: usize,
-        excludes: &[&[ItemIdx]],
-    ) -> Result<Vec<Vec<(ItemIdx, f32)>>> {
-        let items = self.items()?;
-        if queries.data.len() != queries.rows * queries.cols {
-            bail!("query matrix holds {} values but claims {}x{}", queries.data.len(), queries.rows, queries.cols);
-        }
-        if queries.cols != items.cols {
-            bail!("queries have {} dimensions but the indexed items have {}", queries.cols, items.cols);
-        }
-        if !excludes.is_empty() && excludes.len() != queries.rows {
-            bail!("{} exclusion lists for {} queries; pass one per query or none", excludes.len(), queries.rows);
-        }
-        let exclude = |q: usize| excludes.get(q).copied().unwrap_or(&[]);
-        let threads = thread::available_parallelism().map_or(1, |n| n.get());
-        let chunk = queries.rows.div_ceil(threads).max(1);
-        let mut results: Vec<Result<Vec<(ItemIdx, f32)>>> = (0..queries.rows).map(|_| Ok(Vec::new())).collect();
-        // Each thread fills its own contiguous slice, so order is row order.
-        thread::scope(|s| {
-            for (c, slots) in results.chunks_mut(chunk).enumerate() {
-                s.spawn(move || {
-                    for (i, slot) in slots.iter_mut().enumerate() {
-                        let q = c * chunk + i;
-                        *slot = self.search(queries.row(q), k, exclude(q));
-                    }
-                });
-            }
-        });
-        results.into_iter().enumerate().map(|(q, r)| r.map_err(|e| anyhow!("query {q}: {e}"))).collect()
     }
 }
 
@@ -158,34 +114,39 @@ impl Index for ExactIndex {
     /// index; fewer when fewer are eligible. Excluded ids outside the catalog
     /// are ignored: they could never be returned anyway.
     fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>> {
+        let queries = Matrix::from_vec(1, query.len(), query.to_vec());
+        Ok(self.search_batch(&queries, k, &[exclude])?.pop().unwrap_or_default())
+    }
+
+    /// Every row of `queries` at once: one sgemm per block of queries and
+    /// tile of items, spread over the cores (the same kernel serving's exact
+    /// reference uses, so a single search and a batch agree bit for bit).
+    fn search_batch(&self, queries: &Matrix, k: usize, excludes: &[&[ItemIdx]]) -> Result<Vec<Vec<(ItemIdx, f32)>>> {
         let items = self.items()?;
-        if query.len() != items.cols {
-            bail!("query has {} dimensions but the indexed items have {}", query.len(), items.cols);
+        if queries.data.len() != queries.rows * queries.cols {
+            bail!("query matrix holds {} values but claims {}x{}", queries.data.len(), queries.rows, queries.cols);
         }
-        if let Some(i) = query.iter().position(|x| x.is_nan()) {
-            bail!("query component {i} is NaN");
+        if queries.cols != items.cols {
+            let what = if queries.rows == 1 { "query has" } else { "queries have" };
+            bail!("{what} {} dimensions but the indexed items have {}", queries.cols, items.cols);
         }
-        if k == 0 {
-            return Ok(Vec::new());
+        if !excludes.is_empty() && excludes.len() != queries.rows {
+            bail!("{} exclusion lists for {} queries; pass one per query or none", excludes.len(), queries.rows);
         }
-        let mut excluded = vec![false; items.rows];
-        for &e in exclude {
-            if let Some(slot) = excluded.get_mut(e as usize) {
-                *slot = true;
+        if let Some(pos) = queries.data.iter().position(|x| x.is_nan()) {
+            let (q, c) = (pos / queries.cols, pos % queries.cols);
+            if queries.rows == 1 {
+                bail!("query component {c} is NaN");
             }
+            bail!("query {q}: query component {c} is NaN");
         }
-        let mut scored: Vec<(ItemIdx, f32)> =
-            (0..items.rows).filter(|&j| !excluded[j]).map(|j| (j as ItemIdx, dot(query, items.row(j)))).collect();
-        if let Some((j, _)) = scored.iter().find(|(_, s)| s.is_nan()) {
-            bail!("score of item {j} is NaN; the query and item vectors overflow");
-        }
-        // Partial selection: only the k best are sorted.
-        if k < scored.len() {
-            scored.select_nth_unstable_by(k - 1, better);
-            scored.truncate(k);
-        }
-        scored.sort_unstable_by(better);
-        Ok(scored)
+        exact_top_k(items, queries, k, |q| excludes.get(q).copied().unwrap_or(&[])).map_err(|e| {
+            if queries.rows == 1 {
+                anyhow!("score of item {} is NaN; the query and item vectors overflow", e.item)
+            } else {
+                anyhow!("{e}")
+            }
+        })
     }
 }
 
@@ -194,6 +155,8 @@ mod tests {
     use funnel_api::{parse_params, ComponentKind};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    use funnel_kernels::{better, dot};
 
     use super::*;
 

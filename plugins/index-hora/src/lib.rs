@@ -47,8 +47,9 @@ use std::sync::RwLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_kernels::{better, dot, TopK};
 use funnel_mips::bytes::{fnv1a, Reader, Writer};
-use funnel_mips::{better, dot, Exclusion, MipsSpace, Similarity, TopK};
+use funnel_mips::{Exclusion, MipsSpace, Similarity};
 use hora::core::ann_index::SerializableIndex;
 use hora::core::metrics::Metric;
 use hora::index::bruteforce_idx::BruteForceIndex;

@@ -21,8 +21,9 @@ use std::thread;
 
 use anyhow::{anyhow, bail, Context, Result};
 use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_kernels::{dot, TopK};
 use funnel_mips::bytes::{Reader, Writer};
-use funnel_mips::{dot, Exclusion, MipsSpace, Similarity, TopK};
+use funnel_mips::{Exclusion, MipsSpace, Similarity};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -471,7 +472,8 @@ fn parse(bytes: &[u8], metric: Similarity) -> Result<Lists> {
 #[cfg(test)]
 mod tests {
     use funnel_api::{parse_params, ComponentKind};
-    use funnel_mips::{better, exact_top};
+    use funnel_kernels::better;
+    use funnel_mips::exact_top;
 
     use super::*;
 

@@ -8,15 +8,13 @@
 //! becomes `[u, 0]`. Every transformed item has norm `M`, so
 //! `|[u, 0] - [v, e]|² = |u|² + M² - 2 u·v`: the nearest transformed item is the
 //! item of largest inner product. [`MipsSpace`] holds that transform (and the
-//! cosine variant: normalise first, so `M = 1`), [`Exclusion`] and [`TopK`]
-//! the bookkeeping every index repeats: excluded items, and the `k` best by
-//! true score with ties to the lower item index, as the `exact` index orders
-//! them.
-
-use std::cmp::Ordering;
+//! cosine variant: normalise first, so `M = 1`) and [`Exclusion`] the
+//! bookkeeping every index repeats; the `k` best by true score ([`TopK`],
+//! ties to the lower item index) come from `funnel-kernels`.
 
 use anyhow::{bail, Result};
 use funnel_api::{ItemIdx, Matrix};
+use funnel_kernels::{better, dot};
 use serde::{Deserialize, Serialize};
 
 /// What "best" means for an index: the `metric` parameter of every index
@@ -203,27 +201,6 @@ fn norm_f64(v: &[f32]) -> f64 {
     v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
 }
 
-/// Inner product of two equally long slices, summed in eight lanes so the
-/// compiler vectorises it (a plain running sum is one long dependency chain).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// Best first: higher score, then lower item index: the order of the `exact`
-/// index. Scores are finite here, so an unordered pair cannot occur.
-pub fn better(a: &(ItemIdx, f32), b: &(ItemIdx, f32)) -> Ordering {
-    b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal).then(a.0.cmp(&b.0))
-}
-
 /// The `k` best items for `q` by brute force, in [`better`] order, none in
 /// `exclude`: the plain reference answer approximate indexes are tested
 /// against (a full scan and sort per query: for tests and benchmarks).
@@ -269,52 +246,6 @@ impl Exclusion {
     /// exclusions, at most the whole catalog.
     pub fn fetch(&self, k: usize, n_items: usize) -> usize {
         k.saturating_add(self.len()).min(n_items)
-    }
-}
-
-/// The `k` best `(item, score)` pairs pushed so far, in [`better`] order.
-///
-/// Keeps up to `2k` candidates and cuts back to the best `k` when full, so
-/// pushing `n` candidates costs O(n) and a candidate below the current `k`-th
-/// score is dropped with one comparison.
-#[derive(Debug, Clone)]
-pub struct TopK {
-    k: usize,
-    kept: Vec<(ItemIdx, f32)>,
-    /// The `k`-th best score after the last cut; `-inf` before the first.
-    floor: f32,
-}
-
-impl TopK {
-    pub fn new(k: usize) -> TopK {
-        TopK { k, kept: Vec::with_capacity(2 * k.min(1 << 16)), floor: f32::NEG_INFINITY }
-    }
-
-    /// Offers one candidate; ties with the floor are kept, since the lower
-    /// item index may win them.
-    pub fn push(&mut self, item: ItemIdx, score: f32) {
-        if self.k == 0 || score < self.floor {
-            return;
-        }
-        self.kept.push((item, score));
-        if self.kept.len() >= 2 * self.k {
-            self.cut();
-        }
-    }
-
-    fn cut(&mut self) {
-        if self.kept.len() > self.k {
-            self.kept.select_nth_unstable_by(self.k - 1, better);
-            self.kept.truncate(self.k);
-            self.floor = self.kept[self.k - 1].1;
-        }
-    }
-
-    /// The best `k` (fewer if fewer were pushed), best first.
-    pub fn into_sorted(mut self) -> Vec<(ItemIdx, f32)> {
-        self.cut();
-        self.kept.sort_unstable_by(better);
-        self.kept
     }
 }
 
@@ -538,18 +469,6 @@ mod tests {
     }
 
     #[test]
-    fn dot_matches_a_plain_sum() {
-        let mut rng = StdRng::seed_from_u64(2);
-        for len in [0, 1, 7, 8, 9, 16, 65, 100] {
-            let a: Vec<f32> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let b: Vec<f32> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - plain).abs() < 1e-5, "len {len}");
-        }
-        assert_eq!(dot(&[1., 2., 3.], &[4., 5., 6.]), 32.0);
-    }
-
-    #[test]
     fn exclusion_counts_catalog_items_once() {
         let e = Exclusion::new(&[5, 1, 5, 99, 0], 6);
         assert_eq!(e.len(), 3);
@@ -558,37 +477,6 @@ mod tests {
         assert_eq!(e.fetch(10, 6), 6);
         assert_eq!(e.fetch(usize::MAX, 6), 6);
         assert!(Exclusion::new(&[], 6).is_empty());
-    }
-
-    #[test]
-    fn top_k_keeps_the_best_with_ties_to_the_lower_index() {
-        let mut top = TopK::new(3);
-        for (i, s) in [(4, 1.0), (9, 3.0), (2, 2.0), (7, 3.0), (1, 2.0), (3, -1.0), (0, 0.5)] {
-            top.push(i, s);
-        }
-        assert_eq!(top.into_sorted(), [(7, 3.0), (9, 3.0), (1, 2.0)]);
-        let mut few = TopK::new(5);
-        few.push(3, 1.0);
-        few.push(1, 1.0);
-        assert_eq!(few.into_sorted(), [(1, 1.0), (3, 1.0)]);
-        let mut none = TopK::new(0);
-        none.push(1, 1.0);
-        assert!(none.into_sorted().is_empty());
-    }
-
-    #[test]
-    fn top_k_matches_a_full_sort_on_random_scores() {
-        let mut rng = StdRng::seed_from_u64(4);
-        for k in [1, 2, 10, 100] {
-            let scored: Vec<(ItemIdx, f32)> = (0..1000).map(|i| (i, rng.gen_range(0..50) as f32)).collect();
-            let mut top = TopK::new(k);
-            for &(i, s) in &scored {
-                top.push(i, s);
-            }
-            let mut all = scored.clone();
-            all.sort_by(better);
-            assert_eq!(top.into_sorted(), all[..k], "k {k}");
-        }
     }
 
     #[test]

@@ -918,7 +918,7 @@ mod tests {
         let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
-        let s: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_api::dot(u.row(0), items.row(i))).collect();
+        let s: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_kernels::dot(u.row(0), items.row(i))).collect();
         let softplus = |x: f32| (1.0 + x.exp()).ln();
         let expected = softplus(-s[0]) + softplus(s[1]) + softplus(s[2]);
         assert!((m.loss(&batch) - expected).abs() < 1e-5, "{} vs {expected}", m.loss(&batch));
@@ -930,7 +930,7 @@ mod tests {
         let u = m.user_vectors(&histories(&[&[0, 1], &[]])).unwrap();
         let items = m.item_vectors().unwrap();
         for r in (0..u.rows).map(|r| u.row(r)).chain((0..items.rows).map(|r| items.row(r))) {
-            assert!((funnel_api::dot(r, r) - 1.0).abs() < 1e-5);
+            assert!((funnel_kernels::dot(r, r) - 1.0).abs() < 1e-5);
         }
     }
 
@@ -951,7 +951,7 @@ mod tests {
         let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
-        let logits: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_api::dot(u.row(0), items.row(i))).collect();
+        let logits: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_kernels::dot(u.row(0), items.row(i))).collect();
         let lse = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
         assert!((m.loss(&batch) - (lse - logits[0])).abs() < 1e-5);
     }

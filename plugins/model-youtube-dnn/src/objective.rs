@@ -10,6 +10,7 @@
 //! training step allocates nothing here once warm.
 
 use funnel_api::{Candidates, ItemIdx};
+use funnel_kernels::gemm;
 
 use crate::Loss;
 
@@ -197,37 +198,6 @@ fn normalize_backward(y: &[f32], dy: &[f32], norms: &[f32], d: usize, dx: &mut V
     for ((y, dy), &n) in y.chunks_exact(d).zip(dy.chunks_exact(d)).zip(norms) {
         let proj: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
         dx.extend(y.iter().zip(dy).map(|(a, b)| (b - a * proj) / n));
-    }
-}
-
-/// `c[m, n] = a[m, k] * b[k, n]`, with `a` and `b` read through their
-/// (row, column) strides (`[cols, 1]` row-major, `[1, rows]` a transposed
-/// row-major matrix) and `c` row-major.
-fn gemm(m: usize, k: usize, n: usize, (a, sa): (&[f32], [usize; 2]), (b, sb): (&[f32], [usize; 2]), c: &mut [f32]) {
-    let fits = |x: &[f32], rows: usize, cols: usize, [rs, cs]: [usize; 2]| {
-        rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < x.len()
-    };
-    assert!(fits(a, m, k, sa) && fits(b, k, n, sb) && c.len() >= m * n);
-    // SAFETY: every element read through the strides lies inside `a` and
-    // `b` (checked above), and `c` holds m x n row-major values; beta = 0
-    // means `c` is only written.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            sa[0] as isize,
-            sa[1] as isize,
-            b.as_ptr(),
-            sb[0] as isize,
-            sb[1] as isize,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
     }
 }
 
