@@ -216,6 +216,10 @@ fn sampler(loss: &str) -> Result<&'static str> {
     })
 }
 
+/// The ml-1m runs use dense Adam on the embedding tables, as the PyTorch
+/// peer's `torch.optim.Adam` does, so the two do the same work per step.
+const PEER_OPTIMIZER: &str = "embedding_optimizer = \"adam\"\n";
+
 const STEPS: usize = 200;
 const WARMUP: usize = 20;
 
@@ -312,7 +316,7 @@ fn run() -> Result<()> {
     for loss in &o.losses {
         let dir = tempfile::tempdir()?;
         let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
-        let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, ""))?;
+        let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER))?;
         let flops = (6 * DIM * candidates(loss, m.items) + 12 * DIM * HIDDEN) as f64;
         let gflops = flops * m.examples_per_second / 1e9;
         println!(

@@ -15,6 +15,7 @@ pub fn builtin() -> Registry {
     funnel_index_exact::register(&mut reg);
     funnel_index_hora::register(&mut reg);
     funnel_index_ivf::register(&mut reg);
+    funnel_index_hnsw::register(&mut reg);
     funnel_tracker_local::register(&mut reg);
     funnel_tracker_mlflow::register(&mut reg);
     funnel_baselines::register(&mut reg);

@@ -36,6 +36,9 @@ usage: cargo xtask <command> [args]
   bench train [--epochs N] [--losses in_batch,mixed,full] [--catalogs 10000,1000000/10000|none]
                                         training examples/s, GFLOP/s vs measured GEMM peak, peak
                                         RSS per loss on ml-1m; step cost on synthetic catalogs
+  bench scale [--interactions 1000000,10000000,25000000] [--epochs N]
+                                        the headline on a generated ml-25m-shaped log: wall time and
+                                        peak memory of every stage, one column per size
   test                                  the whole test suite, as CI runs it (release build)
   ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
                                         and regenerate reports/negative-sampling.md
@@ -200,17 +203,17 @@ fn mlflow_command(args: &[String]) -> Result<ExitCode> {
 
 /// Benchmarks, always optimized (`cargo bench`).
 fn bench(args: &[String]) -> Result<ExitCode> {
-    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index or train") };
+    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index, train or scale") };
     match what.as_str() {
         "index" => {
             let ok = status(cargo().args(["bench", "--bench", "index", "--"]).args(rest))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        "train" => {
-            let ok = status(cargo().args(["bench", "--bench", "train", "--"]).args(rest))?;
+        "train" | "scale" => {
+            let ok = status(cargo().args(["bench", "--bench", what, "--"]).args(rest))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        other => bail!("unknown benchmark `{other}`: index or train"),
+        other => bail!("unknown benchmark `{other}`: index, train or scale"),
     }
 }
 

@@ -67,8 +67,9 @@ const LOSS: ParamDoc = ParamDoc::new(
 );
 const EMBEDDING_OPTIMIZER: ParamDoc = ParamDoc::new(
     "embedding_optimizer",
-    "\"adam\": every row's moments decay each step, like PyTorch's dense Adam; \
-     \"lazy_adam\": only rows in the batch are updated (default \"adam\")",
+    "\"lazy_adam\": only the rows a batch touches are updated, so a step costs what the batch \
+     reads, not the catalog; \"adam\": every row's moments decay each step, like PyTorch's \
+     dense Adam (default \"lazy_adam\")",
 );
 
 /// `youtube_dnn` (and, with an item tower, `two_tower`).
@@ -100,7 +101,7 @@ impl Default for YoutubeDnnParams {
             temperature: 1.0,
             normalize: false,
             loss: Loss::Softmax,
-            embedding_optimizer: EmbeddingOptimizer::Adam,
+            embedding_optimizer: EmbeddingOptimizer::LazyAdam,
             sequence_encoder: SequenceEncoder::Mean,
             gru_hidden: 64,
             gru_pooling: Pooling::Last,
