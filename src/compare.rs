@@ -35,41 +35,40 @@ impl RunRecord {
 /// (kept from `previous`).
 pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&str>) -> String {
     let mut s = format!("# {title}\n\n{}\n\n", intro.trim());
-    s.push_str(
-        "| experiment | model | sampler | test Recall@10 | test Recall@50 | test NDCG@10 | test MRR | parameters | \
-         examples/s | epochs to best |\n",
-    );
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    // The columns are the first run's evaluator's headline metrics, as that
+    // run recorded them: the comparison names no metric itself.
+    let columns: Vec<String> = runs
+        .first()
+        .map(|r| {
+            if r.metrics.headline_metrics.is_empty() {
+                r.metrics.test.keys().take(4).cloned().collect()
+            } else {
+                r.metrics.headline_metrics.clone()
+            }
+        })
+        .unwrap_or_default();
+    s.push_str("| experiment | model | sampler |");
+    for c in &columns {
+        s.push_str(&format!(" test {c} |"));
+    }
+    s.push_str(" parameters | examples/s | epochs to best |\n");
+    s.push_str(&format!("|---|---|---|{}---|---|---|\n", "---|".repeat(columns.len())));
     let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
-    let count = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
     for r in runs {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
-            r.metrics.experiment,
-            r.metrics.model,
-            r.metrics.sampler,
-            cell(r.test("recall@10")),
-            cell(r.test("recall@50")),
-            cell(r.test("ndcg@10")),
-            cell(r.test("mrr")),
-            count(Some(r.metrics.parameters as f64)),
-            count(Some(r.metrics.examples_per_second)),
-            count(Some(r.metrics.best_epoch as f64)),
-            count(Some(r.metrics.epochs as f64)),
-        ));
+        let m = &r.metrics;
+        s.push_str(&format!("| {} | {} | {} |", m.experiment, m.model, m.sampler));
+        for c in &columns {
+            s.push_str(&format!(" {} |", cell(r.test(c))));
+        }
+        s.push_str(&format!(" {} | {:.0} | {} of {} |\n", m.parameters, m.examples_per_second, m.best_epoch, m.epochs));
     }
     let baselines = runs.first().map(|r| &r.metrics.baselines);
     for (name, b) in baselines.into_iter().flatten() {
-        let n = |k: &str| b.test.get(k).copied();
-        s.push_str(&format!(
-            "| {name} (baseline) | {} | none | {} | {} | {} | {} | {} | n/a | n/a |\n",
-            if b.kind.is_empty() { name } else { &b.kind },
-            cell(n("recall@10")),
-            cell(n("recall@50")),
-            cell(n("ndcg@10")),
-            cell(n("mrr")),
-            count(Some(b.parameters as f64)),
-        ));
+        s.push_str(&format!("| {name} (baseline) | {} | none |", if b.kind.is_empty() { name } else { &b.kind }));
+        for c in &columns {
+            s.push_str(&format!(" {} |", cell(b.test.get(c).copied())));
+        }
+        s.push_str(&format!(" {} | n/a | n/a |\n", b.parameters));
     }
     s.push_str("\nRows, in order:\n\n");
     for r in runs {
@@ -102,6 +101,7 @@ mod tests {
             run_dir: PathBuf::from(name),
             metrics: serde_json::from_value(json!({
                 "experiment": name, "model": "youtube_dnn", "sampler": "mixed", "description": "d",
+                "headline_metrics": ["recall@10", "recall@50", "ndcg@10", "mrr"],
                 "test": {"recall@10": recall, "recall@50": 0.3, "ndcg@10": 0.07, "mrr": 0.06},
                 "parameters": 1000, "examples_per_second": 12345.6, "best_epoch": 8, "epochs": 10,
                 "baselines": {"most_popular": {"type": "most_popular", "recall@10": 0.05, "recall@50": 0.15,

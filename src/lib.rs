@@ -6,6 +6,8 @@
 //! -> sampler and model -> training ([`training`]) -> full-catalog evaluation
 //! -> index -> report ([`report`]) and tracking. It names no component itself.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod compare;
 pub mod experiment;

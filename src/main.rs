@@ -1,5 +1,7 @@
 //! The `funnel` command line: thin argument parsing over the library.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -84,6 +84,8 @@ pub struct Report {
     pub serving: Option<(String, crate::serving::Serving)>,
     /// Wall time and peak memory of each stage, in run order.
     pub stages: Vec<StageTime>,
+    /// The evaluator's headline metrics: the per-epoch and baseline columns.
+    pub headline: Vec<String>,
 }
 
 /// Folder of a run's (or a sweep's) charts, beside its `report.md`.
@@ -107,9 +109,6 @@ pub fn publish(
     }
     run_folder::write(report_path, &markdown.replace(&format!("]({PLOTS}/"), &format!("]({name}/")))
 }
-
-/// Validation columns of the per-epoch table, when present.
-const EPOCH_COLUMNS: [&str; 4] = ["recall@10", "ndcg@10", "recall@50", "mrr"];
 
 impl Report {
     pub fn render(&self) -> String {
@@ -159,9 +158,10 @@ impl Report {
             train_secs,
             self.wall_seconds
         );
-        let cols: Vec<&str> = EPOCH_COLUMNS
+        let cols: Vec<&str> = self
+            .headline
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(|c| self.epochs.first().is_some_and(|r| r.validation.contains_key(*c)))
             .collect();
         let _ = write!(s, "| epoch | loss | examples/s | seconds |");
@@ -199,21 +199,27 @@ impl Report {
                  full-catalog ranking and never come from an index.\n",
                 self.dataset.items, sv.k
             );
-            let _ = writeln!(
-                s,
-                "| K | recall vs exact top K | test recall@K via index | exact | test ndcg@K via index | exact |"
-            );
-            let _ = writeln!(s, "|---|---|---|---|---|---|");
+            // The headline's cut-off families (recall@, ndcg@ ...), per K.
+            let mut families: Vec<&str> = Vec::new();
+            for m in &self.headline {
+                if let Some((family, _)) = m.split_once('@') {
+                    if !families.contains(&family) {
+                        families.push(family);
+                    }
+                }
+            }
+            let _ = write!(s, "| K | recall vs exact top K |");
+            for f in &families {
+                let _ = write!(s, " test {f}@K via index | exact |");
+            }
+            let _ = writeln!(s, "\n|---|---|{}", "---|---|".repeat(families.len()));
             for (k, overlap) in &sv.recall_vs_exact {
-                let g = |m: &Metrics, name: &str| m.get(&format!("{name}@{k}")).copied().unwrap_or(f64::NAN);
-                let _ = writeln!(
-                    s,
-                    "| {k} | {overlap:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
-                    g(&sv.through_index, "recall"),
-                    g(&sv.exact, "recall"),
-                    g(&sv.through_index, "ndcg"),
-                    g(&sv.exact, "ndcg")
-                );
+                let _ = write!(s, "| {k} | {overlap:.4} |");
+                for f in &families {
+                    let g = |m: &Metrics| m.get(&format!("{f}@{k}")).copied().unwrap_or(f64::NAN);
+                    let _ = write!(s, " {:.4} | {:.4} |", g(&sv.through_index), g(&sv.exact));
+                }
+                s.push('\n');
             }
             let _ = writeln!(
                 s,
@@ -307,26 +313,23 @@ impl Report {
              fitted on the training examples only; the model's row repeats the test metrics above.\n",
             self.dataset.test_cases
         );
-        let ks = crate::serving::cutoffs(&self.test);
         let _ = write!(s, "| ranker |");
-        for k in &ks {
-            let _ = write!(s, " recall@{k} | ndcg@{k} |");
+        for m in &self.headline {
+            let _ = write!(s, " {m} |");
         }
         let _ = writeln!(s, " parameters | fit seconds |");
-        let _ = writeln!(s, "|---|{}---|---|", "---|---|".repeat(ks.len()));
+        let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(self.headline.len()));
         let train_seconds: f64 = self.epochs.iter().map(|r| r.train_seconds).sum();
         let rows = std::iter::once(("this run's model".to_string(), &self.test, self.parameters, train_seconds))
             .chain(self.baselines.iter().map(|b| (format!("`{}`", b.name), &b.test, b.parameters, b.fit_seconds)));
         for (name, metrics, parameters, seconds) in rows {
             let _ = write!(s, "| {name} |");
-            for k in &ks {
-                for family in ["recall", "ndcg"] {
-                    match metrics.get(&format!("{family}@{k}")) {
-                        Some(v) => {
-                            let _ = write!(s, " {v:.4} |");
-                        }
-                        None => s.push_str(" |"),
+            for m in &self.headline {
+                match metrics.get(m) {
+                    Some(v) => {
+                        let _ = write!(s, " {v:.4} |");
                     }
+                    None => s.push_str(" |"),
                 }
             }
             let _ = writeln!(s, " {parameters} | {seconds:.2} |");
@@ -460,6 +463,7 @@ mod tests {
                     peak_rss_bytes: Some((seconds * 1e8) as u64),
                 })
                 .collect(),
+            headline: ["recall@10", "ndcg@10", "recall@100", "mrr"].map(String::from).to_vec(),
         }
     }
 
@@ -508,11 +512,11 @@ mod tests {
         for needle in [
             "## Baselines\n",
             "same 10 test cases over the full catalog",
-            "| ranker | recall@10 | ndcg@10 | recall@100 | ndcg@100 | parameters | fit seconds |\n\
+            "| ranker | recall@10 | ndcg@10 | recall@100 | mrr | parameters | fit seconds |\n\
              |---|---|---|---|---|---|---|\n",
-            // The model: its own test metrics (no ndcg@100 measured), size and training time.
-            "| this run's model | 0.2500 | 0.1250 | 0.5000 | | 1234 | 4.00 |\n",
-            "| `most_popular` | 0.0500 | 0.0250 | 0.3000 | 0.0625 | 20 | 0.00 |\n",
+            // The model: its own test metrics, size and training time.
+            "| this run's model | 0.2500 | 0.1250 | 0.5000 | 0.0625 | 1234 | 4.00 |\n",
+            "| `most_popular` | 0.0500 | 0.0250 | 0.3000 | 0.0100 | 20 | 0.00 |\n",
             "| `most_popular#2` | 0.0500 |",
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");

@@ -248,7 +248,7 @@ fn stages(
     clock.time("index build", || parts.index.build(&items)).with_context(|| ctx.within(ComponentKind::Index))?;
     let build_seconds = index_started.elapsed().as_secs_f64();
     let (serving, samples) = clock.time("serving", || {
-        serve(ctx, data, &examples, &parts, &items, &cases, &test, build_seconds, trained.best_epoch, tracker)
+        serve(ctx, data, &examples, &parts, &items, &cases, build_seconds, trained.best_epoch, tracker)
     })?;
     let published = Published { stats, trained, test, baselines, serving, samples };
     publish(ctx, &parts, published, tracker, clock)
@@ -406,7 +406,6 @@ fn serve(
     parts: &Components,
     items: &Matrix,
     cases: &[EvalCase<'_>],
-    test: &Metrics,
     build_seconds: f64,
     best_epoch: usize,
     tracker: &mut dyn Tracker,
@@ -415,8 +414,8 @@ fn serve(
     let (model, index) = (parts.model.as_ref(), parts.index.as_ref());
     let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
     eprintln!("serving: answering {} test queries through the index", cases.len());
-    let ks = crate::serving::cutoffs(test);
-    let serving = crate::serving::measure(index, build_seconds, items, &users, cases, &ks).with_context(within)?;
+    let serving = crate::serving::measure(index, build_seconds, items, &users, cases, parts.evaluator.as_ref())
+        .with_context(within)?;
     tracker.log_metrics(best_epoch as u64, &serving.metrics())?;
     let index_dir = ctx.run_dir.join(INDEX);
     let _ = std::fs::remove_dir_all(&index_dir);
@@ -486,6 +485,7 @@ fn publish(
             serving: Some(p.serving.clone()),
             baselines: p.baselines.iter().map(|b| (b.name.clone(), b.clone())).collect(),
             stages: measured,
+            headline_metrics: parts.evaluator.headline_metrics(),
         };
         let report = Report {
             experiment: spec.experiment.clone(),
@@ -505,6 +505,7 @@ fn publish(
             serving: Some((spec.index.kind.clone(), p.serving)),
             plots: plots.iter().map(|(caption, file)| (caption.clone(), format!("{PLOTS}/{file}"))).collect(),
             stages: metrics.stages.clone(),
+            headline: metrics.headline_metrics.clone(),
         };
         let charts: Vec<String> = plots.iter().map(|(_, file)| file.clone()).collect();
         crate::report::publish(&report.render(), run_dir, &charts, &report_path)?;

@@ -108,6 +108,8 @@ pub struct RunMetrics {
     pub baselines: BTreeMap<String, BaselineResult>,
     /// Wall time and peak memory of each stage, in run order.
     pub stages: Vec<StageTime>,
+    /// The evaluator's headline metrics, the columns comparisons show.
+    pub headline_metrics: Vec<String>,
 }
 
 impl RunMetrics {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{EvalCase, Index, ItemIdx, Matrix, Metrics};
+use funnel_api::{EvalCase, Evaluator, Index, ItemIdx, Matrix, Metrics};
 use funnel_kernels::exact_top_k;
 use funnel_kernels::par::{threads, IndexedParallelIterator, ParallelIterator, ParallelSlice};
 
@@ -23,7 +23,8 @@ pub struct Serving {
     pub k: usize,
     /// Mean overlap of the index's top K with the exact top K, per K.
     pub recall_vs_exact: BTreeMap<usize, f64>,
-    /// `recall@K` and `ndcg@K` of the held-out items through the index.
+    /// Every metric of the evaluator for the held-out items through the
+    /// index (an item beyond the `k` fetched counts as not retrieved).
     pub through_index: Metrics,
     /// The same metrics by exact search, for comparison.
     pub exact: Metrics,
@@ -56,43 +57,14 @@ impl Serving {
     }
 }
 
-/// One user's value of `metric` (`recall@K`, `hit_rate@K`, `ndcg@K`, `mrr`)
-/// when their held-out item ranks `rank` (0-based; `u64::MAX` when it was not
-/// returned at all): what the evaluator averages over users.
-pub fn metric_at_rank(metric: &str, rank: u64) -> f64 {
-    let (name, k) = metric.split_once('@').unwrap_or((metric, "10"));
-    let k: u64 = k.parse().unwrap_or(10);
-    match name {
-        "ndcg" => {
-            if rank < k {
-                1.0 / ((rank + 2) as f64).log2()
-            } else {
-                0.0
-            }
-        }
-        "mrr" => 1.0 / rank.saturating_add(1) as f64,
-        _ => f64::from(u8::from(rank < k)),
-    }
-}
-
-/// The K of every `recall@K` among `metrics` (the evaluation's cut-offs).
-pub fn cutoffs(metrics: &Metrics) -> Vec<usize> {
-    let mut ks: Vec<usize> =
-        metrics.keys().filter_map(|k| k.strip_prefix("recall@")).filter_map(|k| k.parse().ok()).collect();
-    ks.sort_unstable();
-    ks.dedup();
-    if ks.is_empty() {
-        ks.push(10);
-    }
-    ks
-}
-
 /// Queries timed one at a time on one thread for latency, evenly spread
 /// over the test users: enough for a stable p99 without serving everyone a
 /// second time.
 const LATENCY_QUERIES: usize = 2000;
 /// Queries per `search_batch` call in the all-threads pass.
 const CHUNK: usize = 256;
+/// Answers fetched per query when the evaluator names no cutoff.
+const DEFAULT_K: usize = 100;
 
 /// Serves one query per case through `index`, already built over `items`
 /// in `build_seconds` (user row `i` for case `i`), excluding each user's
@@ -106,7 +78,7 @@ pub fn measure(
     items: &Matrix,
     users: &Matrix,
     cases: &[EvalCase<'_>],
-    ks: &[usize],
+    evaluator: &dyn Evaluator,
 ) -> Result<Serving> {
     if users.rows != cases.len() {
         bail!("{} user vectors for {} cases", users.rows, cases.len());
@@ -114,7 +86,8 @@ pub fn measure(
     if users.cols != items.cols {
         bail!("user vectors have {} dimensions but item vectors have {}", users.cols, items.cols);
     }
-    let k = ks.iter().copied().max().unwrap_or(10);
+    let ks = evaluator.cutoffs();
+    let k = ks.last().copied().unwrap_or(DEFAULT_K);
 
     // One thread: a sample of queries, each timed on its own.
     let timed = cases.len().min(LATENCY_QUERIES);
@@ -159,9 +132,8 @@ pub fn measure(
 
     let exact = exact_top_k(items, users, k, |i| cases[i].seen).context("exact search")?;
     let mut recall_vs_exact = BTreeMap::new();
-    let (mut through_index, mut exact_metrics) = (Metrics::new(), Metrics::new());
     let n = cases.len().max(1) as f64;
-    for &cut in ks {
+    for &cut in &ks {
         let overlap: f64 = served
             .iter()
             .zip(&exact)
@@ -174,17 +146,18 @@ pub fn measure(
             })
             .sum();
         recall_vs_exact.insert(cut, overlap / n);
-        for (out, lists) in [(&mut through_index, &served), (&mut exact_metrics, &exact)] {
-            for metric in [format!("recall@{cut}"), format!("ndcg@{cut}")] {
-                let sum: f64 = lists
-                    .iter()
-                    .zip(cases)
-                    .map(|(list, case)| {
-                        let rank = list.iter().position(|p| p.0 == case.target).map_or(u64::MAX, |r| r as u64);
-                        metric_at_rank(&metric, rank)
-                    })
-                    .sum();
-                out.insert(metric, sum / n);
+    }
+    let (mut through_index, mut exact_metrics) = (Metrics::new(), Metrics::new());
+    for (out, lists) in [(&mut through_index, &served), (&mut exact_metrics, &exact)] {
+        let ranks: Vec<u64> = lists
+            .iter()
+            .zip(cases)
+            .map(|(list, case)| list.iter().position(|p| p.0 == case.target).map_or(u64::MAX, |r| r as u64))
+            .collect();
+        for metric in evaluator.metric_names() {
+            let values: Option<Vec<f64>> = ranks.iter().map(|&r| evaluator.metric_at_rank(&metric, r)).collect();
+            if let Some(values) = values {
+                out.insert(metric, values.iter().sum::<f64>() / n);
             }
         }
     }
@@ -245,6 +218,40 @@ mod tests {
         }
     }
 
+    /// An evaluator the core knows nothing of: hits in the top 1 and 2, and
+    /// a made-up `inverse` metric; serving reports whatever it names.
+    struct HitsAt;
+
+    impl Evaluator for HitsAt {
+        fn selection_metric(&self) -> &str {
+            "recall@1"
+        }
+        fn metric_names(&self) -> Vec<String> {
+            vec!["recall@1".into(), "recall@2".into(), "ndcg@2".into(), "inverse".into()]
+        }
+        fn metric_at_rank(&self, metric: &str, rank: u64) -> Option<f64> {
+            let cut = |k: u64| f64::from(u8::from(rank < k));
+            Some(match metric {
+                "recall@1" => cut(1),
+                "recall@2" => cut(2),
+                "ndcg@2" => cut(2) / ((rank.min(1) + 2) as f64).log2(),
+                "inverse" => 1.0 / (rank as f64 + 1.0),
+                _ => return None,
+            })
+        }
+        fn evaluate(&self, _: &Matrix, _: &Matrix, _: &[EvalCase<'_>]) -> Result<funnel_api::Evaluation> {
+            unimplemented!("serving never evaluates")
+        }
+        fn evaluate_scores(
+            &self,
+            _: &dyn funnel_api::CaseScorer,
+            _: usize,
+            _: &[EvalCase<'_>],
+        ) -> Result<funnel_api::Evaluation> {
+            unimplemented!("serving never evaluates")
+        }
+    }
+
     #[test]
     fn known_answers_for_an_index_that_misses_the_best_item() {
         // Items on a line: item i = (i, 1). User (1, 0) ranks 4 > 3 > 2 > 1 > 0.
@@ -257,7 +264,7 @@ mod tests {
         let cases = [EvalCase { seen: &seen_none, target: 4 }, EvalCase { seen: &seen_four, target: 2 }];
         let mut index = DropsTheBest { items: None };
         index.build(&items).unwrap();
-        let s = measure(&index, 0.5, &items, &users, &cases, &[1, 2]).unwrap();
+        let s = measure(&index, 0.5, &items, &users, &cases, &HitsAt).unwrap();
         assert_eq!(s.build_seconds, 0.5);
         assert_eq!(s.k, 2);
         assert_eq!(s.size_bytes, 7);
@@ -271,28 +278,10 @@ mod tests {
         assert_eq!(s.through_index["recall@1"], 0.5);
         assert_eq!(s.through_index["recall@2"], 0.5);
         assert!((s.exact["ndcg@2"] - (1.0 + 1.0 / 3f64.log2()) / 2.0).abs() < 1e-12);
+        // Exact ranks 0 and 1; through the index, not retrieved and 0.
+        assert_eq!(s.exact["inverse"], 0.75);
+        assert!((s.through_index["inverse"] - 0.5).abs() < 1e-12);
         assert!(s.queries_per_second_one_thread > 0.0 && s.p99_ms >= s.p50_ms);
         assert!(s.metrics().contains_key("serving/recall_vs_exact@2"));
-    }
-
-    #[test]
-    fn per_user_metrics_follow_the_evaluator() {
-        assert_eq!(metric_at_rank("recall@10", 9), 1.0);
-        assert_eq!(metric_at_rank("recall@10", 10), 0.0);
-        assert_eq!(metric_at_rank("hit_rate@5", 0), 1.0);
-        assert_eq!(metric_at_rank("ndcg@10", 0), 1.0);
-        assert!((metric_at_rank("ndcg@10", 2) - 0.5).abs() < 1e-12);
-        assert_eq!(metric_at_rank("ndcg@10", 10), 0.0);
-        assert_eq!(metric_at_rank("mrr", 3), 0.25);
-        assert_eq!(metric_at_rank("recall@10", u64::MAX), 0.0);
-        assert!(metric_at_rank("mrr", u64::MAX) < 1e-18);
-    }
-
-    #[test]
-    fn cutoffs_come_from_the_recall_metrics() {
-        let m =
-            Metrics::from([("recall@50".to_string(), 0.1), ("recall@10".to_string(), 0.0), ("mrr".to_string(), 0.0)]);
-        assert_eq!(cutoffs(&m), vec![10, 50]);
-        assert_eq!(cutoffs(&Metrics::new()), vec![10]);
     }
 }

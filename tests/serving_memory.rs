@@ -55,7 +55,12 @@ fn serving_memory_is_bounded_by_queries_times_k() {
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     funnel::api::Index::build(&mut index, &items).unwrap();
-    let serving = funnel::serving::measure(&index, 0.0, &items, &users, &cases, &[10, 100]).unwrap();
+    let evaluator = funnel_eval_full_ranking::FullRanking::new(funnel_eval_full_ranking::FullRankingParams {
+        ks: vec![10, 100],
+        ..Default::default()
+    })
+    .unwrap();
+    let serving = funnel::serving::measure(&index, 0.0, &items, &users, &cases, &evaluator).unwrap();
     let peak = PEAK.load(Ordering::Relaxed) - before;
     assert_eq!(serving.queries, n_users);
     assert!(serving.recall_vs_exact[&100] == 1.0, "the exact index is its own reference");

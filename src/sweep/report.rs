@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use funnel_api::Metrics;
+use funnel_api::{Evaluator, Metrics};
 
 use super::stats::{self, PairedTest};
 use super::Job;
@@ -15,7 +15,6 @@ use super::{Distribution, Goal, Space, SweepSpec};
 use crate::experiment::Experiment;
 use crate::plot::{Chart, Series};
 use crate::run_folder::{write as write_file, RunMetrics, TEST_RANKS};
-use crate::serving::metric_at_rank;
 
 /// What became of one job.
 #[derive(Debug, Clone)]
@@ -49,14 +48,14 @@ impl Outcome {
     }
 
     /// Per test user, the sweep metric computed from the user's rank.
-    fn per_user(&self, metric: &str) -> Option<BTreeMap<u64, f64>> {
+    fn per_user(&self, metric: &str, evaluator: &dyn Evaluator) -> Option<BTreeMap<u64, f64>> {
         let text = std::fs::read_to_string(self.run_dir.as_ref()?.join(TEST_RANKS)).ok()?;
         let mut out = BTreeMap::new();
         for line in text.lines().skip(1) {
             let mut f = line.split('\t');
             let user: u64 = f.next()?.parse().ok()?;
             let rank: u64 = f.nth(1)?.parse().ok()?;
-            out.insert(user, metric_at_rank(metric, rank));
+            out.insert(user, evaluator.metric_at_rank(metric, rank)?);
         }
         Some(out)
     }
@@ -82,8 +81,8 @@ impl Group<'_> {
     }
 
     /// Per-user metric averaged over this configuration's seeds.
-    fn per_user(&self, metric: &str) -> Option<BTreeMap<u64, f64>> {
-        let maps: Vec<BTreeMap<u64, f64>> = self.runs.iter().filter_map(|o| o.per_user(metric)).collect();
+    fn per_user(&self, metric: &str, evaluator: &dyn Evaluator) -> Option<BTreeMap<u64, f64>> {
+        let maps: Vec<BTreeMap<u64, f64>> = self.runs.iter().filter_map(|o| o.per_user(metric, evaluator)).collect();
         let first = maps.first()?;
         let mut out = BTreeMap::new();
         for user in first.keys() {
@@ -131,6 +130,7 @@ pub fn write(
     sweep_dir: &Path,
     report_path: &Path,
     started: &str,
+    evaluator: &dyn Evaluator,
 ) -> Result<Written> {
     let metric = sweep.metric.as_str();
     let mut groups: Vec<Group> = Vec::new();
@@ -247,9 +247,9 @@ pub fn write(
                 rivals.push(("base", base_group));
             }
         }
-        let best_users = best.per_user(metric);
+        let best_users = best.per_user(metric, evaluator);
         for (what, rival) in rivals {
-            let test = best_users.as_ref().zip(rival.per_user(metric)).and_then(|(a, b)| {
+            let test = best_users.as_ref().zip(rival.per_user(metric, evaluator)).and_then(|(a, b)| {
                 let (x, y): (Vec<f64>, Vec<f64>) = a.iter().filter_map(|(u, v)| b.get(u).map(|w| (*v, *w))).unzip();
                 stats::paired(&x, &y)
             });

@@ -227,7 +227,13 @@ pub fn run(file: &Path, sets: &[String], registry: &Registry, opts: &SweepOption
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("every job ran or was reused")).collect();
     let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
     let report_path = opts.reports_dir.join(&name).join(format!("{sweep_name}.md"));
-    let written = report::write(&base, file, &sweep, &outcomes, &sweep_dir, &report_path, &stamp.readable)?;
+    // The base's evaluator turns the runs' per-user ranks into the metric.
+    let c = &base.spec.evaluation;
+    let evaluator = registry
+        .build_evaluator(&c.kind, c.params.clone(), &base.spec.build_cx())
+        .with_context(|| base.spec.describe(funnel_api::ComponentKind::Evaluation))?;
+    let written =
+        report::write(&base, file, &sweep, &outcomes, &sweep_dir, &report_path, &stamp.readable, evaluator.as_ref())?;
     if let Some(best) = &written.best {
         tracker.log_metrics(total as u64, best)?;
     }

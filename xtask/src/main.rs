@@ -4,6 +4,8 @@
 //! The `cargo xtask` alias builds this crate in debug mode, so every command
 //! that trains builds and runs an optimized `funnel` binary instead.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 

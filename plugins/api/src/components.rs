@@ -133,6 +133,32 @@ pub trait Evaluator {
     /// The metric that picks the best epoch (higher is better), e.g. `recall@10`.
     fn selection_metric(&self) -> &str;
 
+    /// Every metric `evaluate` reports, in display order. Metrics cut off at
+    /// a rank are named `name@K`.
+    fn metric_names(&self) -> Vec<String>;
+
+    /// One case's value of `metric` when its held-out item ranks `rank`
+    /// (0-based; `u64::MAX` when it was not retrieved at all): what
+    /// `evaluate` averages over cases. `None` for a metric it does not
+    /// report. Serving and paired tests between runs compute per-user
+    /// metrics through it.
+    fn metric_at_rank(&self, metric: &str, rank: u64) -> Option<f64>;
+
+    /// The cutoffs K of its `name@K` metrics, ascending: serving fetches the
+    /// largest.
+    fn cutoffs(&self) -> Vec<usize> {
+        let mut ks: Vec<usize> = self.metric_names().iter().filter_map(|m| m.split_once('@')?.1.parse().ok()).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        ks
+    }
+
+    /// The few metrics reports show per epoch and in comparison tables, in
+    /// order; the first four it reports unless it says otherwise.
+    fn headline_metrics(&self) -> Vec<String> {
+        self.metric_names().into_iter().take(4).collect()
+    }
+
     /// How many validation cases each epoch's validation ranks: `None` for
     /// all of them, `Some(n)` for a seeded sample of `n` (the same cases
     /// every epoch, so epochs stay comparable). The test always ranks all.

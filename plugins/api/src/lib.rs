@@ -7,6 +7,8 @@
 //! component by name and depends on no numeric, ANN or HTTP library, so every
 //! plugin crate can depend on it without cycles.
 
+#![forbid(unsafe_code)]
+
 mod components;
 mod data;
 mod matrix;

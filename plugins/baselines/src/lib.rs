@@ -12,6 +12,8 @@
 //! to and including their last training target, never the validation or test
 //! targets that follow it.
 
+#![forbid(unsafe_code)]
+
 mod covisitation;
 mod popular;
 

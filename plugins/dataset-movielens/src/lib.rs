@@ -13,6 +13,8 @@
 //! years and names), "" for a kept user the file does not list. Without that
 //! file (the CSV releases, a folder holding only ratings) it stays empty.
 
+#![forbid(unsafe_code)]
+
 mod assemble;
 mod csv;
 mod download;

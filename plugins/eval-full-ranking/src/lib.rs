@@ -14,6 +14,8 @@
 //! depend on item order, so a model that scores everything equally cannot
 //! look good.
 
+#![forbid(unsafe_code)]
+
 mod metrics;
 
 use std::sync::{Mutex, PoisonError};
@@ -156,11 +158,6 @@ impl FullRanking {
         self
     }
 
-    /// Every metric name `evaluate` reports.
-    pub fn metric_names(&self) -> Vec<String> {
-        metric_names(&self.ks)
-    }
-
     /// 0-based rank of each case's target, in case order.
     pub fn ranks(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Vec<u32>> {
         validate(users, items, cases)?;
@@ -257,6 +254,44 @@ impl Evaluator for FullRanking {
 
     fn validation_cases(&self) -> Option<usize> {
         self.validation_users
+    }
+
+    fn metric_names(&self) -> Vec<String> {
+        metric_names(&self.ks)
+    }
+
+    fn metric_at_rank(&self, metric: &str, rank: u64) -> Option<f64> {
+        if !self.metric_names().iter().any(|m| m == metric) {
+            return None;
+        }
+        // A case that was not retrieved ranks past every cutoff.
+        let m = single_target(u32::try_from(rank).unwrap_or(u32::MAX));
+        let at = |name: &str| metric.strip_prefix(name).and_then(|k| k.parse::<usize>().ok());
+        Some(if let Some(k) = at("recall@") {
+            m.recall_at_k(k)
+        } else if let Some(k) = at("ndcg@") {
+            m.ndcg_at_k(k)
+        } else if let Some(k) = at("hit_rate@") {
+            m.hit_rate_at_k(k)
+        } else if rank == u64::MAX {
+            0.0
+        } else {
+            m.reciprocal_rank()
+        })
+    }
+
+    /// recall@ and ndcg@ at the smallest cutoff, recall@ at the first cutoff
+    /// of at least five times that (a candidate list a later stage re-ranks),
+    /// and mrr.
+    fn headline_metrics(&self) -> Vec<String> {
+        let mut ks = self.ks.clone();
+        ks.sort_unstable();
+        let mut out = vec![format!("recall@{}", ks[0]), format!("ndcg@{}", ks[0])];
+        if let Some(k) = ks.iter().find(|&&k| k >= 5 * ks[0]) {
+            out.push(format!("recall@{k}"));
+        }
+        out.push("mrr".to_string());
+        out
     }
 
     fn evaluate(&self, users: &Matrix, items: &Matrix, cases: &[EvalCase<'_>]) -> Result<Evaluation> {
@@ -412,6 +447,29 @@ mod tests {
         let cases = [EvalCase { seen: &[], target: 0 }, EvalCase { seen: &[], target: 1 }];
         let eval = evaluator(&[1]).evaluate(&users, &items, &cases).unwrap();
         assert_eq!(eval.ranks, vec![2, 1]);
+    }
+
+    #[test]
+    fn per_case_metrics_cutoffs_and_headline() {
+        let e = FullRanking::new(FullRankingParams::default()).unwrap();
+        let at = |m: &str, rank: u64| e.metric_at_rank(m, rank).unwrap();
+        assert_eq!(at("recall@10", 9), 1.0);
+        assert_eq!(at("recall@10", 10), 0.0);
+        assert_eq!(at("hit_rate@20", 0), 1.0);
+        assert_eq!(at("ndcg@10", 0), 1.0);
+        assert!((at("ndcg@10", 2) - 0.5).abs() < 1e-12);
+        assert_eq!(at("ndcg@10", 10), 0.0);
+        assert_eq!(at("mrr", 3), 0.25);
+        assert_eq!(at("recall@10", u64::MAX), 0.0);
+        assert_eq!(at("mrr", u64::MAX), 0.0);
+        assert_eq!(e.metric_at_rank("recall@5", 0), None, "not a metric it reports");
+        assert_eq!(e.cutoffs(), vec![10, 20, 50, 100]);
+        assert_eq!(e.headline_metrics(), ["recall@10", "ndcg@10", "recall@50", "mrr"]);
+        let one =
+            FullRanking::new(FullRankingParams { ks: vec![20, 5], select_by: "mrr".into(), ..Default::default() })
+                .unwrap();
+        assert_eq!(one.cutoffs(), vec![5, 20]);
+        assert_eq!(one.headline_metrics(), ["recall@5", "ndcg@5", "mrr"]);
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //!   examples per user, drawn with the experiment seed, so heavy users do not
 //!   dominate the loss.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};

@@ -5,6 +5,8 @@
 //! by the lower item index, so recall of an approximate index against this one
 //! is well defined even on tied scores.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};

@@ -21,6 +21,8 @@
 //! first). Builds are not reproducible: levels are drawn from hnsw_rs's own
 //! generator and items are inserted in parallel.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 

@@ -37,9 +37,11 @@
 //!   and recall falls with the catalog: recall@100 0.91 at 100,000 clustered
 //!   items and 0.47 at 1,000,000 with the defaults (`reports/index.md`).
 //! - SSG builds an exact k-nearest-neighbour graph first: quadratic in the
-//!   catalog (about 28 minutes for 100,000 items on 2 cores).
+//!   catalog (reports/index.md has the build times).
 //! - `save` makes hora keep a serialized copy of its nodes in memory until the
 //!   index is dropped, about doubling its footprint.
+
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,8 @@
 //! item's assignment does not depend on how rows are split over threads, and
 //! centroids are summed in item order.
 
+#![forbid(unsafe_code)]
+
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 use std::thread;

@@ -12,6 +12,8 @@
 //! bookkeeping every index repeats; the `k` best by true score ([`TopK`],
 //! ties to the lower item index) come from `funnel-kernels`.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Result};
 use funnel_api::{ItemIdx, Matrix};
 use funnel_kernels::{better, dot};
@@ -361,18 +363,17 @@ pub mod bytes {
         }
     }
 
-    /// 64-bit FNV-1a of a stream, read in 1 MiB blocks.
+    /// 64-bit FNV-1a (the `fnv` crate) of a stream, read in 1 MiB blocks.
     pub fn fnv1a(mut reader: impl std::io::Read) -> std::io::Result<u64> {
-        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        use std::hash::Hasher;
+        let mut hash = fnv::FnvHasher::default();
         let mut block = vec![0u8; 1 << 20];
         loop {
             let n = reader.read(&mut block)?;
             if n == 0 {
-                return Ok(hash);
+                return Ok(hash.finish());
             }
-            for &b in &block[..n] {
-                hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
+            hash.write(&block[..n]);
         }
     }
 }

@@ -85,6 +85,8 @@ impl RowStep {
     // eight lanes at a time, identical bits. Neither is inlined into its
     // caller: the compiler vectorizes only while it knows the four slices
     // are disjoint, which it knows of a function's own `&mut` arguments.
+    /// # Safety
+    /// The CPU must support AVX2 (`update` checks before calling).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn update_avx2(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {

@@ -688,10 +688,8 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
 /// parallelism, splitting any product above 48·48·256 multiply-adds over
 /// both cores. A tower layer of a training batch (256 x 64 by 64 x 256, say)
 /// is above that, and between two such products the second thread falls
-/// asleep: waking it costs more than it saves. Measured with batch 256 on
-/// this 2-core machine: tower forward 0.55 -> 0.28 ms and backward 1.11 ->
-/// 0.65 ms a step; with batch 1024, 62,284 -> 66,720 examples/s; batch
-/// 4096 unchanged. Each output element is summed in the same order either
+/// asleep: waking it costs more than it saves (reports/performance.md has
+/// the measurements). Each output element is summed in the same order either
 /// way, so results are bit-identical. Products of 2^25 multiply-adds and
 /// more (larger batches, wide layers) still use both cores.
 fn keep_tower_products_on_one_thread() {

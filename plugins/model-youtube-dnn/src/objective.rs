@@ -223,6 +223,9 @@ pub fn loss(
 
 /// [`loss`]'s sweeps eight lanes at a time instead of four: the same
 /// operations in the same order, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 (`loss` checks before calling).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn loss_avx2(
@@ -381,6 +384,8 @@ mod tests {
     fn exp_shifted_gives_the_same_bits_with_and_without_avx2() {
         let z: Vec<f32> = (0..1003).map(|i| ((i * 7919) % 1000) as f32 * -0.03).collect();
         // The AVX2 build, as `loss`'s AVX2 build inlines it.
+        /// # Safety
+        /// The CPU must support AVX2 (checked before the call).
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
         unsafe fn exp_shifted_avx2(x: &mut [f32], shift: f32) -> f32 {

@@ -1,6 +1,8 @@
 //! An embedding table kept outside dfdx's graph: rows are gathered for a
 //! batch, and gradients of gathered rows are accumulated sparsely.
 
+use std::marker::PhantomData;
+
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
@@ -14,8 +16,7 @@ pub struct EmbeddingTable {
     /// side: `[w | m | v]`, `3 * dim` floats a row. A lazy Adam step reads
     /// and writes all three for every touched row, and on a catalog beyond
     /// the caches each row is a DRAM miss: one contiguous block costs
-    /// about a third less than three blocks in three separate arrays
-    /// (measured on 1,000,000 x 64).
+    /// less than three blocks in three separate arrays.
     blocks: Vec<f32>,
     /// This step's gradient rows, compactly: `slot_of[r]` is row `r`'s
     /// slot in `grads` (`UNTOUCHED` when it has none), slots in the order
@@ -182,7 +183,7 @@ impl EmbeddingTable {
                 }
             }
             EmbeddingOptimizer::LazyAdam => {
-                let rows = TouchedRows { blocks: self.blocks.as_mut_ptr(), dim: d };
+                let rows = TouchedRows::new(&mut self.blocks, d);
                 let (touched, grads) = (&self.touched[..], &self.grads[..]);
                 if parallel {
                     let half = touched.len() / 2;
@@ -205,26 +206,36 @@ impl EmbeddingTable {
 }
 
 /// The blocks of this step's touched rows, updated in place, possibly from
-/// two threads at once.
+/// two threads at once. It holds the table's blocks mutably borrowed for
+/// `'a`, so the table cannot be read or moved while rows are updated.
 #[derive(Clone, Copy)]
-struct TouchedRows {
+struct TouchedRows<'a> {
     blocks: *mut f32,
+    len: usize,
     dim: usize,
+    table: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: `TouchedRows` is only used inside `apply_with`, while the table is
-// mutably borrowed, and each thread writes the blocks of a disjoint range of
-// slots; `touched` lists every row once (`slot_of` gives each row one slot).
-unsafe impl Send for TouchedRows {}
-unsafe impl Sync for TouchedRows {}
+// SAFETY: the blocks are mutably borrowed for 'a (see `new`), and each thread
+// writes the blocks of a disjoint range of slots; `touched` lists every row
+// once (`slot_of` gives each row one slot), so no two threads hold one block.
+unsafe impl Send for TouchedRows<'_> {}
+unsafe impl Sync for TouchedRows<'_> {}
 
-impl TouchedRows {
+impl<'a> TouchedRows<'a> {
+    fn new(blocks: &'a mut [f32], dim: usize) -> TouchedRows<'a> {
+        TouchedRows { blocks: blocks.as_mut_ptr(), len: blocks.len(), dim, table: PhantomData }
+    }
+
     fn update(&self, step: &RowStep, touched: &[u32], grads: &[f32], slots: std::ops::Range<usize>) {
         let w = 3 * self.dim;
         // SAFETY: rows in `touched` are below the table's row count, so each
         // block lies inside the allocation; see the `Send` impl for why no
         // two threads hold the same block.
-        let block = |r: u32| unsafe { std::slice::from_raw_parts_mut(self.blocks.add(r as usize * w), w) };
+        let block = |r: u32| {
+            assert!((r as usize + 1) * w <= self.len, "row {r} is outside the table");
+            unsafe { std::slice::from_raw_parts_mut(self.blocks.add(r as usize * w), w) }
+        };
         let end = slots.end;
         for slot in slots {
             // Touched rows are scattered over the table: ask for a later

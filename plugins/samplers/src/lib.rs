@@ -2,7 +2,8 @@
 //! and with which probability each entered the set (for the logQ correction
 //! of Yi et al. 2019).
 
-mod alias;
+#![forbid(unsafe_code)]
+
 mod full;
 mod mixed;
 mod popularity;

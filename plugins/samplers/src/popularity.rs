@@ -6,12 +6,11 @@
 //! expected number of copies among `N` draws, the logQ term, is `N * P(j)`.
 //! Items never seen in training are never drawn.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler};
 use rand::rngs::StdRng;
+use rand_distr::{Distribution, WeightedAliasIndex};
 use serde::{Deserialize, Serialize};
-
-use crate::alias::AliasTable;
 
 pub(crate) fn register(reg: &mut Registry) {
     reg.sampler::<PopularityParams>(
@@ -54,7 +53,7 @@ pub struct PopularitySampler {
 
 /// Draws from `count^alpha` of training positives; shared with `mixed`.
 pub(crate) struct PopularityDraw {
-    table: AliasTable,
+    table: WeightedAliasIndex<f64>,
     /// P(j) per item.
     probabilities: Vec<f64>,
 }
@@ -68,14 +67,14 @@ impl PopularityDraw {
             item_counts.iter().map(|&c| if c == 0 { 0.0 } else { (c as f64).powf(alpha) }).collect();
         let total: f64 = weights.iter().sum();
         Ok(PopularityDraw {
-            table: AliasTable::new(&weights),
             probabilities: weights.iter().map(|w| w / total).collect(),
+            table: WeightedAliasIndex::new(weights).context("building the alias table")?,
         })
     }
 
     /// Appends `k` draws (with replacement) to `out`.
     pub(crate) fn draw(&self, k: usize, rng: &mut StdRng, out: &mut Vec<ItemIdx>) {
-        out.extend((0..k).map(|_| self.table.sample(rng)));
+        out.extend((0..k).map(|_| self.table.sample(rng) as ItemIdx));
     }
 
     /// Expected copies of `item` among `k` draws.

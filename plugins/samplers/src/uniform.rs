@@ -94,8 +94,6 @@ pub(crate) struct UniformDraw {
     n_items: usize,
     k: usize,
     replacement: bool,
-    /// Marks items already drawn in this batch (draws without replacement).
-    drawn: Vec<bool>,
 }
 
 impl UniformDraw {
@@ -106,7 +104,7 @@ impl UniformDraw {
         if !replacement && k > n_items {
             bail!("{k} distinct negatives asked of a catalog of {n_items} items (lower it or set replacement = true)");
         }
-        Ok(UniformDraw { n_items, k, replacement, drawn: vec![false; n_items] })
+        Ok(UniformDraw { n_items, k, replacement })
     }
 
     /// Expected number of copies of one item among the draws (its inclusion
@@ -122,16 +120,9 @@ impl UniformDraw {
         if self.replacement {
             out.extend((0..self.k).map(|_| rng.gen_range(0..n)));
         } else {
-            // Robert Floyd's algorithm: k distinct draws in k steps.
-            for j in (n - self.k as u32)..n {
-                let t = rng.gen_range(0..=j);
-                let pick = if self.drawn[t as usize] { j } else { t };
-                self.drawn[pick as usize] = true;
-                out.push(pick);
-            }
-            for &i in out.iter() {
-                self.drawn[i as usize] = false;
-            }
+            // rand picks Floyd's algorithm, rejection or a partial shuffle by
+            // how k compares with the catalog.
+            out.extend(rand::seq::index::sample(rng, self.n_items, self.k).into_iter().map(|i| i as ItemIdx));
         }
     }
 }

@@ -5,6 +5,8 @@
 //! The [`Journal`] is also what server-backed trackers write first: it is the
 //! record they replay when the server was away.
 
+#![forbid(unsafe_code)]
+
 mod journal;
 
 use std::path::Path;

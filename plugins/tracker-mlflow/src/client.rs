@@ -8,8 +8,7 @@
 //!   it records git state as tags itself), and takes no start time (a replay
 //!   must keep the original one);
 //! - `runs/log-batch` (params, tags and metrics with their own timestamps;
-//!   mlflow_rs logs one value per request, building a new client each time,
-//!   ~110 ms a call here);
+//!   mlflow_rs logs one value per request, building a new client each time);
 //! - `runs/update` with an explicit end time;
 //! - artifact upload through the `mlflow-artifacts` REST API (mlflow_rs posts
 //!   to the web UI's internal `ajax-api` route).

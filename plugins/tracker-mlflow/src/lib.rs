@@ -7,6 +7,8 @@
 //! retries now and then, and `funnel-mlflow sync` (`cargo xtask mlflow sync`)
 //! sends the rest later from where the upload stopped.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod sync;
 pub mod upload;

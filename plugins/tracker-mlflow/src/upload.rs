@@ -41,10 +41,13 @@ impl UploadState {
 
     fn save(&self, run_dir: &Path) -> Result<()> {
         let path = run_dir.join(STATE);
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        // Atomic: a crash mid-write never leaves a half-written state file.
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(run_dir).with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut tmp, serde_json::to_string_pretty(self)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        tmp.persist(&path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
     }
 
     /// The run's page in the MLflow UI.

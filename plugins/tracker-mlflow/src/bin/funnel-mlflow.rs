@@ -1,5 +1,7 @@
 //! `funnel-mlflow sync`: uploads what runs journaled while MLflow was away.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
