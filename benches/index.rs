@@ -129,7 +129,7 @@ fn run() -> Result<()> {
     } else {
         synthetic(o.items, o.dim, o.queries.unwrap_or(1000), o.seed)
     };
-    let threads = thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = funnel_kernels::par::threads();
     println!(
         "{}; {} queries; k = {}; {threads} threads ({:.1} s to prepare)",
         workload.description,

@@ -85,7 +85,7 @@ fn options() -> Result<Options> {
                 o.sizes = value()?
                     .split(',')
                     .map(|s| s.trim().replace('_', "").parse().with_context(|| format!("--interactions: `{s}`")))
-                    .collect::<Result<_>>()?
+                    .collect::<Result<_>>()?;
             }
             "--epochs" => o.epochs = value()?.parse().context("--epochs")?,
             "--index" => o.index = value()?,
@@ -304,8 +304,8 @@ fn generate(dir: &Path, shape: Shape, seed: u64) -> Result<()> {
 
     let mut movies = std::io::BufWriter::new(std::fs::File::create(dir.join("movies.csv"))?);
     writeln!(movies, "movieId,title,genres")?;
-    for i in 0..shape.items {
-        writeln!(movies, "{},Movie {i} ({}),Genre{}", movie_id(i), 1950 + i % 70, genre_of[i])?;
+    for (i, genre) in genre_of.iter().enumerate() {
+        writeln!(movies, "{},Movie {i} ({}),Genre{genre}", movie_id(i), 1950 + i % 70)?;
     }
     movies.flush()?;
 

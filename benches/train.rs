@@ -300,7 +300,7 @@ fn run() -> Result<()> {
     // Training multiplies on one core (see the model crate's
     // `keep_tower_products_on_one_thread`); every core at once, for scale:
     let all: f64 = std::thread::scope(|s| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let runs: Vec<_> = (0..cores).map(|_| s.spawn(gemm_peak)).collect();
         runs.into_iter().map(|r| r.join().expect("no panic")).sum()
     });

@@ -122,6 +122,7 @@ pub struct Written {
 
 /// Writes the report to `report_path` (charts beside it in a folder of the
 /// same name) and to `<sweep_dir>/report.md` (charts in `plots/`).
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     base: &Experiment,
     file: &Path,

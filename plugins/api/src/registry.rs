@@ -311,7 +311,7 @@ fn describe<P: Params>(kind: ComponentKind, name: &'static str, doc: &'static st
     let params = P::DOCS
         .iter()
         .map(|d| {
-            let default = defaults.get(d.key).map_or_else(|| "(unset)".to_string(), |v| v.to_string());
+            let default = defaults.get(d.key).map_or_else(|| "(unset)".to_string(), std::string::ToString::to_string);
             (d.key.to_string(), default, d.doc.to_string())
         })
         .collect();

@@ -176,7 +176,7 @@ fn user_attributes(rows: &[UserRow], user_raw_ids: &[u64]) -> BTreeMap<String, V
             }
         }
     }
-    USER_ATTRIBUTES.iter().map(|name| name.to_string()).zip(columns).collect()
+    USER_ATTRIBUTES.iter().map(std::string::ToString::to_string).zip(columns).collect()
 }
 
 #[cfg(test)]

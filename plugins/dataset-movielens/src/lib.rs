@@ -193,7 +193,7 @@ fn read_movies(dir: &Path, layout: Layout) -> Result<Vec<parse::Movie>> {
             let genre_names = if genre_path.is_file() {
                 parse::parse_genre_names(&read(&genre_path)?, &genre_path)?
             } else {
-                parse::ML100K_GENRES.iter().map(|g| g.to_string()).collect()
+                parse::ML100K_GENRES.iter().map(std::string::ToString::to_string).collect()
             };
             parse::parse_u_item(&read(&path)?, &path, &genre_names)
         }

@@ -18,11 +18,9 @@
 
 mod metrics;
 
-use std::sync::{Mutex, PoisonError};
-use std::thread;
-
 use anyhow::{bail, Result};
 use funnel_api::{BuildCx, CaseScorer, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry};
+use funnel_kernels::par::{self, IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
 use funnel_kernels::{gemm, ROW_MAJOR};
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +105,8 @@ pub struct FullRanking {
     select_by: String,
     batch_users: usize,
     validation_users: Option<usize>,
-    threads: usize,
+    /// A pool of its own; `None` for rayon's global pool.
+    threads: Option<usize>,
 }
 
 impl FullRanking {
@@ -140,21 +139,20 @@ impl FullRanking {
                 names.join(", ")
             );
         }
-        let threads = thread::available_parallelism().map_or(1, |n| n.get());
         Ok(FullRanking {
             ks,
             select_by: params.select_by,
             batch_users: params.batch_users,
             validation_users: params.validation_users,
-            threads,
+            threads: None,
         })
     }
 
-    /// Scores with at most `threads` threads (at least one). Results do not
-    /// depend on it: blocks are fixed by `batch_users` and metrics are summed
-    /// in case order.
+    /// Scores on a pool of `threads` threads (at least one) instead of the
+    /// global one. Results do not depend on it: blocks are fixed by
+    /// `batch_users` and metrics are summed in case order.
     pub fn with_threads(mut self, threads: usize) -> FullRanking {
-        self.threads = threads.max(1);
+        self.threads = Some(threads.max(1));
         self
     }
 
@@ -189,34 +187,31 @@ impl FullRanking {
         let mut ranks = vec![0u32; cases.len()];
         // Blocks depend only on batch_users, never on the thread count, and
         // each writes its own slice of `ranks`, so threads cannot change results.
-        let work: Vec<(usize, &mut [u32])> =
-            ranks.chunks_mut(block).enumerate().map(|(b, out)| (b * block, out)).collect();
-        let threads = self.threads.min(work.len());
-        let queue = Mutex::new(work.into_iter());
-        let errors = Mutex::new(Vec::new());
-        thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let mut scores = vec![0f32; block * n_items];
-                    loop {
-                        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-                        let Some((first, out)) = next else { break };
-                        let m = out.len();
+        let mut rank_blocks = || -> Vec<Result<(), (usize, anyhow::Error)>> {
+            ranks
+                .par_chunks_mut(block)
+                .enumerate()
+                .map_init(
+                    || vec![0f32; block * n_items],
+                    |scores, (b, out)| {
+                        let (first, m) = (b * block, out.len());
                         let scores = &mut scores[..m * n_items];
                         fill(first, m, scores);
                         for (r, (case, rank)) in cases[first..first + m].iter().zip(out).enumerate() {
-                            match target_rank(&mut scores[r * n_items..(r + 1) * n_items], case) {
-                                Ok(k) => *rank = k,
-                                Err(e) => errors.lock().unwrap_or_else(PoisonError::into_inner).push((first + r, e)),
-                            }
+                            *rank = target_rank(&mut scores[r * n_items..(r + 1) * n_items], case)
+                                .map_err(|e| (first + r, e))?;
                         }
-                    }
-                });
-            }
-        });
-        // Report the earliest failing case, whichever thread found it.
-        let errors = errors.into_inner().unwrap_or_else(PoisonError::into_inner);
-        if let Some((case, e)) = errors.into_iter().min_by_key(|(case, _)| *case) {
+                        Ok(())
+                    },
+                )
+                .collect()
+        };
+        let outcomes = match self.threads {
+            Some(threads) => par::with_threads(threads, rank_blocks),
+            None => rank_blocks(),
+        };
+        // Blocks come back in order: the first error is the earliest case's.
+        if let Some(Err((case, e))) = outcomes.into_iter().find(Result::is_err) {
             bail!("case {case}: {e}");
         }
         Ok(ranks)

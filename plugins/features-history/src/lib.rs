@@ -625,7 +625,7 @@ mod tests {
     }
 
     fn attributes(columns: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-        columns.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+        columns.iter().map(|(k, v)| (k.to_string(), v.iter().map(std::string::ToString::to_string).collect())).collect()
     }
 
     /// Four users of four positives each; user 3 is unknown to the users file.
@@ -639,7 +639,7 @@ mod tests {
 
     fn user_fields(d: &LoadedDataset, names: &[&str], zip_prefix: usize) -> Result<Vec<Categorical>> {
         let p = WatchHistoryParams {
-            user_features: names.iter().map(|s| s.to_string()).collect(),
+            user_features: names.iter().map(std::string::ToString::to_string).collect(),
             zip_prefix,
             ..Default::default()
         };

@@ -19,10 +19,10 @@
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
-use std::thread;
 
 use anyhow::{anyhow, bail, Context, Result};
 use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_kernels::par::{IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator};
 use funnel_kernels::{dot, TopK};
 use funnel_mips::bytes::{Reader, Writer};
 use funnel_mips::{Exclusion, MipsSpace, Similarity};
@@ -180,25 +180,7 @@ impl Centroids {
 
     /// The nearest centroid of each of `rows`, computed on every core.
     fn assign(&self, stored: &Matrix, tails: &[f32], rows: &[usize]) -> Vec<u32> {
-        let mut out = vec![0u32; rows.len()];
-        let threads = thread::available_parallelism().map_or(1, |n| n.get());
-        let chunks: Vec<(&[usize], &mut [u32])> = rows.chunks(CHUNK_ROWS).zip(out.chunks_mut(CHUNK_ROWS)).collect();
-        let per_thread = chunks.len().div_ceil(threads).max(1);
-        let mut chunks = chunks.into_iter();
-        thread::scope(|s| loop {
-            let mine: Vec<_> = chunks.by_ref().take(per_thread).collect();
-            if mine.is_empty() {
-                break;
-            }
-            s.spawn(move || {
-                for (rows, out) in mine {
-                    for (&r, slot) in rows.iter().zip(out) {
-                        *slot = self.nearest(stored.row(r), tails[r]);
-                    }
-                }
-            });
-        });
-        out
+        rows.par_iter().with_min_len(CHUNK_ROWS).map(|&r| self.nearest(stored.row(r), tails[r])).collect()
     }
 }
 

@@ -39,12 +39,12 @@ impl Adam {
 
     /// Updates `params` in place from `grads` (same length as the moments).
     pub fn update(&self, params: &mut [f32], grads: &[f32], moments: &mut Moments) {
-        self.update_slices(params, grads, &mut moments.m, &mut moments.v)
+        self.update_slices(params, grads, &mut moments.m, &mut moments.v);
     }
 
     /// [`Adam::update`] over parts of buffers (one embedding row, say).
     pub fn update_slices(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
-        self.row_step().update(params, grads, m, v)
+        self.row_step().update(params, grads, m, v);
     }
 
     /// This step's bias-corrected coefficients, computed once for the many
@@ -78,7 +78,7 @@ impl RowStep {
             // SAFETY: the CPU has just been found to support AVX2.
             return unsafe { self.update_avx2(params, grads, m, v) };
         }
-        self.update_baseline(params, grads, m, v)
+        self.update_baseline(params, grads, m, v);
     }
 
     // Two compiled copies of one loop: the same IEEE operations, four or
@@ -90,12 +90,12 @@ impl RowStep {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn update_avx2(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
-        self.update_lanes(params, grads, m, v)
+        self.update_lanes(params, grads, m, v);
     }
 
     #[inline(never)]
     fn update_baseline(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
-        self.update_lanes(params, grads, m, v)
+        self.update_lanes(params, grads, m, v);
     }
 
     #[inline(always)]

@@ -433,7 +433,7 @@ impl<D: Device<f32>> CandidateModel<D> {
         let u = self.user_graph::<Taped<D>>(&p.query, &t);
         let v = self.candidate_vectors::<Taped<D>>(&p.v, &t);
         let r = self.candidate_vectors::<Taped<D>>(&p.r, &t);
-        let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(|o| o.as_vec());
+        let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(dfdx::tensor::Tensor::as_vec);
         let (v_values, r_values) = (values(&v), values(&r));
         let u_values = u.as_vec();
         let how = self.logits();

@@ -97,7 +97,7 @@ impl EmbeddingTable {
     }
 
     pub fn set_weights(&mut self, w: &[f32]) {
-        self.set_part(0, w)
+        self.set_part(0, w);
     }
 
     /// First and second Adam moments, each `[rows, dim]`.
@@ -122,7 +122,7 @@ impl EmbeddingTable {
         unsafe {
             std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
                 (&self.slot_of[r as usize] as *const u32).cast(),
-            )
+            );
         };
     }
 
@@ -167,7 +167,7 @@ impl EmbeddingTable {
     /// Applies and clears this step's gradient.
     pub fn apply(&mut self, adam: &Adam, how: EmbeddingOptimizer) {
         let parallel = self.worth_two_threads(self.touched.len());
-        self.apply_with(adam, how, parallel)
+        self.apply_with(adam, how, parallel);
     }
 
     fn apply_with(&mut self, adam: &Adam, how: EmbeddingOptimizer, parallel: bool) {
@@ -220,6 +220,7 @@ struct TouchedRows<'a> {
 // writes the blocks of a disjoint range of slots; `touched` lists every row
 // once (`slot_of` gives each row one slot), so no two threads hold one block.
 unsafe impl Send for TouchedRows<'_> {}
+// SAFETY: as for `Send`: shared across the two threads, each writing its own rows.
 unsafe impl Sync for TouchedRows<'_> {}
 
 impl<'a> TouchedRows<'a> {
@@ -229,11 +230,10 @@ impl<'a> TouchedRows<'a> {
 
     fn update(&self, step: &RowStep, touched: &[u32], grads: &[f32], slots: std::ops::Range<usize>) {
         let w = 3 * self.dim;
-        // SAFETY: rows in `touched` are below the table's row count, so each
-        // block lies inside the allocation; see the `Send` impl for why no
-        // two threads hold the same block.
         let block = |r: u32| {
             assert!((r as usize + 1) * w <= self.len, "row {r} is outside the table");
+            // SAFETY: the block lies inside the borrowed table (asserted
+            // above), and no other thread holds it (see `Send`).
             unsafe { std::slice::from_raw_parts_mut(self.blocks.add(r as usize * w), w) }
         };
         let end = slots.end;

@@ -114,7 +114,7 @@ impl UniformDraw {
     }
 
     /// Replaces the contents of `out` with `k` fresh draws.
-    pub(crate) fn draw(&mut self, rng: &mut StdRng, out: &mut Vec<ItemIdx>) {
+    pub(crate) fn draw(&self, rng: &mut StdRng, out: &mut Vec<ItemIdx>) {
         let n = self.n_items as u32;
         out.clear();
         if self.replacement {
