@@ -370,6 +370,15 @@ impl CaseScorer for BaselineScorer<'_> {
         let ex = self.examples.test[case];
         self.baseline.score(ex.user, self.examples.seen(ex), out);
     }
+
+    fn shared_base(&self) -> Option<&[f32]> {
+        self.baseline.shared_base()
+    }
+
+    fn sparse(&self, case: usize, out: &mut funnel_api::SparseScores) {
+        let ex = self.examples.test[case];
+        self.baseline.sparse_score(ex.user, self.examples.seen(ex), out);
+    }
 }
 
 /// Stage `model files`: the item vectors (Arrow) and the best model, which

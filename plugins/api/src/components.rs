@@ -180,6 +180,32 @@ pub trait Evaluator {
 pub trait CaseScorer: Sync {
     /// Writes the score of every catalog item for case `case` into `out`.
     fn score(&self, case: usize, out: &mut [f32]);
+
+    /// A per-item base every case's [`SparseScores`] build on, when the
+    /// scorer has a sparse form: then an evaluator can rank a target from a
+    /// case's few own scores and a sorted copy of the base, instead of a
+    /// score per catalog item per case.
+    fn shared_base(&self) -> Option<&[f32]> {
+        None
+    }
+
+    /// Case `case`'s scores in sparse form over [`CaseScorer::shared_base`];
+    /// called only when that is `Some`.
+    fn sparse(&self, case: usize, out: &mut SparseScores) {
+        let _ = (case, out);
+    }
+}
+
+/// One case's scores, sparsely: each item in `own` scores its own value,
+/// every other item `base[item] * scale` with the scorer's shared base
+/// (finite values, `scale` finite and at least 0, so the order of the base
+/// is the order of those scores). The same numbers as the dense scores,
+/// bit for bit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseScores {
+    /// Items this case scores itself, each once, in any order.
+    pub own: Vec<(ItemIdx, f32)>,
+    pub scale: f32,
 }
 
 /// `[[baselines]]`: a ranker without learned vectors (most popular,
@@ -192,6 +218,19 @@ pub trait Baseline: Send + Sync {
     /// whole history before the case (oldest first, never capped by the
     /// features' `max_history`) is `history`.
     fn score(&self, user: UserIdx, history: &[ItemIdx], out: &mut [f32]);
+
+    /// The per-item base of its sparse form, when it has one (see
+    /// [`SparseScores`]): evaluators then rank only what a case scores
+    /// itself, not the whole catalog.
+    fn shared_base(&self) -> Option<&[f32]> {
+        None
+    }
+
+    /// `score`'s numbers in sparse form over `shared_base`; called only when
+    /// that is `Some`.
+    fn sparse_score(&self, user: UserIdx, history: &[ItemIdx], out: &mut SparseScores) {
+        let _ = (user, history, out);
+    }
 
     /// Numbers the fitted baseline stores, for the models table.
     fn parameter_count(&self) -> usize;

@@ -23,8 +23,13 @@
 //! themselves (so a query without history gets the popularity ranking).
 
 use funnel_api::anyhow::{bail, Result};
-use funnel_api::{Baseline, ExampleSet, ItemIdx, ParamDoc, Params, UserIdx};
+use funnel_api::{Baseline, ExampleSet, ItemIdx, ParamDoc, Params, SparseScores, UserIdx};
 use serde::{Deserialize, Deserializer, Serialize};
+
+thread_local! {
+    /// Per-item sums of one query, all zero between queries.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Parameters of `covisitation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +91,8 @@ pub struct Covisitation {
     params: CovisitationParams,
     /// `c_i`: occurrences of each item in the training sequences.
     counts: Vec<u32>,
+    /// The counts as scores: what items without evidence are scaled from.
+    base: Vec<f32>,
     max_count: u32,
     /// Item `i`'s neighbours are `neighbours[offsets[i]..offsets[i + 1]]`,
     /// ascending, with their relatedness at the same positions.
@@ -202,6 +209,7 @@ impl Baseline for Covisitation {
             offsets.push(neighbours.len());
         }
         self.max_count = counts.iter().copied().max().unwrap_or(0);
+        self.base = counts.iter().map(|&c| c as f32).collect();
         self.counts = counts;
         self.offsets = offsets;
         self.neighbours = neighbours;
@@ -209,8 +217,28 @@ impl Baseline for Covisitation {
         Ok(())
     }
 
-    fn score(&self, _user: UserIdx, history: &[ItemIdx], out: &mut [f32]) {
+    fn score(&self, user: UserIdx, history: &[ItemIdx], out: &mut [f32]) {
+        let mut sparse = SparseScores::default();
+        self.sparse_score(user, history, &mut sparse);
         out.fill(0.0);
+        for (s, &c) in out.iter_mut().zip(&self.base) {
+            *s = c * sparse.scale;
+        }
+        for &(j, r) in &sparse.own {
+            out[j as usize] = r;
+        }
+    }
+
+    /// Items with evidence score the sum of their relatedness to the seeds;
+    /// the rest their count times a `tie` below every evidence score (by a
+    /// factor of 2, so rounding cannot close the gap), so they follow by
+    /// popularity.
+    fn shared_base(&self) -> Option<&[f32]> {
+        Some(&self.base)
+    }
+
+    fn sparse_score(&self, _user: UserIdx, history: &[ItemIdx], out: &mut SparseScores) {
+        out.own.clear();
         let mut seeds: Vec<ItemIdx> = Vec::with_capacity(self.params.seeds);
         for &h in history.iter().rev() {
             if seeds.len() == self.params.seeds {
@@ -220,21 +248,30 @@ impl Baseline for Covisitation {
                 seeds.push(h);
             }
         }
-        for &h in &seeds {
-            for (j, r) in self.neighbours(h) {
-                out[j as usize] += r;
+        // Sums in seed order into a catalog-sized scratch (zero between
+        // calls), each relatedness added as it comes: the same additions in
+        // the same order as a dense accumulation, at the cost of the items
+        // touched.
+        SCRATCH.with_borrow_mut(|sums| {
+            if sums.len() < self.base.len() {
+                sums.resize(self.base.len(), 0.0);
             }
-        }
-        // Items without evidence: popularity, scaled below the smallest
-        // positive score (by a factor of 2, so rounding cannot close the gap).
-        let smallest = out.iter().copied().filter(|&s| s > 0.0).fold(f32::INFINITY, f32::min);
-        let tie =
+            for &h in &seeds {
+                for (j, r) in self.neighbours(h) {
+                    let sum = &mut sums[j as usize];
+                    if *sum == 0.0 {
+                        out.own.push((j, 0.0));
+                    }
+                    *sum += r;
+                }
+            }
+            for (j, s) in &mut out.own {
+                *s = std::mem::take(&mut sums[*j as usize]);
+            }
+        });
+        let smallest = out.own.iter().map(|&(_, s)| s).filter(|&s| s > 0.0).fold(f32::INFINITY, f32::min);
+        out.scale =
             if smallest.is_finite() && self.max_count > 0 { smallest / (2.0 * self.max_count as f32) } else { 1.0 };
-        for (s, &c) in out.iter_mut().zip(&self.counts) {
-            if *s == 0.0 {
-                *s = c as f32 * tie;
-            }
-        }
     }
 
     fn parameter_count(&self) -> usize {
@@ -375,6 +412,57 @@ mod tests {
         }
         // Before fitting (nothing learnt), every score is 0.
         assert_eq!(scores(&Covisitation::default(), &[0], 3), [0.0; 3]);
+    }
+
+    /// Scores the plain way: every catalog item, accumulated in place, then
+    /// items without evidence filled in by popularity.
+    fn dense_reference(c: &Covisitation, history: &[ItemIdx], n_items: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; n_items];
+        let mut seeds: Vec<ItemIdx> = Vec::new();
+        for &h in history.iter().rev() {
+            if seeds.len() == c.params.seeds {
+                break;
+            }
+            if !seeds.contains(&h) {
+                seeds.push(h);
+            }
+        }
+        for &h in &seeds {
+            for (j, r) in c.neighbours(h) {
+                out[j as usize] += r;
+            }
+        }
+        let smallest = out.iter().copied().filter(|&s| s > 0.0).fold(f32::INFINITY, f32::min);
+        let tie = if smallest.is_finite() && c.max_count > 0 { smallest / (2.0 * c.max_count as f32) } else { 1.0 };
+        for (s, &count) in out.iter_mut().zip(&c.counts) {
+            if *s == 0.0 {
+                *s = count as f32 * tie;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sparse_scores_are_the_dense_scores_bit_for_bit() {
+        let seqs: Vec<Vec<ItemIdx>> =
+            (0..30).map(|u| (0..12).map(|p| ((u * 7 + p * p * 3) % 23) as ItemIdx).collect()).collect();
+        let refs: Vec<&[ItemIdx]> = seqs.iter().map(Vec::as_slice).collect();
+        for alpha in [0.0, 0.5, 1.0] {
+            let c = fitted(&refs, true, CovisitationParams { alpha, seeds: 4, window: 3 }, 25);
+            for history in [&[][..], &[3], &[1, 2, 3, 1, 5, 8, 13, 21], &[24]] {
+                let want = dense_reference(&c, history, 25);
+                let got = scores(&c, history, 25);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{history:?}"
+                );
+                let mut sparse = SparseScores::default();
+                c.sparse_score(0, history, &mut sparse);
+                assert!(sparse.own.iter().all(|&(j, s)| s > 0.0 && want[j as usize] == s));
+                assert_eq!(c.shared_base().unwrap().len(), 25);
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! most training positives.
 
 use funnel_api::anyhow::{bail, Result};
-use funnel_api::{Baseline, ExampleSet, ItemIdx, UserIdx};
+use funnel_api::{Baseline, ExampleSet, ItemIdx, SparseScores, UserIdx};
 
 /// Scores each item by how often it is a training target.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +33,16 @@ impl Baseline for MostPopular {
 
     fn score(&self, _user: UserIdx, _history: &[ItemIdx], out: &mut [f32]) {
         out.copy_from_slice(&self.counts);
+    }
+
+    /// Every user gets the same scores: the counts themselves.
+    fn shared_base(&self) -> Option<&[f32]> {
+        Some(&self.counts)
+    }
+
+    fn sparse_score(&self, _user: UserIdx, _history: &[ItemIdx], out: &mut SparseScores) {
+        out.own.clear();
+        out.scale = 1.0;
     }
 
     fn parameter_count(&self) -> usize {

@@ -19,8 +19,11 @@
 mod metrics;
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, CaseScorer, EvalCase, Evaluation, Evaluator, Matrix, Metrics, ParamDoc, Params, Registry};
-use funnel_kernels::par::{self, IndexedParallelIterator, ParallelIterator, ParallelSliceMut};
+use funnel_api::{
+    BuildCx, CaseScorer, EvalCase, Evaluation, Evaluator, ItemIdx, Matrix, Metrics, ParamDoc, Params, Registry,
+    SparseScores,
+};
+use funnel_kernels::par::{self, IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSliceMut};
 use funnel_kernels::{gemm, ROW_MAJOR};
 use serde::{Deserialize, Serialize};
 
@@ -162,9 +165,16 @@ impl FullRanking {
         self.ranks_by(items.rows, cases, |first, m, scores| gemm_scores(users, items, first, m, scores))
     }
 
-    /// 0-based rank of each case's target under the scores of `scorer`.
+    /// 0-based rank of each case's target under the scores of `scorer`:
+    /// from its sparse form when it has one (a case costs what it scores
+    /// itself plus a binary search), else from a score per catalog item.
     pub fn ranks_of_scores(&self, scorer: &dyn CaseScorer, n_items: usize, cases: &[EvalCase<'_>]) -> Result<Vec<u32>> {
         validate_cases(n_items, cases)?;
+        if let Some(base) = scorer.shared_base() {
+            if base.len() == n_items {
+                return sparse_ranks(scorer, base, cases);
+            }
+        }
         self.ranks_by(n_items, cases, |first, m, scores| {
             for (r, row) in scores.chunks_exact_mut(n_items).take(m).enumerate() {
                 scorer.score(first + r, row);
@@ -355,6 +365,83 @@ fn gemm_scores(users: &Matrix, items: &Matrix, first: usize, m: usize, scores: &
     gemm(m, d, n, (a, ROW_MAJOR(d)), (&items.data, [1, d]), scores);
 }
 
+/// Every case's target rank from the scorer's sparse form, exactly as
+/// [`target_rank`] would count it over the dense scores.
+fn sparse_ranks(scorer: &dyn CaseScorer, base: &[f32], cases: &[EvalCase<'_>]) -> Result<Vec<u32>> {
+    if let Some(j) = base.iter().position(|b| !b.is_finite()) {
+        bail!("shared base score of item {j} is {}; expected finite values", base[j]);
+    }
+    let mut sorted = base.to_vec();
+    sorted.sort_unstable_by(f32::total_cmp);
+    let ranks: Vec<Result<u32>> = cases
+        .par_iter()
+        .enumerate()
+        .map_init(
+            || (SparseScores::default(), vec![false; base.len()]),
+            |(sparse, is_own), (i, case)| {
+                scorer.sparse(i, sparse);
+                sparse_rank(base, &sorted, sparse, case, is_own).map_err(|e| anyhow::anyhow!("case {i}: {e}"))
+            },
+        )
+        .collect();
+    ranks.into_iter().collect()
+}
+
+/// One case's rank: the items at or above the target's score among the
+/// base-scored ones (a binary search over the sorted base, since
+/// `b -> b * scale` keeps the order), corrected for the case's own items,
+/// the seen ones and the target itself.
+/// `is_own` is all false on entry and on return.
+fn sparse_rank(
+    base: &[f32],
+    sorted: &[f32],
+    sparse: &SparseScores,
+    case: &EvalCase<'_>,
+    is_own: &mut [bool],
+) -> Result<u32> {
+    let scale = sparse.scale;
+    if !(scale.is_finite() && scale >= 0.0) {
+        bail!("sparse scores scale the base by {scale}; expected a finite value of at least 0");
+    }
+    if let Some(&(j, s)) = sparse.own.iter().find(|(_, s)| s.is_nan()) {
+        bail!("score of item {j} is {s}; the scorer produced NaN");
+    }
+    if let Some(&(j, _)) = sparse.own.iter().find(|(j, _)| *j as usize >= base.len()) {
+        bail!("the scorer scored item {j}, outside the catalog of {} items", base.len());
+    }
+    let target = case.target;
+    let target_own = sparse.own.iter().find(|&&(i, _)| i == target).map(|&(_, s)| s);
+    let target_score = target_own.unwrap_or(base[target as usize] * scale);
+    let mut seen: Vec<ItemIdx> = case.seen.iter().copied().filter(|&s| s != target).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    let is_seen = |j: ItemIdx| seen.binary_search(&j).is_ok();
+    // Base-scored items at or above the target (the target included when it
+    // is base-scored).
+    let mut count = (sorted.len() - sorted.partition_point(|&b| b * scale < target_score)) as i64;
+    for &(j, s) in &sparse.own {
+        is_own[j as usize] = true;
+        if base[j as usize] * scale >= target_score {
+            count -= 1;
+        }
+        if j != target && !is_seen(j) && s >= target_score {
+            count += 1;
+        }
+    }
+    for &j in &seen {
+        if !is_own[j as usize] && base[j as usize] * scale >= target_score {
+            count -= 1;
+        }
+    }
+    for &(j, _) in &sparse.own {
+        is_own[j as usize] = false;
+    }
+    if target_own.is_none() {
+        count -= 1;
+    }
+    u32::try_from(count).map_err(|_| anyhow::anyhow!("sparse scores disagree with the shared base (count {count})"))
+}
+
 /// Number of eligible items other than the target scoring at least as high as
 /// it. Overwrites the scores of excluded items.
 fn target_rank(scores: &mut [f32], case: &EvalCase<'_>) -> Result<u32> {
@@ -442,6 +529,75 @@ mod tests {
         let cases = [EvalCase { seen: &[], target: 0 }, EvalCase { seen: &[], target: 1 }];
         let eval = evaluator(&[1]).evaluate(&users, &items, &cases).unwrap();
         assert_eq!(eval.ranks, vec![2, 1]);
+    }
+
+    /// Sparse scores over a shared base, and the same numbers densely.
+    struct Sparse {
+        base: Vec<f32>,
+        own: Vec<Vec<(ItemIdx, f32)>>,
+        scale: Vec<f32>,
+        dense_only: bool,
+    }
+
+    impl CaseScorer for Sparse {
+        fn score(&self, case: usize, out: &mut [f32]) {
+            for (o, b) in out.iter_mut().zip(&self.base) {
+                *o = b * self.scale[case];
+            }
+            for &(j, s) in &self.own[case] {
+                out[j as usize] = s;
+            }
+        }
+        fn shared_base(&self) -> Option<&[f32]> {
+            (!self.dense_only).then_some(&self.base[..])
+        }
+        fn sparse(&self, case: usize, out: &mut SparseScores) {
+            out.own.clone_from(&self.own[case]);
+            out.scale = self.scale[case];
+        }
+    }
+
+    #[test]
+    fn sparse_ranks_equal_dense_ranks_with_ties_exclusions_and_own_targets() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let n = 60;
+        let e = evaluator(&[10]);
+        for round in 0..50 {
+            // Small integers: many ties between own and base-scored items.
+            let base: Vec<f32> = (0..n).map(|_| rng.gen_range(0..6) as f32).collect();
+            let m = 40;
+            let mut own = Vec::new();
+            let mut seen_lists = Vec::new();
+            let mut targets = Vec::new();
+            for _ in 0..m {
+                let mut items: Vec<ItemIdx> = (0..rng.gen_range(0..15)).map(|_| rng.gen_range(0..n as u32)).collect();
+                items.sort_unstable();
+                items.dedup();
+                own.push(items.iter().map(|&j| (j, rng.gen_range(0..12) as f32 * 0.5)).collect::<Vec<_>>());
+                seen_lists.push((0..rng.gen_range(0..10)).map(|_| rng.gen_range(0..n as u32)).collect::<Vec<_>>());
+                targets.push(rng.gen_range(0..n as u32));
+            }
+            let scale: Vec<f32> = (0..m).map(|i| [0.0, 0.5, 1.0, 2.0][(i + round) % 4]).collect();
+            let cases: Vec<EvalCase<'_>> =
+                seen_lists.iter().zip(&targets).map(|(s, &t)| EvalCase { seen: s, target: t }).collect();
+            let mut scorer = Sparse { base: base.clone(), own, scale, dense_only: true };
+            let dense = e.ranks_of_scores(&scorer, n, &cases).unwrap();
+            scorer.dense_only = false;
+            let sparse = e.ranks_of_scores(&scorer, n, &cases).unwrap();
+            assert_eq!(sparse, dense, "round {round}");
+        }
+    }
+
+    #[test]
+    fn sparse_scores_that_are_nan_or_scaled_negatively_are_errors() {
+        let e = evaluator(&[1]);
+        let cases = [EvalCase { seen: &[], target: 0 }];
+        let scorer =
+            Sparse { base: vec![1.0, 2.0], own: vec![vec![(1, f32::NAN)]], scale: vec![1.0], dense_only: false };
+        assert!(e.ranks_of_scores(&scorer, 2, &cases).unwrap_err().to_string().contains("NaN"));
+        let scorer = Sparse { base: vec![1.0, 2.0], own: vec![vec![]], scale: vec![-1.0], dense_only: false };
+        assert!(e.ranks_of_scores(&scorer, 2, &cases).unwrap_err().to_string().contains("scale"));
     }
 
     #[test]
