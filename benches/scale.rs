@@ -19,8 +19,8 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
@@ -30,14 +30,10 @@ use rand_distr::{Distribution, LogNormal, WeightedAliasIndex};
 const ML25M: Shape = Shape { users: 162_541, items: 59_047, ratings: 25_000_095 };
 const GENRES: usize = 20;
 
+mod support;
+
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    support::main_with(run)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,42 +155,17 @@ fn measure(root: &Path, data: &Path, o: &Options) -> Result<Measured> {
         args.extend(["--set".into(), set]);
     }
     eprintln!("funnel {}", args.join(" "));
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_funnel"))
-        .current_dir(work.path())
-        .args(&args)
-        .env_remove("MLFLOW_TRACKING_URI")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting funnel")?;
-    let status_path = format!("/proc/{}/status", child.id());
-    let stderr = std::thread::spawn({
-        let pipe = child.stderr.take().expect("piped");
-        move || {
-            let mut kept = String::new();
-            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
-                eprintln!("  {line}");
-                kept.push_str(&line);
-                kept.push('\n');
-            }
-            kept
-        }
-    });
-    let mut peak_kb = 0u64;
-    while child.try_wait()?.is_none() {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmRSS:")) {
-                peak_kb = peak_kb.max(kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let log = stderr.join().unwrap_or_default();
-    if !child.wait()?.success() {
+    let watched = support::run_watched(
+        Command::new(env!("CARGO_BIN_EXE_funnel"))
+            .current_dir(work.path())
+            .args(&args)
+            .env_remove("MLFLOW_TRACKING_URI"),
+        true,
+    )?;
+    if !watched.success {
         bail!("funnel run failed");
     }
+    let (wall, log) = (watched.seconds, watched.stderr);
     let run_dir = std::fs::read_dir(work.path().join("runs/mns"))?.next().context("no run folder")??.path();
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json"))?)?;
     let stages = metrics["stages"]
@@ -218,7 +189,7 @@ fn measure(root: &Path, data: &Path, o: &Options) -> Result<Measured> {
     Ok(Measured {
         stages,
         wall,
-        peak: peak_kb * 1024,
+        peak: watched.peak_bytes,
         positives,
         test_recall: metrics["test"]["recall@10"].as_f64().unwrap_or(f64::NAN),
     })

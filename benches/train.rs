@@ -17,7 +17,7 @@
 //! and positives drawn from M of them; `--catalogs none` skips them).
 
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -26,14 +26,10 @@ const DIM: usize = 64;
 const HIDDEN: usize = 256;
 const BATCH: usize = 256;
 
+mod support;
+
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    support::main_with(run)
 }
 
 struct Options {
@@ -140,36 +136,17 @@ struct Measured {
 /// Runs `funnel run exp.toml` in `dir`, polling the child's peak RSS.
 fn train(dir: &Path, toml: &str) -> Result<Measured> {
     std::fs::write(dir.join("exp.toml"), toml)?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_funnel"))
-        .current_dir(dir)
-        .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"])
-        .env_remove("MLFLOW_TRACKING_URI")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting funnel")?;
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0u64;
-    let stderr = std::thread::spawn({
-        let mut pipe = child.stderr.take().expect("piped");
-        move || {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut pipe, &mut s).ok();
-            s
-        }
-    });
-    while child.try_wait()?.is_none() {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak_kb = peak_kb.max(kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let watched = support::run_watched(
+        Command::new(env!("CARGO_BIN_EXE_funnel"))
+            .current_dir(dir)
+            .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"])
+            .env_remove("MLFLOW_TRACKING_URI"),
+        false,
+    )?;
+    if !watched.success {
+        bail!("funnel run failed:\n{}", watched.stderr);
     }
-    let stderr = stderr.join().unwrap_or_default();
-    if !child.wait()?.success() {
-        bail!("funnel run failed:\n{stderr}");
-    }
+    let peak_kb = watched.peak_bytes / 1024;
     let run_dir = std::fs::read_dir(dir.join("runs/bench"))?.next().context("no run folder")??.path();
     let mut per_epoch = Vec::new();
     for line in std::fs::read_to_string(run_dir.join("journal.jsonl"))?.lines() {

@@ -23,14 +23,12 @@
 
 #![forbid(unsafe_code)]
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
-use funnel_kernels::{better, dot, TopK};
-use funnel_mips::bytes::{fnv1a, Reader, Writer};
-use funnel_mips::{Exclusion, MipsSpace, Similarity};
+use funnel_mips::bytes::{fingerprint, Reader, Writer};
+use funnel_mips::{search_rescored, MipsSpace, Similarity};
 use hnsw_rs::api::AnnT;
 use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{DistL2, Hnsw};
@@ -138,31 +136,10 @@ impl Index for HnswIndex {
     /// ignored.
     fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>> {
         let built = self.built()?;
-        let q = built.space.query(query)?;
-        let n = built.stored.rows;
-        let exclusion = Exclusion::new(exclude, n);
-        let want = k.min(n - exclusion.len());
-        if want == 0 {
-            return Ok(Vec::new());
-        }
-        let fetch = exclusion.fetch(k, n);
-        if fetch == n {
-            return Ok(exact_scan(built, &q.scoring, want, &exclusion));
-        }
-        let found = built.graph.search(&q.search, fetch, self.params.ef_search.max(fetch));
-        let mut scored: Vec<(ItemIdx, f32)> = found
-            .into_iter()
-            .map(|nb| nb.d_id as ItemIdx)
-            .filter(|&i| (i as usize) < n && !exclusion.contains(i))
-            .map(|i| (i, dot(&q.scoring, built.stored.row(i as usize))))
-            .collect();
-        scored.sort_unstable_by(better);
-        scored.dedup_by_key(|(i, _)| *i);
-        if scored.len() < want {
-            return Ok(exact_scan(built, &q.scoring, want, &exclusion));
-        }
-        scored.truncate(want);
-        Ok(scored)
+        search_rescored(&built.space, &built.stored, query, k, exclude, |q, fetch| {
+            let found = built.graph.search(q, fetch, self.params.ef_search.max(fetch));
+            Ok(found.into_iter().map(|nb| nb.d_id as ItemIdx).collect())
+        })
     }
 
     fn size_bytes(&self) -> usize {
@@ -265,29 +242,10 @@ fn dump_files(dir: &Path) -> [PathBuf; 2] {
     [dir.join(format!("{DUMP}.hnsw.graph")), dir.join(format!("{DUMP}.hnsw.data"))]
 }
 
-/// The exact top `want` by scanning every stored item.
-fn exact_scan(built: &Built, scoring: &[f32], want: usize, exclusion: &Exclusion) -> Vec<(ItemIdx, f32)> {
-    let mut top = TopK::new(want);
-    for j in 0..built.stored.rows {
-        let j = j as ItemIdx;
-        if !exclusion.contains(j) {
-            top.push(j, dot(scoring, built.stored.row(j as usize)));
-        }
-    }
-    top.into_sorted()
-}
-
-/// Size and FNV-1a checksum of a file.
-fn fingerprint(path: &Path) -> Result<(u64, u64)> {
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
-    let checksum = fnv1a(std::io::BufReader::new(file)).with_context(|| format!("reading {}", path.display()))?;
-    Ok((len, checksum))
-}
-
 #[cfg(test)]
 mod tests {
     use funnel_api::{parse_params, ComponentKind};
+    use funnel_kernels::better;
     use funnel_mips::exact_top;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};

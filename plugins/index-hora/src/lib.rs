@@ -49,9 +49,8 @@ use std::sync::RwLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
-use funnel_kernels::{better, dot, TopK};
-use funnel_mips::bytes::{fnv1a, Reader, Writer};
-use funnel_mips::{Exclusion, MipsSpace, Similarity};
+use funnel_mips::bytes::{fingerprint, Reader, Writer};
+use funnel_mips::{search_rescored, MipsSpace, Similarity};
 use hora::core::ann_index::SerializableIndex;
 use hora::core::metrics::Metric;
 use hora::index::bruteforce_idx::BruteForceIndex;
@@ -337,35 +336,10 @@ impl Index for HoraIndex {
     /// cut either way. Excluded ids outside the catalog are ignored.
     fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>> {
         let built = self.built()?;
-        let q = built.space.query(query)?;
-        let n = built.stored.rows;
-        let exclusion = Exclusion::new(exclude, n);
-        let want = k.min(n - exclusion.len());
-        if want == 0 {
-            return Ok(Vec::new());
-        }
-        let fetch = exclusion.fetch(k, n);
-        if fetch == n {
-            return Ok(exact_scan(built, &q.scoring, want, &exclusion));
-        }
-        let found = built
-            .graph
-            .read()
-            .map_err(|_| anyhow!("{} index poisoned by a panic", self.type_name()))?
-            .search(&q.search, fetch);
-        let mut scored: Vec<(ItemIdx, f32)> = found
-            .into_iter()
-            .filter(|&i| (i as usize) < n && !exclusion.contains(i))
-            .map(|i| (i, dot(&q.scoring, built.stored.row(i as usize))))
-            .collect();
-        scored.sort_unstable_by(better);
-        // SSG can return an item twice; repeats are adjacent after the sort.
-        scored.dedup_by_key(|(i, _)| *i);
-        if scored.len() < want {
-            return Ok(exact_scan(built, &q.scoring, want, &exclusion));
-        }
-        scored.truncate(want);
-        Ok(scored)
+        search_rescored(&built.space, &built.stored, query, k, exclude, |q, fetch| {
+            let graph = built.graph.read().map_err(|_| anyhow!("{} index poisoned by a panic", self.type_name()))?;
+            Ok(graph.search(q, fetch))
+        })
     }
 
     fn size_bytes(&self) -> usize {
@@ -480,26 +454,6 @@ fn insertion_order(transformed: &Matrix) -> Vec<usize> {
     std::iter::once(root).chain((0..transformed.rows).filter(|&r| r != root)).collect()
 }
 
-/// The exact top `want` by scanning every stored item.
-fn exact_scan(built: &Built, scoring: &[f32], want: usize, exclusion: &Exclusion) -> Vec<(ItemIdx, f32)> {
-    let mut top = TopK::new(want);
-    for j in 0..built.stored.rows {
-        let j = j as ItemIdx;
-        if !exclusion.contains(j) {
-            top.push(j, dot(scoring, built.stored.row(j as usize)));
-        }
-    }
-    top.into_sorted()
-}
-
-/// Size and FNV-1a checksum of a file.
-fn fingerprint(path: &Path) -> Result<(u64, u64)> {
-    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
-    let checksum = fnv1a(std::io::BufReader::new(file)).with_context(|| format!("reading {}", path.display()))?;
-    Ok((len, checksum))
-}
-
 /// hora takes paths as `&str`.
 fn utf8(path: &Path) -> Result<&str> {
     path.to_str().ok_or_else(|| anyhow!("{}: hora needs a UTF-8 path", path.display()))
@@ -510,6 +464,8 @@ mod tests {
     use funnel_api::{parse_params, ComponentKind};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    use funnel_kernels::{better, dot};
 
     use super::*;
     use funnel_mips::exact_top;

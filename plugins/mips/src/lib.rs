@@ -16,7 +16,7 @@
 
 use anyhow::{bail, Result};
 use funnel_api::{ItemIdx, Matrix};
-use funnel_kernels::{better, dot};
+use funnel_kernels::{better, dot, TopK};
 use serde::{Deserialize, Serialize};
 
 /// What "best" means for an index: the `metric` parameter of every index
@@ -203,6 +203,60 @@ fn norm_f64(v: &[f32]) -> f64 {
     v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
 }
 
+/// The `k` best items for `query` by true score, best first (ties to the
+/// lower item index), none in `exclude`, from an approximate structure over
+/// the transformed items: `candidates(search, fetch)` returns up to `fetch`
+/// item ids near the transformed query `search`. Fetching `k` plus the
+/// excluded count, dropping the excluded and re-scoring the rest against
+/// `stored` (the items as [`MipsSpace::stored_items`] keeps them) is what
+/// every index here does; when the structure would have to return the whole
+/// catalog, or returns fewer than `k` eligible items, an exact scan answers.
+pub fn search_rescored(
+    space: &MipsSpace,
+    stored: &Matrix,
+    query: &[f32],
+    k: usize,
+    exclude: &[ItemIdx],
+    candidates: impl FnOnce(&[f32], usize) -> Result<Vec<ItemIdx>>,
+) -> Result<Vec<(ItemIdx, f32)>> {
+    let q = space.query(query)?;
+    let n = stored.rows;
+    let exclusion = Exclusion::new(exclude, n);
+    let want = k.min(n - exclusion.len());
+    if want == 0 {
+        return Ok(Vec::new());
+    }
+    let fetch = exclusion.fetch(k, n);
+    if fetch == n {
+        return Ok(exact_scan(stored, &q.scoring, want, &exclusion));
+    }
+    let mut scored: Vec<(ItemIdx, f32)> = candidates(&q.search, fetch)?
+        .into_iter()
+        .filter(|&i| (i as usize) < n && !exclusion.contains(i))
+        .map(|i| (i, dot(&q.scoring, stored.row(i as usize))))
+        .collect();
+    scored.sort_unstable_by(better);
+    // A structure may return an item twice; repeats are adjacent after the sort.
+    scored.dedup_by_key(|(i, _)| *i);
+    if scored.len() < want {
+        return Ok(exact_scan(stored, &q.scoring, want, &exclusion));
+    }
+    scored.truncate(want);
+    Ok(scored)
+}
+
+/// The exact top `want` by scanning every stored item.
+pub fn exact_scan(stored: &Matrix, scoring: &[f32], want: usize, exclusion: &Exclusion) -> Vec<(ItemIdx, f32)> {
+    let mut top = TopK::new(want);
+    for j in 0..stored.rows {
+        let j = j as ItemIdx;
+        if !exclusion.contains(j) {
+            top.push(j, dot(scoring, stored.row(j as usize)));
+        }
+    }
+    top.into_sorted()
+}
+
 /// The `k` best items for `q` by brute force, in [`better`] order, none in
 /// `exclude`: the plain reference answer approximate indexes are tested
 /// against (a full scan and sort per query: for tests and benchmarks).
@@ -361,6 +415,17 @@ pub mod bytes {
             }
             Ok(())
         }
+    }
+
+    /// Size and FNV-1a checksum of a file: what an index records of a
+    /// third-party dump so that a loader that panics on damage never sees
+    /// one.
+    pub fn fingerprint(path: &std::path::Path) -> Result<(u64, u64)> {
+        use anyhow::Context;
+        let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+        let checksum = fnv1a(std::io::BufReader::new(file)).with_context(|| format!("reading {}", path.display()))?;
+        Ok((len, checksum))
     }
 
     /// 64-bit FNV-1a (the `fnv` crate) of a stream, read in 1 MiB blocks.
