@@ -13,5 +13,5 @@ pub mod par;
 mod topk;
 
 pub use exact::{exact_top_k, ExactTopK, NanScore};
-pub use linalg::{dot, gemm, Strides, ROW_MAJOR};
+pub use linalg::{dot, gemm, sum_of_squares, Strides, ROW_MAJOR};
 pub use topk::{better, TopK};

@@ -24,6 +24,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// `sum(x²)` in f64, over eight independent lanes so that it vectorizes
+/// (a single running sum is one dependent add per value: with hundreds of
+/// thousands of gradient entries a step, a visible share of it).
+pub fn sum_of_squares(x: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&g| g as f64 * g as f64).sum();
+    for c in chunks {
+        for (l, &g) in lanes.iter_mut().zip(c) {
+            *l += g as f64 * g as f64;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// `c[m, n] = a[m, k] * b[k, n]`, with `a` and `b` read through their
 /// (row, column) strides (`[cols, 1]` row-major, `[1, rows]` a transposed
 /// row-major matrix) and `c` row-major. Panics when a stride reaches outside
@@ -69,6 +84,15 @@ mod tests {
             assert!((dot(&a, &b) - plain).abs() < 1e-3, "len {len}");
         }
         assert_eq!(dot(&[1., 2., 3.], &[4., 5., 6.]), 32.0);
+    }
+
+    #[test]
+    fn sum_of_squares_counts_every_lane_and_the_tail() {
+        // 1² + 2² + ... + 11² = 506: one full group of eight and a tail of three.
+        let x: Vec<f32> = (1..=11).map(|i| i as f32).collect();
+        assert_eq!(sum_of_squares(&x), 506.0);
+        assert_eq!(sum_of_squares(&x[..3]), 14.0);
+        assert_eq!(sum_of_squares(&[]), 0.0);
     }
 
     #[test]

@@ -94,21 +94,6 @@ pub fn mlp<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(mut x: Mat<D, T>, layers:
 
 /// A named parameter buffer of a model, for snapshots, optimizer steps and
 /// gradient norms.
-/// `sum(x²)` in f64, over eight independent lanes so that it vectorizes
-/// (a single running sum is one dependent add per value: with hundreds of
-/// thousands of gradient entries a step, a visible share of it).
-pub fn sum_of_squares(x: &[f32]) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&g| g as f64 * g as f64).sum();
-    for c in chunks {
-        for (l, &g) in lanes.iter_mut().zip(c) {
-            *l += g as f64 * g as f64;
-        }
-    }
-    lanes.iter().sum::<f64>() + tail
-}
-
 pub enum ParamRef<'a> {
     Dense(&'a Dense),
     Table(&'a EmbeddingTable),
@@ -148,7 +133,7 @@ impl ParamRef<'_> {
     /// Sum of squared gradient entries of this step.
     pub fn gradient_sq_norm(&self) -> f64 {
         match self {
-            ParamRef::Dense(d) => sum_of_squares(&d.grad),
+            ParamRef::Dense(d) => funnel_kernels::sum_of_squares(&d.grad),
             ParamRef::Table(t) => t.gradient_sq_norm(),
         }
     }
@@ -187,19 +172,5 @@ impl ParamMut<'_> {
             }
             ParamMut::Table(t) => t.set_moments(m, v),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sum_of_squares_counts_every_lane_and_the_tail() {
-        // 1² + 2² + ... + 11² = 506: one full group of eight and a tail of three.
-        let x: Vec<f32> = (1..=11).map(|i| i as f32).collect();
-        assert_eq!(sum_of_squares(&x), 506.0);
-        assert_eq!(sum_of_squares(&x[..3]), 14.0);
-        assert_eq!(sum_of_squares(&[]), 0.0);
     }
 }

@@ -154,7 +154,7 @@ impl EmbeddingTable {
 
     /// Sum of squared gradient entries (only touched rows are non-zero).
     pub fn gradient_sq_norm(&self) -> f64 {
-        crate::dense::sum_of_squares(&self.grads)
+        funnel_kernels::sum_of_squares(&self.grads)
     }
 
     /// Whether `rows` scattered row visits are worth splitting over two
