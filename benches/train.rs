@@ -211,9 +211,7 @@ fn one_catalog(Catalog { items: n, drawn_from }: Catalog) -> Result<()> {
         n_users: 1,
         n_items: n,
         max_history: 30,
-        learning_rate: 1e-3,
-        batch_size: BATCH,
-        device: "cpu".into(),
+        train: funnel::api::TrainConfig { lr: 1e-3, batch_size: BATCH, ..Default::default() },
         ..Default::default()
     };
     let model_table: toml::Table =

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub struct ExperimentMeta {
     /// Names the run folder, the report folder and the tracking experiment.
     pub name: String,
-    /// Every random choice of the run derives from it (default 42).
+    /// Every random choice of the run derives from it; 42 when absent.
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default)]
@@ -28,37 +28,8 @@ fn default_seed() -> u64 {
     42
 }
 
-/// `[train]`: the core's training loop.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Passes over the training examples (default 10).
-    pub epochs: usize,
-    /// Examples per optimisation step (default 256).
-    pub batch_size: usize,
-    /// Adam learning rate (default 0.001).
-    pub lr: f64,
-    /// dfdx device: "cpu", "cuda" or "cuda:N" (default "cpu").
-    pub device: String,
-    /// Write a checkpoint every this many epochs and after the last; 0 never (default 1).
-    pub checkpoint_every: usize,
-    /// A step whose gradient norm exceeds this (or is not finite) stops the
-    /// run as diverged, before the step is applied (default 10000).
-    pub max_grad_norm: f64,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 10,
-            batch_size: 256,
-            lr: 1e-3,
-            device: "cpu".into(),
-            checkpoint_every: 1,
-            max_grad_norm: 1e4,
-        }
-    }
-}
+/// `[train]`: declared in `funnel_api` because the model reads it too.
+pub use funnel_api::TrainConfig;
 
 /// A component table: `type` names the registered plugin, the rest are its
 /// parameters.
@@ -151,13 +122,7 @@ impl ExperimentSpec {
 
     /// What every component's builder is told before the dataset is known.
     pub fn build_cx(&self) -> funnel_api::BuildCx {
-        funnel_api::BuildCx {
-            seed: self.experiment.seed,
-            learning_rate: self.train.lr,
-            batch_size: self.train.batch_size,
-            device: self.train.device.clone(),
-            ..Default::default()
-        }
+        funnel_api::BuildCx { seed: self.experiment.seed, train: self.train.clone(), ..Default::default() }
     }
 
     /// `[model] type = "youtube_dnn"`: how errors name a component

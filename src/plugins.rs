@@ -22,9 +22,15 @@ pub fn builtin() -> Registry {
     reg
 }
 
-/// `funnel plugins`: every component with its parameters and defaults.
+/// `funnel plugins`: `[train]`, then every component with its parameters
+/// and defaults.
 pub fn catalog(reg: &Registry) -> String {
     let mut out = String::new();
+    let (train, _) = funnel_api::documented::<funnel_api::TrainConfig>().expect("[train] is documented");
+    out.push_str("[train]\n      the training loop; lr, batch_size and device are also the model's to honour\n");
+    for (key, default, doc) in &train {
+        out.push_str(&format!("      {key} = {default}\n          {doc}\n"));
+    }
     let mut last_kind = None;
     for p in reg.plugins() {
         if last_kind != Some(p.kind) {

@@ -122,6 +122,9 @@ fn plugins_lists_every_component_with_defaults() {
     let out = funnel(dir.path(), &["plugins"]);
     out.assert_success();
     for needle in [
+        "[train]",
+        "lr = 0.001",
+        "batch_size = 256",
         "[dataset]",
         "type = \"movielens\"",
         "[model]",

@@ -23,7 +23,7 @@
 //! themselves (so a query without history gets the popularity ranking).
 
 use funnel_api::anyhow::{bail, Result};
-use funnel_api::{Baseline, ExampleSet, ItemIdx, ParamDoc, Params, SparseScores, UserIdx};
+use funnel_api::{Baseline, ExampleSet, ItemIdx, SparseScores, UserIdx};
 use serde::{Deserialize, Deserializer, Serialize};
 
 thread_local! {
@@ -32,41 +32,25 @@ thread_local! {
 }
 
 /// Parameters of `covisitation`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct CovisitationParams {
+    /// Two items are co-visited when at most this many positions apart in a
+    /// user's training sequence; at least 1.
     #[serde(deserialize_with = "at_least_one")]
+    #[param(default = 5)]
     pub window: usize,
+    /// Relatedness r(i, j) = c_ij / (c_i c_j)^alpha; 0 is raw co-visitation
+    /// counts, 1 the paper's c_i c_j normalisation; between 0 and 1.
     #[serde(deserialize_with = "unit_interval")]
+    #[param(default = 0.5)]
     pub alpha: f64,
+    /// The user's most recent distinct items (from the whole history before
+    /// the case, whatever the features' max_history) whose neighbours it
+    /// scores; at least 1.
     #[serde(deserialize_with = "at_least_one")]
+    #[param(default = 5)]
     pub seeds: usize,
-}
-
-impl Default for CovisitationParams {
-    fn default() -> Self {
-        CovisitationParams { window: 5, alpha: 0.5, seeds: 5 }
-    }
-}
-
-impl Params for CovisitationParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new(
-            "window",
-            "Two items are co-visited when at most this many positions apart in a user's training \
-             sequence; at least 1 (default 5)",
-        ),
-        ParamDoc::new(
-            "alpha",
-            "Relatedness r(i, j) = c_ij / (c_i c_j)^alpha; 0 is raw co-visitation counts, 1 the \
-             paper's c_i c_j normalisation; between 0 and 1 (default 0.5)",
-        ),
-        ParamDoc::new(
-            "seeds",
-            "The user's most recent distinct items (from the whole history before the case, \
-             whatever the features' max_history) whose neighbours it scores; at least 1 (default 5)",
-        ),
-    ];
 }
 
 fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {

@@ -26,7 +26,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{BuildCx, Dataset, LoadedDataset, ParamDoc, Params, Registry};
+use funnel_api::{BuildCx, Dataset, LoadedDataset, Registry};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -47,49 +47,27 @@ fn build(params: MovieLensParams, _cx: &BuildCx) -> Result<Box<dyn Dataset>> {
 }
 
 /// Parameters of `movielens`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct MovieLensParams {
+    /// MovieLens release: "ml-100k", "ml-1m", "ml-20m", "ml-25m",
+    /// "ml-latest" or "ml-latest-small".
+    #[param(default = "ml-1m")]
     pub variant: String,
+    /// Folder holding the release's files (u.data, ratings.dat or
+    /// ratings.csv; the movies and users files beside them are optional).
+    /// Unset: $FUNNEL_DATA_DIR/<variant>, then <cache_dir>/<variant>, then a
+    /// download.
     pub path: Option<String>,
+    /// A rating >= this is a positive interaction; the rest are dropped.
+    #[param(default = 4.0)]
     pub min_rating: f32,
+    /// Users with fewer positives than this are dropped.
+    #[param(default = 5)]
     pub min_user_interactions: usize,
+    /// Where official archives are downloaded and unpacked. Unset:
+    /// $XDG_CACHE_HOME/funnel/movielens, else ~/.cache/funnel/movielens.
     pub cache_dir: Option<String>,
-}
-
-impl Default for MovieLensParams {
-    fn default() -> Self {
-        MovieLensParams {
-            variant: "ml-1m".to_string(),
-            path: None,
-            min_rating: 4.0,
-            min_user_interactions: 5,
-            cache_dir: None,
-        }
-    }
-}
-
-impl Params for MovieLensParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new(
-            "variant",
-            "MovieLens release: \"ml-100k\", \"ml-1m\", \"ml-20m\", \"ml-25m\", \"ml-latest\" or \
-             \"ml-latest-small\" (default \"ml-1m\")",
-        ),
-        ParamDoc::new(
-            "path",
-            "Folder holding the release's files (u.data, ratings.dat or ratings.csv; the movies and users \
-             files beside them are optional); when unset, \
-             $FUNNEL_DATA_DIR/<variant>, then <cache_dir>/<variant>, then a download (default unset)",
-        ),
-        ParamDoc::new("min_rating", "A rating >= this is a positive interaction; the rest are dropped (default 4.0)"),
-        ParamDoc::new("min_user_interactions", "Users with fewer positives than this are dropped (default 5)"),
-        ParamDoc::new(
-            "cache_dir",
-            "Where official archives are downloaded and unpacked (default unset: \
-             $XDG_CACHE_HOME/funnel/movielens, else ~/.cache/funnel/movielens)",
-        ),
-    ];
 }
 
 /// A MovieLens release as a `Dataset`.

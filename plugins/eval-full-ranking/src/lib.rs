@@ -20,8 +20,7 @@ mod metrics;
 
 use anyhow::{bail, Result};
 use funnel_api::{
-    BuildCx, CaseScorer, EvalCase, Evaluation, Evaluator, ItemIdx, Matrix, Metrics, ParamDoc, Params, Registry,
-    SparseScores,
+    BuildCx, CaseScorer, EvalCase, Evaluation, Evaluator, ItemIdx, Matrix, Metrics, Registry, SparseScores,
 };
 use funnel_kernels::par::{self, IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSliceMut};
 use funnel_kernels::{gemm, ROW_MAJOR};
@@ -49,52 +48,27 @@ fn build(params: FullRankingParams, cx: &BuildCx) -> Result<Box<dyn Evaluator>> 
 }
 
 /// Parameters of `full_ranking`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct FullRankingParams {
+    /// Cutoffs K of recall@K, ndcg@K and hit_rate@K; non-empty, each at least 1.
+    #[param(default = vec![10, 20, 50, 100])]
     pub ks: Vec<usize>,
+    /// Validation metric that picks the best epoch, higher is better; one of
+    /// the metrics this evaluation reports, e.g. recall@20 or mrr.
+    #[param(default = "recall@10")]
     pub select_by: String,
+    /// Users scored per matrix-multiply block, at most; each scoring thread
+    /// holds batch_users x n_items f32 scores, capped at 64 MiB by scoring
+    /// fewer users per block on large catalogs.
+    #[param(default = 1024)]
     pub batch_users: usize,
+    /// Rank a seeded sample of this many validation users after each epoch
+    /// (the same users every epoch) instead of all of them, so per-epoch
+    /// validation stays cheap on large datasets; the test always ranks every
+    /// user. Unset: every user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation_users: Option<usize>,
-}
-
-impl Default for FullRankingParams {
-    fn default() -> Self {
-        FullRankingParams {
-            ks: vec![10, 20, 50, 100],
-            select_by: "recall@10".to_string(),
-            batch_users: 1024,
-            validation_users: None,
-        }
-    }
-}
-
-impl Params for FullRankingParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new(
-            "ks",
-            "Cutoffs K of recall@K, ndcg@K and hit_rate@K; non-empty, each at least 1 \
-             (default [10, 20, 50, 100])",
-        ),
-        ParamDoc::new(
-            "select_by",
-            "Validation metric that picks the best epoch, higher is better; one of the metrics \
-             this evaluation reports, e.g. recall@20 or mrr (default \"recall@10\")",
-        ),
-        ParamDoc::new(
-            "batch_users",
-            "Users scored per matrix-multiply block, at most; each scoring thread holds \
-             batch_users x n_items f32 scores, capped at 64 MiB by scoring fewer users per \
-             block on large catalogs (default 1024)",
-        ),
-        ParamDoc::new(
-            "validation_users",
-            "Rank a seeded sample of this many validation users after each epoch (the same \
-             users every epoch) instead of all of them, so per-epoch validation stays cheap on \
-             large datasets; the test always ranks every user (default: every user)",
-        ),
-    ];
 }
 
 /// Scores one scoring thread may hold at once.

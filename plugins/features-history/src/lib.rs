@@ -28,8 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
 use funnel_api::{
-    BuildCx, Categorical, Example, ExampleSet, Features, ItemEncoding, LoadedDataset, ParamDoc, Params, Registry,
-    SideInputs,
+    BuildCx, Categorical, Example, ExampleSet, Features, ItemEncoding, LoadedDataset, Registry, SideInputs,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -51,15 +50,40 @@ pub const ITEM_FEATURES: [&str; 1] = ["genres"];
 /// The user features `user_features` may name (keys of `LoadedDataset::user_attributes`).
 pub const USER_FEATURES: [&str; 4] = ["gender", "age", "occupation", "zip"];
 
+/// Parameters of `watch_history`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct WatchHistoryParams {
+    /// Most recent items that form a history.
+    #[param(default = 30)]
     pub max_history: usize,
+    /// How item IDs enter the model: { type = "id" }, one embedding row per
+    /// item, or { type = "hashed", buckets = N, num_hashes = k } (k default
+    /// 2), each item the sum of k rows of an N-row table picked by k fixed
+    /// salted hashes of its raw id, the same for every seed and item order;
+    /// two hashes of one item may pick the same row, which then counts twice.
+    #[param(default = ItemIds::Id {})]
     pub items: ItemIds,
+    /// Categorical item features for the model: "genres" (each item's
+    /// genres, multi-hot).
     pub item_features: Vec<String>,
+    /// Categorical user features from the dataset's user attributes:
+    /// "gender", "age" (ml-1m's age codes; ages in years are bucketed the
+    /// same way), "occupation", "zip" (its first zip_prefix characters); a
+    /// user without the attribute has no value.
     pub user_features: Vec<String>,
+    /// Leading characters of the zip code the "zip" user feature keeps.
+    #[param(default = 2)]
     pub zip_prefix: usize,
+    /// Give the model each training example's age: time from its timestamp
+    /// to the end of the training window over the window's span, in [0, 1];
+    /// serving uses 0 (Covington et al. §3.3).
+    #[param(default = false)]
     pub example_age: bool,
+    /// At most this many training examples per user, drawn uniformly with
+    /// the experiment seed, so heavy users do not dominate (Covington et al.
+    /// §3.4); 0 keeps all.
+    #[param(default = 0)]
     pub examples_per_user: usize,
 }
 
@@ -80,62 +104,6 @@ pub enum ItemIds {
 
 fn default_num_hashes() -> usize {
     2
-}
-
-impl Default for ItemIds {
-    fn default() -> Self {
-        ItemIds::Id {}
-    }
-}
-
-impl Default for WatchHistoryParams {
-    fn default() -> Self {
-        WatchHistoryParams {
-            max_history: 30,
-            items: ItemIds::default(),
-            item_features: Vec::new(),
-            user_features: Vec::new(),
-            zip_prefix: 2,
-            example_age: false,
-            examples_per_user: 0,
-        }
-    }
-}
-
-impl Params for WatchHistoryParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("max_history", "Most recent items that form a history (default 30)"),
-        ParamDoc::new(
-            "items",
-            "How item IDs enter the model: { type = \"id\" }, one embedding row per item, or \
-             { type = \"hashed\", buckets = N, num_hashes = k } (k default 2), each item the sum of k rows \
-             of an N-row table picked by k fixed salted hashes of its raw id, the same for every seed and \
-             item order; two hashes of one item may pick the same row, which then counts twice \
-             (default { type = \"id\" })",
-        ),
-        ParamDoc::new(
-            "item_features",
-            "Categorical item features for the model: \"genres\" (each item's genres, multi-hot) (default [])",
-        ),
-        ParamDoc::new(
-            "user_features",
-            "Categorical user features from the dataset's user attributes: \"gender\", \"age\" (ml-1m's \
-             age codes; ages in years are bucketed the same way), \"occupation\", \"zip\" (its first \
-             zip_prefix characters); a user without the attribute has no value (default [])",
-        ),
-        ParamDoc::new("zip_prefix", "Leading characters of the zip code the \"zip\" user feature keeps (default 2)"),
-        ParamDoc::new(
-            "example_age",
-            "Give the model each training example's age: time from its timestamp to the end of the \
-             training window over the window's span, in [0, 1]; serving uses 0 (Covington et al. §3.3) \
-             (default false)",
-        ),
-        ParamDoc::new(
-            "examples_per_user",
-            "At most this many training examples per user, drawn uniformly with the experiment seed, \
-             so heavy users do not dominate (Covington et al. §3.4); 0 keeps all (default 0)",
-        ),
-    ];
 }
 
 impl WatchHistoryParams {
@@ -497,7 +465,7 @@ mod tests {
                 ("examples_per_user", "0"),
             ]
         );
-        assert!(info.params.iter().all(|(_, _, doc)| doc.contains("(default ")));
+        assert!(info.params.iter().all(|(_, _, doc)| !doc.is_empty() && !doc.contains("(default ")));
         assert_eq!(params("").unwrap(), WatchHistoryParams::default());
         // The resolved table round-trips, nested `items` included.
         let resolved = reg.resolve(ComponentKind::Features, "watch_history", toml::Table::new()).unwrap();

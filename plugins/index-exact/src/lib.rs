@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_api::{BuildCx, Index, ItemIdx, Matrix, Registry};
 use funnel_kernels::exact_top_k;
 use serde::{Deserialize, Serialize};
 
@@ -29,13 +29,9 @@ fn build(_params: ExactIndexParams, _cx: &BuildCx) -> Result<Box<dyn Index>> {
 }
 
 /// Parameters of `exact`: none, but a misspelt key is still an error.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[funnel_api::params]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ExactIndexParams {}
-
-impl Params for ExactIndexParams {
-    const DOCS: &'static [ParamDoc] = &[];
-}
 
 /// File `save` writes.
 const SAVED: &str = "exact_items.bin";

@@ -26,7 +26,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_api::{BuildCx, Index, ItemIdx, Matrix, Registry};
 use funnel_mips::bytes::{fingerprint, Reader, Writer};
 use funnel_mips::{search_rescored, MipsSpace, Similarity};
 use hnsw_rs::api::AnnT;
@@ -46,32 +46,22 @@ pub fn register(reg: &mut Registry) {
 }
 
 /// Parameters of `hnsw`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct HnswParams {
+    /// "inner_product" (largest dot product) or "cosine" (items and queries normalised).
+    #[param(default = Similarity::InnerProduct)]
     pub metric: Similarity,
+    /// M: neighbours a node keeps per layer (twice that on the bottom layer); 2 to 255.
+    #[param(default = 32)]
     pub m: usize,
+    /// Candidates kept while inserting: higher builds slower and better graphs.
+    #[param(default = 200)]
     pub ef_construction: usize,
+    /// Candidates kept while searching (raised to k plus the excluded items
+    /// when lower): higher is slower and more accurate.
+    #[param(default = 200)]
     pub ef_search: usize,
-}
-
-impl Default for HnswParams {
-    fn default() -> Self {
-        HnswParams { metric: Similarity::InnerProduct, m: 32, ef_construction: 200, ef_search: 200 }
-    }
-}
-
-impl Params for HnswParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("metric", "\"inner_product\" (largest dot product) or \"cosine\" (items and queries normalised)"),
-        ParamDoc::new("m", "M: neighbours a node keeps per layer (twice that on the bottom layer); 2 to 255"),
-        ParamDoc::new("ef_construction", "candidates kept while inserting: higher builds slower and better graphs"),
-        ParamDoc::new(
-            "ef_search",
-            "candidates kept while searching (raised to k plus the excluded items when lower): higher is slower \
-             and more accurate",
-        ),
-    ];
 }
 
 /// Layers of the graph: hnsw_rs's own ceiling.

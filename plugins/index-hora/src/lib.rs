@@ -48,7 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use anyhow::{anyhow, bail, Context, Result};
-use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_api::{BuildCx, Index, ItemIdx, Matrix, Registry};
 use funnel_mips::bytes::{fingerprint, Reader, Writer};
 use funnel_mips::{search_rescored, MipsSpace, Similarity};
 use hora::core::ann_index::SerializableIndex;
@@ -85,96 +85,63 @@ pub fn register(reg: &mut Registry) {
 }
 
 /// Parameters of `hora_hnsw`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct HoraHnswParams {
+    /// "inner_product" (largest dot product) or "cosine" (items and queries normalised).
+    #[param(default = Similarity::InnerProduct)]
     pub metric: Similarity,
+    /// M: most neighbours a node keeps on the upper layers.
+    #[param(default = 32)]
     pub n_neighbor: usize,
+    /// Most neighbours a node keeps on the bottom layer (usually 2 M).
+    #[param(default = 64)]
     pub n_neighbor0: usize,
+    /// Most layers above the bottom one (0 to 64).
+    #[param(default = 20)]
     pub max_level: usize,
+    /// Candidates kept while inserting: higher builds slower and better graphs.
+    #[param(default = 200)]
     pub ef_build: usize,
+    /// Candidates kept while searching (at least k plus the excluded items):
+    /// higher is slower and more accurate.
+    #[param(default = 500)]
     pub ef_search: usize,
 }
 
-impl Default for HoraHnswParams {
-    fn default() -> Self {
-        HoraHnswParams {
-            metric: Similarity::InnerProduct,
-            n_neighbor: 32,
-            n_neighbor0: 64,
-            max_level: 20,
-            ef_build: 200,
-            ef_search: 500,
-        }
-    }
-}
-
-const METRIC_DOC: &str = "\"inner_product\" (largest dot product) or \"cosine\" (items and queries normalised)";
-
-impl Params for HoraHnswParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("metric", METRIC_DOC),
-        ParamDoc::new("n_neighbor", "M: most neighbours a node keeps on the upper layers"),
-        ParamDoc::new("n_neighbor0", "most neighbours a node keeps on the bottom layer (usually 2 M)"),
-        ParamDoc::new("max_level", "most layers above the bottom one (0 to 64)"),
-        ParamDoc::new("ef_build", "candidates kept while inserting: higher builds slower and better graphs"),
-        ParamDoc::new(
-            "ef_search",
-            "candidates kept while searching (at least k plus the excluded items): higher is slower and more \
-             accurate",
-        ),
-    ];
-}
-
 /// Parameters of `hora_ssg`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct HoraSsgParams {
+    /// "inner_product" (largest dot product) or "cosine" (items and queries normalised).
+    #[param(default = Similarity::InnerProduct)]
     pub metric: Similarity,
+    /// Smallest angle in degrees between two edges of a node (0 to 180, exclusive).
+    #[param(default = 60.0)]
     pub angle: f32,
+    /// Neighbours per item in the exact k-NN graph the build starts from.
+    #[param(default = 100)]
     pub init_k: usize,
+    /// Most neighbours a node keeps.
+    #[param(default = 100)]
     pub index_size: usize,
+    /// Neighbours of neighbours considered when pruning a node.
+    #[param(default = 100)]
     pub neighbor_neighbor_size: usize,
+    /// Entry points per search, and the most items one search returns (k
+    /// plus excluded items beyond it fall back to an exact scan); the
+    /// catalog needs at least this many items.
+    #[param(default = 100)]
     pub root_size: usize,
 }
 
-impl Default for HoraSsgParams {
-    fn default() -> Self {
-        HoraSsgParams {
-            metric: Similarity::InnerProduct,
-            angle: 60.0,
-            init_k: 100,
-            index_size: 100,
-            neighbor_neighbor_size: 100,
-            root_size: 100,
-        }
-    }
-}
-
-impl Params for HoraSsgParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("metric", METRIC_DOC),
-        ParamDoc::new("angle", "smallest angle in degrees between two edges of a node (0 to 180, exclusive)"),
-        ParamDoc::new("init_k", "neighbours per item in the exact k-NN graph the build starts from"),
-        ParamDoc::new("index_size", "most neighbours a node keeps"),
-        ParamDoc::new("neighbor_neighbor_size", "neighbours of neighbours considered when pruning a node"),
-        ParamDoc::new(
-            "root_size",
-            "entry points per search, and the most items one search returns (k plus excluded items beyond it \
-             fall back to an exact scan); the catalog needs at least this many items",
-        ),
-    ];
-}
-
 /// Parameters of `hora_bruteforce`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[funnel_api::params]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct HoraBruteForceParams {
+    /// "inner_product" (largest dot product) or "cosine" (items and queries normalised).
+    #[param(default = Similarity::InnerProduct)]
     pub metric: Similarity,
-}
-
-impl Params for HoraBruteForceParams {
-    const DOCS: &'static [ParamDoc] = &[ParamDoc::new("metric", METRIC_DOC)];
 }
 
 /// hora's dump of the graph or scan.

@@ -21,7 +21,7 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use funnel_api::{BuildCx, Index, ItemIdx, Matrix, ParamDoc, Params, Registry};
+use funnel_api::{BuildCx, Index, ItemIdx, Matrix, Registry};
 use funnel_kernels::par::{IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator};
 use funnel_kernels::{dot, TopK};
 use funnel_mips::bytes::{Reader, Writer};
@@ -45,42 +45,27 @@ fn build(params: IvfFlatParams, cx: &BuildCx) -> Result<Box<dyn Index>> {
 }
 
 /// Parameters of `ivf_flat`.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct IvfFlatParams {
+    /// "inner_product" (largest dot product) or "cosine" (items and queries normalised).
+    #[param(default = Similarity::InnerProduct)]
     pub metric: Similarity,
+    /// k-means cells; 0 picks sqrt(items), rounded.
+    #[param(default = 0)]
     pub n_lists: usize,
+    /// Cells scanned per query, nearest first: higher is slower and more
+    /// accurate, n_lists is exact.
+    #[param(default = 32)]
     pub n_probe: usize,
+    /// Items k-means trains on (all when the catalog is smaller).
+    #[param(default = 65_536)]
     pub train_sample: usize,
+    /// Lloyd iterations of k-means.
+    #[param(default = 10)]
     pub iterations: usize,
+    /// Seed of the sample and initial centroids. Unset: `[experiment] seed`.
     pub seed: Option<u64>,
-}
-
-impl Default for IvfFlatParams {
-    fn default() -> Self {
-        IvfFlatParams {
-            metric: Similarity::InnerProduct,
-            n_lists: 0,
-            n_probe: 32,
-            train_sample: 65_536,
-            iterations: 10,
-            seed: None,
-        }
-    }
-}
-
-impl Params for IvfFlatParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("metric", "\"inner_product\" (largest dot product) or \"cosine\" (items and queries normalised)"),
-        ParamDoc::new("n_lists", "k-means cells; 0 picks sqrt(items), rounded"),
-        ParamDoc::new(
-            "n_probe",
-            "cells scanned per query, nearest first: higher is slower and more accurate, n_lists is exact",
-        ),
-        ParamDoc::new("train_sample", "items k-means trains on (all when the catalog is smaller)"),
-        ParamDoc::new("iterations", "Lloyd iterations of k-means"),
-        ParamDoc::new("seed", "seed of the sample and initial centroids; unset: [experiment] seed"),
-    ];
 }
 
 /// File `save` writes.

@@ -53,96 +53,56 @@ pub fn register(reg: &mut Registry) {
     );
 }
 
-const DIM: ParamDoc = ParamDoc::new("dim", "Length of item embeddings and of the user vector (default 64)");
-const INIT_STD: ParamDoc = ParamDoc::new("init_std", "Standard deviation of the normal embedding init (default 0.1)");
-const TEMPERATURE: ParamDoc = ParamDoc::new("temperature", "Logits are divided by it (default 1.0)");
-const NORMALIZE: ParamDoc = ParamDoc::new(
-    "normalize",
-    "L2-normalise user and item vectors, so logits are cosines / temperature (default false)",
-);
-const LOSS: ParamDoc = ParamDoc::new(
-    "loss",
-    "\"softmax\": sampled softmax over the candidates; \"bce\": a logistic loss per candidate \
-     (word2vec's negative sampling; NCE when the sampler's logQ correction is on) (default \"softmax\")",
-);
-const EMBEDDING_OPTIMIZER: ParamDoc = ParamDoc::new(
-    "embedding_optimizer",
-    "\"lazy_adam\": only the rows a batch touches are updated, so a step costs what the batch \
-     reads, not the catalog; \"adam\": every row's moments decay each step, like PyTorch's \
-     dense Adam (default \"lazy_adam\")",
-);
-
 /// `youtube_dnn` (and, with an item tower, `two_tower`).
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct YoutubeDnnParams {
+    /// Length of item embeddings and of the user vector.
+    #[param(default = 64)]
     pub dim: usize,
+    /// Widths of the ReLU layers of the user tower.
+    #[param(default = vec![256])]
     pub hidden: Vec<usize>,
+    /// Use the input (history) table for the candidate items too.
+    #[param(default = false)]
     pub share_embeddings: bool,
+    /// Standard deviation of the normal embedding init.
+    #[param(default = 0.1)]
     pub init_std: f64,
+    /// Logits are divided by it.
+    #[param(default = 1.0)]
     pub temperature: f32,
+    /// L2-normalise user and item vectors, so logits are cosines / temperature.
+    #[param(default = false)]
     pub normalize: bool,
+    /// "softmax": sampled softmax over the candidates; "bce": a logistic
+    /// loss per candidate (word2vec's negative sampling; NCE when the
+    /// sampler's logQ correction is on).
+    #[param(default = Loss::Softmax)]
     pub loss: Loss,
+    /// "lazy_adam": only the rows a batch touches are updated, so a step
+    /// costs what the batch reads, not the catalog; "adam": every row's
+    /// moments decay each step, like PyTorch's dense Adam.
+    #[param(default = EmbeddingOptimizer::LazyAdam)]
     pub embedding_optimizer: EmbeddingOptimizer,
+    /// How the history becomes a vector: "mean" of its item embeddings
+    /// (Covington et al.), or a "gru" over it in time order.
+    #[param(default = SequenceEncoder::Mean)]
     pub sequence_encoder: SequenceEncoder,
+    /// Hidden width of the GRU.
+    #[param(default = 64)]
     pub gru_hidden: usize,
+    /// "last": the GRU's state after the most recent item; "max": the
+    /// element-wise max over its states.
+    #[param(default = Pooling::Last)]
     pub gru_pooling: Pooling,
+    /// Width of the embedding of each categorical side feature the features
+    /// produce (genres, gender, age, occupation, zip).
+    #[param(default = 16)]
     pub side_dim: usize,
+    /// Widths of the ReLU layers of an item tower over item ID + item
+    /// features; [] = none, item vectors are the ID table.
     pub item_hidden: Vec<usize>,
-}
-
-impl Default for YoutubeDnnParams {
-    fn default() -> Self {
-        YoutubeDnnParams {
-            dim: 64,
-            hidden: vec![256],
-            share_embeddings: false,
-            init_std: 0.1,
-            temperature: 1.0,
-            normalize: false,
-            loss: Loss::Softmax,
-            embedding_optimizer: EmbeddingOptimizer::LazyAdam,
-            sequence_encoder: SequenceEncoder::Mean,
-            gru_hidden: 64,
-            gru_pooling: Pooling::Last,
-            side_dim: 16,
-            item_hidden: Vec::new(),
-        }
-    }
-}
-
-impl Params for YoutubeDnnParams {
-    const DOCS: &'static [ParamDoc] = &[
-        DIM,
-        ParamDoc::new("hidden", "Widths of the ReLU layers of the user tower (default [256])"),
-        ParamDoc::new("share_embeddings", "Use the input (history) table for the candidate items too (default false)"),
-        INIT_STD,
-        TEMPERATURE,
-        NORMALIZE,
-        LOSS,
-        EMBEDDING_OPTIMIZER,
-        ParamDoc::new(
-            "sequence_encoder",
-            "How the history becomes a vector: \"mean\" of its item embeddings (Covington et al.), or a \
-             \"gru\" over it in time order (default \"mean\")",
-        ),
-        ParamDoc::new("gru_hidden", "Hidden width of the GRU (default 64)"),
-        ParamDoc::new(
-            "gru_pooling",
-            "\"last\": the GRU's state after the most recent item; \"max\": the element-wise max over \
-             its states (default \"last\")",
-        ),
-        ParamDoc::new(
-            "side_dim",
-            "Width of the embedding of each categorical side feature the features produce (genres, \
-             gender, age, occupation, zip) (default 16)",
-        ),
-        ParamDoc::new(
-            "item_hidden",
-            "Widths of the ReLU layers of an item tower over item ID + item features; [] = none, item \
-             vectors are the ID table (youtube_dnn default [], two_tower default [256])",
-        ),
-    ];
 }
 
 /// `two_tower`: the `youtube_dnn` parameters with an item tower by default.
@@ -179,33 +139,29 @@ impl Params for TwoTowerParams {
 }
 
 /// `matrix_factorization`: a user-ID table against an item table.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct MatrixFactorizationParams {
+    /// Length of the user and item embeddings.
+    #[param(default = 64)]
     pub dim: usize,
+    /// Standard deviation of the normal embedding init.
+    #[param(default = 0.1)]
     pub init_std: f64,
+    /// Logits are divided by it.
+    #[param(default = 1.0)]
     pub temperature: f32,
+    /// L2-normalise user and item vectors, so logits are cosines / temperature.
+    #[param(default = false)]
     pub normalize: bool,
+    /// "softmax": sampled softmax over the candidates; "bce": a logistic
+    /// loss per candidate.
+    #[param(default = Loss::Softmax)]
     pub loss: Loss,
+    /// "lazy_adam": only the rows a batch touches are updated; "adam":
+    /// every row's moments decay each step.
+    #[param(default = EmbeddingOptimizer::LazyAdam)]
     pub embedding_optimizer: EmbeddingOptimizer,
-}
-
-impl Default for MatrixFactorizationParams {
-    fn default() -> Self {
-        let y = YoutubeDnnParams::default();
-        MatrixFactorizationParams {
-            dim: y.dim,
-            init_std: y.init_std,
-            temperature: y.temperature,
-            normalize: y.normalize,
-            loss: y.loss,
-            embedding_optimizer: y.embedding_optimizer,
-        }
-    }
-}
-
-impl Params for MatrixFactorizationParams {
-    const DOCS: &'static [ParamDoc] = &[DIM, INIT_STD, TEMPERATURE, NORMALIZE, LOSS, EMBEDDING_OPTIMIZER];
 }
 
 /// The training objective over a batch's candidates.
@@ -327,10 +283,10 @@ fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
             (MAX_TRAINING_FLOATS * 4) >> 30
         );
     }
-    match cx.device.as_str() {
+    match cx.train.device.as_str() {
         "cpu" => Ok(Box::new(CandidateModel::new(dfdx::tensor::Cpu::default(), p, cx))),
         d if d == "cuda" || d.starts_with("cuda:") => cuda(d, p, cx),
-        other => bail!("device \"{other}\" is not known; expected \"cpu\", \"cuda\" or \"cuda:N\""),
+        other => bail!("[train] device \"{other}\" is not known; expected \"cpu\", \"cuda\" or \"cuda:N\""),
     }
 }
 
@@ -347,5 +303,5 @@ fn cuda(device: &str, p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda(device: &str, _p: Config, _cx: &BuildCx) -> Result<Box<dyn Model>> {
-    bail!("device \"{device}\" needs a build with the `cuda` cargo feature (cargo build --features cuda)")
+    bail!("[train] device \"{device}\" needs a build with the `cuda` cargo feature (cargo build --features cuda)")
 }

@@ -172,7 +172,7 @@ impl<D: Device<f32>> CandidateModel<D> {
             cfg: cfg.clone(),
             n_items: cx.n_items,
             n_users: cx.n_users,
-            adam: Adam::new(cx.learning_rate as f32),
+            adam: Adam::new(cx.train.lr as f32),
             workspace: Workspace::default(),
             vector_grads: VectorGradients::default(),
         };
@@ -806,8 +806,7 @@ mod tests {
             seed: 3,
             n_items: 7,
             n_users: 3,
-            learning_rate: 0.01,
-            device: "cpu".into(),
+            train: funnel_api::TrainConfig { lr: 0.01, ..Default::default() },
             inputs: std::sync::Arc::new(inputs),
             ..Default::default()
         };

@@ -19,7 +19,7 @@
 //! expected-count correction above.
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler, TrainingState};
+use funnel_api::{BuildCx, Candidates, ItemIdx, Registry, Sampler, TrainingState};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
@@ -33,12 +33,10 @@ pub(crate) fn register(reg: &mut Registry) {
         |p, cx: &BuildCx| {
             let mixed = MixedParams {
                 num_uniform: 0,
-                negatives_from: NegativesFrom::Uniform,
-                alpha: 0.75,
-                replacement: false,
                 log_q_correction: p.log_q_correction,
                 frequency: p.frequency,
                 streaming_rate: p.streaming_rate,
+                ..MixedParams::default()
             };
             Ok(Box::new(MixedSampler::new(mixed, cx)?))
         },
@@ -50,37 +48,21 @@ pub(crate) fn register(reg: &mut Registry) {
     );
 }
 
+/// Parameters of `in_batch`.
+#[funnel_api::params]
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct InBatchParams {
+    /// Subtract log(expected copies in the batch) from each candidate's logit.
+    #[param(default = true)]
     pub log_q_correction: bool,
+    /// How in-batch probabilities are known: "exact" training counts or Yi
+    /// et al.'s "streaming" estimate.
+    #[param(default = Frequency::Exact)]
     pub frequency: Frequency,
+    /// Learning rate of the streaming estimate's moving average.
+    #[param(default = 0.05)]
     pub streaming_rate: f64,
 }
-
-impl Default for InBatchParams {
-    fn default() -> Self {
-        InBatchParams { log_q_correction: true, frequency: Frequency::Exact, streaming_rate: 0.05 }
-    }
-}
-
-impl Params for InBatchParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new(
-            "log_q_correction",
-            "Subtract log(expected copies in the batch) from each candidate's logit (default true)",
-        ),
-        FREQUENCY_DOC,
-        STREAMING_RATE_DOC,
-    ];
-}
-
-const FREQUENCY_DOC: ParamDoc = ParamDoc::new(
-    "frequency",
-    "How in-batch probabilities are known: \"exact\" training counts or Yi et al.'s \"streaming\" estimate (default \"exact\")",
-);
-const STREAMING_RATE_DOC: ParamDoc =
-    ParamDoc::new("streaming_rate", "Learning rate of the streaming estimate's moving average (default 0.05)");
 
 /// The distribution of the negatives added to the in-batch ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,51 +80,32 @@ pub enum Frequency {
     Streaming,
 }
 
+/// Parameters of `mixed`.
+#[funnel_api::params]
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct MixedParams {
+    /// Negatives added to the in-batch ones per batch.
+    #[param(default = 1000)]
     pub num_uniform: usize,
+    /// Where those negatives come from: "uniform" or "popularity" (count^alpha).
+    #[param(default = NegativesFrom::Uniform)]
     pub negatives_from: NegativesFrom,
+    /// Exponent on training counts for popularity negatives.
+    #[param(default = 0.75)]
     pub alpha: f64,
+    /// Draw uniform negatives with replacement; popularity draws always are.
+    #[param(default = false)]
     pub replacement: bool,
+    /// Subtract log(expected copies in the candidate set) from each candidate's logit.
+    #[param(default = true)]
     pub log_q_correction: bool,
+    /// How in-batch probabilities are known: "exact" training counts or Yi
+    /// et al.'s "streaming" estimate.
+    #[param(default = Frequency::Exact)]
     pub frequency: Frequency,
+    /// Learning rate of the streaming estimate's moving average.
+    #[param(default = 0.05)]
     pub streaming_rate: f64,
-}
-
-impl Default for MixedParams {
-    fn default() -> Self {
-        MixedParams {
-            num_uniform: 1000,
-            negatives_from: NegativesFrom::Uniform,
-            alpha: 0.75,
-            replacement: false,
-            log_q_correction: true,
-            frequency: Frequency::Exact,
-            streaming_rate: 0.05,
-        }
-    }
-}
-
-impl Params for MixedParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("num_uniform", "Negatives added to the in-batch ones per batch (default 1000)"),
-        ParamDoc::new(
-            "negatives_from",
-            "Where those negatives come from: \"uniform\" or \"popularity\" (count^alpha) (default \"uniform\")",
-        ),
-        ParamDoc::new("alpha", "Exponent on training counts for popularity negatives (default 0.75)"),
-        ParamDoc::new(
-            "replacement",
-            "Draw uniform negatives with replacement; popularity draws always are (default false)",
-        ),
-        ParamDoc::new(
-            "log_q_correction",
-            "Subtract log(expected copies in the candidate set) from each candidate's logit (default true)",
-        ),
-        FREQUENCY_DOC,
-        STREAMING_RATE_DOC,
-    ];
 }
 
 pub struct MixedSampler {
@@ -206,7 +169,7 @@ impl MixedSampler {
         if !(params.streaming_rate > 0.0 && params.streaming_rate <= 1.0) {
             bail!("key `streaming_rate`: must be in (0, 1], found {}", params.streaming_rate);
         }
-        let batch_size = cx.batch_size.max(1);
+        let batch_size = cx.train.batch_size.max(1);
         let streaming = StreamingFrequency::new(cx.n_items, batch_size, params.streaming_rate);
         Ok(MixedSampler {
             params,
@@ -300,10 +263,15 @@ impl Sampler for MixedSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use funnel_api::TrainConfig;
     use rand::SeedableRng;
 
     fn fitted(num_uniform: usize, counts: &[u64]) -> MixedSampler {
-        let cx = BuildCx { n_items: counts.len(), batch_size: 2, ..Default::default() };
+        let cx = BuildCx {
+            n_items: counts.len(),
+            train: TrainConfig { batch_size: 2, ..Default::default() },
+            ..Default::default()
+        };
         let mut s = MixedSampler::new(MixedParams { num_uniform, ..Default::default() }, &cx).unwrap();
         s.fit(counts).unwrap();
         s
@@ -330,7 +298,8 @@ mod tests {
     #[test]
     fn streaming_estimate_converges_to_the_true_batch_probability() {
         // Item 0 is in every batch, item 1 in every 4th, item 2 in every 10th.
-        let cx = BuildCx { n_items: 3, batch_size: 1, ..Default::default() };
+        let cx =
+            BuildCx { n_items: 3, train: TrainConfig { batch_size: 1, ..Default::default() }, ..Default::default() };
         let params = MixedParams { num_uniform: 0, frequency: Frequency::Streaming, ..Default::default() };
         let mut s = MixedSampler::new(params, &cx).unwrap();
         s.fit(&[1, 1, 1]).unwrap();
@@ -357,7 +326,8 @@ mod tests {
     #[test]
     fn popularity_negatives_add_their_expected_copies() {
         // Counts 1, 3, 0, 4 with alpha 1: P = 1/8, 3/8, 0, 4/8; 2 draws; batches of 2.
-        let cx = BuildCx { n_items: 4, batch_size: 2, ..Default::default() };
+        let cx =
+            BuildCx { n_items: 4, train: TrainConfig { batch_size: 2, ..Default::default() }, ..Default::default() };
         let params =
             MixedParams { num_uniform: 2, negatives_from: NegativesFrom::Popularity, alpha: 1.0, ..Default::default() };
         let mut s = MixedSampler::new(params, &cx).unwrap();
@@ -381,7 +351,8 @@ mod tests {
         let mut targets: Vec<ItemIdx> =
             counts.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat_n(i as ItemIdx, c as usize)).collect();
         let b = 5;
-        let cx = BuildCx { n_items: 6, batch_size: b, ..Default::default() };
+        let cx =
+            BuildCx { n_items: 6, train: TrainConfig { batch_size: b, ..Default::default() }, ..Default::default() };
         let mut s = MixedSampler::new(MixedParams { num_uniform: 3, ..Default::default() }, &cx).unwrap();
         s.fit(&counts).unwrap();
         let mut rng = StdRng::seed_from_u64(21);

@@ -7,7 +7,7 @@
 //! Items never seen in training are never drawn.
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler};
+use funnel_api::{BuildCx, Candidates, ItemIdx, Registry, Sampler};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, WeightedAliasIndex};
 use serde::{Deserialize, Serialize};
@@ -20,29 +20,19 @@ pub(crate) fn register(reg: &mut Registry) {
     );
 }
 
+/// Parameters of `popularity`.
+#[funnel_api::params]
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct PopularityParams {
+    /// Negatives drawn per batch with replacement, shared by its rows.
+    #[param(default = 1000)]
     pub num_negatives: usize,
+    /// Exponent on training counts; 0 is uniform over seen items, 1 is unigram.
+    #[param(default = 0.75)]
     pub alpha: f64,
+    /// Subtract log(expected copies) from candidate logits.
+    #[param(default = true)]
     pub log_q_correction: bool,
-}
-
-impl Default for PopularityParams {
-    fn default() -> Self {
-        PopularityParams { num_negatives: 1000, alpha: 0.75, log_q_correction: true }
-    }
-}
-
-impl Params for PopularityParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("num_negatives", "Negatives drawn per batch with replacement, shared by its rows (default 1000)"),
-        ParamDoc::new(
-            "alpha",
-            "Exponent on training counts; 0 is uniform over seen items, 1 is unigram (default 0.75)",
-        ),
-        ParamDoc::new("log_q_correction", "Subtract log(expected copies) from candidate logits (default true)"),
-    ];
 }
 
 pub struct PopularitySampler {

@@ -7,7 +7,7 @@
 //! correction leaves the softmax unchanged; it is reported all the same.
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, ParamDoc, Params, Registry, Sampler};
+use funnel_api::{BuildCx, Candidates, ItemIdx, Registry, Sampler};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -18,31 +18,22 @@ pub(crate) fn register(reg: &mut Registry) {
     });
 }
 
+/// Parameters of `uniform`.
+#[funnel_api::params]
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct UniformParams {
+    /// Negatives drawn per batch, or per row when not shared.
+    #[param(default = 1000)]
     pub num_negatives: usize,
+    /// One set of negatives for the whole batch (one GEMM); false draws each row its own.
+    #[param(default = true)]
     pub shared: bool,
+    /// Draw with replacement; false draws distinct items.
+    #[param(default = false)]
     pub replacement: bool,
+    /// Subtract log q from candidate logits.
+    #[param(default = true)]
     pub log_q_correction: bool,
-}
-
-impl Default for UniformParams {
-    fn default() -> Self {
-        UniformParams { num_negatives: 1000, shared: true, replacement: false, log_q_correction: true }
-    }
-}
-
-impl Params for UniformParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc::new("num_negatives", "Negatives drawn per batch, or per row when not shared (default 1000)"),
-        ParamDoc::new(
-            "shared",
-            "One set of negatives for the whole batch (one GEMM); false draws each row its own (default true)",
-        ),
-        ParamDoc::new("replacement", "Draw with replacement; false draws distinct items (default false)"),
-        ParamDoc::new("log_q_correction", "Subtract log q from candidate logits (default true)"),
-    ];
 }
 
 pub struct UniformSampler {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use funnel_api::{BuildCx, Metrics, ParamDoc, Params, Registry, RunInfo, RunStatus, Tracker};
+use funnel_api::{BuildCx, Metrics, Registry, RunInfo, RunStatus, Tracker};
 use funnel_tracker_local::{Event, Journal};
 use serde::{Deserialize, Serialize};
 
@@ -38,34 +38,20 @@ pub fn register(reg: &mut Registry) {
 }
 
 /// Parameters of the `mlflow` tracker.
+#[funnel_api::params]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
 pub struct MlflowParams {
-    /// Server address; empty means `$MLFLOW_TRACKING_URI`.
+    /// MLflow server address (http://host:port); empty: $MLFLOW_TRACKING_URI,
+    /// and without it the run is only journaled (`cargo xtask run` starts the
+    /// local server when neither is set).
     pub tracking_uri: String,
+    /// Limit on one request to the server.
+    #[param(default = 30)]
     pub timeout_seconds: u64,
+    /// After a failed request, how long the run goes on journaling only
+    /// before trying the server again.
+    #[param(default = 30)]
     pub retry_seconds: u64,
-}
-
-impl Default for MlflowParams {
-    fn default() -> Self {
-        MlflowParams { tracking_uri: String::new(), timeout_seconds: 30, retry_seconds: 30 }
-    }
-}
-
-impl Params for MlflowParams {
-    const DOCS: &'static [ParamDoc] = &[
-        ParamDoc {
-            key: "tracking_uri",
-            doc: "MLflow server address (http://host:port); empty: $MLFLOW_TRACKING_URI, and without it the run \
-                  is only journaled (`cargo xtask run` starts the local server when neither is set)",
-        },
-        ParamDoc { key: "timeout_seconds", doc: "limit on one request to the server" },
-        ParamDoc {
-            key: "retry_seconds",
-            doc: "after a failed request, how long the run goes on journaling only before trying the server again",
-        },
-    ];
 }
 
 /// The `mlflow` tracker.

@@ -9,17 +9,25 @@
 
 #![forbid(unsafe_code)]
 
+// The `#[params]` expansion names `::funnel_api`, here too.
+extern crate self as funnel_api;
+
 mod components;
 mod data;
 mod matrix;
 mod params;
 mod registry;
+mod train;
 
 pub use components::*;
 pub use data::*;
 pub use matrix::Matrix;
 pub use params::{NoParams, ParamDoc, Params};
-pub use registry::{parse_params, BuildCx, ComponentKind, ParamError, PluginInfo, Registry};
+pub use registry::{documented, parse_params, BuildCx, ComponentKind, ParamError, ParamRow, PluginInfo, Registry};
+pub use train::TrainConfig;
+
+/// Declares a plugin's parameters once: see [`Params`].
+pub use funnel_api_macros::params;
 
 /// Re-exported so plugins agree with the core on one version.
 pub use anyhow;

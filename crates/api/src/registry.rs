@@ -8,7 +8,7 @@ use std::fmt;
 
 use anyhow::{anyhow, Result};
 
-use crate::{Baseline, Dataset, Evaluator, Features, Index, Model, Params, Sampler, Tracker};
+use crate::{Baseline, Dataset, Evaluator, Features, Index, Model, Params, Sampler, Tracker, TrainConfig};
 
 /// What a builder may know besides its own parameters.
 #[derive(Debug, Clone, Default)]
@@ -20,12 +20,9 @@ pub struct BuildCx {
     pub n_items: usize,
     /// Longest history the features plugin produces.
     pub max_history: usize,
-    /// `[train] batch_size`: rows per training batch.
-    pub batch_size: usize,
-    /// `[train] lr`, for the model's optimizer.
-    pub learning_rate: f64,
-    /// `[train] device`, e.g. `cpu` or `cuda:0`.
-    pub device: String,
+    /// `[train]`: a model honours its `lr`, `batch_size` and `device`
+    /// (see [`TrainConfig`]).
+    pub train: TrainConfig,
     /// The side inputs the features plugin produced (empty before it ran).
     pub inputs: std::sync::Arc<crate::SideInputs>,
 }
@@ -110,14 +107,18 @@ impl fmt::Display for ComponentKind {
     }
 }
 
+/// One parameter as `funnel plugins` shows it: `(key, default rendered as
+/// TOML or "(unset)", doc)`.
+pub type ParamRow = (String, String, String);
+
 /// A registered component as `cargo xtask plugins` shows it.
 #[derive(Debug, Clone)]
 pub struct PluginInfo {
     pub kind: ComponentKind,
     pub name: &'static str,
     pub doc: &'static str,
-    /// `(key, default rendered as TOML or "(unset)", doc)` for every parameter.
-    pub params: Vec<(String, String, String)>,
+    /// Every parameter, in declaration order.
+    pub params: Vec<ParamRow>,
     /// The defaults as a TOML table, exactly as the plugin would see them.
     pub defaults: toml::Table,
 }
@@ -303,11 +304,25 @@ pub fn parse_params<P: Params>(table: toml::Table) -> Result<P> {
 }
 
 fn describe<P: Params>(kind: ComponentKind, name: &'static str, doc: &'static str) -> PluginInfo {
+    let (params, defaults) = documented::<P>().unwrap_or_else(|e| panic!("{kind} `{name}`: {e}"));
+    PluginInfo { kind, name, doc, params, defaults }
+}
+
+/// Each parameter of `P` as `(key, default rendered as TOML or "(unset)",
+/// doc)`, and the defaults as a table.
+///
+/// # Errors
+/// When the defaults do not serialize to a TOML table, or a key has no doc:
+/// mistakes in the plugin's code, not in anyone's experiment.
+pub fn documented<P: Params>() -> Result<(Vec<ParamRow>, toml::Table)> {
     let defaults = match toml::Value::try_from(P::default()) {
         Ok(toml::Value::Table(t)) => t,
-        Ok(other) => panic!("{kind} `{name}`: parameters must serialize to a table, got {other}"),
-        Err(e) => panic!("{kind} `{name}`: default parameters do not serialize: {e}"),
+        Ok(other) => return Err(anyhow!("parameters must serialize to a table, got {other}")),
+        Err(e) => return Err(anyhow!("default parameters do not serialize: {e}")),
     };
+    if let Some(key) = defaults.keys().find(|k| !P::DOCS.iter().any(|d| d.key == k.as_str())) {
+        return Err(anyhow!("parameter `{key}` has no doc (declare the parameters with #[funnel_api::params])"));
+    }
     let params = P::DOCS
         .iter()
         .map(|d| {
@@ -315,5 +330,5 @@ fn describe<P: Params>(kind: ComponentKind, name: &'static str, doc: &'static st
             (d.key.to_string(), default, d.doc.to_string())
         })
         .collect();
-    PluginInfo { kind, name, doc, params, defaults }
+    Ok((params, defaults))
 }
