@@ -222,7 +222,7 @@ fn one_catalog(Catalog { items: n, drawn_from }: Catalog) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     // Zipf-like training counts, so logQ has something to correct.
     let counts: Vec<u64> = (0..n).map(|i| 1 + (n as u64 / (i as u64 + 1)).min(1000)).collect();
-    sampler.fit(&counts)?;
+    sampler.fit(&counts, &funnel::api::ExampleSet::default())?;
     let (mut queries, mut positives, mut candidates) = (Queries::new(30), Vec::new(), Candidates::default());
     let (mut timed, mut distinct_rows) = (Duration::ZERO, 0usize);
     for step in 0..WARMUP + STEPS {

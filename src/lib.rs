@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod cli;
 pub mod compare;
 pub mod experiment;
 pub mod item_vectors;

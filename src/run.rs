@@ -233,6 +233,7 @@ fn stages(
         seed: ctx.spec().experiment.seed,
         checkpoint: &ctx.run_dir.join(checkpoint::FILE),
         config_hash: &ctx.config_hash,
+        n_items: data.n_items(),
     }
     .train(resume, tracker, clock)?;
     parts.model.load_state(&trained.best_state)?;
@@ -275,7 +276,7 @@ fn fit_sampler(
     for &ex in &examples.train {
         counts[examples.target(ex) as usize] += 1;
     }
-    sampler.fit(&counts).with_context(|| ctx.within(ComponentKind::Sampler))?;
+    sampler.fit(&counts, examples).with_context(|| ctx.within(ComponentKind::Sampler))?;
     let q = sampler.item_probabilities();
     let mut q_table = String::from("item_id\ttraining_count\texpected_copies_per_batch\n");
     for (i, p) in q.iter().enumerate() {

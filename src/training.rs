@@ -40,6 +40,8 @@ pub struct Trainer<'a> {
     pub checkpoint: &'a Path,
     /// Fingerprint of the resolved configuration, stored in checkpoints.
     pub config_hash: &'a str,
+    /// Items in the catalog: every sampled candidate must be one.
+    pub n_items: usize,
 }
 
 impl Trainer<'_> {
@@ -52,8 +54,8 @@ impl Trainer<'_> {
         tracker: &mut dyn Tracker,
         clock: &mut StageClock,
     ) -> Result<Trained> {
-        let Trainer { model, sampler, evaluator, examples, cfg, seed, checkpoint: path, config_hash } = self;
-        train(model, sampler, evaluator, tracker, examples, cfg, seed, resume, path, config_hash, clock)
+        let Trainer { model, sampler, evaluator, examples, cfg, seed, checkpoint: path, config_hash, n_items } = self;
+        train(model, sampler, evaluator, tracker, examples, cfg, seed, resume, path, config_hash, n_items, clock)
     }
 }
 
@@ -69,6 +71,7 @@ fn train(
     resume: Option<Checkpoint>,
     checkpoint_path: &Path,
     config_hash: &str,
+    n_items: usize,
     clock: &mut StageClock,
 ) -> Result<Trained> {
     let selection = evaluator.selection_metric().to_string();
@@ -125,6 +128,9 @@ fn train(
             let mut loss_sum = 0.0f64;
             for step in 0..n_batches {
                 let buf = full_rx.recv().context("the batch builder stopped")?;
+                buf.candidates
+                    .check(buf.positives.len(), n_items)
+                    .with_context(|| format!("[sampler] at epoch {epoch}, step {}", step + 1))?;
                 let batch = buf.batch();
                 let stats =
                     model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::mlflow::MlflowServer;
+use crate::mlflow_server::MlflowServer;
 use crate::util::*;
 
 /// How long the sweep may take once submitted.

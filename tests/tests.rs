@@ -5,6 +5,7 @@ mod bad_input;
 mod baselines;
 mod loader_fuzz;
 mod mlflow;
+mod mlflow_server;
 mod movielens;
 mod resume;
 mod slurm;

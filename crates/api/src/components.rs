@@ -20,8 +20,11 @@ pub trait Features {
 /// `[sampler]`: chooses the candidates each training batch is scored against.
 pub trait Sampler: Send {
     /// Called once before training with how often each item is a training
-    /// positive (indexed by item).
-    fn fit(&mut self, item_counts: &[u64]) -> Result<()>;
+    /// positive (indexed by item) and the examples themselves, for samplers
+    /// that learn more than counts (neighbours, sequences). Only the
+    /// positions in `examples.train` are training data: `sequences` also
+    /// hold the validation and test targets.
+    fn fit(&mut self, item_counts: &[u64], examples: &crate::ExampleSet) -> Result<()>;
 
     /// Fills `out` (cleared by the caller) with candidates for a batch whose
     /// positives are `positives`.

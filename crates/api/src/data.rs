@@ -351,13 +351,46 @@ pub struct Candidates {
     pub per_row_log_q: Vec<f32>,
     /// Whether the batch's other positives also serve as negatives.
     pub in_batch: bool,
-    /// `log q` of each row's positive, used when `in_batch` is set.
+    /// `log q` of each row's positive, one per row: the correction of the
+    /// row's own positive column, and of the other rows' when `in_batch`.
     pub positive_log_q: Vec<f32>,
     /// Whether the loss subtracts `log q` from every candidate logit.
     pub log_q_correction: bool,
 }
 
 impl Candidates {
+    /// Checks what a sampler filled in for a batch of `batch` rows over
+    /// `n_items` items: one log q per shared and per-row negative and per
+    /// row's positive, the same number of own negatives for every row, and
+    /// every item in the catalog. The core calls it after each
+    /// `Sampler::sample`, so a plugin's mistake is an error, not a panic
+    /// deep in a model.
+    ///
+    /// # Errors
+    /// Naming the first list that does not fit.
+    pub fn check(&self, batch: usize, n_items: usize) -> anyhow::Result<()> {
+        let lists = [
+            ("shared_log_q", self.shared_log_q.len(), "shared", self.shared.len()),
+            ("per_row_log_q", self.per_row_log_q.len(), "per_row", self.per_row.len()),
+            ("positive_log_q", self.positive_log_q.len(), "the batch's rows", batch),
+        ];
+        for (name, len, of, expected) in lists {
+            if len != expected {
+                anyhow::bail!("the sampler gave {len} values in `{name}`, expected one per entry of {of} ({expected})");
+            }
+        }
+        if batch > 0 && !self.per_row.len().is_multiple_of(batch) {
+            anyhow::bail!(
+                "the sampler gave {} per-row negatives for {batch} rows: every row needs the same number",
+                self.per_row.len()
+            );
+        }
+        if let Some(&item) = self.shared.iter().chain(&self.per_row).find(|&&i| i as usize >= n_items) {
+            anyhow::bail!("the sampler drew item index {item}, outside the catalog's {n_items} items");
+        }
+        Ok(())
+    }
+
     /// Empties every list (keeping their memory) and resets the flags; the
     /// core calls it before each `Sampler::sample`.
     pub fn clear(&mut self) {
@@ -381,3 +414,39 @@ pub struct TrainBatch<'a> {
 
 /// Named scalar metrics, ordered for stable reports.
 pub type Metrics = BTreeMap<String, f64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled() -> Candidates {
+        Candidates {
+            shared: vec![0, 4],
+            shared_log_q: vec![-1.0, -1.0],
+            per_row: vec![1, 2, 3, 1],
+            per_row_log_q: vec![-2.0; 4],
+            in_batch: true,
+            positive_log_q: vec![-0.5, -0.5],
+            log_q_correction: true,
+        }
+    }
+
+    #[test]
+    fn a_well_formed_batch_passes_and_each_mistake_is_named() {
+        assert!(filled().check(2, 5).is_ok());
+        let error = |c: Candidates| c.check(2, 5).unwrap_err().to_string();
+        let mut c = filled();
+        c.positive_log_q.clear();
+        assert!(error(c).contains("`positive_log_q`"));
+        let mut c = filled();
+        c.shared_log_q.pop();
+        assert!(error(c).contains("`shared_log_q`"));
+        let mut c = filled();
+        c.per_row.pop();
+        c.per_row_log_q.pop();
+        assert!(error(c).contains("same number"));
+        let mut c = filled();
+        c.shared[1] = 5;
+        assert!(error(c).contains("item index 5"));
+    }
+}

@@ -5,7 +5,7 @@
 //! that copy is masked as an accidental hit, leaving its own column.
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, NoParams, Registry, Sampler};
+use funnel_api::{BuildCx, Candidates, ExampleSet, ItemIdx, NoParams, Registry, Sampler};
 use rand::rngs::StdRng;
 
 pub(crate) fn register(reg: &mut Registry) {
@@ -26,7 +26,7 @@ pub struct FullSoftmax {
 }
 
 impl Sampler for FullSoftmax {
-    fn fit(&mut self, _item_counts: &[u64]) -> Result<()> {
+    fn fit(&mut self, _item_counts: &[u64], _examples: &ExampleSet) -> Result<()> {
         Ok(())
     }
 

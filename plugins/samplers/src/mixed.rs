@@ -19,7 +19,7 @@
 //! expected-count correction above.
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, Registry, Sampler, TrainingState};
+use funnel_api::{BuildCx, Candidates, ExampleSet, ItemIdx, Registry, Sampler, TrainingState};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
@@ -201,7 +201,7 @@ impl MixedSampler {
 }
 
 impl Sampler for MixedSampler {
-    fn fit(&mut self, item_counts: &[u64]) -> Result<()> {
+    fn fit(&mut self, item_counts: &[u64], _examples: &ExampleSet) -> Result<()> {
         let total: u64 = item_counts.iter().sum();
         if total == 0 || item_counts.len() != self.n_items {
             bail!("no training positives to estimate item frequencies from");
@@ -273,7 +273,7 @@ mod tests {
             ..Default::default()
         };
         let mut s = MixedSampler::new(MixedParams { num_uniform, ..Default::default() }, &cx).unwrap();
-        s.fit(counts).unwrap();
+        s.fit(counts, &ExampleSet::default()).unwrap();
         s
     }
 
@@ -302,7 +302,7 @@ mod tests {
             BuildCx { n_items: 3, train: TrainConfig { batch_size: 1, ..Default::default() }, ..Default::default() };
         let params = MixedParams { num_uniform: 0, frequency: Frequency::Streaming, ..Default::default() };
         let mut s = MixedSampler::new(params, &cx).unwrap();
-        s.fit(&[1, 1, 1]).unwrap();
+        s.fit(&[1, 1, 1], &ExampleSet::default()).unwrap();
         let mut out = Candidates::default();
         let mut rng = StdRng::seed_from_u64(0);
         for step in 1..=4000u64 {
@@ -331,7 +331,7 @@ mod tests {
         let params =
             MixedParams { num_uniform: 2, negatives_from: NegativesFrom::Popularity, alpha: 1.0, ..Default::default() };
         let mut s = MixedSampler::new(params, &cx).unwrap();
-        s.fit(&[1, 3, 0, 4]).unwrap();
+        s.fit(&[1, 3, 0, 4], &ExampleSet::default()).unwrap();
         let mut out = Candidates::default();
         s.sample(&[1, 3], &mut StdRng::seed_from_u64(3), &mut out);
         assert_eq!(out.shared.len(), 2);
@@ -354,7 +354,7 @@ mod tests {
         let cx =
             BuildCx { n_items: 6, train: TrainConfig { batch_size: b, ..Default::default() }, ..Default::default() };
         let mut s = MixedSampler::new(MixedParams { num_uniform: 3, ..Default::default() }, &cx).unwrap();
-        s.fit(&counts).unwrap();
+        s.fit(&counts, &ExampleSet::default()).unwrap();
         let mut rng = StdRng::seed_from_u64(21);
         let mut out = Candidates::default();
         let mut seen = [0f64; 6];

@@ -7,7 +7,7 @@
 //! Items never seen in training are never drawn.
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, Registry, Sampler};
+use funnel_api::{BuildCx, Candidates, ExampleSet, ItemIdx, Registry, Sampler};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, WeightedAliasIndex};
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ impl PopularitySampler {
 }
 
 impl Sampler for PopularitySampler {
-    fn fit(&mut self, item_counts: &[u64]) -> Result<()> {
+    fn fit(&mut self, item_counts: &[u64], _examples: &ExampleSet) -> Result<()> {
         if item_counts.len() != self.n_items {
             bail!("item counts cover {} items, the catalog {}", item_counts.len(), self.n_items);
         }
@@ -131,7 +131,7 @@ mod tests {
             5,
         )
         .unwrap();
-        s.fit(&[1, 8, 27, 0, 64]).unwrap();
+        s.fit(&[1, 8, 27, 0, 64], &ExampleSet::default()).unwrap();
         let mut rng = StdRng::seed_from_u64(11);
         let mut out = Candidates::default();
         let mut counts = [0f64; 5];

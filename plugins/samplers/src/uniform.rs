@@ -7,7 +7,7 @@
 //! correction leaves the softmax unchanged; it is reported all the same.
 
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, Candidates, ItemIdx, Registry, Sampler};
+use funnel_api::{BuildCx, Candidates, ExampleSet, ItemIdx, Registry, Sampler};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ impl UniformSampler {
 }
 
 impl Sampler for UniformSampler {
-    fn fit(&mut self, _item_counts: &[u64]) -> Result<()> {
+    fn fit(&mut self, _item_counts: &[u64], _examples: &ExampleSet) -> Result<()> {
         Ok(())
     }
 
