@@ -56,6 +56,9 @@ enum Command {
     Check {
         #[command(flatten)]
         experiment: ExperimentArgs,
+        /// Accepted (and unused) so `check` takes whatever `run` takes.
+        #[command(flatten)]
+        _dirs: HiddenDirs,
     },
     /// List the trials of FILE's [sweep], each checked; run one with `run --trial N`.
     Plan {
@@ -89,10 +92,10 @@ enum Command {
         run: PathBuf,
         /// A dataset user (raw id): their positives form the history.
         #[arg(long, value_name = "ID", group = "query")]
-        user: Option<u64>,
+        user: Option<String>,
         /// An ad-hoc history of raw item ids, oldest first.
         #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', num_args = 1.., group = "query")]
-        items: Option<Vec<u64>>,
+        items: Option<Vec<String>>,
         /// How many to recommend.
         #[arg(long, value_name = "N", default_value = "10")]
         k: NonZeroUsize,
@@ -138,6 +141,15 @@ struct OutputDirs {
     reports_dir: PathBuf,
 }
 
+/// `--runs-dir` and `--reports-dir` where nothing is written.
+#[derive(Debug, Args)]
+struct HiddenDirs {
+    #[arg(long, value_name = "DIR", hide = true)]
+    runs_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", hide = true)]
+    reports_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Emit {
     /// A Slurm array job (array.sbatch and submit.sh).
@@ -177,7 +189,7 @@ fn execute(command: Command, registry: &Registry) -> Result<()> {
             print!("{}", plugins::catalog(registry));
             Ok(())
         }
-        Command::Check { experiment } => {
+        Command::Check { experiment, .. } => {
             print!("{}", run_folder::resolved_toml(&load(&experiment, registry)?));
             Ok(())
         }
@@ -233,7 +245,9 @@ fn execute(command: Command, registry: &Registry) -> Result<()> {
         Command::Recommend { run, user, items, k } => {
             let query = match (user, items) {
                 (Some(user), None) => recommend::Query::User(user),
-                (None, Some(items)) => recommend::Query::Items(items),
+                (None, Some(items)) => {
+                    recommend::Query::Items(items.into_iter().map(|i| i.trim().to_string()).collect())
+                }
                 _ => anyhow::bail!("recommend needs --user ID or --items ID,ID,..."),
             };
             let k = k.get();
@@ -282,7 +296,7 @@ mod tests {
         assert!(Cli::try_parse_from(["funnel", "recommend", "--run", "r", "--user", "1", "--items", "2"]).is_err());
         let cli = Cli::try_parse_from(["funnel", "recommend", "--run", "r", "--items", "3,4"]).unwrap();
         let Command::Recommend { items, .. } = cli.command else { panic!("not recommend") };
-        assert_eq!(items, Some(vec![3, 4]));
+        assert_eq!(items, Some(vec!["3".to_string(), "4".to_string()]));
         assert!(Cli::try_parse_from(["funnel", "recommend", "--run", "r", "--k", "0", "--user", "1"]).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! per catalog item, so notebooks (pyarrow, polars) and `funnel recommend`
 //! read the same table.
 //!
-//! Columns: `item_index` (u32, funnel's dense index), `item_id` (u64, the
+//! Columns: `item_index` (u32, funnel's dense index), `item_id` (utf8, the
 //! dataset's own id), `title` (utf8), `vector` (fixed-size list of f32).
 
 use std::fs::File;
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, StringArray, UInt32Array, UInt64Array};
+use arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
@@ -24,14 +24,14 @@ pub const FILE: &str = "item_vectors.arrow";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemVectors {
     pub vectors: Matrix,
-    pub raw_ids: Vec<u64>,
+    pub raw_ids: Vec<String>,
     pub titles: Vec<String>,
 }
 
 fn schema(dim: usize) -> Schema {
     Schema::new(vec![
         Field::new("item_index", DataType::UInt32, false),
-        Field::new("item_id", DataType::UInt64, false),
+        Field::new("item_id", DataType::Utf8, false),
         Field::new("title", DataType::Utf8, false),
         Field::new(
             "vector",
@@ -51,7 +51,7 @@ pub fn write(path: &Path, vectors: &Matrix, catalog: &ItemCatalog) -> Result<()>
     let item = Arc::new(Field::new("item", DataType::Float32, false));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(0..vectors.rows as u32)),
-        Arc::new(UInt64Array::from(catalog.raw_ids.clone())),
+        Arc::new(StringArray::from_iter_values(catalog.raw_ids.iter().map(String::as_str))),
         Arc::new(StringArray::from_iter_values(catalog.titles.iter().map(String::as_str))),
         Arc::new(FixedSizeListArray::try_new(item, vectors.cols as i32, values, None)?),
     ];
@@ -77,12 +77,12 @@ pub fn read(path: &Path) -> Result<ItemVectors> {
         for batch in reader {
             let batch = batch?;
             let column = |name: &str| batch.column_by_name(name).with_context(|| format!("no column `{name}`"));
-            let ids = column("item_id")?.as_any().downcast_ref::<UInt64Array>().context("`item_id` is not u64")?;
+            let ids = column("item_id")?.as_any().downcast_ref::<StringArray>().context("`item_id` is not utf8")?;
             let titles = column("title")?.as_any().downcast_ref::<StringArray>().context("`title` is not utf8")?;
             let list =
                 column("vector")?.as_any().downcast_ref::<FixedSizeListArray>().context("`vector` is not a list")?;
             let values = list.values().as_any().downcast_ref::<Float32Array>().context("`vector` items are not f32")?;
-            out.raw_ids.extend(ids.values().iter().copied());
+            out.raw_ids.extend((0..ids.len()).map(|i| ids.value(i).to_string()));
             out.titles.extend((0..titles.len()).map(|i| titles.value(i).to_string()));
             let start = list.offset() * dim;
             out.vectors.data.extend_from_slice(&values.values()[start..start + list.len() * dim]);
@@ -102,7 +102,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
         let catalog = ItemCatalog {
-            raw_ids: vec![10, 20, 30],
+            raw_ids: vec!["10".into(), "B0X".into(), "30".into()],
             titles: vec!["A (1999)".into(), "".into(), "C".into()],
             genres: vec![vec![]; 3],
         };

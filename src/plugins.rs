@@ -8,6 +8,7 @@ use funnel_api::Registry;
 pub fn builtin() -> Registry {
     let mut reg = Registry::new();
     funnel_dataset_movielens::register(&mut reg);
+    funnel_dataset_interactions::register(&mut reg);
     funnel_features_history::register(&mut reg);
     funnel_samplers::register(&mut reg);
     funnel_model_youtube_dnn::register(&mut reg);

@@ -15,15 +15,15 @@ use crate::run_folder::{INDEX, MODEL};
 #[derive(Debug, Clone)]
 pub enum Query {
     /// A dataset user (their raw id): all their positives form the history.
-    User(u64),
+    User(String),
     /// An ad-hoc history of raw item ids, oldest first.
-    Items(Vec<u64>),
+    Items(Vec<String>),
 }
 
 /// One recommended item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
-    pub item_id: u64,
+    pub item_id: String,
     pub title: String,
     pub score: f32,
 }
@@ -46,8 +46,8 @@ pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -
     let spec = &exp.spec;
     let within = |kind: ComponentKind| spec.describe(kind);
     let vectors: ItemVectors = item_vectors::read(&run_dir.join(item_vectors::FILE))?;
-    let by_raw: std::collections::HashMap<u64, ItemIdx> =
-        vectors.raw_ids.iter().enumerate().map(|(i, &id)| (id, i as ItemIdx)).collect();
+    let by_raw: std::collections::HashMap<&str, ItemIdx> =
+        vectors.raw_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as ItemIdx)).collect();
 
     let cx0 = spec.build_cx();
     let c = &spec.dataset;
@@ -81,7 +81,9 @@ pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -
         }
         Query::Items(ids) => (
             ids.iter()
-                .map(|id| by_raw.get(id).copied().with_context(|| format!("item {id} is not in the run's catalog")))
+                .map(|id| {
+                    by_raw.get(id.as_str()).copied().with_context(|| format!("item `{id}` is not in the run's catalog"))
+                })
                 .collect::<Result<_>>()?,
             Queries::UNKNOWN_USER,
         ),
@@ -117,7 +119,7 @@ pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -
         history: recent.iter().rev().map(|&i| title(i)).collect(),
         items: top
             .into_iter()
-            .map(|(i, score)| Recommendation { item_id: vectors.raw_ids[i as usize], title: title(i), score })
+            .map(|(i, score)| Recommendation { item_id: vectors.raw_ids[i as usize].clone(), title: title(i), score })
             .collect(),
     })
 }

@@ -24,10 +24,25 @@ pub struct DatasetStats {
     pub validation_cases: usize,
     pub test_cases: usize,
     pub load_seconds: f64,
+    /// Items with a title.
+    pub titled_items: usize,
+    /// Items with at least one category (genre).
+    pub categorized_items: usize,
+    /// Distinct categories, and the most common few.
+    pub categories: usize,
+    pub common_categories: Vec<String>,
 }
 
 impl DatasetStats {
     pub fn of(data: &LoadedDataset, examples: &ExampleSet, load_seconds: f64) -> DatasetStats {
+        let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+        for c in data.catalog.genres.iter().flatten() {
+            *counts.entry(c.as_str()).or_default() += 1;
+        }
+        // Most items first, names breaking ties.
+        let mut common: Vec<(std::cmp::Reverse<usize>, &str)> =
+            counts.iter().map(|(c, n)| (std::cmp::Reverse(*n), *c)).collect();
+        common.sort_unstable();
         DatasetStats {
             name: data.name.clone(),
             source: data.source.clone(),
@@ -40,6 +55,10 @@ impl DatasetStats {
             validation_cases: examples.validation.len(),
             test_cases: examples.test.len(),
             load_seconds,
+            titled_items: data.catalog.titles.iter().filter(|t| !t.is_empty()).count(),
+            categorized_items: data.catalog.genres.iter().filter(|g| !g.is_empty()).count(),
+            categories: counts.len(),
+            common_categories: common.into_iter().take(5).map(|(_, c)| c.to_string()).collect(),
         }
     }
 
@@ -52,7 +71,7 @@ impl DatasetStats {
 /// A user shown in the report with what the model recommends.
 #[derive(Debug, Clone)]
 pub struct SampleUser {
-    pub user_id: u64,
+    pub user_id: String,
     /// Most recent first.
     pub recent: Vec<String>,
     /// The held-out next watch.
@@ -145,6 +164,16 @@ impl Report {
         let _ = writeln!(s, "| sparsity | {:.4} % |", d.sparsity() * 100.0);
         let _ = writeln!(s, "| training examples | {} |", d.train_examples);
         let _ = writeln!(s, "| validation / test cases | {} / {} |", d.validation_cases, d.test_cases);
+        let _ = writeln!(s, "| items with a title | {} |", d.titled_items);
+        if d.categories > 0 {
+            let _ = writeln!(
+                s,
+                "| item categories | {} distinct on {} items; most common: {} |",
+                d.categories,
+                d.categorized_items,
+                d.common_categories.join(", ")
+            );
+        }
         let _ = writeln!(s, "| load time | {:.2} s |", d.load_seconds);
 
         let _ = writeln!(s, "\n## Training\n");
@@ -433,6 +462,10 @@ mod tests {
                 validation_cases: 10,
                 test_cases: 10,
                 load_seconds: 0.1,
+                titled_items: 20,
+                categorized_items: 0,
+                categories: 0,
+                common_categories: Vec::new(),
             },
             parameters: 1234,
             selection_metric: "recall@10".into(),
@@ -447,7 +480,7 @@ mod tests {
             baselines: Vec::new(),
             wall_seconds: 9.0,
             samples: vec![SampleUser {
-                user_id: 42,
+                user_id: "42".into(),
                 recent: vec!["B".into(), "A".into()],
                 target: "C".into(),
                 recommended: vec![("C".into(), true), ("D".into(), false)],

@@ -300,7 +300,7 @@ fn test(
         .context("test evaluation")?;
     let mut ranks = String::from("user_id\ttarget_item_id\trank\n");
     for (ex, rank) in examples.test.iter().zip(&tested.ranks) {
-        let (user, item) = (data.user_raw_ids[ex.user as usize], data.catalog.raw_ids[examples.target(*ex) as usize]);
+        let (user, item) = (&data.user_raw_ids[ex.user as usize], &data.catalog.raw_ids[examples.target(*ex) as usize]);
         ranks.push_str(&format!("{user}\t{item}\t{rank}\n"));
     }
     run_folder::write(&ctx.run_dir.join(TEST_RANKS), &ranks)?;
@@ -438,7 +438,7 @@ fn serve(
         let user = model.user_vectors(&examples.serving_queries(&[ex]))?;
         let top = index.search(user.row(0), SAMPLE_K, examples.seen(ex))?;
         samples.push(SampleUser {
-            user_id: data.user_raw_ids[ex.user as usize],
+            user_id: data.user_raw_ids[ex.user as usize].clone(),
             recent: examples.history(ex).iter().rev().take(5).map(|&i| data.catalog.display(i)).collect(),
             target: data.catalog.display(examples.target(ex)),
             recommended: top.iter().map(|&(i, _)| (data.catalog.display(i), i == examples.target(ex))).collect(),

@@ -11,8 +11,9 @@ pub type UserIdx = u32;
 /// The items that can be recommended, with what reports show of them.
 #[derive(Debug, Clone, Default)]
 pub struct ItemCatalog {
-    /// The dataset's own id of each item (`raw_ids[idx]`).
-    pub raw_ids: Vec<u64>,
+    /// The dataset's own id of each item (`raw_ids[idx]`), as the data
+    /// writes it (MovieLens's numbers, Amazon's ASINs).
+    pub raw_ids: Vec<String>,
     /// Human-readable title of each item ("" when the dataset has none).
     pub titles: Vec<String>,
     /// Genre names of each item (empty when unknown).
@@ -65,8 +66,8 @@ pub struct LoadedDataset {
     pub source: String,
     /// sha256 of the main interaction file, so runs name exactly what they used.
     pub checksum: String,
-    /// The dataset's own id of each user (`user_raw_ids[idx]`).
-    pub user_raw_ids: Vec<u64>,
+    /// The dataset's own id of each user (`user_raw_ids[idx]`), as written.
+    pub user_raw_ids: Vec<String>,
     pub catalog: ItemCatalog,
     pub interactions: Interactions,
     /// Named attributes of users (ml-1m's `gender`, `age`, `occupation`,

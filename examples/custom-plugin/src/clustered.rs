@@ -75,7 +75,7 @@ impl Dataset for Clustered {
         }
         let n = p.clusters * size;
         let catalog = ItemCatalog {
-            raw_ids: (0..n as u64).map(|i| 1000 + i).collect(),
+            raw_ids: (0..n).map(|i| format!("m{i}")).collect(),
             titles: (0..n).map(|i| format!("cluster {} item {}", i / size, i % size)).collect(),
             genres: (0..n).map(|i| vec![format!("cluster {}", i / size)]).collect(),
         };
@@ -83,7 +83,7 @@ impl Dataset for Clustered {
             name: format!("clustered/{}x{}", p.users, n),
             source: "generated".to_string(),
             checksum: format!("generated with seed {}", self.seed),
-            user_raw_ids: (1..=p.users as u64).collect(),
+            user_raw_ids: (1..=p.users).map(|u| format!("u{u}")).collect(),
             raw_rows: interactions.len(),
             catalog,
             interactions,

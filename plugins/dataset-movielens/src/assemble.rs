@@ -145,8 +145,9 @@ pub(crate) fn assemble(
             }
         }
     }
-    catalog.raw_ids = items.raw;
+    catalog.raw_ids = items.raw.iter().map(u64::to_string).collect();
     let user_attributes = demographics.map(|rows| user_attributes(rows, &user_raw_ids)).unwrap_or_default();
+    let user_raw_ids = user_raw_ids.iter().map(u64::to_string).collect();
 
     Ok(LoadedDataset {
         name: prov.name,
@@ -214,8 +215,8 @@ mod tests {
             Movie { id: 500, title: "Dropped".into(), genres: vec![] },
         ];
         let d = assemble(pos, &movies, None, prov(2)).unwrap();
-        assert_eq!(d.user_raw_ids, [4, 2]);
-        assert_eq!(d.catalog.raw_ids, [3, 7]);
+        assert_eq!(d.user_raw_ids, ["4", "2"]);
+        assert_eq!(d.catalog.raw_ids, ["3", "7"]);
         assert_eq!(d.interactions.users, [0, 1, 0, 1]);
         assert_eq!(d.interactions.items, [0, 1, 1, 0]);
         assert_eq!(d.interactions.timestamps, [5, 2, 2, 9]);
@@ -241,7 +242,7 @@ mod tests {
             row(2, ["M", "50", "9", "00000"]),
         ];
         let d = assemble(pos, &[], Some(&users), prov(2)).unwrap();
-        assert_eq!(d.user_raw_ids, [4, 2, 6]);
+        assert_eq!(d.user_raw_ids, ["4", "2", "6"]);
         let column = |name: &str| d.user_attributes[name].clone();
         assert_eq!(d.user_attributes.keys().collect::<Vec<_>>(), ["age", "gender", "occupation", "zip"]);
         assert_eq!(column("gender"), ["M", "F", ""]);
@@ -258,8 +259,8 @@ mod tests {
     fn huge_ids_use_the_map_and_agree_with_the_table() {
         let rows = [(u64::MAX, 1 << 40, 0), (3, 2, 0), (u64::MAX, 2, 1)];
         let d = assemble(positives(&rows), &[], None, prov(1)).unwrap();
-        assert_eq!(d.user_raw_ids, [u64::MAX, 3]);
-        assert_eq!(d.catalog.raw_ids, [1 << 40, 2]);
+        assert_eq!(d.user_raw_ids, [u64::MAX.to_string(), "3".to_string()]);
+        assert_eq!(d.catalog.raw_ids, [(1u64 << 40).to_string(), "2".to_string()]);
         assert_eq!(d.interactions.items, [0, 1, 1]);
     }
 

@@ -47,8 +47,6 @@ pub fn register(reg: &mut Registry) {
 
 /// The item features `item_features` may name.
 pub const ITEM_FEATURES: [&str; 1] = ["genres"];
-/// The user features `user_features` may name (keys of `LoadedDataset::user_attributes`).
-pub const USER_FEATURES: [&str; 4] = ["gender", "age", "occupation", "zip"];
 
 /// Parameters of `watch_history`.
 #[funnel_api::params]
@@ -67,9 +65,10 @@ pub struct WatchHistoryParams {
     /// Categorical item features for the model: "genres" (each item's
     /// genres, multi-hot).
     pub item_features: Vec<String>,
-    /// Categorical user features from the dataset's user attributes:
-    /// "gender", "age" (ml-1m's age codes; ages in years are bucketed the
-    /// same way), "occupation", "zip" (its first zip_prefix characters); a
+    /// Categorical user features: any user attribute of the dataset
+    /// (MovieLens: "gender", "age" (ml-1m's age codes; ages in years are
+    /// bucketed the same way), "occupation", "zip" (its first zip_prefix
+    /// characters); `interactions`: its user table's feature columns); a
     /// user without the attribute has no value.
     pub user_features: Vec<String>,
     /// Leading characters of the zip code the "zip" user feature keeps.
@@ -123,8 +122,9 @@ impl WatchHistoryParams {
                 bail!("key `items.num_hashes`: must be at least 1");
             }
         }
-        check_names("item_features", "item feature", &self.item_features, &ITEM_FEATURES)?;
-        check_names("user_features", "user feature", &self.user_features, &USER_FEATURES)?;
+        check_names("item_features", "item feature", &self.item_features, Some(&ITEM_FEATURES))?;
+        // User attributes differ by dataset: checked against the data when it is loaded.
+        check_names("user_features", "user feature", &self.user_features, None)?;
         if self.zip_prefix == 0 {
             bail!("key `zip_prefix`: must be at least 1");
         }
@@ -133,9 +133,9 @@ impl WatchHistoryParams {
 }
 
 /// Every name is supported and listed once.
-fn check_names(key: &str, what: &str, names: &[String], supported: &[&str]) -> Result<()> {
+fn check_names(key: &str, what: &str, names: &[String], supported: Option<&[&str]>) -> Result<()> {
     for (i, name) in names.iter().enumerate() {
-        if !supported.contains(&name.as_str()) {
+        if let Some(supported) = supported.filter(|s| !s.contains(&name.as_str())) {
             let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
             bail!("key `{key}`: unknown {what} \"{name}\"; supported: {}", list.join(", "));
         }
@@ -264,11 +264,21 @@ fn hash_bucket(raw_id: u64, j: usize, buckets: usize) -> u32 {
     (splitmix64(raw_id ^ salt) % buckets as u64) as u32
 }
 
+/// An id as the number hashed: its value when it is a decimal number
+/// (MovieLens's ids), else FNV-1a of its bytes (an ASIN, a URL).
+fn id_key(raw_id: &str) -> u64 {
+    match raw_id.parse::<u64>() {
+        Ok(v) if v.to_string() == raw_id => v,
+        _ => raw_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)),
+    }
+}
+
 /// A hash embedding (simplified from Svenstrup et al. 2017): item `i` is the
 /// sum of rows `hash_j(raw_ids[i]) % buckets` for `j < num_hashes`. Two
 /// hashes of one item may land in the same row, which is then summed twice.
-fn hashed_items(raw_ids: &[u64], buckets: usize, num_hashes: usize) -> ItemEncoding {
-    let ids = raw_ids.iter().flat_map(|&raw| (0..num_hashes).map(move |j| hash_bucket(raw, j, buckets))).collect();
+fn hashed_items(raw_ids: &[String], buckets: usize, num_hashes: usize) -> ItemEncoding {
+    let ids =
+        raw_ids.iter().flat_map(|raw| (0..num_hashes).map(move |j| hash_bucket(id_key(raw), j, buckets))).collect();
     ItemEncoding::from_ids(buckets, num_hashes, ids)
 }
 
@@ -325,7 +335,7 @@ fn user_feature(data: &LoadedDataset, name: &str, zip_prefix: usize) -> Result<C
                     anyhow::anyhow!(
                         "user feature `age`: dataset {} gives user {} the age `{v}`, not a whole number of years",
                         data.name,
-                        data.user_raw_ids.get(u).copied().unwrap_or(u as u64)
+                        data.user_raw_ids.get(u).cloned().unwrap_or_else(|| u.to_string())
                     )
                 }),
                 "zip" => Ok(Some(v.chars().take(zip_prefix).collect())),
@@ -364,8 +374,8 @@ mod tests {
         let n_items = rows.iter().map(|r| r.1).max().unwrap() as usize + 1;
         LoadedDataset {
             name: "fixture".into(),
-            user_raw_ids: (0..n_users as u64).collect(),
-            catalog: ItemCatalog { raw_ids: (0..n_items as u64).collect(), ..Default::default() },
+            user_raw_ids: (0..n_users).map(|u| u.to_string()).collect(),
+            catalog: ItemCatalog { raw_ids: (0..n_items).map(|i| i.to_string()).collect(), ..Default::default() },
             interactions: Interactions {
                 users: rows.iter().map(|r| r.0).collect(),
                 items: rows.iter().map(|r| r.1).collect(),
@@ -504,10 +514,6 @@ mod tests {
             "key `item_features`: unknown item feature \"tags\"; supported: \"genres\""
         );
         assert_eq!(
-            error("user_features = [\"gender\", \"income\"]"),
-            "key `user_features`: unknown user feature \"income\"; supported: \"gender\", \"age\", \"occupation\", \"zip\""
-        );
-        assert_eq!(
             error("user_features = [\"age\", \"age\"]"),
             "key `user_features`: user feature \"age\" is listed twice"
         );
@@ -518,7 +524,7 @@ mod tests {
     /// 4 items with raw ids 40, 10, 30, 20 and one user watching them all.
     fn catalog_fixture(raw_ids: &[u64]) -> LoadedDataset {
         let mut d = dataset(&[(0, 0, 1), (0, 1, 2), (0, 2, 3), (0, 3, 4)]);
-        d.catalog.raw_ids = raw_ids.to_vec();
+        d.catalog.raw_ids = raw_ids.iter().map(u64::to_string).collect();
         d
     }
 
@@ -546,10 +552,15 @@ mod tests {
         assert_eq!(
             (0..4).map(|i| enc.ids(i).to_vec()).collect::<Vec<_>>(),
             (0..4)
-                .map(|i| (0..3).map(|j| hash_bucket(d.catalog.raw_ids[i], j, 50)).collect::<Vec<_>>())
+                .map(|i| (0..3).map(|j| hash_bucket(id_key(&d.catalog.raw_ids[i]), j, 50)).collect::<Vec<_>>())
                 .collect::<Vec<_>>()
         );
         assert_eq!([hash_bucket(1, 0, 1000), hash_bucket(1, 1, 1000), hash_bucket(2, 0, 1000)], PINNED);
+        // Decimal ids hash by value (so MovieLens keeps its buckets); others by their bytes.
+        assert_eq!(id_key("7"), 7);
+        assert_ne!(id_key("007"), 7);
+        assert_eq!(id_key("B00X"), id_key("B00X"));
+        assert_ne!(id_key("B00X"), id_key("B00Y"));
         // A single bucket takes everything.
         assert!(hashed(1, 2, 0, &d).ids(3) == [0, 0]);
     }
@@ -559,11 +570,17 @@ mod tests {
 
     #[test]
     fn hashes_spread_items_over_the_buckets() {
-        let raw: Vec<u64> = (1..=10_000).collect();
+        let raw: Vec<String> = (1..=10_000).map(|i: u64| i.to_string()).collect();
         let enc = hashed_items(&raw, 100, 2);
         let mut counts = [0usize; 100];
         (0..10_000).flat_map(|i| enc.ids(i).to_vec()).for_each(|r| counts[r as usize] += 1);
         // 200 expected per bucket; a fair hash stays well within +-30%.
+        assert!(counts.iter().all(|&c| (140..=260).contains(&c)), "{counts:?}");
+        // Text ids (ASINs) spread as well.
+        let asins: Vec<String> = (1..=10_000).map(|i| format!("B{i:09}")).collect();
+        let by_text = hashed_items(&asins, 100, 2);
+        let mut counts = [0usize; 100];
+        (0..10_000).flat_map(|i| by_text.ids(i).to_vec()).for_each(|r| counts[r as usize] += 1);
         assert!(counts.iter().all(|&c| (140..=260).contains(&c)), "{counts:?}");
         // The two functions disagree on most items.
         let same = (0..10_000).filter(|&i| enc.ids(i)[0] == enc.ids(i)[1]).count();
@@ -600,7 +617,7 @@ mod tests {
     fn users_fixture(columns: &[(&str, &[&str])]) -> LoadedDataset {
         let rows: Vec<_> = (0..4).flat_map(|u| (0..4).map(move |i| (u, i, i as i64))).collect();
         let mut d = dataset(&rows);
-        d.user_raw_ids = vec![11, 12, 13, 14];
+        d.user_raw_ids = ["11", "12", "13", "14"].map(String::from).to_vec();
         d.user_attributes = attributes(columns);
         d
     }

@@ -30,8 +30,8 @@ fn assert_known_answer(d: &LoadedDataset, variant: &str, dir: &std::path::Path, 
     assert_eq!(d.source, dir.display().to_string());
     assert_eq!(d.checksum, format!("{:x}", Sha256::digest(ratings)));
     assert_eq!(d.raw_rows, 7);
-    assert_eq!(d.user_raw_ids, [1, 2]);
-    assert_eq!(d.catalog.raw_ids, [10, 20, 30, 40]);
+    assert_eq!(d.user_raw_ids, ["1", "2"]);
+    assert_eq!(d.catalog.raw_ids, ["10", "20", "30", "40"]);
     assert_eq!(d.interactions.users, [0, 1, 0, 1, 0]);
     assert_eq!(d.interactions.items, [0, 1, 1, 2, 3]);
     assert_eq!(d.interactions.timestamps, [300, 100, 300, 100, 200]);
@@ -106,11 +106,11 @@ fn csv_half_star_ratings_meet_the_threshold() {
     let dir = release(&[("ratings.csv", ratings.as_bytes()), ("movies.csv", MOVIES_CSV.as_bytes())]);
     let d = load(dir.path(), "ml-25m", 3.5, 1).unwrap();
     assert_eq!(d.raw_rows, 3);
-    assert_eq!(d.catalog.raw_ids, [50, 20]);
+    assert_eq!(d.catalog.raw_ids, ["50", "20"]);
     assert_eq!(d.catalog.titles, ["Quote \"Marks\" (2001)", "American President, The (1995)"]);
     assert_eq!(d.interactions.timestamps, [9, 7]);
     let d = load(dir.path(), "ml-25m", 4.0, 1).unwrap();
-    assert_eq!(d.catalog.raw_ids, [20]);
+    assert_eq!(d.catalog.raw_ids, ["20"]);
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn csv_spanning_several_batches_is_read_whole() {
     assert_eq!(d.interactions.len(), 200_000 - 66_667);
     assert_eq!(d.checksum, format!("{:x}", Sha256::digest(ratings.as_bytes())));
     assert_eq!(d.interactions.timestamps[..3], [1, 2, 4]);
-    assert_eq!(d.user_raw_ids[..3], [1, 2, 4]);
+    assert_eq!(d.user_raw_ids[..3], ["1", "2", "4"]);
     assert_eq!(d.n_users(), 1000);
     assert_eq!(d.n_items(), 778);
 }
@@ -139,13 +139,13 @@ fn thresholds_change_what_is_kept() {
     // A 3-star threshold admits user 2's first row, which comes first for item 10.
     let d = load(dir.path(), "ml-1m", 3.0, 2).unwrap();
     assert_eq!(d.interactions.len(), 6);
-    assert_eq!(d.user_raw_ids, [1, 2]);
+    assert_eq!(d.user_raw_ids, ["1", "2"]);
     assert_eq!(d.interactions.users[..2], [0, 1]);
     // Everyone with one positive stays at min_user_interactions = 1, and user
     // 3's item 30 now appears before user 1's item 20.
     let d = load(dir.path(), "ml-1m", 4.0, 1).unwrap();
-    assert_eq!(d.user_raw_ids, [1, 2, 3]);
-    assert_eq!(d.catalog.raw_ids, [10, 20, 30, 40]);
+    assert_eq!(d.user_raw_ids, ["1", "2", "3"]);
+    assert_eq!(d.catalog.raw_ids, ["10", "20", "30", "40"]);
     assert_eq!(d.interactions.items, [0, 1, 2, 1, 2, 3]);
     // Without a movies file every title is empty and display shows the id.
     assert!(d.catalog.titles.iter().all(String::is_empty));
@@ -165,7 +165,7 @@ fn users_files_give_each_kept_user_its_demographics() {
     let ratings = rows_joined("::");
     let dir = release(&[("ratings.dat", ratings.as_bytes()), ("users.dat", users_dat)]);
     let d = load(dir.path(), "ml-1m", 4.0, 1).unwrap();
-    assert_eq!(d.user_raw_ids, [1, 2, 3]);
+    assert_eq!(d.user_raw_ids, ["1", "2", "3"]);
     assert_eq!(d.user_attributes.len(), 4);
     assert_eq!(attribute(&d, "gender"), ["F", "M", ""]);
     assert_eq!(attribute(&d, "age"), ["1", "56", ""]);
@@ -176,7 +176,7 @@ fn users_files_give_each_kept_user_its_demographics() {
     let ratings = rows_joined("\t");
     let dir = release(&[("u.data", ratings.as_bytes()), ("u.user", u_user)]);
     let d = load(dir.path(), "ml-100k", 4.0, 2).unwrap();
-    assert_eq!(d.user_raw_ids, [1, 2]);
+    assert_eq!(d.user_raw_ids, ["1", "2"]);
     assert_eq!(attribute(&d, "gender"), ["F", "M"]);
     assert_eq!(attribute(&d, "age"), ["24", "53"]);
     assert_eq!(attribute(&d, "occupation"), ["technician", "other"]);

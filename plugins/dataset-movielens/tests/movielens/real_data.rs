@@ -35,11 +35,11 @@ fn ml_100k_counts_and_titles() {
     assert_eq!(d.interactions.len(), 55_361);
     assert_eq!(d.n_users(), 938);
     assert_eq!(d.n_items(), 1_447);
-    assert_eq!(d.user_raw_ids[..3], [298, 253, 286]);
-    assert_eq!(d.catalog.raw_ids[..3], [474, 465, 1014]);
+    assert_eq!(d.user_raw_ids[..3], ["298", "253", "286"]);
+    assert_eq!(d.catalog.raw_ids[..3], ["474", "465", "1014"]);
     assert_eq!(d.interactions.timestamps[0], 884_182_806);
     let toy = d.catalog.titles.iter().position(|t| t == "Toy Story (1995)").expect("Toy Story is kept");
-    assert_eq!(d.catalog.raw_ids[toy], 1);
+    assert_eq!(d.catalog.raw_ids[toy], "1");
     assert_eq!(d.catalog.genres[toy], ["Animation", "Children's", "Comedy"]);
     assert!(d.catalog.titles.iter().all(|t| !t.is_empty()));
 
@@ -61,12 +61,12 @@ fn ml_1m_counts_and_titles() {
     assert_eq!(d.interactions.len(), 575_272);
     assert_eq!(d.n_users(), 6_034);
     assert_eq!(d.n_items(), 3_533);
-    assert!(!d.user_raw_ids.iter().any(|u| [4295, 5850, 4636, 4349].contains(u)));
-    assert_eq!(d.user_raw_ids[0], 1);
-    assert_eq!(d.catalog.raw_ids[..3], [1193, 3408, 2355]);
+    assert!(!d.user_raw_ids.iter().any(|u| ["4295", "5850", "4636", "4349"].contains(&u.as_str())));
+    assert_eq!(d.user_raw_ids[0], "1");
+    assert_eq!(d.catalog.raw_ids[..3], ["1193", "3408", "2355"]);
     assert_eq!(d.catalog.titles[0], "One Flew Over the Cuckoo's Nest (1975)");
     assert_eq!(d.catalog.genres[0], ["Drama"]);
-    assert_eq!(d.catalog.raw_ids[287], 73);
+    assert_eq!(d.catalog.raw_ids[287], "73");
     assert_eq!(d.catalog.titles[287], "Misérables, Les (1995)");
     assert!(d.catalog.titles.iter().any(|t| t == "Toy Story (1995)"));
     assert_every_user_described(&d);
