@@ -77,12 +77,20 @@ pub fn read(path: &Path) -> Result<ItemVectors> {
         for batch in reader {
             let batch = batch?;
             let column = |name: &str| batch.column_by_name(name).with_context(|| format!("no column `{name}`"));
-            let ids = column("item_id")?.as_any().downcast_ref::<StringArray>().context("`item_id` is not utf8")?;
+            let ids = column("item_id")?;
+            // Runs before ids became text wrote them as u64.
+            let ids: Vec<String> = match ids.as_any().downcast_ref::<arrow::array::UInt64Array>() {
+                Some(numbers) => numbers.values().iter().map(u64::to_string).collect(),
+                None => {
+                    let text = ids.as_any().downcast_ref::<StringArray>().context("`item_id` is not utf8")?;
+                    (0..text.len()).map(|i| text.value(i).to_string()).collect()
+                }
+            };
             let titles = column("title")?.as_any().downcast_ref::<StringArray>().context("`title` is not utf8")?;
             let list =
                 column("vector")?.as_any().downcast_ref::<FixedSizeListArray>().context("`vector` is not a list")?;
             let values = list.values().as_any().downcast_ref::<Float32Array>().context("`vector` items are not f32")?;
-            out.raw_ids.extend((0..ids.len()).map(|i| ids.value(i).to_string()));
+            out.raw_ids.extend(ids);
             out.titles.extend((0..titles.len()).map(|i| titles.value(i).to_string()));
             let start = list.offset() * dim;
             out.vectors.data.extend_from_slice(&values.values()[start..start + list.len() * dim]);

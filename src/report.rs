@@ -31,6 +31,8 @@ pub struct DatasetStats {
     /// Distinct categories, and the most common few.
     pub categories: usize,
     pub common_categories: Vec<String>,
+    /// The split, as the features describe it.
+    pub protocol: String,
 }
 
 impl DatasetStats {
@@ -59,6 +61,7 @@ impl DatasetStats {
             categorized_items: data.catalog.genres.iter().filter(|g| !g.is_empty()).count(),
             categories: counts.len(),
             common_categories: common.into_iter().take(5).map(|(_, c)| c.to_string()).collect(),
+            protocol: examples.protocol.clone(),
         }
     }
 
@@ -146,7 +149,7 @@ impl Report {
 
         let _ =
             writeln!(s, "## Test metrics (best epoch {} by validation {})\n", self.best_epoch, self.selection_metric);
-        let _ = writeln!(s, "Full-catalog ranking of each user's last positive; items already seen are excluded.\n");
+        let _ = writeln!(s, "Full-catalog ranking of each user's test target (the protocol is under Dataset); items already seen are excluded.\n");
         s.push_str(&metric_table(&self.test));
         if !self.baselines.is_empty() {
             s.push_str(&self.baseline_section());
@@ -164,6 +167,9 @@ impl Report {
         let _ = writeln!(s, "| sparsity | {:.4} % |", d.sparsity() * 100.0);
         let _ = writeln!(s, "| training examples | {} |", d.train_examples);
         let _ = writeln!(s, "| validation / test cases | {} / {} |", d.validation_cases, d.test_cases);
+        if !d.protocol.is_empty() {
+            let _ = writeln!(s, "| protocol | {} |", d.protocol);
+        }
         let _ = writeln!(s, "| items with a title | {} |", d.titled_items);
         if d.categories > 0 {
             let _ = writeln!(
@@ -466,6 +472,7 @@ mod tests {
                 categorized_items: 0,
                 categories: 0,
                 common_categories: Vec::new(),
+                protocol: "leave last out".into(),
             },
             parameters: 1234,
             selection_metric: "recall@10".into(),

@@ -46,6 +46,8 @@ usage: cargo xtask <command> [args]
                                         and regenerate reports/negative-sampling.md
   models [--set k=v]...                 rerun experiments/mns.toml and experiments/models/*.toml
                                         and regenerate reports/models.md
+  splits [--set k=v]...                 rerun experiments/mns.toml and experiments/splits/*.toml
+                                        and regenerate reports/splits.md
   check-cuda                            install NVIDIA's nvcc wheels from PyPI into .cuda/ and check
                                         that the `cuda` feature compiles (no GPU needed)
   cuda-env                              print the environment that builds with --features cuda
@@ -81,6 +83,7 @@ fn dispatch(args: Vec<String>) -> Result<ExitCode> {
         "test" => test(&rest),
         "ablations" => compare_experiments(&NEGATIVE_SAMPLING, &features, &rest),
         "models" => compare_experiments(&MODELS, &features, &rest),
+        "splits" => compare_experiments(&SPLITS, &features, &rest),
         "check-cuda" => check_cuda(),
         "cuda-env" => {
             let toolkit = cuda::install(&root)?;
@@ -287,6 +290,21 @@ fn compare_experiments(c: &Comparison, features: &[String], args: &[String]) -> 
     compare.extend(run_dirs.iter().map(|d| d.display().to_string()));
     funnel(features, "compare", &compare)
 }
+
+const SPLITS: Comparison = Comparison {
+    folder: "experiments/splits",
+    out: "reports/splits.md",
+    title: "Evaluation protocols on MovieLens-1M",
+    intro: SPLITS_INTRO,
+};
+
+const SPLITS_INTRO: &str = "\
+The headline `experiments/mns.toml` (ml-1m, rating >= 4 positives, users with >= 5; in-batch + 1000 uniform \
+negatives with logQ correction; the epoch with the best validation Recall@10 tested once, full catalog, seen \
+items excluded) under three ways of choosing the held-out targets. Leave-last-out (the first row): each \
+user's last positive is the test target. `temporal`: one global cutoff, nothing at or after the validation \
+cutoff trained on, each user's first positive after the cutoff is the target, users without one left out. \
+`random_holdout`: a seeded random positive per user. Regenerate with `cargo xtask splits`.";
 
 const NEGATIVE_SAMPLING_INTRO: &str = "\
 YouTube DNN candidate generation on ml-1m (rating >= 4 positives, users with >= 5), next-watch protocol: \

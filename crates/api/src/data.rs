@@ -209,6 +209,8 @@ pub struct ExampleSet {
     pub test: Vec<Example>,
     /// What else a model may read about users and items.
     pub inputs: SideInputs,
+    /// How targets were chosen (the split), in words for the report.
+    pub protocol: String,
     /// Example age of each position of each sequence, in `[0, 1]` (0 at the
     /// end of the training window); empty unless `inputs.example_age`.
     pub ages: Vec<Vec<f32>>,

@@ -24,6 +24,8 @@
 
 #![forbid(unsafe_code)]
 
+mod split;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Result};
@@ -33,6 +35,8 @@ use funnel_api::{
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+
+pub use split::{Cutoff, Split};
 
 pub fn register(reg: &mut Registry) {
     reg.features::<WatchHistoryParams>(
@@ -79,6 +83,14 @@ pub struct WatchHistoryParams {
     /// serving uses 0 (Covington et al. §3.3).
     #[param(default = false)]
     pub example_age: bool,
+    /// How positives become training, validation and test targets:
+    /// { type = "leave_last_out" }; { type = "temporal", validation_start =
+    /// C, test_start = C } with C a date ("2003-01-01") or a quantile of
+    /// all timestamps (0.9), the leakage-free protocol; or { type =
+    /// "random_holdout" }, a seeded random positive per user for each of
+    /// validation and test. The report names the protocol.
+    #[param(default = Split::LeaveLastOut {})]
+    pub split: Split,
     /// At most this many training examples per user, drawn uniformly with
     /// the experiment seed, so heavy users do not dominate (Covington et al.
     /// §3.4); 0 keeps all.
@@ -128,6 +140,7 @@ impl WatchHistoryParams {
         if self.zip_prefix == 0 {
             bail!("key `zip_prefix`: must be at least 1");
         }
+        self.split.validate()?;
         Ok(())
     }
 }
@@ -155,43 +168,44 @@ pub struct WatchHistory {
 /// Mixed into the seed for the `examples_per_user` draw ("examples" in ASCII),
 /// so it is a stream of its own.
 const EXAMPLES_STREAM: u64 = 0x6578_616d_706c_6573;
+/// Stream of the random holdout's draws.
+const SPLIT_STREAM: u64 = 0x7370_6c69_7473_706c;
 
 impl Features for WatchHistory {
     fn build(&self, data: &LoadedDataset) -> Result<ExampleSet> {
         let p = &self.params;
-        let (sequences, times) = time_ordered_sequences(data);
+        let (mut sequences, mut times) = time_ordered_sequences(data);
         let mut set = ExampleSet { max_history: p.max_history, ..Default::default() };
         let mut rng = StdRng::seed_from_u64(self.seed ^ EXAMPLES_STREAM);
+        let mut split_rng = StdRng::seed_from_u64(self.seed ^ SPLIT_STREAM);
+        let assigned = split::assign(&p.split, &mut sequences, &mut times, &mut split_rng)?;
+        set.validation = assigned.validation;
+        set.test = assigned.test;
+        set.protocol = assigned.protocol;
         // First and last timestamp of every training position (before
         // `examples_per_user`, so the window does not depend on the seed).
         let mut window: Option<(i64, i64)> = None;
-        for (user, seq) in sequences.iter().enumerate() {
-            let user = user as u32;
-            let n = seq.len() as u32;
-            if n >= 2 {
-                set.test.push(Example { user, position: n - 1 });
-            }
-            if n >= 3 {
-                set.validation.push(Example { user, position: n - 2 });
-            }
-            let train = 1..n.saturating_sub(2);
-            for &t in times[user as usize].get(train.start as usize..train.end as usize).unwrap_or(&[]) {
+        for (user, train) in assigned.train.iter().enumerate() {
+            for &position in train {
+                let t = times[user][position as usize];
                 window = Some(window.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
             }
+            let user = user as u32;
             let len = train.len();
             if p.examples_per_user > 0 && len > p.examples_per_user {
                 let mut kept = rand::seq::index::sample(&mut rng, len, p.examples_per_user).into_vec();
                 kept.sort_unstable();
-                set.train.extend(kept.into_iter().map(|i| Example { user, position: train.start + i as u32 }));
+                set.train.extend(kept.into_iter().map(|i| Example { user, position: train[i] }));
             } else {
-                set.train.extend(train.map(|position| Example { user, position }));
+                set.train.extend(train.iter().map(|&position| Example { user, position }));
             }
         }
         if set.train.is_empty() {
             bail!(
-                "{}: no training examples (every user needs at least 4 positives: \
-                 train, validation and test targets after a first history item)",
-                data.name
+                "{}: no training examples under the split ({}; with leave_last_out every user needs at least 4 \
+                 positives: train, validation and test targets after a first history item)",
+                data.name,
+                set.protocol
             );
         }
         set.inputs = self.side_inputs(data)?;
@@ -472,6 +486,7 @@ mod tests {
                 ("user_features", "[]"),
                 ("zip_prefix", "2"),
                 ("example_age", "false"),
+                ("split", "{ type = \"leave_last_out\" }"),
                 ("examples_per_user", "0"),
             ]
         );
@@ -518,6 +533,12 @@ mod tests {
             "key `user_features`: user feature \"age\" is listed twice"
         );
         assert!(error("examples_per_user = -1").starts_with("key `examples_per_user`"));
+        let e = error("split = { type = \"temporal\", test_start = 1.5, validation_start = 0.5 }");
+        assert!(e.contains("split.test_start") && e.contains("(0, 1)"), "{e}");
+        let e = error("split = { type = \"temporal\", test_start = \"soon\", validation_start = 0.5 }");
+        assert!(e.contains("\"soon\" is not a date"), "{e}");
+        assert!(error("split = { type = \"weekly\" }").contains("weekly"));
+        assert!(error("split = { type = \"temporal\", test_start = 0.9 }").contains("validation_start"));
         assert!(error("example_ages = true").contains("example_ages"));
     }
 
