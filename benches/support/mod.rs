@@ -5,6 +5,8 @@
 // Each bench binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
+pub mod log;
+
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,17 @@ use anyhow::{Context, Result};
 /// Runs a bench, printing its error and exiting with 2 on failure.
 pub fn main_with(run: fn() -> Result<()>) -> ExitCode {
     match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// As [`main_with`], for a function of the remaining arguments.
+pub fn main_with_args(run: fn(&[String]) -> Result<()>, args: &[String]) -> ExitCode {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -208,17 +208,17 @@ fn mlflow_command(args: &[String]) -> Result<ExitCode> {
 
 /// Benchmarks, always optimized (`cargo bench`).
 fn bench(args: &[String]) -> Result<ExitCode> {
-    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index, train or scale") };
+    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index, train, scale or load") };
     match what.as_str() {
         "index" => {
             let ok = status(cargo().args(["bench", "--bench", "index", "--"]).args(rest))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        "train" | "scale" => {
+        "train" | "scale" | "load" => {
             let ok = status(cargo().args(["bench", "--bench", what, "--"]).args(rest))?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        other => bail!("unknown benchmark `{other}`: index, train or scale"),
+        other => bail!("unknown benchmark `{other}`: index, train, scale or load"),
     }
 }
 

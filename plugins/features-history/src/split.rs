@@ -179,7 +179,7 @@ pub fn assign(split: &Split, sequences: &mut [Vec<u32>], times: &mut [Vec<i64>],
                     .map_or_else(|| t.to_string(), |d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             };
             out.protocol = format!(
-                "temporal: trained on positives before {} ; validation targets are each user's first positive from \
+                "temporal: trained on positives before {}; validation targets are each user's first positive from \
                  then until {}, test targets their first after it; {no_validation} of {n_users} users have no \
                  validation target and {no_test} no test target (nothing in the window, or no earlier history), \
                  and are left out of that evaluation",
