@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn validation_sample_is_seeded_ordered_and_fixed() {
-        let cases: Vec<Example> = (0..100).map(|u| Example { user: u, position: 3 }).collect();
+        let cases: Vec<Example> = (0..100).map(|u| Example { user: u, position: 3, ahead: 0 }).collect();
         assert_eq!(validation_sample(&cases, None, 1), cases);
         assert_eq!(validation_sample(&cases, Some(500), 1), cases);
         let a = validation_sample(&cases, Some(10), 1);

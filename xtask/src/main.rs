@@ -304,7 +304,8 @@ negatives with logQ correction; the epoch with the best validation Recall@10 tes
 items excluded) under three ways of choosing the held-out targets. Leave-last-out (the first row): each \
 user's last positive is the test target. `temporal`: one global cutoff, nothing at or after the validation \
 cutoff trained on, each user's first positive after the cutoff is the target, users without one left out. \
-`random_holdout`: a seeded random positive per user. Regenerate with `cargo xtask splits`.";
+`random_holdout`: a seeded 20 % of each user's positives held out, one for validation, the others test \
+targets asked from the rest. Regenerate with `cargo xtask splits`.";
 
 const NEGATIVE_SAMPLING_INTRO: &str = "\
 YouTube DNN candidate generation on ml-1m (rating >= 4 positives, users with >= 5), next-watch protocol: \

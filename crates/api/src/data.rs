@@ -88,12 +88,16 @@ impl LoadedDataset {
     }
 }
 
-/// One training example: predict `sequences[user][position]` from the
-/// items before it.
+/// One example or held-out case: predict `sequences[user][position +
+/// ahead]` from the items before `position`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Example {
     pub user: UserIdx,
     pub position: u32,
+    /// Held-out positives between the history's end and the target: 0 (the
+    /// target is the next positive) except when one history serves several
+    /// held-out targets, as in a random holdout of a fraction per user.
+    pub ahead: u32,
 }
 
 /// A categorical side feature: each entity (a user, or an item) has zero or
@@ -231,12 +235,12 @@ impl ExampleSet {
     }
 
     pub fn target(&self, ex: Example) -> ItemIdx {
-        self.sequences[ex.user as usize][ex.position as usize]
+        self.sequences[ex.user as usize][(ex.position + ex.ahead) as usize]
     }
 
     /// Appends a training example's query: its history, user and example age.
     pub fn push_training_query(&self, queries: &mut Queries, ex: Example) {
-        let age = self.ages.get(ex.user as usize).map_or(0.0, |a| a[ex.position as usize]);
+        let age = self.ages.get(ex.user as usize).map_or(0.0, |a| a[(ex.position + ex.ahead) as usize]);
         queries.push(self.history(ex), ex.user, age);
     }
 
@@ -432,6 +436,16 @@ mod tests {
             positive_log_q: vec![-0.5, -0.5],
             log_q_correction: true,
         }
+    }
+
+    #[test]
+    fn a_case_ahead_of_its_history_targets_a_later_positive() {
+        let set = ExampleSet { sequences: vec![vec![5, 6, 7, 8, 9]], max_history: 2, ..Default::default() };
+        let ex = Example { user: 0, position: 2, ahead: 2 };
+        assert_eq!(set.history(ex), [5, 6]);
+        assert_eq!(set.seen(ex), [5, 6]);
+        assert_eq!(set.target(ex), 9);
+        assert_eq!(set.target(Example { ahead: 0, ..ex }), 7);
     }
 
     #[test]

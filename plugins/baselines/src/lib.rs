@@ -101,14 +101,14 @@ pub(crate) mod fixture {
             let (user, n) = (user as u32, seq.len() as u32);
             if holdout {
                 if n >= 2 {
-                    set.test.push(Example { user, position: n - 1 });
+                    set.test.push(Example { user, position: n - 1, ahead: 0 });
                 }
                 if n >= 3 {
-                    set.validation.push(Example { user, position: n - 2 });
+                    set.validation.push(Example { user, position: n - 2, ahead: 0 });
                 }
-                set.train.extend((1..n.saturating_sub(2)).map(|position| Example { user, position }));
+                set.train.extend((1..n.saturating_sub(2)).map(|position| Example { user, position, ahead: 0 }));
             } else {
-                set.train.extend((1..n).map(|position| Example { user, position }));
+                set.train.extend((1..n).map(|position| Example { user, position, ahead: 0 }));
             }
         }
         set

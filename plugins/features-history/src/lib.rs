@@ -87,8 +87,9 @@ pub struct WatchHistoryParams {
     /// { type = "leave_last_out" }; { type = "temporal", validation_start =
     /// C, test_start = C } with C a date ("2003-01-01") or a quantile of
     /// all timestamps (0.9), the leakage-free protocol; or { type =
-    /// "random_holdout" }, a seeded random positive per user for each of
-    /// validation and test. The report names the protocol.
+    /// "random_holdout", fraction = 0.2 }, a seeded share of each user's
+    /// positives held out (one validation target, the others test
+    /// targets). The report names the protocol.
     #[param(default = Split::LeaveLastOut {})]
     pub split: Split,
     /// At most this many training examples per user, drawn uniformly with
@@ -195,9 +196,9 @@ impl Features for WatchHistory {
             if p.examples_per_user > 0 && len > p.examples_per_user {
                 let mut kept = rand::seq::index::sample(&mut rng, len, p.examples_per_user).into_vec();
                 kept.sort_unstable();
-                set.train.extend(kept.into_iter().map(|i| Example { user, position: train[i] }));
+                set.train.extend(kept.into_iter().map(|i| Example { user, position: train[i], ahead: 0 }));
             } else {
-                set.train.extend(train.iter().map(|&position| Example { user, position }));
+                set.train.extend(train.iter().map(|&position| Example { user, position, ahead: 0 }));
             }
         }
         if set.train.is_empty() {
@@ -457,7 +458,7 @@ mod tests {
         );
         assert_eq!(set.test.iter().map(|e| e.user).collect::<Vec<_>>(), vec![0, 1, 2]);
         assert_eq!(set.validation.iter().map(|e| e.user).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(set.train, vec![Example { user: 2, position: 1 }]);
+        assert_eq!(set.train, vec![Example { user: 2, position: 1, ahead: 0 }]);
     }
 
     #[test]

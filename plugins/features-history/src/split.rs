@@ -5,7 +5,6 @@ use anyhow::{bail, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use funnel_api::Example;
 use rand::rngs::StdRng;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 /// How examples are split; the report names the protocol.
@@ -27,10 +26,21 @@ pub enum Split {
         /// As `test_start`, and not after it.
         validation_start: Cutoff,
     },
-    /// Per user, a seeded random positive (never the first) is the test
-    /// target and another the validation target; the rest, in time order,
-    /// are the training sequence, and the two held-out ones follow it.
-    RandomHoldout {},
+    /// Per user, a seeded random `fraction` of the positives after the first
+    /// (at least two) is held out: one is the validation target, the others
+    /// are test targets. The rest, in time order, are the training sequence;
+    /// the validation target follows it, and every test target is asked
+    /// from that same history (the other test targets are not excluded
+    /// from its ranking).
+    RandomHoldout {
+        /// Share of each user's positives held out, in (0, 1).
+        #[serde(default = "default_fraction")]
+        fraction: f64,
+    },
+}
+
+fn default_fraction() -> f64 {
+    0.2
 }
 
 /// A point in time, written as a date or as a quantile of the data's timestamps.
@@ -72,6 +82,11 @@ fn parse_date(s: &str) -> Option<i64> {
 impl Split {
     /// What can be checked before the data is read.
     pub fn validate(&self) -> Result<()> {
+        if let Split::RandomHoldout { fraction } = self {
+            if !(*fraction > 0.0 && *fraction < 1.0) {
+                bail!("key `split.fraction`: must be in (0, 1), found {fraction}");
+            }
+        }
         if let Split::Temporal { test_start, validation_start } = self {
             for (key, c) in [("test_start", test_start), ("validation_start", validation_start)] {
                 match c {
@@ -112,10 +127,10 @@ pub fn assign(split: &Split, sequences: &mut [Vec<u32>], times: &mut [Vec<i64>],
             for (user, seq) in sequences.iter().enumerate() {
                 let n = seq.len() as u32;
                 if n >= 2 {
-                    out.test.push(Example { user: user as u32, position: n - 1 });
+                    out.test.push(Example { user: user as u32, position: n - 1, ahead: 0 });
                 }
                 if n >= 3 {
-                    out.validation.push(Example { user: user as u32, position: n - 2 });
+                    out.validation.push(Example { user: user as u32, position: n - 2, ahead: 0 });
                 }
                 out.train[user] = (1..n.saturating_sub(2)).collect();
             }
@@ -123,30 +138,37 @@ pub fn assign(split: &Split, sequences: &mut [Vec<u32>], times: &mut [Vec<i64>],
                             validation target"
                 .to_string();
         }
-        Split::RandomHoldout {} => {
+        Split::RandomHoldout { fraction } => {
             for (user, (seq, ts)) in sequences.iter_mut().zip(times.iter_mut()).enumerate() {
                 let n = seq.len();
-                if n >= 3 {
-                    // Two distinct positions after the first, drawn with the seed.
-                    let test = rng.gen_range(1..n);
-                    let mut validation = rng.gen_range(1..n - 1);
-                    if validation >= test {
-                        validation += 1;
+                let user = user as u32;
+                if n < 3 {
+                    if n == 2 {
+                        out.test.push(Example { user, position: 1, ahead: 0 });
                     }
-                    let held = [validation, test];
-                    let order: Vec<usize> = (0..n).filter(|i| !held.contains(i)).chain(held).collect();
-                    *seq = order.iter().map(|&i| seq[i]).collect();
-                    *ts = order.iter().map(|&i| ts[i]).collect();
-                    out.validation.push(Example { user: user as u32, position: n as u32 - 2 });
-                    out.test.push(Example { user: user as u32, position: n as u32 - 1 });
-                    out.train[user] = (1..n as u32 - 2).collect();
-                } else if n == 2 {
-                    out.test.push(Example { user: user as u32, position: 1 });
+                    continue;
                 }
+                // Positions after the first, a seeded `fraction` of them (at least two).
+                let k = ((fraction * (n - 1) as f64).round() as usize).clamp(2, n - 1);
+                let held = rand::seq::index::sample(rng, n - 1, k).into_iter().map(|i| i + 1).collect::<Vec<_>>();
+                let mut is_held = vec![false; n];
+                for &i in &held {
+                    is_held[i] = true;
+                }
+                let order: Vec<usize> = (0..n).filter(|&i| !is_held[i]).chain(held.iter().copied()).collect();
+                *seq = order.iter().map(|&i| seq[i]).collect();
+                *ts = order.iter().map(|&i| ts[i]).collect();
+                let first_held = (n - k) as u32;
+                out.train[user as usize] = (1..first_held).collect();
+                out.validation.push(Example { user, position: first_held, ahead: 0 });
+                out.test.extend((0..k as u32 - 1).map(|ahead| Example { user, position: first_held + 1, ahead }));
             }
-            out.protocol = "random holdout: per user, a seeded random positive (never the first) is the test target \
-                            and another the validation target; both follow the user's other positives"
-                .to_string();
+            out.protocol = format!(
+                "random holdout: per user, a seeded {:.0} % of the positives after the first (at least two) held \
+                 out; one is the validation target, each other a test target asked from the user's remaining \
+                 positives and the validation target",
+                fraction * 100.0
+            );
         }
         Split::Temporal { test_start, validation_start } => {
             let mut sorted: Vec<i64> = times.iter().flatten().copied().collect();
@@ -164,12 +186,12 @@ pub fn assign(split: &Split, sequences: &mut [Vec<u32>], times: &mut [Vec<i64>],
                 let first_test = ts.partition_point(|&t| t < t_test);
                 out.train[user] = (1..first_val as u32).collect();
                 if first_val < first_test && first_val >= 1 {
-                    out.validation.push(Example { user: user_u32, position: first_val as u32 });
+                    out.validation.push(Example { user: user_u32, position: first_val as u32, ahead: 0 });
                 } else {
                     no_validation += 1;
                 }
                 if first_test < ts.len() && first_test >= 1 {
-                    out.test.push(Example { user: user_u32, position: first_test as u32 });
+                    out.test.push(Example { user: user_u32, position: first_test as u32, ahead: 0 });
                 } else {
                     no_test += 1;
                 }
@@ -207,8 +229,8 @@ mod tests {
     fn leave_last_out_by_hand() {
         let (a, _) = run(&Split::LeaveLastOut {}, &[&[(1, 1), (2, 2), (3, 3), (4, 4)], &[(5, 1), (6, 2)]]);
         assert_eq!(a.train, [vec![1], vec![]]);
-        assert_eq!(a.validation, [Example { user: 0, position: 2 }]);
-        assert_eq!(a.test, [Example { user: 0, position: 3 }, Example { user: 1, position: 1 }]);
+        assert_eq!(a.validation, [Example { user: 0, position: 2, ahead: 0 }]);
+        assert_eq!(a.test, [Example { user: 0, position: 3, ahead: 0 }, Example { user: 1, position: 1, ahead: 0 }]);
     }
 
     #[test]
@@ -229,9 +251,9 @@ mod tests {
         // User 0: training targets before t=5 at positions 1..=3; validation
         // at the first t >= 5 (position 4), test at the first t >= 8 (7).
         assert_eq!(a.train[0], [1, 2, 3]);
-        assert_eq!(a.validation, [Example { user: 0, position: 4 }]);
+        assert_eq!(a.validation, [Example { user: 0, position: 4, ahead: 0 }]);
         // User 1 has nothing in [5, 8): no validation; test at position 1.
-        assert_eq!(a.test, [Example { user: 0, position: 7 }, Example { user: 1, position: 1 }]);
+        assert_eq!(a.test, [Example { user: 0, position: 7, ahead: 0 }, Example { user: 1, position: 1, ahead: 0 }]);
         assert!(a.protocol.contains("1 of 2 users have no validation target and 0 no test target"), "{}", a.protocol);
         // A user whose first positive is after the cutoff has no history: left out.
         let (a, _) = run(&split, &[&[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)], &[(9, 9)]]);
@@ -252,30 +274,46 @@ mod tests {
     }
 
     #[test]
-    fn random_holdout_moves_two_seeded_positives_last() {
-        let seq: Vec<(u32, i64)> = (0..10).map(|i| (i, i as i64)).collect();
-        let (a, seqs) = run(&Split::RandomHoldout {}, &[&seq, &[(20, 1), (21, 2)]]);
+    fn random_holdout_holds_out_a_seeded_fraction_last() {
+        let seq: Vec<(u32, i64)> = (0..11).map(|i| (i, i as i64)).collect();
+        let split = Split::RandomHoldout { fraction: 0.3 };
+        let (a, seqs) = run(&split, &[&seq, &[(20, 1), (21, 2)]]);
         let s = &seqs[0];
         assert_eq!(s[0], 0, "the first positive stays first");
         let mut sorted = s.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "a permutation");
-        assert!(s[..8].windows(2).all(|w| w[0] < w[1]), "the rest keep time order");
-        assert_eq!(a.validation, [Example { user: 0, position: 8 }]);
-        assert_eq!(a.test, [Example { user: 0, position: 9 }, Example { user: 1, position: 1 }]);
+        assert_eq!(sorted, (0..11).collect::<Vec<_>>(), "a permutation");
+        // round(0.3 x 10) = 3 held out: positions 8, 9, 10; the rest keep time order.
+        assert!(s[..8].windows(2).all(|w| w[0] < w[1]), "{s:?}");
         assert_eq!(a.train[0], (1..8).collect::<Vec<_>>());
+        assert_eq!(a.validation, [Example { user: 0, position: 8, ahead: 0 }]);
+        assert_eq!(
+            a.test,
+            [
+                Example { user: 0, position: 9, ahead: 0 },
+                Example { user: 0, position: 9, ahead: 1 },
+                Example { user: 1, position: 1, ahead: 0 }
+            ]
+        );
         // Seeded: the same seed holds out the same positives.
-        let (_, again) = run(&Split::RandomHoldout {}, &[&seq]);
+        let (_, again) = run(&split, &[&seq]);
         assert_eq!(again[0], seqs[0]);
+        // At least two are held out, however small the fraction.
+        let (a, _) = run(&Split::RandomHoldout { fraction: 0.01 }, &[&seq]);
+        assert_eq!((a.validation.len(), a.test.len()), (1, 1));
         // Over many users every later position is held out about equally often.
-        let users: Vec<Vec<(u32, i64)>> = (0..4000).map(|_| seq.clone()).collect();
+        let users: Vec<Vec<(u32, i64)>> = (0..3000).map(|_| seq.clone()).collect();
         let refs: Vec<&[(u32, i64)]> = users.iter().map(Vec::as_slice).collect();
-        let (_, out) = run(&Split::RandomHoldout {}, &refs);
-        let mut counts = [0usize; 10];
+        let (_, out) = run(&split, &refs);
+        let mut counts = [0usize; 11];
         for s in &out {
-            counts[s[9] as usize] += 1;
+            for &item in &s[8..] {
+                counts[item as usize] += 1;
+            }
         }
+        // 3000 x 3 / 10 = 900 expected per later position.
         assert_eq!(counts[0], 0);
-        assert!(counts[1..].iter().all(|&c| (350..=540).contains(&c)), "{counts:?}");
+        assert!(counts[1..].iter().all(|&c| (780..=1020).contains(&c)), "{counts:?}");
+        assert!(Split::RandomHoldout { fraction: 1.0 }.validate().unwrap_err().to_string().contains("split.fraction"));
     }
 }
