@@ -55,14 +55,8 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
     let path = Path::new(&p.path);
     let format = TimestampFormat::parse(&p.timestamp_format).map_err(anyhow::Error::msg)?;
     let mut wanted = vec![p.columns.user.as_str(), p.columns.item.as_str()];
-    let time_column = p.columns.timestamp.as_deref().map(|c| {
-        wanted.push(c);
-        wanted.len() - 1
-    });
-    let rating_column = p.columns.rating.as_deref().map(|c| {
-        wanted.push(c);
-        wanted.len() - 1
-    });
+    let time_column = optional(&mut wanted, p.columns.timestamp.as_deref());
+    let rating_column = optional(&mut wanted, p.columns.rating.as_deref());
     let (mut users, mut items) = (Interner::default(), Interner::default());
     let mut rows = Vec::new();
     let mut removed = Removed::default();
@@ -156,6 +150,14 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
     })
 }
 
+/// Adds an optional column to those read; its index among them.
+fn optional<'a>(wanted: &mut Vec<&'a str>, column: Option<&'a str>) -> Option<usize> {
+    column.map(|c| {
+        wanted.push(c);
+        wanted.len() - 1
+    })
+}
+
 /// Which rows survive `dedup`: of each (user, item) pair, the earliest or
 /// latest by time (file order among equal times), or all.
 fn dedup(rows: &[Row], how: Dedup) -> Vec<bool> {
@@ -203,14 +205,8 @@ fn k_core(rows: &[Row], mut kept: Vec<bool>, n_users: usize, n_items: usize, p: 
 fn item_table(t: &crate::ItemTable, catalog: &mut ItemCatalog) -> Result<()> {
     let index: HashMap<&str, usize> = catalog.raw_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
     let mut wanted = vec![t.columns.item.as_str()];
-    let title = t.columns.title.as_deref().map(|c| {
-        wanted.push(c);
-        wanted.len() - 1
-    });
-    let categories = t.columns.categories.as_deref().map(|c| {
-        wanted.push(c);
-        wanted.len() - 1
-    });
+    let title = optional(&mut wanted, t.columns.title.as_deref());
+    let categories = optional(&mut wanted, t.columns.categories.as_deref());
     let (mut titles, mut genres) = (vec![String::new(); catalog.len()], vec![Vec::new(); catalog.len()]);
     let (mut matched, mut example) = (0usize, None);
     let options = Options { format: t.format, delimiter: t.delimiter.as_deref(), header: t.header };
