@@ -29,7 +29,7 @@ fn ml100k() -> Vec<Rating> {
         .collect()
 }
 
-fn experiment(dataset: &str) -> String {
+fn experiment(dataset: &str, item_features: &str) -> String {
     format!(
         r#"[experiment]
 name = "itest"
@@ -43,7 +43,7 @@ min_rating = 4.0
 [features]
 type = "watch_history"
 max_history = 10
-item_features = []
+item_features = {item_features}
 
 [sampler]
 type = "mixed"
@@ -78,8 +78,12 @@ type = "local"
 /// Runs `dataset` (the `[dataset]` keys after `type`) in `dir/<name>`;
 /// returns (metrics.json, report text).
 fn run(dir: &Path, name: &str, dataset: &str) -> (serde_json::Value, String) {
+    run_with(dir, name, dataset, "[]")
+}
+
+fn run_with(dir: &Path, name: &str, dataset: &str, item_features: &str) -> (serde_json::Value, String) {
     let exp = dir.join(format!("{name}.toml"));
-    std::fs::write(&exp, experiment(dataset)).unwrap();
+    std::fs::write(&exp, experiment(dataset, item_features)).unwrap();
     let runs = dir.join(format!("runs-{name}"));
     let out =
         funnel(dir, &["run", exp.to_str().unwrap(), "--runs-dir", runs.to_str().unwrap(), "--reports-dir", "reports"]);
@@ -167,17 +171,18 @@ fn logs_in_every_format_train_end_to_end_with_the_same_metrics() {
         })
         .collect();
     std::fs::write(d.join("meta.jsonl"), meta.join("\n")).unwrap();
-    let (from_json, report) = run(
-        d,
-        "json",
-        "path = \"reviews.jsonl\"\n\
+    let dump = "path = \"reviews.jsonl\"\n\
          columns = { user = \"reviewerID\", item = \"asin\", timestamp = \"unixReviewTime\", rating = \"overall\" }\n\
          [dataset.items]\npath = \"meta.jsonl\"\n\
-         columns = { item = \"asin\", title = \"title\", categories = \"categories\" }",
-    );
+         columns = { item = \"asin\", title = \"title\", categories = \"categories\" }";
+    let (from_json, report) = run(d, "json", dump);
     assert_eq!(from_json["test"], from_csv["test"], "renamed ids, same log");
     assert!(report.contains("| dataset | interactions/reviews |"), "{report}");
     assert!(report.contains("items with a title | 1"), "{report}");
     assert!(report.contains("| item categories | ") && report.contains("most common: Drama"), "{report}");
     assert!(report.contains("(199") || report.contains("(198"), "titles in the sample recommendations:\n{report}");
+    // The categories reach the model as an item feature.
+    let (with_categories, report) = run_with(d, "categories", dump, "[\"categories\"]");
+    assert!(report.contains("item_features = [\"categories\"]"), "{report}");
+    assert_ne!(with_categories["test"], from_json["test"], "an item feature changes the model");
 }

@@ -50,7 +50,7 @@ pub fn register(reg: &mut Registry) {
 }
 
 /// The item features `item_features` may name.
-pub const ITEM_FEATURES: [&str; 1] = ["genres"];
+pub const ITEM_FEATURES: [&str; 2] = ["genres", "categories"];
 
 /// Parameters of `watch_history`.
 #[funnel_api::params]
@@ -66,8 +66,9 @@ pub struct WatchHistoryParams {
     /// two hashes of one item may pick the same row, which then counts twice.
     #[param(default = ItemIds::Id {})]
     pub items: ItemIds,
-    /// Categorical item features for the model: "genres" (each item's
-    /// genres, multi-hot).
+    /// Categorical item features for the model: "genres" or "categories"
+    /// (each item's list: MovieLens's genres, an item table's categories;
+    /// multi-hot).
     pub item_features: Vec<String>,
     /// Categorical user features: any user attribute of the dataset
     /// (MovieLens: "gender", "age" (ml-1m's age codes; ages in years are
@@ -305,11 +306,13 @@ fn vocabulary<'a>(values: impl IntoIterator<Item = &'a str>) -> BTreeMap<&'a str
 
 fn item_feature(data: &LoadedDataset, name: &str) -> Result<Categorical> {
     match name {
-        "genres" => {
+        // One list per item, whatever the data calls it: MovieLens's genres,
+        // an `interactions` item table's categories.
+        "genres" | "categories" => {
             let genres = &data.catalog.genres;
             let vocab = vocabulary(genres.iter().flatten().map(String::as_str));
             if vocab.is_empty() {
-                bail!("item feature `genres`: dataset {} has no genres for any item", data.name);
+                bail!("item feature `{name}`: dataset {} has no {name} for any item", data.name);
             }
             let lists = (0..data.n_items()).map(|i| {
                 let mut ids: Vec<u32> = genres.get(i).into_iter().flatten().map(|g| vocab[g.as_str()]).collect();
@@ -317,7 +320,7 @@ fn item_feature(data: &LoadedDataset, name: &str) -> Result<Categorical> {
                 ids.dedup();
                 ids
             });
-            Ok(Categorical::from_lists("genres", vocab.len(), lists))
+            Ok(Categorical::from_lists(name, vocab.len(), lists))
         }
         other => bail!("unknown item feature \"{other}\""),
     }
@@ -527,7 +530,7 @@ mod tests {
         assert!(e.contains("items") && e.contains("buckets"), "{e}");
         assert_eq!(
             error("item_features = [\"tags\"]"),
-            "key `item_features`: unknown item feature \"tags\"; supported: \"genres\""
+            "key `item_features`: unknown item feature \"tags\"; supported: \"genres\", \"categories\""
         );
         assert_eq!(
             error("user_features = [\"age\", \"age\"]"),
@@ -626,9 +629,17 @@ mod tests {
         // Action 0, Comedy 1, Drama 2.
         assert_eq!([g.values(0), g.values(1), g.values(2), g.values(3)], [&[1, 2][..], &[], &[0, 2], &[1]]);
 
+        // "categories" names the same lists (an `interactions` item table's).
+        let c = WatchHistoryParams { item_features: vec!["categories".into()], ..Default::default() };
+        let same = &with(c.clone(), 0).build(&d).unwrap().inputs.item_fields[0];
+        assert_eq!((same.name.as_str(), same.cardinality), ("categories", 3));
+        assert_eq!([same.values(0), same.values(2)], [&[1, 2][..], &[0, 2]]);
+
         d.catalog.genres = vec![vec![]; 4];
         let e = with(p, 0).build(&d).unwrap_err().to_string();
         assert_eq!(e, "item feature `genres`: dataset fixture has no genres for any item");
+        let e = with(c, 0).build(&d).unwrap_err().to_string();
+        assert_eq!(e, "item feature `categories`: dataset fixture has no categories for any item");
     }
 
     fn attributes(columns: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
