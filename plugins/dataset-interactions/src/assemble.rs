@@ -1,18 +1,19 @@
 //! From rows to a `LoadedDataset`: positives, repeats, the k-core, dense
 //! indices, and the optional item and user tables.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{Interactions, ItemCatalog, LoadedDataset};
+use funnel_api::{ItemCatalog, LoadedDataset};
 use sha2::{Digest, Sha256};
 
 use crate::cells::At;
+use crate::log::{self, Filters, Row};
 use crate::read::{self, Options};
 use crate::time::TimestampFormat;
-use crate::{Dedup, InteractionsParams};
+use crate::InteractionsParams;
 
 /// Strings to dense ids in order of first appearance.
 #[derive(Default)]
@@ -31,14 +32,6 @@ impl Interner {
         self.names.push(name.to_string());
         i
     }
-}
-
-/// One positive as read, with its place in the file(s).
-#[derive(Debug, Clone, Copy)]
-struct Row {
-    user: u32,
-    item: u32,
-    time: i64,
 }
 
 /// How many rows each step removed, for the log line and for the error
@@ -79,12 +72,15 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
         rows.push(Row { user: users.id(&user), item: items.id(&item), time });
         Ok(())
     })?;
-    let kept = dedup(&rows, p.dedup);
-    removed.repeated = rows.len() - kept.iter().filter(|&&k| k).count();
-    let kept = k_core(&rows, kept, users.names.len(), items.names.len(), p);
-    let positives: Vec<Row> = rows.iter().zip(&kept).filter(|(_, &k)| k).map(|(r, _)| *r).collect();
-    removed.by_minimums = rows.len() - removed.repeated - positives.len();
-    if positives.is_empty() {
+    let filters = Filters {
+        dedup: p.dedup,
+        min_user_interactions: p.min_user_interactions,
+        min_item_interactions: p.min_item_interactions,
+    };
+    let kept = log::keep(&rows, users.names.len(), items.names.len(), filters);
+    removed.repeated = kept.repeated;
+    removed.by_minimums = kept.by_minimums;
+    if kept.interactions.is_empty() {
         bail!(
             "{}: no interactions left: {} rows read, {} below min_rating, {} repeated (user, item) pairs dropped \
              (dedup = {}), {} removed by min_user_interactions = {} / min_item_interactions = {}",
@@ -98,24 +94,9 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
             p.min_item_interactions
         );
     }
-
-    // Dense indices in order of first appearance among the kept rows.
-    let (mut user_index, mut item_index) = (vec![u32::MAX; users.names.len()], vec![u32::MAX; items.names.len()]);
-    let (mut user_raw_ids, mut item_raw_ids) = (Vec::new(), Vec::new());
-    let mut interactions = Interactions::default();
-    for r in &positives {
-        if user_index[r.user as usize] == u32::MAX {
-            user_index[r.user as usize] = user_raw_ids.len() as u32;
-            user_raw_ids.push(std::mem::take(&mut users.names[r.user as usize]));
-        }
-        if item_index[r.item as usize] == u32::MAX {
-            item_index[r.item as usize] = item_raw_ids.len() as u32;
-            item_raw_ids.push(std::mem::take(&mut items.names[r.item as usize]));
-        }
-        interactions.users.push(user_index[r.user as usize]);
-        interactions.items.push(item_index[r.item as usize]);
-        interactions.timestamps.push(r.time);
-    }
+    let user_raw_ids: Vec<String> = kept.users.iter().map(|&u| std::mem::take(&mut users.names[u as usize])).collect();
+    let item_raw_ids: Vec<String> = kept.items.iter().map(|&i| std::mem::take(&mut items.names[i as usize])).collect();
+    let interactions = kept.interactions;
     eprintln!(
         "interactions: {} rows read from {}; {} below min_rating, {} repeated pairs, {} under the minimums dropped; \
          {} positives, {} users, {} items",
@@ -124,7 +105,7 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
         removed.below_min_rating,
         removed.repeated,
         removed.by_minimums,
-        positives.len(),
+        interactions.len(),
         user_raw_ids.len(),
         item_raw_ids.len()
     );
@@ -156,50 +137,6 @@ fn optional<'a>(wanted: &mut Vec<&'a str>, column: Option<&'a str>) -> Option<us
         wanted.push(c);
         wanted.len() - 1
     })
-}
-
-/// Which rows survive `dedup`: of each (user, item) pair, the earliest or
-/// latest by time (file order among equal times), or all.
-fn dedup(rows: &[Row], how: Dedup) -> Vec<bool> {
-    if how == Dedup::All {
-        return vec![true; rows.len()];
-    }
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    // Stable: equal times keep file order.
-    order.sort_by_key(|&i| rows[i].time);
-    if how == Dedup::Last {
-        // Reversed, equal times put the later row in the file first.
-        order.reverse();
-    }
-    let mut seen = HashSet::with_capacity(rows.len());
-    let mut kept = vec![false; rows.len()];
-    for i in order {
-        kept[i] = seen.insert((rows[i].user, rows[i].item));
-    }
-    kept
-}
-
-/// Drops users and items under their minimum counts until none is.
-fn k_core(rows: &[Row], mut kept: Vec<bool>, n_users: usize, n_items: usize, p: &InteractionsParams) -> Vec<bool> {
-    loop {
-        let (mut per_user, mut per_item) = (vec![0usize; n_users], vec![0usize; n_items]);
-        for (r, _) in rows.iter().zip(&kept).filter(|(_, &k)| k) {
-            per_user[r.user as usize] += 1;
-            per_item[r.item as usize] += 1;
-        }
-        let mut changed = false;
-        for (r, k) in rows.iter().zip(kept.iter_mut()).filter(|(_, k)| **k) {
-            if per_user[r.user as usize] < p.min_user_interactions
-                || per_item[r.item as usize] < p.min_item_interactions
-            {
-                *k = false;
-                changed = true;
-            }
-        }
-        if !changed {
-            return kept;
-        }
-    }
 }
 
 fn item_table(t: &crate::ItemTable, catalog: &mut ItemCatalog) -> Result<()> {

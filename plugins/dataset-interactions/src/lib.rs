@@ -13,6 +13,7 @@
 
 mod assemble;
 mod cells;
+pub mod log;
 mod read;
 mod time;
 

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use funnel_api::{Interactions, ItemCatalog, LoadedDataset};
+use funnel_api::{ItemCatalog, LoadedDataset};
+use funnel_dataset_interactions::log::{self, Filters, Row};
+use funnel_dataset_interactions::Dedup;
 
 use crate::parse::{Movie, Positives, UserRow, USER_ATTRIBUTES};
 
@@ -72,7 +74,8 @@ pub(crate) struct Provenance<'a> {
 }
 
 /// Drops users with fewer than `min_user_interactions` positives, indexes
-/// users and items densely by first appearance among the kept rows, and
+/// users and items densely by first appearance among the kept rows (both
+/// through `funnel_dataset_interactions::log`, shared with `interactions`), and
 /// builds the catalog of exactly the kept items (titles from `movies` where
 /// known, "" otherwise). With a demographics file (`demographics`), every kept user
 /// gets its attributes ("" for a user the file does not list); without one
@@ -86,39 +89,21 @@ pub(crate) fn assemble(
     if pos.users.len() >= VACANT as usize {
         bail!("{} holds {} positives, more than this plugin indexes", prov.ratings_file.display(), pos.users.len());
     }
+    // Provisional ids by first appearance in the file, through flat tables;
+    // filtering and final indices are the path every dataset shares.
     let mut users = FirstSeen::for_ids(&pos.users);
-    let provisional: Vec<u32> = pos.users.iter().map(|&u| users.index(u)).collect();
-    let mut counts = vec![0usize; users.raw.len()];
-    for &u in &provisional {
-        counts[u as usize] += 1;
-    }
-    // Whole users are dropped, so the survivors keep their relative order of
-    // first appearance: renumbering the provisional indices suffices.
-    let mut user_raw_ids = Vec::new();
-    let final_index: Vec<u32> = counts
-        .iter()
-        .zip(&users.raw)
-        .map(|(&count, &raw)| {
-            if count >= prov.min_user_interactions {
-                user_raw_ids.push(raw);
-                (user_raw_ids.len() - 1) as u32
-            } else {
-                VACANT
-            }
-        })
-        .collect();
-
     let mut items = FirstSeen::for_ids(&pos.items);
-    let mut interactions = Interactions::default();
-    for ((&u, &item), &t) in provisional.iter().zip(&pos.items).zip(&pos.timestamps) {
-        let user = final_index[u as usize];
-        if user != VACANT {
-            interactions.users.push(user);
-            interactions.items.push(items.index(item));
-            interactions.timestamps.push(t);
-        }
-    }
-    if interactions.is_empty() {
+    let rows: Vec<Row> = pos
+        .users
+        .iter()
+        .zip(&pos.items)
+        .zip(&pos.timestamps)
+        .map(|((&u, &i), &time)| Row { user: users.index(u), item: items.index(i), time })
+        .collect();
+    let filters =
+        Filters { dedup: Dedup::All, min_user_interactions: prov.min_user_interactions, min_item_interactions: 1 };
+    let kept = log::keep(&rows, users.raw.len(), items.raw.len(), filters);
+    if kept.interactions.is_empty() {
         bail!(
             "no positive interactions left in {} after min_rating = {} and min_user_interactions = {} \
              ({} rows read, {} positives)",
@@ -129,23 +114,26 @@ pub(crate) fn assemble(
             pos.users.len()
         );
     }
+    let user_raw_ids: Vec<u64> = kept.users.iter().map(|&u| users.raw[u as usize]).collect();
+    let interactions = kept.interactions;
 
-    let n_items = items.raw.len();
+    let n_items = kept.items.len();
     let mut catalog =
         ItemCatalog { raw_ids: Vec::new(), titles: vec![String::new(); n_items], genres: vec![Vec::new(); n_items] };
     let mut described = vec![false; n_items];
     for movie in movies {
-        if let Some(i) = items.get(movie.id) {
-            // The first entry of a duplicated id wins, as a reader scanning
-            // the file top-down would expect.
-            if !described[i as usize] {
-                described[i as usize] = true;
-                catalog.titles[i as usize] = movie.title.clone();
-                catalog.genres[i as usize] = movie.genres.clone();
-            }
+        let Some(i) = items.get(movie.id).map(|p| kept.item_index[p as usize]).filter(|&i| i != VACANT) else {
+            continue;
+        };
+        // The first entry of a duplicated id wins, as a reader scanning
+        // the file top-down would expect.
+        if !described[i as usize] {
+            described[i as usize] = true;
+            catalog.titles[i as usize] = movie.title.clone();
+            catalog.genres[i as usize] = movie.genres.clone();
         }
     }
-    catalog.raw_ids = items.raw.iter().map(u64::to_string).collect();
+    catalog.raw_ids = kept.items.iter().map(|&i| items.raw[i as usize].to_string()).collect();
     let user_attributes = demographics.map(|rows| user_attributes(rows, &user_raw_ids)).unwrap_or_default();
     let user_raw_ids = user_raw_ids.iter().map(u64::to_string).collect();
 
