@@ -15,7 +15,8 @@
 //! only declaration. From them the attribute writes: `serde(default,
 //! deny_unknown_fields)` on the struct, its `Default` impl, the
 //! `funnel_api::Params` impl whose `DOCS` the registry prints in `funnel
-//! plugins`, and a "Default:" line appended to each field's rustdoc. A field
+//! plugins`, and a "Default:" line appended to each field's rustdoc; an
+//! `f32` field serializes as its shortest decimal. A field
 //! without `#[param(default)]` takes its type's `Default`; a string literal
 //! default is converted with `Into` (so `"ml-1m"` fills a `String`). A
 //! field without a doc comment is a compile error: every parameter is
@@ -75,6 +76,11 @@ fn expand(mut input: DeriveInput) -> syn::Result<TokenStream2> {
         if doc.is_empty() {
             return Err(syn::Error::new_spanned(&ident, "every parameter needs a doc comment: say what it does"));
         }
+        if is_f32(&field.ty) {
+            // Written as the shortest decimal that reads back as the same f32
+            // (0.1, not 0.10000000149011612) in resolved.toml, reports and MLflow.
+            field.attrs.push(syn::parse_quote!(#[serde(serialize_with = "::funnel_api::serialize_f32")]));
+        }
         let key = serde_rename(&field.attrs)?.unwrap_or_else(|| ident.to_string().trim_start_matches("r#").to_string());
         let shown = match &default {
             Some(tokens) => format!(" Default: `{tokens}`."),
@@ -127,6 +133,10 @@ fn parse_param(attr: &Attribute) -> syn::Result<TokenStream2> {
         }
         _ => Err(syn::Error::new_spanned(attr, "expected #[param(default = <expression>)]")),
     }
+}
+
+fn is_f32(ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("f32"))
 }
 
 fn is_string_literal(tokens: &TokenStream2) -> bool {

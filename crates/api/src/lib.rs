@@ -22,7 +22,7 @@ mod train;
 pub use components::*;
 pub use data::*;
 pub use matrix::Matrix;
-pub use params::{NoParams, ParamDoc, Params};
+pub use params::{serialize_f32, NoParams, ParamDoc, Params};
 pub use registry::{documented, parse_params, BuildCx, ComponentKind, ParamError, ParamRow, PluginInfo, Registry};
 pub use train::TrainConfig;
 

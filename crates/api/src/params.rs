@@ -56,6 +56,18 @@ impl ParamDoc {
     }
 }
 
+/// Serializes an `f32` parameter as the shortest decimal that reads back as
+/// the same `f32` (`0.1`, where widening to f64 would write
+/// 0.10000000149011612); `#[params]` uses it for every `f32` field.
+///
+/// # Errors
+/// Only the serializer's own.
+pub fn serialize_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    // The shortest round-trip text of the f32, read as the f64 nearest to it.
+    let shortest: f64 = v.to_string().parse().unwrap_or(f64::from(*v));
+    s.serialize_f64(shortest)
+}
+
 /// Parameters of a plugin that takes none.
 #[crate::params]
 #[derive(Debug, Clone, serde::Deserialize, Serialize)]
@@ -86,13 +98,23 @@ mod tests {
         /// Renamed in TOML.
         #[serde(rename = "type_name")]
         pub kind: String,
+        /// A single-precision value.
+        #[param(default = 0.1)]
+        pub temperature: f32,
     }
 
     #[test]
     fn one_declaration_gives_default_docs_and_catalog() {
         assert_eq!(
             Probe::default(),
-            Probe { m: 32, path: "data/x".into(), widths: vec![4, 2], seed: None, kind: String::new() }
+            Probe {
+                m: 32,
+                path: "data/x".into(),
+                widths: vec![4, 2],
+                seed: None,
+                kind: String::new(),
+                temperature: 0.1
+            }
         );
         let docs: Vec<_> = Probe::DOCS.iter().map(|d| (d.key, d.doc)).collect();
         assert_eq!(
@@ -103,15 +125,26 @@ mod tests {
                 ("widths", "Widths."),
                 ("seed", "Unset by default."),
                 ("type_name", "Renamed in TOML."),
+                ("temperature", "A single-precision value."),
             ]
         );
         let (rows, defaults) = crate::documented::<Probe>().unwrap();
         let shown: Vec<_> = rows.iter().map(|(k, d, _)| (k.as_str(), d.as_str())).collect();
         assert_eq!(
             shown,
-            [("m", "32"), ("path", "\"data/x\""), ("widths", "[4, 2]"), ("seed", "(unset)"), ("type_name", "\"\"")]
+            [
+                ("m", "32"),
+                ("path", "\"data/x\""),
+                ("widths", "[4, 2]"),
+                ("seed", "(unset)"),
+                ("type_name", "\"\""),
+                ("temperature", "0.1")
+            ]
         );
-        assert_eq!(defaults.len(), 4);
+        assert_eq!(defaults.len(), 5);
+        // Read back, the shortest decimal is the same f32.
+        let back: Probe = crate::parse_params(defaults).unwrap();
+        assert_eq!(back.temperature.to_bits(), 0.1f32.to_bits());
     }
 
     #[test]
