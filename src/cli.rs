@@ -16,7 +16,7 @@ use funnel_api::Registry;
 
 use crate::run::RunOptions;
 use crate::sweep::runner::SweepOptions;
-use crate::{compare, experiment, plugins, recommend, run, run_folder, sweep};
+use crate::{compare, experiment, plugins, preflight, recommend, run, run_folder, sweep};
 
 const CONFIG_LAYERS: &str = "Configuration layers: FILE, then FUNNEL_* environment variables \
 (FUNNEL_TRAIN__EPOCHS=3 sets train.epochs), then --set (last wins).";
@@ -60,7 +60,7 @@ enum Command {
         #[command(flatten)]
         _dirs: HiddenDirs,
     },
-    /// List the trials of FILE's [sweep], each checked; run one with `run --trial N`.
+    /// List the trials of FILE's [sweep], each checked against its data; run one with `run --trial N`.
     Plan {
         #[command(flatten)]
         experiment: ExperimentArgs,
@@ -183,6 +183,27 @@ fn load(a: &ExperimentArgs, registry: &Registry) -> Result<experiment::Experimen
     }
 }
 
+/// Resolves every trial of the file's `[sweep]` and checks each against its
+/// data (each distinct dataset loaded once); one line per trial.
+fn checked_trials(a: &ExperimentArgs, registry: &Registry) -> Result<Vec<String>> {
+    let trials = experiment::load(&a.file, &a.sets, registry)?.trials()?;
+    let mut datasets: Vec<(String, funnel_api::LoadedDataset)> = Vec::new();
+    let mut lines = Vec::with_capacity(trials.len());
+    for t in &trials {
+        let exp = experiment::load_trial(&a.file, &a.sets, t.index, registry)?;
+        let key = toml::to_string(&exp.spec.dataset).unwrap_or_default();
+        if !datasets.iter().any(|(k, _)| *k == key) {
+            let data = preflight::load_dataset(&exp, registry).with_context(|| format!("trial {}", t.index))?;
+            datasets.push((key.clone(), data));
+        }
+        let data = &datasets.iter().find(|(k, _)| *k == key).expect("loaded above").1;
+        preflight::check(&exp, registry, data).with_context(|| format!("trial {}", t.index))?;
+        let shown: Vec<String> = t.sets().iter().map(|s| format!("--set '{s}'")).collect();
+        lines.push(format!("trial {} (configuration {}, seed {}): {}", t.index, t.config, t.seed, shown.join(" ")));
+    }
+    Ok(lines)
+}
+
 fn execute(command: Command, registry: &Registry) -> Result<()> {
     match command {
         Command::Plugins => {
@@ -194,12 +215,8 @@ fn execute(command: Command, registry: &Registry) -> Result<()> {
             Ok(())
         }
         Command::Plan { experiment: a } => {
-            let trials = experiment::load(&a.file, &a.sets, registry)?.trials()?;
-            for t in &trials {
-                // Resolve every trial before any runs, so a bad value fails now.
-                experiment::load_trial(&a.file, &a.sets, t.index, registry)?;
-                let shown: Vec<String> = t.sets().iter().map(|s| format!("--set '{s}'")).collect();
-                println!("trial {} (configuration {}, seed {}): {}", t.index, t.config, t.seed, shown.join(" "));
+            for line in checked_trials(&a, registry)? {
+                println!("{line}");
             }
             Ok(())
         }
@@ -229,6 +246,9 @@ fn execute(command: Command, registry: &Registry) -> Result<()> {
                 sweep_dir,
                 funnel: std::env::current_exe().context("locating the funnel executable")?,
             };
+            // Every trial checked against its data first, so none fails
+            // after others have started training.
+            checked_trials(&a, registry)?;
             match emit {
                 None => {
                     let summary = sweep::runner::run(&a.file, &a.sets, registry, &opts)?;

@@ -15,6 +15,7 @@ pub mod experiment;
 pub mod item_vectors;
 pub mod plot;
 pub mod plugins;
+pub mod preflight;
 pub mod recommend;
 pub mod report;
 pub mod run;

@@ -38,6 +38,18 @@ fn a_trial_that_does_not_resolve_fails_the_plan() {
 }
 
 #[test]
+fn a_trial_beyond_the_datas_limits_fails_the_plan_before_anything_trains() {
+    let dir = setup("\n[sweep]\nmethod = \"grid\"\n[sweep.params]\n\"sampler.num_negatives\" = [5, 100000]\n");
+    let out = funnel(dir.path(), &["plan", "exp.toml"]);
+    out.assert_error(&["trial 1", "[sampler]", "num_negatives", "catalog"]);
+    assert!(!dir.path().join("runs").exists(), "plan trains nothing");
+    // `sweep` checks the same before starting any trial.
+    let out = funnel(dir.path(), &["sweep", "exp.toml"]);
+    out.assert_error(&["trial 1", "num_negatives", "catalog"]);
+    assert!(!dir.path().join("runs").exists(), "no trial started");
+}
+
+#[test]
 fn a_malformed_sweep_is_explained() {
     let dir = setup("\n[sweep]\nmethod = \"random\"\n[sweep.params]\n\"train.lr\" = [0.1]\n");
     funnel(dir.path(), &["check", "exp.toml"]).assert_error(&["exp.toml", "trials"]);
