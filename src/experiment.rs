@@ -161,6 +161,25 @@ impl ExperimentSpec {
         toml::to_string(self).expect("an experiment spec always serializes")
     }
 
+    /// The parameters a run records in its tracker: every resolved key but
+    /// those a component leaves unused with these values
+    /// ([`funnel_api::Params::unused`]), `[[baselines]]` (each baseline's
+    /// own run records them) and `[sweep]` (the sweep's run records it).
+    pub fn tracked_params(&self, registry: &Registry) -> Vec<(String, String)> {
+        let mut unused = std::collections::BTreeSet::new();
+        for kind in ComponentKind::ALL.iter().copied().filter(|k| !k.is_list()) {
+            let c = self.component(kind);
+            for key in registry.unused(kind, &c.kind, c.params.clone()).unwrap_or_default() {
+                unused.insert(format!("{}.{key}", kind.table()));
+            }
+        }
+        let baselines = format!("{}.", ComponentKind::Baseline.table());
+        self.flatten()
+            .into_iter()
+            .filter(|(k, _)| !unused.contains(k) && !k.starts_with(&baselines) && !k.starts_with("sweep."))
+            .collect()
+    }
+
     /// Every parameter as `(dotted.key, value)`, for trackers; a baseline's
     /// under its name (`baselines.covisitation.window`,
     /// `baselines.covisitation#2.type`).
@@ -180,7 +199,8 @@ impl ExperimentSpec {
     }
 }
 
-fn flatten_into(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+/// `v` as `(dotted.key, value)` pairs under `prefix`.
+pub(crate) fn flatten_into(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {
@@ -202,6 +222,9 @@ pub struct Experiment {
     pub spec: ExperimentSpec,
     /// The `--set` overrides as given, for the record.
     pub overrides: Vec<String>,
+    /// The `[sweep]` trial this is (`funnel run --trial N`), applied over
+    /// `overrides`.
+    pub trial: Option<crate::sweep::Trial>,
 }
 
 /// Loads `path`, then `FUNNEL_*` variables, then `overrides` (`key.path=value`,
@@ -252,7 +275,7 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
             spec.experiment.name
         );
     }
-    Ok(Experiment { path: path.to_path_buf(), spec, overrides: overrides.to_vec() })
+    Ok(Experiment { path: path.to_path_buf(), spec, overrides: overrides.to_vec(), trial: None })
 }
 
 /// Trial `n` of the `[sweep]` in `path`: the experiment loaded with `overrides`
@@ -264,10 +287,48 @@ pub fn load_trial(path: &Path, overrides: &[String], n: usize, registry: &Regist
         format!("--trial {n}: the sweep has {} trials (0 to {})", trials.len(), trials.len().saturating_sub(1))
     })?;
     let sets: Vec<String> = overrides.iter().cloned().chain(t.sets()).collect();
-    load(path, &sets, registry).with_context(|| format!("trial {n}"))
+    let mut exp = load(path, &sets, registry).with_context(|| format!("trial {n}"))?;
+    exp.overrides = overrides.to_vec();
+    exp.trial = Some(t.clone());
+    Ok(exp)
 }
 
 impl Experiment {
+    /// What tells this run from the experiment's others: `mns`, `mns ·
+    /// sampler.num_negatives=200`, and in a sweep (`parent`) `mns · trial 3
+    /// · seed 2` or `mns · base · seed 1` (the sweep's own overrides are
+    /// its parent's).
+    pub fn run_name(&self, in_sweep: bool) -> String {
+        let name = &self.spec.experiment.name;
+        let seed = self.spec.experiment.seed;
+        match &self.trial {
+            Some(t) => format!("{name} · trial {} · seed {seed}", t.index),
+            None if in_sweep => format!("{name} · base · seed {seed}"),
+            None => std::iter::once(name.clone()).chain(self.overrides.iter().cloned()).collect::<Vec<_>>().join(" · "),
+        }
+    }
+
+    /// The file's description, then what this run changes.
+    pub fn description(&self) -> String {
+        let mut text = self.spec.experiment.description.trim().to_string();
+        let mut changes = Vec::new();
+        if let Some(t) = &self.trial {
+            let sets: Vec<String> = t.sets().iter().map(|s| format!("`{s}`")).collect();
+            changes.push(format!("trial {} (configuration {}): {}", t.index, t.config, sets.join(", ")));
+        }
+        if !self.overrides.is_empty() {
+            let sets: Vec<String> = self.overrides.iter().map(|s| format!("`--set {s}`")).collect();
+            changes.push(format!("overrides: {}", sets.join(", ")));
+        }
+        if !changes.is_empty() {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(&format!("This run differs from `{}` as written: {}.", self.path.display(), changes.join("; ")));
+        }
+        text
+    }
+
     /// The numbered trials of its `[sweep]`.
     pub fn trials(&self) -> Result<Vec<crate::sweep::Trial>> {
         let sweep = self.spec.sweep.as_ref().with_context(|| format!("{}: no [sweep] table", self.path.display()))?;

@@ -15,16 +15,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use funnel_api::{
-    Baseline, BuildCx, CaseScorer, ComponentKind, EvalCase, Evaluator, ExampleSet, Features, Index, LoadedDataset,
-    Matrix, Metrics, Model, Registry, RunInfo, RunStatus, Sampler, Tracker,
+    Baseline, BuildCx, CaseScorer, ComponentKind, DatasetInput, EvalCase, Evaluator, ExampleSet, Features, Index,
+    LoadedDataset, Matrix, Metrics, Model, ModelArtifacts, Registry, RunInfo, RunStatus, Sampler, Tracker,
 };
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::{Experiment, ExperimentSpec};
 use crate::report::{DatasetStats, Report, SampleUser, PLOTS};
 use crate::run_folder::{
-    self, BaselineResult, EpochRecord, RunMetrics, Timestamp, CANDIDATE_PROBABILITIES, INDEX, MODEL, RESOLVED,
-    TEST_RANKS,
+    self, BaselineResult, EpochRecord, RunMetrics, Timestamp, BASELINES, CANDIDATE_PROBABILITIES, INDEX, MODEL,
+    RESOLVED, TEST_RANKS,
 };
 use crate::serving::Serving;
 use crate::stages::StageClock;
@@ -112,20 +112,62 @@ pub fn run(exp: &Experiment, reg: &Registry, opts: &RunOptions) -> Result<RunSum
     let mut tracker =
         reg.build_tracker(&c.kind, c.params.clone(), &cx).with_context(|| ctx.within(ComponentKind::Tracking))?;
     let mut clock = StageClock::default();
-    let data = clock.time("load", || load(&ctx, &cx))?;
-    tracker.start(&run_info(&ctx, &data))?;
+    let data = match clock.time("load", || load(&ctx, &cx)) {
+        Ok(data) => data,
+        Err(e) => {
+            // The tracker still shows the run, failed, with why.
+            tracker.start(&run_info(&ctx, None))?;
+            record_failure(&ctx, tracker.as_mut(), &format!("{e:#}"));
+            return Err(e);
+        }
+    };
+    tracker.start(&run_info(&ctx, Some(&data)))?;
     let outcome = stages(&ctx, &data, resume, tracker.as_mut(), &mut clock);
     match &outcome {
         Ok(_) => tracker.finish(RunStatus::Finished)?,
-        Err(e) => {
-            // Keep the original error; the journal already holds what was logged.
-            let _ = tracker.finish(RunStatus::Failed);
-            let records = checkpoint::read(&ctx.run_dir.join(checkpoint::FILE)).map(|c| c.records).unwrap_or_default();
-            let text = crate::report::failure(&spec.experiment.name, &ctx.run_dir, &format!("{e:#}"), &records);
-            let _ = run_folder::write(&ctx.run_dir.join(run_folder::REPORT), &text);
-        }
+        Err(e) => record_failure(&ctx, tracker.as_mut(), &format!("{e:#}")),
     }
     outcome
+}
+
+/// A failed run's report, written to the run folder and given to the
+/// tracker with the error and what the run had written; the original error
+/// is what the caller sees, so failures here are only warned about.
+fn record_failure(ctx: &RunContext<'_>, tracker: &mut dyn Tracker, error: &str) {
+    let records = checkpoint::read(&ctx.run_dir.join(checkpoint::FILE)).map(|c| c.records).unwrap_or_default();
+    let text = crate::report::failure(&ctx.spec().experiment.name, &ctx.run_dir, error, &records);
+    let report = ctx.run_dir.join(run_folder::REPORT);
+    let written = run_folder::write(&report, &text);
+    let mut note = ctx.exp.description();
+    if !note.is_empty() {
+        note.push_str("\n\n");
+    }
+    note.push_str(&format!("**Failed:** {}", error.lines().next().unwrap_or(error)));
+    let tags = [("funnel.error".to_string(), clip(error, ERROR_TAG_CHARS)), ("description".to_string(), note)];
+    let logged = tracker.set_tags(&tags).and_then(|()| {
+        for file in [RESOLVED, run_folder::REPORT, CANDIDATE_PROBABILITIES] {
+            let path = ctx.run_dir.join(file);
+            if path.is_file() {
+                tracker.log_artifact(&path)?;
+            }
+        }
+        Ok(())
+    });
+    for r in [written, logged, tracker.finish(RunStatus::Failed)] {
+        if let Err(e) = r {
+            eprintln!("warning: recording the failure: {e:#}");
+        }
+    }
+}
+
+/// Longest error kept in a tag; the whole text is in the failure report.
+const ERROR_TAG_CHARS: usize = 4000;
+
+fn clip(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// Stage `load`: the dataset.
@@ -147,26 +189,67 @@ fn load(ctx: &RunContext<'_>, cx: &BuildCx) -> Result<LoadedDataset> {
 }
 
 /// What the tracker is told when the run starts.
-fn run_info(ctx: &RunContext<'_>, data: &LoadedDataset) -> RunInfo {
-    let spec = ctx.spec();
+fn run_info(ctx: &RunContext<'_>, data: Option<&LoadedDataset>) -> RunInfo {
+    let (exp, spec) = (ctx.exp, ctx.spec());
+    let mut tags = vec![
+        ("funnel.version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        ("config.hash".into(), ctx.config_hash.clone()),
+        ("funnel.seed".into(), spec.experiment.seed.to_string()),
+        ("host".into(), run_folder::host_name()),
+    ];
+    if let Some(data) = data {
+        tags.push(("dataset.name".into(), data.name.clone()));
+        tags.push(("dataset.sha256".into(), data.checksum.clone()));
+    }
+    if !exp.overrides.is_empty() {
+        tags.push(("funnel.overrides".into(), exp.overrides.join("; ")));
+    }
+    if let Some(t) = &exp.trial {
+        tags.push(("funnel.trial".into(), t.index.to_string()));
+        tags.push(("funnel.configuration".into(), t.config.to_string()));
+    }
+    tags.extend(run_folder::git_tags(&exp.path));
     RunInfo {
         experiment: spec.experiment.name.clone(),
-        run_name: ctx.stamp.compact.clone(),
+        run_name: exp.run_name(ctx.opts.parent.is_some()),
         run_dir: ctx.run_dir.clone(),
-        params: spec.flatten(),
-        tags: vec![
-            ("funnel.version".into(), env!("CARGO_PKG_VERSION").into()),
-            ("config.hash".into(), ctx.config_hash.clone()),
-            ("dataset.name".into(), data.name.clone()),
-            ("dataset.sha256".into(), data.checksum.clone()),
-            ("seed".into(), spec.experiment.seed.to_string()),
-            ("host".into(), run_folder::host_name()),
-            ("description".into(), spec.experiment.description.clone()),
-        ]
-        .into_iter()
-        .chain(run_folder::git_tags(&ctx.exp.path))
-        .collect(),
+        params: spec.tracked_params(ctx.reg),
+        tags,
         parent_run_dir: ctx.opts.parent.clone(),
+        description: exp.description(),
+        experiment_description: spec.experiment.description.clone(),
+        source: exp.path.display().to_string(),
+        user: run_folder::user_name(),
+        dataset: data.map(dataset_input),
+    }
+}
+
+/// The dataset as trackers record it: what funnel holds of it after
+/// filtering.
+fn dataset_input(data: &LoadedDataset) -> DatasetInput {
+    let mut schema = vec![
+        ("user".to_string(), "string".to_string()),
+        ("item".into(), "string".into()),
+        ("timestamp".into(), "long".into()),
+    ];
+    schema.extend(data.user_attributes.keys().map(|k| (format!("user.{k}"), "string".to_string())));
+    if data.catalog.titles.iter().any(|t| !t.is_empty()) {
+        schema.push(("item.title".into(), "string".into()));
+    }
+    if data.catalog.genres.iter().any(|g| !g.is_empty()) {
+        schema.push(("item.categories".into(), "array<string>".into()));
+    }
+    DatasetInput {
+        name: data.name.clone(),
+        sha256: data.checksum.clone(),
+        source: data.source.clone(),
+        schema,
+        profile: vec![
+            ("users".into(), data.n_users() as u64),
+            ("items".into(), data.n_items() as u64),
+            ("positives".into(), data.interactions.len() as u64),
+            ("rows_read".into(), data.raw_rows as u64),
+        ],
     }
 }
 
@@ -241,9 +324,7 @@ fn stages(
     let cases: Vec<EvalCase<'_>> =
         examples.test.iter().map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) }).collect();
     let baselines = evaluate_baselines(ctx, data.n_items(), &examples, &mut parts, &cases, clock)?;
-    for b in &baselines {
-        tracker.log_metrics(trained.best_epoch as u64, &b.tracker_metrics())?;
-    }
+    track_baselines(ctx, data, &baselines)?;
     let items = clock.time("model files", || save_model(ctx, data, &parts, &trained))?;
     let index_started = Instant::now();
     clock.time("index build", || parts.index.build(&items)).with_context(|| ctx.within(ComponentKind::Index))?;
@@ -304,10 +385,15 @@ fn test(
         ranks.push_str(&format!("{user}\t{item}\t{rank}\n"));
     }
     run_folder::write(&ctx.run_dir.join(TEST_RANKS), &ranks)?;
+    // The selected epoch's validation metrics under their own keys: the
+    // runs table sorts by them as the sweep report does, where the last
+    // `epoch/validation/*` value is only the last epoch's.
+    let at_best = &trained.epochs[trained.best_epoch - 1].validation;
     let final_metrics: Metrics = tested
         .metrics
         .iter()
         .map(|(k, v)| (format!("test/{k}"), *v))
+        .chain(at_best.iter().map(|(k, v)| (format!("validation_at_best/{k}"), *v)))
         .chain([("best_epoch".to_string(), trained.best_epoch as f64)])
         .collect();
     tracker.log_metrics(trained.best_epoch as u64, &final_metrics)?;
@@ -357,6 +443,55 @@ fn evaluate_baselines(
         results.push(result);
     }
     Ok(results)
+}
+
+/// Each baseline as a run of its own nested under this one, with its
+/// parameters and its `test/*` metrics under the same keys as the model's,
+/// so trackers compare them side by side (and the model run's charts stay
+/// its own). Folders: `<run>/baselines/<name>/`.
+fn track_baselines(ctx: &RunContext<'_>, data: &LoadedDataset, baselines: &[BaselineResult]) -> Result<()> {
+    let spec = ctx.spec();
+    let c = &spec.tracking;
+    let shared: Vec<(String, String)> = spec
+        .tracked_params(ctx.reg)
+        .into_iter()
+        .filter(|(k, _)| ["dataset.", "features.", "evaluation.", "experiment."].iter().any(|p| k.starts_with(p)))
+        .collect();
+    for (i, b) in baselines.iter().enumerate() {
+        let dir = ctx.run_dir.join(BASELINES).join(b.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let within = || spec.describe_entry(ComponentKind::Baseline, i);
+        let mut tracker = ctx.reg.build_tracker(&c.kind, c.params.clone(), &spec.build_cx()).with_context(within)?;
+        let mut params = vec![("baseline.type".to_string(), b.kind.clone())];
+        crate::experiment::flatten_into("baseline", &toml::Value::Table(spec.baselines[i].params.clone()), &mut params);
+        params.extend(shared.iter().cloned());
+        tracker.start(&RunInfo {
+            experiment: spec.experiment.name.clone(),
+            // Nested under the run, so its own name need only say which.
+            run_name: format!("{} · baseline {}", spec.experiment.name, b.name),
+            run_dir: dir.clone(),
+            params,
+            tags: vec![
+                ("funnel.version".into(), env!("CARGO_PKG_VERSION").into()),
+                ("funnel.baseline".into(), b.name.clone()),
+                ("config.hash".into(), ctx.config_hash.clone()),
+                ("dataset.name".into(), data.name.clone()),
+                ("dataset.sha256".into(), data.checksum.clone()),
+            ],
+            parent_run_dir: Some(ctx.run_dir.clone()),
+            description: format!(
+                "Baseline `{}` ({}) of this run, ranked on the same test cases over the full catalog.",
+                b.name, b.kind
+            ),
+            experiment_description: spec.experiment.description.clone(),
+            source: ctx.exp.path.display().to_string(),
+            user: run_folder::user_name(),
+            dataset: Some(dataset_input(data)),
+        })?;
+        tracker.log_metrics(0, &b.tracker_metrics())?;
+        tracker.finish(RunStatus::Finished)?;
+    }
+    Ok(())
 }
 
 /// A baseline as the evaluator sees it: case `c` is test example `c`, with
@@ -523,24 +658,13 @@ fn publish(
         Ok((plots, metrics))
     })?;
     clock.time("tracking", || -> Result<()> {
-        for artifact in [
-            RESOLVED,
-            run_folder::REPORT,
-            run_folder::METRICS,
-            CANDIDATE_PROBABILITIES,
-            TEST_RANKS,
-            crate::item_vectors::FILE,
-            MODEL,
-        ] {
+        for artifact in [RESOLVED, run_folder::REPORT, run_folder::METRICS, CANDIDATE_PROBABILITIES, TEST_RANKS] {
             tracker.log_artifact(&run_dir.join(artifact))?;
         }
         for (_, file) in &plots {
             tracker.log_artifact(&run_dir.join(PLOTS).join(file))?;
         }
-        for entry in std::fs::read_dir(run_dir.join(INDEX))? {
-            tracker.log_artifact(&entry?.path())?;
-        }
-        Ok(())
+        tracker.log_model(&model_artifacts(ctx, best_epoch)?)
     })?;
     // The tracker has the file as it stood; the folder's copy gains the
     // report and tracking stages themselves.
@@ -548,6 +672,31 @@ fn publish(
     metrics.write(run_dir)?;
     eprintln!("report: {}", report_path.display());
     Ok(RunSummary { run_dir: run_dir.clone(), report: report_path, best_epoch, test: p.test })
+}
+
+/// The trained model as trackers store it: what `funnel recommend` loads
+/// (weights, item vectors, the built index) and the configuration that
+/// made it.
+fn model_artifacts(ctx: &RunContext<'_>, best_epoch: usize) -> Result<ModelArtifacts> {
+    let run_dir = &ctx.run_dir;
+    let mut files: Vec<(PathBuf, String)> = [MODEL, crate::item_vectors::FILE, RESOLVED]
+        .iter()
+        .map(|f| (run_dir.join(f), f.to_string()))
+        .collect();
+    let mut index: Vec<PathBuf> =
+        std::fs::read_dir(run_dir.join(INDEX))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    index.sort();
+    for path in index {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        files.push((path, format!("{INDEX}/{name}")));
+    }
+    let spec = ctx.spec();
+    let params = spec
+        .tracked_params(ctx.reg)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("model.") || k.starts_with("index."))
+        .collect();
+    Ok(ModelArtifacts { name: spec.model.kind.clone(), files, params, step: best_epoch as u64 })
 }
 
 /// Per-epoch charts into `<run_dir>/plots/`: training loss, and the

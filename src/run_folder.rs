@@ -37,6 +37,8 @@ pub const TEST_RANKS: &str = "test_ranks.tsv";
 pub const MODEL: &str = "model.bin";
 /// Folder the built index is saved into.
 pub const INDEX: &str = "index";
+/// Folder of the baselines' own runs (`baselines/<name>/journal.jsonl`).
+pub const BASELINES: &str = "baselines";
 
 /// What one epoch did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,13 +76,13 @@ pub struct BaselineResult {
 }
 
 impl BaselineResult {
-    /// Flat metrics for trackers: `baseline/<name>/recall@10`, ...
+    /// Flat metrics for the baseline's own run: `test/recall@10` (the
+    /// model's keys), `parameters`, `fit_seconds`, `evaluate_seconds`.
     pub fn tracker_metrics(&self) -> Metrics {
-        let prefix = format!("baseline/{}", self.name);
-        let mut m: Metrics = self.test.iter().map(|(k, v)| (format!("{prefix}/{k}"), *v)).collect();
-        m.insert(format!("{prefix}/parameters"), self.parameters as f64);
-        m.insert(format!("{prefix}/fit_seconds"), self.fit_seconds);
-        m.insert(format!("{prefix}/evaluate_seconds"), self.evaluate_seconds);
+        let mut m: Metrics = self.test.iter().map(|(k, v)| (format!("test/{k}"), *v)).collect();
+        m.insert("parameters".into(), self.parameters as f64);
+        m.insert("fit_seconds".into(), self.fit_seconds);
+        m.insert("evaluate_seconds".into(), self.evaluate_seconds);
         m
     }
 }
@@ -181,6 +183,9 @@ pub fn resolved_toml(exp: &Experiment) -> String {
     for o in &exp.overrides {
         head.push_str(&format!("\n# --set {o}"));
     }
+    if let Some(t) = &exp.trial {
+        head.push_str(&format!("\n# --trial {}: --set {}", t.index, t.sets().join(" --set ")));
+    }
     format!("{head}\n\n{}", exp.spec.to_toml())
 }
 
@@ -218,6 +223,20 @@ pub fn host_name() -> String {
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Who runs funnel: $USER, else $LOGNAME, else $USERNAME, else what
+/// `id -un` says (containers often set none of them), else "unknown".
+pub fn user_name() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        .or_else(|| {
+            let out = std::process::Command::new("id").arg("-un").stderr(std::process::Stdio::null()).output().ok()?;
+            let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+            (out.status.success() && !name.is_empty()).then_some(name)
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 

@@ -265,13 +265,16 @@ pub fn evaluate(
     evaluator.evaluate(&users, &items, &eval_cases)
 }
 
+/// Per-epoch values under `epoch/`: MLflow's chart view orders its sections
+/// by the key's path, so the curves open it ahead of the one-point results
+/// (`serving/`, `test/`, `validation_at_best/`).
 fn epoch_metrics(r: &EpochRecord) -> Metrics {
     let mut m = Metrics::new();
-    m.insert("train/loss".into(), r.loss);
-    m.insert("train/examples_per_second".into(), r.examples_per_second);
-    m.insert("train/epoch_seconds".into(), r.train_seconds);
+    m.insert("epoch/loss".into(), r.loss);
+    m.insert("epoch/examples_per_second".into(), r.examples_per_second);
+    m.insert("epoch/seconds".into(), r.train_seconds);
     for (k, v) in &r.validation {
-        m.insert(format!("validation/{k}"), *v);
+        m.insert(format!("epoch/validation/{k}"), *v);
     }
     m
 }

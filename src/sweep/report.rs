@@ -114,8 +114,8 @@ fn cell(v: &[f64]) -> String {
 
 /// What `write` produced.
 pub struct Written {
-    /// Metrics of the best configuration, for the parent run.
-    pub best: Option<Metrics>,
+    /// The best configuration's label and metrics, for the parent run.
+    pub best: Option<(String, Metrics)>,
     /// Files for the tracker: the report and its charts.
     pub artifacts: Vec<PathBuf>,
 }
@@ -228,7 +228,8 @@ pub fn write(
         if let Some((v, _)) = mean_std(&best.values(|o| o.test(metric))) {
             m.insert(format!("best/test/{metric}"), v);
         }
-        best_metrics = Some(m);
+        let label = best.config.map_or_else(|| "base".to_string(), |c| format!("configuration {c}"));
+        best_metrics = Some((label, m));
 
         let _ = writeln!(s, "\n## Is the best really better?\n");
         let _ = writeln!(

@@ -102,17 +102,36 @@ pub fn start_parent(
     let mut tracker = registry
         .build_tracker(&c.kind, c.params.clone(), &base.spec.build_cx())
         .with_context(|| base.spec.describe(funnel_api::ComponentKind::Tracking))?;
+    let mut params: Vec<(String, String)> =
+        base.spec.flatten().into_iter().filter(|(k, _)| k.starts_with("sweep.")).collect();
+    params.push(("experiment.name".into(), base.spec.experiment.name.clone()));
+    params.push(("sweep.runs".into(), runs.to_string()));
+    let mut tags = vec![("funnel.version".to_string(), env!("CARGO_PKG_VERSION").to_string())];
+    if !base.overrides.is_empty() {
+        tags.push(("funnel.overrides".into(), base.overrides.join("; ")));
+    }
+    tags.extend(crate::run_folder::git_tags(file));
+    let mut description = format!(
+        "Sweep of `{}` ({runs} runs, nested below): {}",
+        file.display(),
+        base.spec.experiment.description.trim()
+    );
+    if !base.overrides.is_empty() {
+        let sets: Vec<String> = base.overrides.iter().map(|s| format!("`--set {s}`")).collect();
+        description.push_str(&format!("\n\nEvery run has the overrides {}.", sets.join(", ")));
+    }
     tracker.start(&RunInfo {
         experiment: base.spec.experiment.name.clone(),
-        run_name: sweep_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        run_name: format!("{} · sweep", base.spec.experiment.name),
         run_dir: sweep_dir.to_path_buf(),
-        params: base.spec.flatten(),
-        tags: vec![
-            ("funnel.version".into(), env!("CARGO_PKG_VERSION").into()),
-            ("sweep.runs".into(), runs.to_string()),
-            ("description".into(), format!("Sweep of {}: {}", file.display(), base.spec.experiment.description)),
-        ],
+        params,
+        tags,
         parent_run_dir: None,
+        description,
+        experiment_description: base.spec.experiment.description.clone(),
+        source: file.display().to_string(),
+        user: crate::run_folder::user_name(),
+        dataset: None,
     })?;
     Ok(tracker)
 }
@@ -234,8 +253,9 @@ pub fn run(file: &Path, sets: &[String], registry: &Registry, opts: &SweepOption
         .with_context(|| base.spec.describe(funnel_api::ComponentKind::Evaluation))?;
     let written =
         report::write(&base, file, &sweep, &outcomes, &sweep_dir, &report_path, &stamp.readable, evaluator.as_ref())?;
-    if let Some(best) = &written.best {
+    if let Some((label, best)) = &written.best {
         tracker.log_metrics(total as u64, best)?;
+        tracker.set_tags(&[("funnel.best".to_string(), label.clone())])?;
     }
     for artifact in &written.artifacts {
         tracker.log_artifact(artifact)?;

@@ -10,53 +10,173 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
 
 mod cuda;
 mod mlflow;
 
-const USAGE: &str = "\
-usage: cargo xtask <command> [args]
+/// The project's commands: experiments, sweeps, MLflow, benches, tests,
+/// reports.
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    after_help = "Commands that build funnel take --features (e.g. cargo xtask run --features cuda \
+                  experiments/mns.toml --set train.device=cuda); put it before the experiment file."
+)]
+struct Xtask {
+    #[command(subcommand)]
+    task: Task,
+}
 
-  run FILE [--set k=v]... [--dry-run]   train and evaluate an experiment (release build); with
-                                        [tracking] type = \"mlflow\" and no server named, it starts
-                                        the local MLflow server first
-  sweep FILE [--jobs N] [--set k=v]...  run FILE's [sweep]: every trial and the base per seed, N at
-                                        a time, nested under one MLflow run; finished runs are
-                                        reused; writes reports/<experiment>/sweep-<timestamp>.md
-  sweep FILE --emit slurm               write a Slurm array job for the sweep instead (submit.sh)
-  mlflow up [--port N]                  install MLflow (pinned) into .venv when absent and start a
-                                        server on 127.0.0.1 (SQLite + artifacts under .mlflow/)
-  mlflow down | status                  stop the local server / tell whether it runs and where
-  mlflow sync [RUN_DIR...] [--tracking-uri URI]
-                                        upload what runs journaled while MLflow was away (all runs
-                                        under runs/ by default)
-  plugins                               list registered components, parameters, defaults
-  recommend --run DIR --user ID [--k N] top titles for a user through a run's saved model and index
-  recommend --run DIR --items 1,2,3     ... or for an ad-hoc history of item ids
-  bench index [ARGS]                    ANN index benchmark (1M x 64 clustered catalog by default;
-                                        --vectors RUN_DIR/item_vectors.arrow for a run's vectors)
-  bench train [--epochs N] [--losses in_batch,mixed,full] [--catalogs 10000,1000000/10000|none]
-                                        training examples/s, GFLOP/s vs measured GEMM peak, peak
-                                        RSS per loss on ml-1m; step cost on synthetic catalogs
-  bench scale [--interactions 1000000,10000000,25000000] [--epochs N]
-                                        the headline on a generated ml-25m-shaped log: wall time and
-                                        peak memory of every stage, one column per size
-  test                                  the whole test suite, as CI runs it (release build)
-  ablations [--set k=v]...              rerun experiments/mns.toml and experiments/ablations/*.toml
-                                        and regenerate reports/negative-sampling.md
-  models [--set k=v]...                 rerun experiments/mns.toml and experiments/models/*.toml
-                                        and regenerate reports/models.md
-  splits [--set k=v]...                 rerun experiments/mns.toml and experiments/splits/*.toml
-                                        and regenerate reports/splits.md
-  check-cuda                            install NVIDIA's nvcc wheels from PyPI into .cuda/ and check
-                                        that the `cuda` feature compiles (no GPU needed)
-  cuda-env                              print the environment that builds with --features cuda
+/// Cargo features for the release `funnel` build.
+#[derive(Args, Debug, Clone, Default)]
+struct Build {
+    /// Cargo features of the funnel build (`cuda` trains on dfdx's CUDA device).
+    #[arg(long, value_name = "FEATURES")]
+    features: Option<String>,
+}
 
-Pass --features cuda after the command to build dfdx's CUDA path
-(e.g. cargo xtask run --features cuda experiments/mns.toml --set train.device=cuda).";
+impl Build {
+    fn cargo_args(&self) -> Vec<String> {
+        self.features.iter().flat_map(|f| ["--features".to_string(), f.clone()]).collect()
+    }
+}
+
+/// What follows is handed on unchanged.
+#[derive(Args, Debug, Clone, Default)]
+struct Forwarded {
+    /// Arguments for the command it runs (see its own --help, e.g. `cargo xtask run -- --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Train and evaluate an experiment (release build): `cargo xtask run FILE [--set k=v]... [--dry-run]`;
+    /// with [tracking] type = "mlflow" and no server named, the local MLflow server starts first.
+    Run {
+        #[command(flatten)]
+        build: Build,
+        #[command(flatten)]
+        args: Forwarded,
+    },
+    /// Run FILE's [sweep] (`FILE [--jobs N] [--set k=v]...`, or `--emit slurm` for a Slurm array job):
+    /// every trial and the base per seed, nested under one MLflow run; finished runs are reused.
+    Sweep {
+        #[command(flatten)]
+        build: Build,
+        #[command(flatten)]
+        args: Forwarded,
+    },
+    /// The local MLflow server and uploading journaled runs.
+    Mlflow {
+        #[command(subcommand)]
+        command: MlflowTask,
+    },
+    /// List registered components, their parameters and defaults.
+    Plugins {
+        #[command(flatten)]
+        build: Build,
+        #[command(flatten)]
+        args: Forwarded,
+    },
+    /// Top items through a run's saved model and index: `--run DIR --user ID [--k N]` or `--items 1,2,3`.
+    Recommend {
+        #[command(flatten)]
+        build: Build,
+        #[command(flatten)]
+        args: Forwarded,
+    },
+    /// Benchmarks, always optimized.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+    /// The whole test suite as CI runs it (release build); ARGS go to `cargo test`.
+    Test {
+        #[command(flatten)]
+        args: Forwarded,
+    },
+    /// Rerun experiments/mns.toml and experiments/ablations/*.toml; regenerate reports/negative-sampling.md.
+    Ablations {
+        #[command(flatten)]
+        build: Build,
+        #[command(flatten)]
+        sets: Sets,
+    },
+    /// Rerun experiments/mns.toml and experiments/models/*.toml; regenerate reports/models.md.
+    Models {
+        #[command(flatten)]
+        build: Build,
+        #[command(flatten)]
+        sets: Sets,
+    },
+    /// Rerun experiments/mns.toml and experiments/splits/*.toml; regenerate reports/splits.md.
+    Splits {
+        #[command(flatten)]
+        build: Build,
+        #[command(flatten)]
+        sets: Sets,
+    },
+    /// Install NVIDIA's nvcc wheels from PyPI into .cuda/ and check that the `cuda` feature compiles
+    /// (no GPU needed).
+    CheckCuda,
+    /// Print the environment that builds with --features cuda.
+    CudaEnv,
+}
+
+/// `--set key.path=value` overrides applied to every experiment.
+#[derive(Args, Debug, Clone, Default)]
+struct Sets {
+    /// Override a configuration value in every experiment (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+impl Sets {
+    fn args(&self) -> Vec<String> {
+        self.sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]).collect()
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum MlflowTask {
+    /// Install MLflow (pinned) into .venv when absent and start a server on 127.0.0.1 (SQLite and
+    /// artifacts under .mlflow/).
+    Up {
+        #[arg(long, default_value_t = mlflow::DEFAULT_PORT)]
+        port: u16,
+    },
+    /// Stop the local server.
+    Down,
+    /// Tell whether the local server runs, and where.
+    Status,
+    /// Install MLflow into .venv and print the executable's path.
+    Install,
+    /// Upload what runs journaled while MLflow was away (every run under runs/ by default); ARGS go
+    /// to `funnel-mlflow sync`.
+    Sync {
+        #[command(flatten)]
+        args: Forwarded,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchTarget {
+    /// ANN indexes on a 1M x 64 clustered catalog (`--vectors RUN_DIR/item_vectors.arrow` for a run's).
+    Index(Forwarded),
+    /// Training examples/s, GFLOP/s against the measured GEMM peak, peak RSS per loss on ml-1m.
+    Train(Forwarded),
+    /// The headline on generated ml-25m-shaped logs: wall time and peak memory of every stage.
+    Scale(Forwarded),
+    /// Reading a 25M-row log as CSV and as Parquet.
+    Load(Forwarded),
+}
 
 fn main() -> ExitCode {
-    match dispatch(std::env::args().skip(1).collect()) {
+    let cli = Xtask::parse();
+    match dispatch(cli.task) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xtask: {e:#}");
@@ -65,38 +185,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(args: Vec<String>) -> Result<ExitCode> {
-    let Some((command, rest)) = args.split_first() else {
-        println!("{USAGE}");
-        return Ok(ExitCode::SUCCESS);
-    };
+fn dispatch(task: Task) -> Result<ExitCode> {
     let root = project_root();
     std::env::set_current_dir(&root).with_context(|| format!("entering {}", root.display()))?;
-    let (features, rest) = split_features(rest);
-    match command.as_str() {
-        "run" => run(&features, "run", &rest),
-        "sweep" => run(&features, "sweep", &rest),
-        "mlflow" => mlflow_command(&rest),
-        "plugins" => funnel(&features, "plugins", &rest),
-        "recommend" => funnel(&features, "recommend", &rest),
-        "bench" => bench(&rest),
-        "test" => test(&rest),
-        "ablations" => compare_experiments(&NEGATIVE_SAMPLING, &features, &rest),
-        "models" => compare_experiments(&MODELS, &features, &rest),
-        "splits" => compare_experiments(&SPLITS, &features, &rest),
-        "check-cuda" => check_cuda(),
-        "cuda-env" => {
+    match task {
+        Task::Run { build, args } => run(&build.cargo_args(), "run", &args.args),
+        Task::Sweep { build, args } => run(&build.cargo_args(), "sweep", &args.args),
+        Task::Mlflow { command } => mlflow_command(command),
+        Task::Plugins { build, args } => funnel(&build.cargo_args(), "plugins", &args.args),
+        Task::Recommend { build, args } => funnel(&build.cargo_args(), "recommend", &args.args),
+        Task::Bench { target } => bench(target),
+        Task::Test { args } => test(&args.args),
+        Task::Ablations { build, sets } => compare_experiments(&NEGATIVE_SAMPLING, &build.cargo_args(), &sets.args()),
+        Task::Models { build, sets } => compare_experiments(&MODELS, &build.cargo_args(), &sets.args()),
+        Task::Splits { build, sets } => compare_experiments(&SPLITS, &build.cargo_args(), &sets.args()),
+        Task::CheckCuda => check_cuda(),
+        Task::CudaEnv => {
             let toolkit = cuda::install(&root)?;
             for (k, v) in cuda::env(&root, &toolkit)? {
                 println!("export {k}={v:?}");
             }
             Ok(ExitCode::SUCCESS)
         }
-        "help" | "--help" | "-h" => {
-            println!("{USAGE}");
-            Ok(ExitCode::SUCCESS)
-        }
-        other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
 }
 
@@ -163,63 +273,52 @@ fn without_sweep_flags(args: &[String]) -> Vec<String> {
     out
 }
 
-fn mlflow_command(args: &[String]) -> Result<ExitCode> {
+fn mlflow_command(command: MlflowTask) -> Result<ExitCode> {
     let root = project_root();
-    let Some((sub, rest)) = args.split_first() else {
-        bail!("mlflow needs a command: up, down, status or sync\n\n{USAGE}")
-    };
-    match sub.as_str() {
-        "up" => {
-            let port = match rest {
-                [] => mlflow::DEFAULT_PORT,
-                [flag, p] if flag == "--port" => p.parse().with_context(|| format!("--port {p}: not a port number"))?,
-                _ => bail!("usage: cargo xtask mlflow up [--port N]"),
-            };
+    match command {
+        MlflowTask::Up { port } => {
             let url = mlflow::up(&root, port)?;
             println!("MLflow UI: {url}  (runs: export MLFLOW_TRACKING_URI={url}; stop: cargo xtask mlflow down)");
         }
-        "down" => {
+        MlflowTask::Down => {
             if mlflow::down(&root)? {
                 println!("stopped the local MLflow server");
             } else {
                 println!("no local MLflow server was running");
             }
         }
-        "status" => match mlflow::running(&root) {
+        MlflowTask::Status => match mlflow::running(&root) {
             Some(url) => println!("running: MLflow UI at {url}"),
             None => println!("not running (start it: cargo xtask mlflow up)"),
         },
-        "install" => println!("{}", mlflow::install(&root)?.display()),
-        "sync" => {
+        MlflowTask::Install => println!("{}", mlflow::install(&root)?.display()),
+        MlflowTask::Sync { args } => {
+            let rest = &args.args;
             let bin = release_binary("funnel-mlflow", &["-p", "funnel-tracker-mlflow", "--bin", "funnel-mlflow"], &[])?;
             let mut cmd = Command::new(bin);
             cmd.arg("sync").args(rest);
-            let named = rest.iter().any(|a| a == "--tracking-uri") || std::env::var_os("MLFLOW_TRACKING_URI").is_some();
+            let named = rest.iter().any(|a| a.starts_with("--tracking-uri"))
+                || std::env::var_os("MLFLOW_TRACKING_URI").is_some();
             if !named {
                 // Runs journaled without any server go to the local one.
                 cmd.arg("--default-uri").arg(mlflow::up(&root, mlflow::DEFAULT_PORT)?);
             }
             return Ok(if status(&mut cmd)? { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
-        other => bail!("unknown mlflow command `{other}`: up, down, status, install or sync"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Benchmarks, always optimized (`cargo bench`).
-fn bench(args: &[String]) -> Result<ExitCode> {
-    let Some((what, rest)) = args.split_first() else { bail!("bench needs a target: index, train, scale or load") };
-    match what.as_str() {
-        "index" => {
-            let ok = status(cargo().args(["bench", "--bench", "index", "--"]).args(rest))?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-        "train" | "scale" | "load" => {
-            let ok = status(cargo().args(["bench", "--bench", what, "--"]).args(rest))?;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-        other => bail!("unknown benchmark `{other}`: index, train, scale or load"),
-    }
+fn bench(target: BenchTarget) -> Result<ExitCode> {
+    let (name, args) = match target {
+        BenchTarget::Index(a) => ("index", a.args),
+        BenchTarget::Train(a) => ("train", a.args),
+        BenchTarget::Scale(a) => ("scale", a.args),
+        BenchTarget::Load(a) => ("load", a.args),
+    };
+    let ok = status(cargo().args(["bench", "--bench", name, "--"]).args(args))?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Compiles the CUDA path of dfdx and funnel against a project-local toolkit.
@@ -384,23 +483,40 @@ fn status(cmd: &mut Command) -> Result<bool> {
     Ok(cmd.status().with_context(|| format!("starting {shown}"))?.success())
 }
 
-/// Pulls `--features X` / `--features=X` out of `args` for cargo.
-fn split_features(args: &[String]) -> (Vec<String>, Vec<String>) {
-    let (mut features, mut rest) = (Vec::new(), Vec::new());
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--features" {
-            features.push(a.clone());
-            features.extend(it.next().cloned());
-        } else if a.starts_with("--features=") {
-            features.push(a.clone());
-        } else {
-            rest.push(a.clone());
-        }
-    }
-    (features, rest)
-}
-
 fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the project root").to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_after_the_file_go_to_funnel_unchanged() {
+        let cli = Xtask::try_parse_from([
+            "cargo xtask",
+            "run",
+            "--features",
+            "cuda",
+            "experiments/mns.toml",
+            "--set",
+            "train.device=cuda",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Task::Run { build, args } = cli.task else { panic!("not run") };
+        assert_eq!(build.cargo_args(), ["--features", "cuda"]);
+        assert_eq!(args.args, ["experiments/mns.toml", "--set", "train.device=cuda", "--dry-run"]);
+    }
+
+    #[test]
+    fn typos_are_answered_with_the_closest_command() {
+        let e = Xtask::try_parse_from(["cargo xtask", "mlflow", "upp"]).unwrap_err().to_string();
+        assert!(e.contains("similar subcommand exists: 'up'"), "{e}");
+        let e = Xtask::try_parse_from(["cargo xtask", "mlflow", "up", "--prot", "5001"]).unwrap_err().to_string();
+        assert!(e.contains("--port"), "{e}");
+        let cli = Xtask::try_parse_from(["cargo xtask", "models", "--set", "train.epochs=1"]).unwrap();
+        let Task::Models { sets, .. } = cli.task else { panic!("not models") };
+        assert_eq!(sets.args(), ["--set", "train.epochs=1"]);
+    }
 }

@@ -22,6 +22,10 @@
 //! field without a doc comment is a compile error: every parameter is
 //! documented.
 //!
+//! `#[funnel_api::params(unused = path::to_fn)]` names a
+//! `fn(&Self) -> Vec<&'static str>` listing the keys a value leaves unused
+//! (a GRU's sizes when the encoder averages), so trackers leave them out.
+//!
 //! A proc macro rather than `macro_rules!`: a declarative macro cannot tell
 //! a field's doc attributes from its serde attributes without ambiguity, and
 //! could not join the doc lines into one string at compile time.
@@ -35,11 +39,20 @@ use syn::{parse_macro_input, Attribute, Data, DeriveInput, Expr, Fields, Lit, Me
 
 #[proc_macro_attribute]
 pub fn params(args: TokenStream, item: TokenStream) -> TokenStream {
-    if !args.is_empty() {
-        return syn::Error::new(Span::call_site(), "#[params] takes no arguments").to_compile_error().into();
-    }
+    let unused = if args.is_empty() {
+        None
+    } else {
+        match syn::parse::<syn::MetaNameValue>(args) {
+            Ok(nv) if nv.path.is_ident("unused") => Some(nv.value),
+            _ => {
+                return syn::Error::new(Span::call_site(), "expected #[params] or #[params(unused = path::to_fn)]")
+                    .to_compile_error()
+                    .into()
+            }
+        }
+    };
     let input = parse_macro_input!(item as DeriveInput);
-    match expand(input) {
+    match expand(input, unused) {
         Ok(tokens) => tokens.into(),
         Err(e) => e.to_compile_error().into(),
     }
@@ -50,7 +63,7 @@ struct Param {
     doc: String,
 }
 
-fn expand(mut input: DeriveInput) -> syn::Result<TokenStream2> {
+fn expand(mut input: DeriveInput, unused: Option<Expr>) -> syn::Result<TokenStream2> {
     let name = input.ident.clone();
     let Data::Struct(data) = &mut input.data else {
         return Err(syn::Error::new_spanned(&input.ident, "#[params] applies to a struct with named fields"));
@@ -102,6 +115,13 @@ fn expand(mut input: DeriveInput) -> syn::Result<TokenStream2> {
         quote!(::funnel_api::ParamDoc::new(#key, #doc))
     });
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let unused = unused.map(|f| {
+        quote! {
+            fn unused(&self) -> ::std::vec::Vec<&'static str> {
+                (#f)(self)
+            }
+        }
+    });
     Ok(quote! {
         #input
 
@@ -113,6 +133,7 @@ fn expand(mut input: DeriveInput) -> syn::Result<TokenStream2> {
 
         impl #impl_generics ::funnel_api::Params for #name #ty_generics #where_clause {
             const DOCS: &'static [::funnel_api::ParamDoc] = &[#(#docs),*];
+            #unused
         }
     })
 }

@@ -290,18 +290,62 @@ pub trait Index: Send + Sync {
 }
 
 /// What a tracker is told when a run starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunInfo {
     pub experiment: String,
+    /// What tells this run from the experiment's others, e.g. `mns`,
+    /// `mns · sampler.num_negatives=200`, `mns · trial 3 · seed 2`.
     pub run_name: String,
     /// Folder that holds everything this run writes.
     pub run_dir: PathBuf,
-    /// Every resolved parameter, flattened to dotted keys.
+    /// The resolved parameters that shape this run, flattened to dotted
+    /// keys (those a component ignores in its configuration left out).
     pub params: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
     /// Folder of the run this one belongs to (a sweep's trials name the
-    /// sweep), so trackers can nest them.
+    /// sweep, a run's baselines the run), so trackers can nest them.
     pub parent_run_dir: Option<PathBuf>,
+    /// What the run is, in Markdown: the file's description, then what this
+    /// run changes (its overrides, its trial).
+    pub description: String,
+    /// The experiment's description, for trackers that describe experiments.
+    pub experiment_description: String,
+    /// The experiment file the run came from.
+    pub source: String,
+    /// Who ran it.
+    pub user: String,
+    /// The data the run trained on; none for runs that train nothing (a
+    /// sweep's parent).
+    pub dataset: Option<DatasetInput>,
+}
+
+/// The dataset a run used, as a tracker records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DatasetInput {
+    /// e.g. `movielens/ml-1m`.
+    pub name: String,
+    /// sha256 of the data read.
+    pub sha256: String,
+    /// Where it was read from.
+    pub source: String,
+    /// What each row holds.
+    pub schema: Vec<(String, String)>,
+    /// Sizes after filtering: users, items, positives, rows read.
+    pub profile: Vec<(String, u64)>,
+}
+
+/// A trained model as a tracker records it: its files (model weights, item
+/// vectors, index, resolved configuration, a description of how to load it).
+#[derive(Debug, Clone, Default)]
+pub struct ModelArtifacts {
+    /// e.g. `youtube_dnn`.
+    pub name: String,
+    /// Files to store with the model, with their paths inside it.
+    pub files: Vec<(PathBuf, String)>,
+    /// Parameters that shape the model.
+    pub params: Vec<(String, String)>,
+    /// The epoch the model comes from.
+    pub step: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +362,22 @@ pub trait Tracker {
     fn log_metrics(&mut self, step: u64, metrics: &Metrics) -> Result<()>;
 
     fn log_artifact(&mut self, path: &Path) -> Result<()>;
+
+    /// Tags learnt while the run goes (a failed run's error). A tracker
+    /// that keeps only what `start` gave ignores them.
+    fn set_tags(&mut self, tags: &[(String, String)]) -> Result<()> {
+        let _ = tags;
+        Ok(())
+    }
+
+    /// The trained model. A tracker without a notion of models stores its
+    /// files as artifacts.
+    fn log_model(&mut self, model: &ModelArtifacts) -> Result<()> {
+        for (file, _) in &model.files {
+            self.log_artifact(file)?;
+        }
+        Ok(())
+    }
 
     fn finish(&mut self, status: RunStatus) -> Result<()>;
 }

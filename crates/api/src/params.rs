@@ -41,6 +41,13 @@ pub trait Params: DeserializeOwned + Serialize + Default + 'static {
     /// One entry per field, in declaration order; `funnel plugins` prints
     /// them beside the defaults.
     const DOCS: &'static [ParamDoc];
+
+    /// Keys this value leaves unused (a GRU's sizes when the encoder
+    /// averages): left out of what trackers record. `#[params(unused =
+    /// path)]` names the function.
+    fn unused(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 /// What one parameter means.

@@ -125,11 +125,13 @@ pub struct PluginInfo {
 
 type Build<T> = Box<dyn Fn(toml::Table, &BuildCx) -> Result<Box<T>> + Send + Sync>;
 type Resolve = Box<dyn Fn(toml::Table) -> Result<toml::Table> + Send + Sync>;
+type Unused = Box<dyn Fn(toml::Table) -> Result<Vec<&'static str>> + Send + Sync>;
 
 struct Entry<T: ?Sized> {
     info: PluginInfo,
     build: Build<T>,
     resolve: Resolve,
+    unused: Unused,
 }
 
 struct Shelf<T: ?Sized> {
@@ -155,7 +157,8 @@ impl<T: ?Sized> Shelf<T> {
                 other => Err(anyhow!("parameters serialized to {other}, not a table")),
             }
         });
-        let previous = self.entries.insert(name, Entry { info, build, resolve });
+        let unused: Unused = Box::new(|table| Ok(parse_params::<P>(table)?.unused()));
+        let previous = self.entries.insert(name, Entry { info, build, resolve, unused });
         assert!(previous.is_none(), "{} `{name}` registered twice", self.kind.noun());
     }
 
@@ -177,6 +180,10 @@ impl<T: ?Sized> Shelf<T> {
 
     fn resolve(&self, name: &str, table: toml::Table) -> Result<toml::Table> {
         (self.entry(name)?.resolve)(table)
+    }
+
+    fn unused(&self, name: &str, table: toml::Table) -> Result<Vec<&'static str>> {
+        (self.entry(name)?.unused)(table)
     }
 }
 
@@ -270,6 +277,21 @@ impl Registry {
             ComponentKind::Index => self.indexes.resolve(name, table),
             ComponentKind::Tracking => self.trackers.resolve(name, table),
             ComponentKind::Baseline => self.baselines.resolve(name, table),
+        }
+    }
+
+    /// The keys of `table` that component `kind`/`name` leaves unused with
+    /// these values ([`Params::unused`]).
+    pub fn unused(&self, kind: ComponentKind, name: &str, table: toml::Table) -> Result<Vec<&'static str>> {
+        match kind {
+            ComponentKind::Dataset => self.datasets.unused(name, table),
+            ComponentKind::Features => self.features.unused(name, table),
+            ComponentKind::Sampler => self.samplers.unused(name, table),
+            ComponentKind::Model => self.models.unused(name, table),
+            ComponentKind::Evaluation => self.evaluators.unused(name, table),
+            ComponentKind::Index => self.indexes.unused(name, table),
+            ComponentKind::Tracking => self.trackers.unused(name, table),
+            ComponentKind::Baseline => self.baselines.unused(name, table),
         }
     }
 }

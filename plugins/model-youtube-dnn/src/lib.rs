@@ -54,7 +54,7 @@ pub fn register(reg: &mut Registry) {
 }
 
 /// `youtube_dnn` (and, with an item tower, `two_tower`).
-#[funnel_api::params]
+#[funnel_api::params(unused = YoutubeDnnParams::unused_keys)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct YoutubeDnnParams {
     /// Length of item embeddings and of the user vector.
@@ -105,6 +105,16 @@ pub struct YoutubeDnnParams {
     pub item_hidden: Vec<usize>,
 }
 
+impl YoutubeDnnParams {
+    /// The GRU's sizes mean nothing to an averaging encoder.
+    fn unused_keys(&self) -> Vec<&'static str> {
+        match self.sequence_encoder {
+            SequenceEncoder::Mean => vec!["gru_hidden", "gru_pooling"],
+            SequenceEncoder::Gru => Vec::new(),
+        }
+    }
+}
+
 /// `two_tower`: the `youtube_dnn` parameters with an item tower by default.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
@@ -136,6 +146,10 @@ impl Default for TwoTowerParams {
 
 impl Params for TwoTowerParams {
     const DOCS: &'static [ParamDoc] = YoutubeDnnParams::DOCS;
+
+    fn unused(&self) -> Vec<&'static str> {
+        self.0.unused()
+    }
 }
 
 /// `matrix_factorization`: a user-ID table against an item table.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use funnel_api::{Metrics, RunInfo, RunStatus};
+use funnel_api::{DatasetInput, Metrics, ModelArtifacts, RunInfo, RunStatus};
 use serde::{Deserialize, Serialize};
 
 /// File name of the journal inside the run folder.
@@ -24,9 +24,22 @@ pub enum Event {
         run: String,
         params: BTreeMap<String, String>,
         tags: BTreeMap<String, String>,
-        /// The parent run's folder, for runs nested in a sweep.
+        /// The parent run's folder, for nested runs (a sweep's trials, a
+        /// run's baselines).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parent: Option<String>,
+        /// The run's description in Markdown.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        description: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        experiment_description: String,
+        /// The experiment file.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        source: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dataset: Option<DatasetInput>,
     },
     Metrics {
         time_ms: u64,
@@ -38,10 +51,29 @@ pub enum Event {
         time_ms: u64,
         path: String,
     },
+    /// Tags set after the start (a failed run's error).
+    Tags {
+        time_ms: u64,
+        tags: BTreeMap<String, String>,
+    },
+    /// The trained model: `files` are (path, path inside the model), each
+    /// path relative to the run folder when inside it.
+    Model {
+        time_ms: u64,
+        name: String,
+        files: Vec<(String, String)>,
+        params: BTreeMap<String, String>,
+        step: u64,
+    },
     Finish {
         time_ms: u64,
         status: String,
     },
+}
+
+/// `path` relative to `run_dir` when inside it, else as given.
+fn relative(run_dir: &Path, path: &Path) -> String {
+    path.strip_prefix(run_dir).unwrap_or(path).to_string_lossy().into_owned()
 }
 
 fn now_ms() -> u64 {
@@ -57,6 +89,30 @@ impl Event {
             params: run.params.iter().cloned().collect(),
             tags: run.tags.iter().cloned().collect(),
             parent: run.parent_run_dir.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            description: run.description.clone(),
+            experiment_description: run.experiment_description.clone(),
+            source: run.source.clone(),
+            user: run.user.clone(),
+            dataset: run.dataset.clone(),
+        }
+    }
+
+    pub fn tags(tags: &[(String, String)]) -> Event {
+        Event::Tags { time_ms: now_ms(), tags: tags.iter().cloned().collect() }
+    }
+
+    pub fn model(run_dir: &Path, model: &ModelArtifacts) -> Event {
+        let files = model
+            .files
+            .iter()
+            .map(|(file, inside)| (relative(run_dir, file), inside.clone()))
+            .collect();
+        Event::Model {
+            time_ms: now_ms(),
+            name: model.name.clone(),
+            files,
+            params: model.params.iter().cloned().collect(),
+            step: model.step,
         }
     }
 
@@ -68,8 +124,7 @@ impl Event {
     }
 
     pub fn artifact(run_dir: &Path, path: &Path) -> Event {
-        let path = path.strip_prefix(run_dir).unwrap_or(path);
-        Event::Artifact { time_ms: now_ms(), path: path.to_string_lossy().into_owned() }
+        Event::Artifact { time_ms: now_ms(), path: relative(run_dir, path) }
     }
 
     pub fn finish(status: RunStatus) -> Event {
@@ -85,6 +140,8 @@ impl Event {
             Event::Start { time_ms, .. }
             | Event::Metrics { time_ms, .. }
             | Event::Artifact { time_ms, .. }
+            | Event::Tags { time_ms, .. }
+            | Event::Model { time_ms, .. }
             | Event::Finish { time_ms, .. } => *time_ms,
         }
     }
@@ -153,7 +210,7 @@ mod tests {
             run_dir: dir.to_path_buf(),
             params: vec![("model.hidden".into(), "[256]".into())],
             tags: vec![("seed".into(), "7".into())],
-            parent_run_dir: None,
+            ..RunInfo::default()
         }
     }
 

@@ -12,7 +12,7 @@ mod journal;
 use std::path::Path;
 
 use anyhow::Result;
-use funnel_api::{BuildCx, Metrics, NoParams, Registry, RunInfo, RunStatus, Tracker};
+use funnel_api::{BuildCx, Metrics, ModelArtifacts, NoParams, Registry, RunInfo, RunStatus, Tracker};
 
 pub use journal::{Event, Journal, JOURNAL};
 
@@ -51,6 +51,16 @@ impl Tracker for LocalTracker {
     fn log_artifact(&mut self, path: &Path) -> Result<()> {
         let journal = self.journal()?;
         let event = Event::artifact(journal.run_dir(), path);
+        journal.append(event)
+    }
+
+    fn set_tags(&mut self, tags: &[(String, String)]) -> Result<()> {
+        self.journal()?.append(Event::tags(tags))
+    }
+
+    fn log_model(&mut self, model: &ModelArtifacts) -> Result<()> {
+        let journal = self.journal()?;
+        let event = Event::model(journal.run_dir(), model);
         journal.append(event)
     }
 

@@ -11,7 +11,9 @@
 //!   mlflow_rs logs one value per request, building a new client each time);
 //! - `runs/update` with an explicit end time;
 //! - artifact upload through the `mlflow-artifacts` REST API (mlflow_rs posts
-//!   to the web UI's internal `ajax-api` route).
+//!   to the web UI's internal `ajax-api` route);
+//! - MLflow 3's dataset inputs, logged models and run outputs, and
+//!   experiment tags, which mlflow_rs does not know.
 
 use std::path::Path;
 use std::time::Duration;
@@ -31,6 +33,16 @@ pub struct RunHandle {
     pub run_id: String,
     pub artifact_uri: String,
 }
+
+/// A logged model (MLflow 3): its id and where its files go.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct ModelHandle {
+    pub model_id: String,
+    pub artifact_uri: String,
+}
+
+/// Longest dataset digest MLflow stores.
+const MAX_DIGEST: usize = 36;
 
 /// A metric value as MLflow stores it.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +117,12 @@ impl MlflowClient {
         Self::json(response, &url)
     }
 
+    fn patch(&self, endpoint: &str, body: &Value) -> Result<Value> {
+        let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
+        let response = self.http.patch(&url).json(body).send().with_context(|| format!("PATCH {url}"))?;
+        Self::json(response, &url)
+    }
+
     fn get(&self, endpoint: &str, query: &[(&str, &str)]) -> Result<Value> {
         let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
         let response = self.http.get(&url).query(query).send().with_context(|| format!("GET {url}"))?;
@@ -127,17 +145,36 @@ impl MlflowClient {
         serde_json::from_str(&text).with_context(|| format!("{url} answered with something that is not JSON"))
     }
 
+    /// Sets each of `tags` the experiment does not have yet, so a
+    /// description edited in the UI stays.
+    pub fn set_missing_experiment_tags(&self, experiment_id: &str, tags: &[(String, String)]) -> Result<()> {
+        let answer = self.get("experiments/get", &[("experiment_id", experiment_id)])?;
+        let present: Vec<&str> = answer["experiment"]["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t["key"].as_str()).collect())
+            .unwrap_or_default();
+        for (key, value) in tags.iter().filter(|(k, v)| !present.contains(&k.as_str()) && !v.is_empty()) {
+            self.post(
+                "experiments/set-experiment-tag",
+                &json!({"experiment_id": experiment_id, "key": key, "value": value}),
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn create_run(
         &self,
         experiment_id: &str,
         run_name: &str,
         start_ms: u64,
+        user: &str,
         tags: &[(String, String)],
     ) -> Result<RunHandle> {
         let tags: Vec<Value> = tags.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
         let answer = self.post(
             "runs/create",
-            &json!({"experiment_id": experiment_id, "run_name": run_name, "start_time": start_ms, "tags": tags}),
+            &json!({"experiment_id": experiment_id, "run_name": run_name, "start_time": start_ms, "user_id": user,
+                    "tags": tags}),
         )?;
         let info = &answer["run"]["info"];
         let field =
@@ -192,18 +229,111 @@ impl MlflowClient {
 
     /// Uploads `file` as the artifact `artifact_path` (e.g. `plots/loss.svg`).
     pub fn upload_artifact(&self, run: &RunHandle, file: &Path, artifact_path: &str) -> Result<()> {
-        let root = run.artifact_uri.strip_prefix("mlflow-artifacts:").ok_or_else(|| {
+        let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        self.upload(&run.artifact_uri, artifact_path, body)
+    }
+
+    /// Uploads `body` as `artifact_path` under `artifact_uri` (a run's or a
+    /// logged model's).
+    pub fn upload(&self, artifact_uri: &str, artifact_path: &str, body: Vec<u8>) -> Result<()> {
+        let root = artifact_uri.strip_prefix("mlflow-artifacts:").ok_or_else(|| {
             anyhow!(
-                "the run's artifact store is `{}`; funnel uploads through the MLflow server's artifact proxy \
-                 (start the server with --serve-artifacts, as `cargo xtask mlflow up` does)",
-                run.artifact_uri
+                "the artifact store is `{artifact_uri}`; funnel uploads through the MLflow server's artifact proxy \
+                 (start the server with --serve-artifacts, as `cargo xtask mlflow up` does)"
             )
         })?;
         let root = root.trim_start_matches('/');
         let url = format!("{}/api/2.0/mlflow-artifacts/artifacts/{root}/{artifact_path}", self.base);
-        let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let response = self.http.put(&url).body(body).send().with_context(|| format!("PUT {url}"))?;
         Self::json(response, &url).map(drop)
+    }
+
+    /// Where the UI (and a browser) reads the run's artifact `path`: the
+    /// address a Markdown artifact's images must have to render in MLflow's
+    /// preview, which resolves no relative link.
+    pub fn artifact_url(&self, run_id: &str, path: &str) -> String {
+        let path: String = path
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                b => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("{}/get-artifact?path={path}&run_uuid={run_id}", self.base)
+    }
+
+    /// Logs `dataset` as the run's training input (the Datasets column).
+    pub fn log_dataset_input(&self, run_id: &str, dataset: &funnel_api::DatasetInput) -> Result<()> {
+        let digest: String = if dataset.sha256.is_empty() { "unrecorded".into() } else { dataset.sha256.clone() };
+        let schema: Vec<Value> =
+            dataset.schema.iter().map(|(name, ty)| json!({"name": name, "type": ty, "required": true})).collect();
+        let profile: serde_json::Map<String, Value> =
+            dataset.profile.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let body = json!({
+            "run_id": run_id,
+            "datasets": [{
+                "tags": [{"key": "mlflow.data.context", "value": "training"}],
+                "dataset": {
+                    "name": dataset.name,
+                    // MLflow keeps 36 characters of a digest; the whole
+                    // sha256 is in `source` and the run's dataset.sha256 tag.
+                    "digest": digest.chars().take(MAX_DIGEST).collect::<String>(),
+                    "source_type": "local",
+                    "source": json!({"uri": dataset.source, "sha256": dataset.sha256}).to_string(),
+                    "schema": json!({"mlflow_colspec": schema}).to_string(),
+                    "profile": Value::Object(profile).to_string(),
+                }
+            }]
+        });
+        self.post("runs/log-inputs", &body).map(drop)
+    }
+
+    /// Creates a logged model produced by `run_id` (pending until
+    /// [`MlflowClient::finalize_model`]).
+    pub fn create_model(
+        &self,
+        experiment_id: &str,
+        name: &str,
+        run_id: &str,
+        params: &[(String, String)],
+    ) -> Result<ModelHandle> {
+        let entry = |(k, v): &(String, String)| json!({"key": mlflow_key(k), "value": v});
+        let (first, rest) = params.split_at(params.len().min(MAX_PARAMS));
+        let answer = self.post(
+            "logged-models",
+            &json!({"experiment_id": experiment_id, "name": name, "model_type": "funnel", "source_run_id": run_id,
+                    "params": first.iter().map(entry).collect::<Vec<_>>()}),
+        )?;
+        let info = &answer["model"]["info"];
+        let field = |k: &str| {
+            info[k].as_str().map(str::to_string).ok_or_else(|| anyhow!("logged-models answered without `{k}`"))
+        };
+        let model = ModelHandle { model_id: field("model_id")?, artifact_uri: field("artifact_uri")? };
+        for chunk in rest.chunks(MAX_PARAMS) {
+            self.post(
+                &format!("logged-models/{}/params", model.model_id),
+                &json!({"model_id": model.model_id, "params": chunk.iter().map(entry).collect::<Vec<_>>()}),
+            )?;
+        }
+        Ok(model)
+    }
+
+    /// Marks the model's files complete and names it an output of `run_id`
+    /// at `step` (the Models column).
+    pub fn finalize_model(&self, model: &ModelHandle, run_id: &str, step: u64) -> Result<()> {
+        let id = &model.model_id;
+        self.patch(&format!("logged-models/{id}"), &json!({"model_id": id, "status": "LOGGED_MODEL_READY"}))?;
+        self.post("runs/outputs", &json!({"run_id": run_id, "models": [{"model_id": id, "step": step}]})).map(drop)
+    }
+
+    /// The logged model as MLflow returns it (for checks and tests).
+    pub fn get_model(&self, model_id: &str) -> Result<Value> {
+        Ok(self.get(&format!("logged-models/{model_id}"), &[])?["model"].take())
+    }
+
+    /// The experiment as MLflow returns it (for checks and tests).
+    pub fn get_experiment(&self, experiment_id: &str) -> Result<Value> {
+        Ok(self.get("experiments/get", &[("experiment_id", experiment_id)])?["experiment"].take())
     }
 
     /// Every value logged for `key` (for checks and tests).

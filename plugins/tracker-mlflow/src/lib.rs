@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use funnel_api::{BuildCx, Metrics, Registry, RunInfo, RunStatus, Tracker};
+use funnel_api::{BuildCx, Metrics, ModelArtifacts, Registry, RunInfo, RunStatus, Tracker};
 use funnel_tracker_local::{Event, Journal};
 use serde::{Deserialize, Serialize};
 
@@ -30,9 +30,10 @@ pub const TRACKING_URI_ENV: &str = "MLFLOW_TRACKING_URI";
 pub fn register(reg: &mut Registry) {
     reg.tracking::<MlflowParams>(
         "mlflow",
-        "MLflow tracking server: an experiment named after [experiment].name, one run per execution with \
-         flattened params, tags, per-epoch metrics and artifacts; journaled locally first, so nothing is lost \
-         when the server is away (`cargo xtask mlflow sync` uploads the rest)",
+        "MLflow tracking server: an experiment named after [experiment].name, one named run per execution with \
+         flattened params, tags, per-epoch metrics, artifacts, the dataset as an input and the model as a logged \
+         model; baselines and sweep trials as nested runs; journaled locally first, so nothing is lost when the \
+         server is away (`cargo xtask mlflow sync` uploads the rest)",
         |p, _cx: &BuildCx| Ok(Box::new(MlflowTracker::new(p))),
     );
 }
@@ -154,6 +155,15 @@ impl Tracker for MlflowTracker {
 
     fn log_artifact(&mut self, path: &Path) -> Result<()> {
         let event = Event::artifact(&self.run_dir, path);
+        self.record(event)
+    }
+
+    fn set_tags(&mut self, tags: &[(String, String)]) -> Result<()> {
+        self.record(Event::tags(tags))
+    }
+
+    fn log_model(&mut self, model: &ModelArtifacts) -> Result<()> {
+        let event = Event::model(&self.run_dir, model);
         self.record(event)
     }
 

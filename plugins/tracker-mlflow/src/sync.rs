@@ -8,7 +8,8 @@ use funnel_tracker_local::{Event, Journal, JOURNAL};
 
 use crate::{catch_up, MlflowClient, UploadState, TRACKING_URI_ENV};
 
-/// Folders `<runs_dir>/<experiment>/<run>` that hold a journal.
+/// Folders `<runs_dir>/<experiment>/<run>` that hold a journal, and the
+/// runs nested in them (`<run>/baselines/<name>`), each after its parent.
 pub fn run_dirs(runs_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     let experiments = std::fs::read_dir(runs_dir).with_context(|| format!("listing {}", runs_dir.display()))?;
@@ -16,6 +17,11 @@ pub fn run_dirs(runs_dir: &Path) -> Result<Vec<PathBuf>> {
         for run in std::fs::read_dir(experiment.path()).into_iter().flatten().flatten() {
             if run.path().join(JOURNAL).is_file() {
                 dirs.push(run.path());
+                for nested in std::fs::read_dir(run.path().join("baselines")).into_iter().flatten().flatten() {
+                    if nested.path().join(JOURNAL).is_file() {
+                        dirs.push(nested.path());
+                    }
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use funnel_tracker_local::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{MetricPoint, MlflowClient, RunHandle};
+use crate::client::{MetricPoint, MlflowClient, ModelHandle, RunHandle};
 
 /// File in the run folder recording what reached which server.
 pub const STATE: &str = "mlflow.json";
@@ -20,6 +20,9 @@ pub struct UploadState {
     pub run: Option<RunHandle>,
     /// Journal events the server has acknowledged, counted from the first.
     pub sent: usize,
+    /// The run's logged model, once created (its upload may be unfinished).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelHandle>,
 }
 
 impl UploadState {
@@ -69,9 +72,22 @@ pub fn catch_up(client: &MlflowClient, run_dir: &Path, state: &mut UploadState, 
     while state.sent < events.len() {
         let pending = &events[state.sent..];
         let consumed = match &pending[0] {
-            Event::Start { time_ms, experiment, run, params, tags, parent } => {
+            Event::Start {
+                time_ms,
+                experiment,
+                run,
+                params,
+                tags,
+                parent,
+                description,
+                experiment_description,
+                source,
+                user,
+                dataset,
+            } => {
                 let params: Vec<(String, String)> = params.clone().into_iter().collect();
                 let mut tags = with_mlflow_tags(tags);
+                tags.extend(start_tags(description, source, user));
                 if let Some(parent) = parent {
                     tags.push(parent_tag(Path::new(parent), &state.tracking_uri)?);
                 }
@@ -83,13 +99,57 @@ pub fn catch_up(client: &MlflowClient, run_dir: &Path, state: &mut UploadState, 
                     }
                     None => {
                         let experiment_id = client.experiment_id(experiment)?;
-                        let h = client.create_run(&experiment_id, run, *time_ms, &tags)?;
+                        client.set_missing_experiment_tags(
+                            &experiment_id,
+                            &[
+                                ("mlflow.note.content".into(), experiment_description.clone()),
+                                // Opens the experiment on its training runs,
+                                // not MLflow's GenAI overview.
+                                ("mlflow.experimentKind".into(), "custom_model_development".into()),
+                            ],
+                        )?;
+                        let h = client.create_run(&experiment_id, run, *time_ms, user, &tags)?;
                         state.run = Some(h.clone());
                         state.save(run_dir)?;
                         h
                     }
                 };
                 client.log_params_and_tags(&handle.run_id, &params, &tags)?;
+                if let Some(d) = dataset {
+                    client.log_dataset_input(&handle.run_id, d)?;
+                }
+                1
+            }
+            Event::Tags { tags, .. } => {
+                client.log_params_and_tags(&run_id(state)?.run_id, &[], &with_mlflow_tags(tags))?;
+                1
+            }
+            Event::Model { name, files, params, step, .. } => {
+                let run = run_id(state)?.clone();
+                let model = match &state.model {
+                    Some(m) => m.clone(),
+                    None => {
+                        let params: Vec<(String, String)> = params.clone().into_iter().collect();
+                        let m = client.create_model(&run.experiment_id, name, &run.run_id, &params)?;
+                        state.model = Some(m.clone());
+                        state.save(run_dir)?;
+                        m
+                    }
+                };
+                let mut stored = Vec::new();
+                for (path, inside) in files {
+                    let file = run_dir.join(path);
+                    match std::fs::read(&file) {
+                        Ok(bytes) => {
+                            client.upload(&model.artifact_uri, inside, bytes)?;
+                            stored.push(inside.clone());
+                        }
+                        Err(_) => eprintln!("warning: model file {} no longer exists; not uploaded", file.display()),
+                    }
+                }
+                let description = mlmodel(name, &stored, &model.model_id, &run.run_id, pending[0].time_ms());
+                client.upload(&model.artifact_uri, "MLmodel", description.into_bytes())?;
+                client.finalize_model(&model, &run.run_id, *step)?;
                 1
             }
             Event::Metrics { .. } => {
@@ -115,7 +175,18 @@ pub fn catch_up(client: &MlflowClient, run_dir: &Path, state: &mut UploadState, 
                     // Artifacts outside the run folder keep only their file name.
                     let artifact_path =
                         if Path::new(path).is_absolute() { name.unwrap_or_default() } else { path.clone() };
-                    client.upload_artifact(run_id(state)?, &file, &artifact_path)?;
+                    let run = run_id(state)?;
+                    if artifact_path.ends_with(".md") {
+                        let text = std::fs::read_to_string(&file)
+                            .with_context(|| format!("reading {}", file.display()))?;
+                        let folder = Path::new(&artifact_path).parent().unwrap_or(Path::new(""));
+                        let text = absolute_images(&text, |link| {
+                            client.artifact_url(&run.run_id, &folder.join(link).to_string_lossy())
+                        });
+                        client.upload(&run.artifact_uri, &artifact_path, text.into_bytes())?;
+                    } else {
+                        client.upload_artifact(run, &file, &artifact_path)?;
+                    }
                 } else {
                     eprintln!("warning: artifact {} no longer exists; not uploaded", file.display());
                 }
@@ -148,6 +219,77 @@ fn with_mlflow_tags(tags: &std::collections::BTreeMap<String, String>) -> Vec<(S
         out.push(("mlflow.note.content".into(), d.clone()));
     }
     out
+}
+
+/// The tags MLflow's UI reads for a run's note, user and source.
+fn start_tags(description: &str, source: &str, user: &str) -> Vec<(String, String)> {
+    let mut tags = Vec::new();
+    if !description.is_empty() {
+        tags.push(("mlflow.note.content".into(), description.to_string()));
+    }
+    if !user.is_empty() {
+        tags.push(("mlflow.user".into(), user.to_string()));
+    }
+    if !source.is_empty() {
+        tags.push(("mlflow.source.name".into(), source.to_string()));
+        tags.push(("mlflow.source.type".into(), "LOCAL".into()));
+    }
+    tags
+}
+
+/// `markdown` with each relative image link (`![chart](plots/loss.svg)`)
+/// replaced by `url(link)`: MLflow's Markdown preview resolves no relative
+/// link, so the run folder's report (read on disk or on GitHub) keeps its
+/// relative links and the copy MLflow holds gets absolute ones.
+pub fn absolute_images(markdown: &str, url: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(markdown.len());
+    let mut rest = markdown;
+    while let Some(start) = rest.find("![") {
+        let Some(open) = rest[start..].find("](").map(|i| start + i + 2) else { break };
+        let Some(close) = rest[open..].find(')').map(|i| open + i) else { break };
+        let link = &rest[open..close];
+        out.push_str(&rest[..open]);
+        let relative = !(link.is_empty()
+            || link.contains("://")
+            || link.starts_with('/')
+            || link.starts_with('#')
+            || link.starts_with("data:")
+            || link.contains(char::is_whitespace));
+        if relative {
+            out.push_str(&url(link));
+        } else {
+            out.push_str(link);
+        }
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The logged model's `MLmodel`: what MLflow reads to describe a model, and
+/// how to use it with funnel.
+fn mlmodel(name: &str, files: &[String], model_id: &str, run_id: &str, time_ms: u64) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("a string serializes");
+    let created = chrono::DateTime::from_timestamp_millis(time_ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
+        .unwrap_or_default();
+    let mut text = format!(
+        "artifact_path: {}\nflavors:\n  funnel:\n    model_type: {}\n    funnel_version: {}\n    files:\n",
+        quote(name),
+        quote(name),
+        quote(env!("CARGO_PKG_VERSION"))
+    );
+    for f in files {
+        text.push_str(&format!("    - {}\n", quote(f)));
+    }
+    text.push_str(&format!(
+        "    load: {}\nmodel_id: {}\nrun_id: {}\nutc_time_created: {}\n",
+        quote("funnel recommend --run <this folder> --items ID,ID,... (or --user ID with the dataset at hand)"),
+        quote(model_id),
+        quote(run_id),
+        quote(&created)
+    ));
+    text
 }
 
 /// `mlflow.parentRunId` naming the parent's run on the same server, so the

@@ -5,20 +5,44 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
 use funnel_tracker_mlflow::sync::{run_dirs, sync_run};
 use funnel_tracker_mlflow::TRACKING_URI_ENV;
 
-const USAGE: &str = "\
-usage: funnel-mlflow sync [--tracking-uri URI] [--default-uri URI] [--runs-dir DIR] [RUN_DIR...]
+/// Uploads funnel runs' journals to an MLflow tracking server.
+#[derive(Parser, Debug)]
+#[command(name = "funnel-mlflow", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-Sends every journaled event an MLflow server lacks, run by run, from where the
-last upload stopped. Without RUN_DIRs: every run folder under DIR (default
-`runs`). The server: --tracking-uri, else $MLFLOW_TRACKING_URI, else the one
-each run last uploaded to, else --default-uri.";
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send every journaled event a server lacks, run by run, from where the last upload stopped.
+    ///
+    /// The server: --tracking-uri, else $MLFLOW_TRACKING_URI, else the one each run last uploaded
+    /// to, else --default-uri.
+    Sync {
+        /// The MLflow server (http://host:port).
+        #[arg(long, value_name = "URI", env = TRACKING_URI_ENV)]
+        tracking_uri: Option<String>,
+        /// The server for runs that never uploaded anywhere.
+        #[arg(long, value_name = "URI")]
+        default_uri: Option<String>,
+        /// Where run folders are looked for when no RUN_DIR is given.
+        #[arg(long, value_name = "DIR", default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Run folders to sync (default: every run under --runs-dir, nested runs included).
+        #[arg(value_name = "RUN_DIR")]
+        dirs: Vec<PathBuf>,
+    },
+}
 
 fn main() -> ExitCode {
-    match cli(std::env::args().skip(1).collect()) {
+    let Command::Sync { tracking_uri, default_uri, runs_dir, dirs } = Cli::parse().command;
+    match sync(tracking_uri.filter(|u| !u.is_empty()), default_uri, &runs_dir, dirs) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -28,31 +52,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn cli(args: Vec<String>) -> Result<bool> {
-    let Some((command, rest)) = args.split_first() else {
-        println!("{USAGE}");
-        return Ok(true);
-    };
-    if command != "sync" {
-        bail!("unknown command `{command}`\n\n{USAGE}");
-    }
-    let mut uri = std::env::var(TRACKING_URI_ENV).ok().filter(|u| !u.is_empty());
-    let mut default_uri = None;
-    let mut runs_dir = PathBuf::from("runs");
-    let mut dirs = Vec::new();
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--tracking-uri" => uri = Some(it.next().context("--tracking-uri needs a value")?.clone()),
-            "--default-uri" => default_uri = Some(it.next().context("--default-uri needs a value")?.clone()),
-            "--runs-dir" => runs_dir = PathBuf::from(it.next().context("--runs-dir needs a value")?),
-            flag if flag.starts_with("--") => bail!("unknown option `{flag}`\n\n{USAGE}"),
-            dir => dirs.push(PathBuf::from(dir)),
-        }
-    }
-    if dirs.is_empty() {
-        dirs = run_dirs(&runs_dir)?;
-    }
+fn sync(uri: Option<String>, default_uri: Option<String>, runs_dir: &std::path::Path, dirs: Vec<PathBuf>) -> Result<bool> {
+    let dirs = if dirs.is_empty() { run_dirs(runs_dir)? } else { dirs };
     let mut all_ok = true;
     for dir in &dirs {
         match sync_run(dir, uri.as_deref(), default_uri.as_deref()) {
@@ -64,4 +65,20 @@ fn cli(args: Vec<String>) -> Result<bool> {
         }
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_and_typos_are_answered() {
+        let cli = Cli::try_parse_from(["funnel-mlflow", "sync", "--tracking-uri", "http://h:1", "runs/a/b"]).unwrap();
+        let Command::Sync { tracking_uri, dirs, runs_dir, .. } = cli.command;
+        assert_eq!(tracking_uri.as_deref(), Some("http://h:1"));
+        assert_eq!(dirs, [PathBuf::from("runs/a/b")]);
+        assert_eq!(runs_dir, PathBuf::from("runs"));
+        let e = Cli::try_parse_from(["funnel-mlflow", "sync", "--traking-uri", "x"]).unwrap_err().to_string();
+        assert!(e.contains("--tracking-uri"), "{e}");
+    }
 }
