@@ -278,6 +278,13 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
     Ok(Experiment { path: path.to_path_buf(), spec, overrides: overrides.to_vec(), trial: None })
 }
 
+/// Whether `--set key=value` can change what a run measures: where it is
+/// tracked and what the experiment is called cannot.
+fn shapes_results(set: &str) -> bool {
+    let key = set.split('=').next().unwrap_or(set).trim();
+    !(key.starts_with("tracking.") || key == "tracking" || key == "experiment.name" || key == "experiment.description")
+}
+
 /// Trial `n` of the `[sweep]` in `path`: the experiment loaded with `overrides`
 /// and then the trial's own `--set`s.
 pub fn load_trial(path: &Path, overrides: &[String], n: usize, registry: &Registry) -> Result<Experiment> {
@@ -295,16 +302,19 @@ pub fn load_trial(path: &Path, overrides: &[String], n: usize, registry: &Regist
 
 impl Experiment {
     /// What tells this run from the experiment's others: `mns`, `mns ·
-    /// sampler.num_negatives=200`, and in a sweep (`parent`) `mns · trial 3
-    /// · seed 2` or `mns · base · seed 1` (the sweep's own overrides are
-    /// its parent's).
+    /// sampler.num_negatives=200` (overrides of where it is tracked left
+    /// out), and in a sweep `mns · trial 3 · seed 2` or `mns · base · seed
+    /// 1` (the sweep's own overrides are its parent's).
     pub fn run_name(&self, in_sweep: bool) -> String {
         let name = &self.spec.experiment.name;
         let seed = self.spec.experiment.seed;
         match &self.trial {
             Some(t) => format!("{name} · trial {} · seed {seed}", t.index),
             None if in_sweep => format!("{name} · base · seed {seed}"),
-            None => std::iter::once(name.clone()).chain(self.overrides.iter().cloned()).collect::<Vec<_>>().join(" · "),
+            None => std::iter::once(name.clone())
+                .chain(self.overrides.iter().filter(|o| shapes_results(o)).cloned())
+                .collect::<Vec<_>>()
+                .join(" · "),
         }
     }
 
@@ -316,15 +326,20 @@ impl Experiment {
             let sets: Vec<String> = t.sets().iter().map(|s| format!("`{s}`")).collect();
             changes.push(format!("trial {} (configuration {}): {}", t.index, t.config, sets.join(", ")));
         }
-        if !self.overrides.is_empty() {
-            let sets: Vec<String> = self.overrides.iter().map(|s| format!("`--set {s}`")).collect();
+        let sets: Vec<String> =
+            self.overrides.iter().filter(|o| shapes_results(o)).map(|s| format!("`--set {s}`")).collect();
+        if !sets.is_empty() {
             changes.push(format!("overrides: {}", sets.join(", ")));
         }
         if !changes.is_empty() {
             if !text.is_empty() {
                 text.push_str("\n\n");
             }
-            text.push_str(&format!("This run differs from `{}` as written: {}.", self.path.display(), changes.join("; ")));
+            text.push_str(&format!(
+                "This run differs from `{}` as written: {}.",
+                self.path.display(),
+                changes.join("; ")
+            ));
         }
         text
     }
@@ -445,5 +460,84 @@ impl Provider for CommandLineSet {
         }
         let dict = value.into_dict().expect("built as a dict");
         Ok(Profile::Default.collect(dict))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[experiment]
+name = "mns"
+description = "1000 negatives, ml-1m"
+[dataset]
+type = "movielens"
+[features]
+type = "watch_history"
+[sampler]
+type = "mixed"
+[model]
+type = "youtube_dnn"
+[evaluation]
+type = "full_ranking"
+[[baselines]]
+type = "most_popular"
+[index]
+type = "exact"
+[tracking]
+type = "local"
+[sweep]
+method = "grid"
+seeds = [1, 2]
+[sweep.params]
+"sampler.num_uniform" = [100, 200]
+"#;
+
+    fn load_with(sets: &[&str]) -> Experiment {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mns.toml");
+        std::fs::write(&path, FILE).unwrap();
+        let sets: Vec<String> = sets.iter().map(ToString::to_string).collect();
+        load(&path, &sets, &crate::plugins::builtin()).unwrap()
+    }
+
+    #[test]
+    fn runs_are_named_by_what_tells_them_apart() {
+        assert_eq!(load_with(&[]).run_name(false), "mns");
+        let exp = load_with(&["sampler.num_uniform=200", "tracking.type=mlflow", "experiment.name=mns"]);
+        assert_eq!(exp.run_name(false), "mns · sampler.num_uniform=200");
+        let base = load_with(&["experiment.seed=1"]);
+        assert_eq!(base.run_name(true), "mns · base · seed 1");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mns.toml");
+        std::fs::write(&path, FILE).unwrap();
+        let trial = load_trial(&path, &[], 3, &crate::plugins::builtin()).unwrap();
+        assert_eq!(trial.run_name(true), "mns · trial 3 · seed 2");
+        let text = trial.description();
+        assert!(text.starts_with("1000 negatives, ml-1m\n\nThis run differs from"), "{text}");
+        assert!(text.contains("trial 3 (configuration 1): `sampler.num_uniform=200`, `experiment.seed=2`"), "{text}");
+    }
+
+    #[test]
+    fn the_description_states_the_overrides_that_shape_results() {
+        assert_eq!(load_with(&["tracking.type=mlflow"]).description(), "1000 negatives, ml-1m");
+        let text = load_with(&["dataset.variant=ml-100k", "tracking.type=mlflow"]).description();
+        assert!(text.ends_with("overrides: `--set dataset.variant=ml-100k`."), "{text}");
+    }
+
+    #[test]
+    fn tracked_parameters_leave_out_what_nothing_uses() {
+        let reg = crate::plugins::builtin();
+        let keys =
+            |exp: &Experiment| -> Vec<String> { exp.spec.tracked_params(&reg).into_iter().map(|p| p.0).collect() };
+        let mean = keys(&load_with(&[]));
+        assert!(mean.contains(&"model.dim".to_string()), "{mean:?}");
+        for absent in ["model.gru_hidden", "model.gru_pooling", "baselines.most_popular.type", "sweep.method"] {
+            assert!(!mean.iter().any(|k| k == absent), "{absent} in {mean:?}");
+        }
+        let gru = keys(&load_with(&["model.sequence_encoder=gru"]));
+        assert!(gru.contains(&"model.gru_hidden".to_string()) && gru.contains(&"model.gru_pooling".to_string()));
     }
 }

@@ -458,7 +458,8 @@ fn track_baselines(ctx: &RunContext<'_>, data: &LoadedDataset, baselines: &[Base
         .filter(|(k, _)| ["dataset.", "features.", "evaluation.", "experiment."].iter().any(|p| k.starts_with(p)))
         .collect();
     for (i, b) in baselines.iter().enumerate() {
-        let dir = ctx.run_dir.join(BASELINES).join(b.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"));
+        let dir =
+            ctx.run_dir.join(BASELINES).join(b.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let within = || spec.describe_entry(ComponentKind::Baseline, i);
         let mut tracker = ctx.reg.build_tracker(&c.kind, c.params.clone(), &spec.build_cx()).with_context(within)?;
@@ -679,10 +680,8 @@ fn publish(
 /// made it.
 fn model_artifacts(ctx: &RunContext<'_>, best_epoch: usize) -> Result<ModelArtifacts> {
     let run_dir = &ctx.run_dir;
-    let mut files: Vec<(PathBuf, String)> = [MODEL, crate::item_vectors::FILE, RESOLVED]
-        .iter()
-        .map(|f| (run_dir.join(f), f.to_string()))
-        .collect();
+    let mut files: Vec<(PathBuf, String)> =
+        [MODEL, crate::item_vectors::FILE, RESOLVED].iter().map(|f| (run_dir.join(f), f.to_string())).collect();
     let mut index: Vec<PathBuf> =
         std::fs::read_dir(run_dir.join(INDEX))?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     index.sort();

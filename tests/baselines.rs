@@ -71,18 +71,22 @@ fn every_baseline_is_ranked_on_the_test_cases_and_reported_beside_the_model() {
         assert!(report.contains(needle), "report lacks {needle:?}:\n{report}");
     }
 
-    // The tracker gets every baseline metric under baseline/<name>/, and
-    // every baseline parameter, defaults included, under baselines.<name>.
+    // Each baseline is a run of its own nested under this one
+    // (`baselines/<name>/`), with its parameters, defaults included, and its
+    // test metrics under the model's keys; the model's run keeps neither.
     let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
-    for key in [
-        "\"baseline/most_popular/recall@10\"",
-        "\"baseline/covisitation#2/ndcg@50\"",
-        "\"baseline/covisitation/parameters\"",
-        "\"baselines.most_popular.type\":\"most_popular\"",
-        "\"baselines.covisitation.window\":\"5\"",
-        "\"baselines.covisitation#2.window\":\"1\"",
+    assert!(!journal.contains("baseline"), "{journal}");
+    for (folder, keys) in [
+        ("most_popular", &["\"baseline.type\":\"most_popular\"", "\"test/recall@10\"", "\"parameters\""][..]),
+        ("covisitation", &["\"baseline.window\":\"5\"", "\"test/ndcg@50\"", "\"fit_seconds\""][..]),
+        ("covisitation-2", &["\"baseline.window\":\"1\"", "\"test/recall@10\":1.0"][..]),
     ] {
-        assert!(journal.contains(key), "journal lacks {key}:\n{journal}");
+        let child = run_dir.join("baselines").join(folder);
+        let journal = std::fs::read_to_string(child.join("journal.jsonl")).unwrap();
+        let parent = format!("\"parent\":{}", serde_json::to_string(run_dir.to_str().unwrap()).unwrap());
+        for key in keys.iter().copied().chain([parent.as_str(), "\"status\":\"finished\""]) {
+            assert!(journal.contains(key), "{folder}'s journal lacks {key}:\n{journal}");
+        }
     }
 }
 

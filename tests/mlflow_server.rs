@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -129,6 +130,56 @@ impl MlflowServer {
             .unwrap_or_default();
         points.sort_by_key(|p| p.0);
         points
+    }
+
+    /// The run's artifact `path` as text, as the UI fetches it.
+    pub fn artifact_text(&self, run_id: &str, path: &str) -> String {
+        ureq::get(&format!("{}/get-artifact", self.url))
+            .query("path", path)
+            .query("run_uuid", run_id)
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+    }
+
+    /// Files stored under `root` in the artifact store (e.g. a logged
+    /// model's `<experiment>/models/<id>/artifacts`), relative to it.
+    pub fn stored_files(&self, root: &str) -> Vec<String> {
+        let listing: Value = serde_json::from_str(
+            &ureq::get(&format!("{}/api/2.0/mlflow-artifacts/artifacts", self.url))
+                .query("path", root)
+                .call()
+                .unwrap()
+                .into_string()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        for f in listing["files"].as_array().cloned().unwrap_or_default() {
+            let p = f["path"].as_str().unwrap().to_string();
+            if f["is_dir"].as_bool().unwrap_or(false) {
+                out.extend(self.stored_files(&format!("{root}/{p}")).into_iter().map(|q| format!("{p}/{q}")));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    pub fn stored_bytes(&self, path: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        ureq::get(&format!("{}/api/2.0/mlflow-artifacts/artifacts/{path}", self.url))
+            .call()
+            .unwrap()
+            .into_reader()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    }
+
+    pub fn stored_text(&self, path: &str) -> String {
+        String::from_utf8(self.stored_bytes(path)).unwrap()
     }
 
     /// Artifact paths of the run, recursively.

@@ -73,7 +73,7 @@ fn ml100k_trains_evaluates_reports_and_repeats_itself() {
     // ml-100k titles reach the report.
     assert!(report.contains("(199"), "no titles in report:\n{report}");
     let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
-    assert_eq!(journal.lines().filter(|l| l.contains("\"validation/recall@10\"")).count(), 3);
+    assert_eq!(journal.lines().filter(|l| l.contains("\"epoch/validation/recall@10\"")).count(), 3);
 
     // Serving through the (exact) index agrees with the evaluator.
     let serving = &a["serving"];

@@ -18,7 +18,7 @@ fn the_run_dir(runs: &Path) -> Option<PathBuf> {
 
 fn completed_epochs(run_dir: &Path) -> usize {
     let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap_or_default();
-    journal.lines().filter(|l| l.contains("\"validation/recall@10\"")).count()
+    journal.lines().filter(|l| l.contains("\"epoch/validation/recall@10\"")).count()
 }
 
 fn outcome(run_dir: &Path) -> serde_json::Value {

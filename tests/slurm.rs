@@ -208,7 +208,7 @@ fn a_sweep_emitted_for_slurm_runs_on_a_real_one_node_cluster() {
         let runs = mlflow.runs("itest");
         assert_eq!(runs.len(), 4, "parent + base + 2 trials: {runs:?}");
         let (parents, children): (Vec<&Value>, Vec<&Value>) =
-            runs.iter().partition(|r| r["info"]["run_name"].as_str().unwrap().starts_with("sweep-"));
+            runs.iter().partition(|r| r["info"]["run_name"] == "itest · sweep");
         assert_eq!(parents.len(), 1, "{runs:?}");
         assert_eq!(parents[0]["info"]["status"], "FINISHED", "{}", parents[0]);
         let parent_id = parents[0]["info"]["run_id"].as_str().unwrap();

@@ -86,7 +86,14 @@ fn the_run_is_tracked_in_mlflow_like_a_built_in() {
     let args = ["run", exp.to_str().unwrap(), "--set", "tracking.type=\"mlflow\"", "--set", &uri];
     let (code, _, stderr) = custom_plugin(dir.path(), &args);
     assert_eq!(code, Some(0), "{stderr}");
-    let run = server.only_run("custom-plugin");
+    // The run, and its baseline nested under it.
+    let runs = server.runs("custom-plugin");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let is_nested =
+        |r: &serde_json::Value| r["data"]["tags"].as_array().unwrap().iter().any(|t| t["key"] == "mlflow.parentRunId");
+    let (run, baseline) = if is_nested(&runs[0]) { (&runs[1], &runs[0]) } else { (&runs[0], &runs[1]) };
+    assert!(!is_nested(run) && is_nested(baseline), "{runs:?}");
+    assert_eq!(baseline["info"]["run_name"], "custom-plugin · baseline most_popular");
     let params: std::collections::BTreeMap<String, String> = run["data"]["params"]
         .as_array()
         .unwrap()

@@ -39,7 +39,7 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         user: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        dataset: Option<DatasetInput>,
+        dataset: Option<Box<DatasetInput>>,
     },
     Metrics {
         time_ms: u64,
@@ -88,12 +88,16 @@ impl Event {
             run: run.run_name.clone(),
             params: run.params.iter().cloned().collect(),
             tags: run.tags.iter().cloned().collect(),
-            parent: run.parent_run_dir.as_ref().map(|p| p.to_string_lossy().into_owned()),
+            // Absolute, so a sync from another folder still finds the parent.
+            parent: run
+                .parent_run_dir
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).to_string_lossy().into_owned()),
             description: run.description.clone(),
             experiment_description: run.experiment_description.clone(),
             source: run.source.clone(),
             user: run.user.clone(),
-            dataset: run.dataset.clone(),
+            dataset: run.dataset.clone().map(Box::new),
         }
     }
 
@@ -102,11 +106,7 @@ impl Event {
     }
 
     pub fn model(run_dir: &Path, model: &ModelArtifacts) -> Event {
-        let files = model
-            .files
-            .iter()
-            .map(|(file, inside)| (relative(run_dir, file), inside.clone()))
-            .collect();
+        let files = model.files.iter().map(|(file, inside)| (relative(run_dir, file), inside.clone())).collect();
         Event::Model {
             time_ms: now_ms(),
             name: model.name.clone(),

@@ -177,8 +177,8 @@ pub fn catch_up(client: &MlflowClient, run_dir: &Path, state: &mut UploadState, 
                         if Path::new(path).is_absolute() { name.unwrap_or_default() } else { path.clone() };
                     let run = run_id(state)?;
                     if artifact_path.ends_with(".md") {
-                        let text = std::fs::read_to_string(&file)
-                            .with_context(|| format!("reading {}", file.display()))?;
+                        let text =
+                            std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
                         let folder = Path::new(&artifact_path).parent().unwrap_or(Path::new(""));
                         let text = absolute_images(&text, |link| {
                             client.artifact_url(&run.run_id, &folder.join(link).to_string_lossy())
@@ -284,7 +284,7 @@ fn mlmodel(name: &str, files: &[String], model_id: &str, run_id: &str, time_ms: 
     }
     text.push_str(&format!(
         "    load: {}\nmodel_id: {}\nrun_id: {}\nutc_time_created: {}\n",
-        quote("funnel recommend --run <this folder> --items ID,ID,... (or --user ID with the dataset at hand)"),
+        quote("funnel recommend --run <this folder> --user ID (or --items ID,ID,...); reads the dataset resolved.toml names"),
         quote(model_id),
         quote(run_id),
         quote(&created)
@@ -300,4 +300,39 @@ fn parent_tag(parent_dir: &Path, tracking_uri: &str) -> Result<(String, String)>
         format!("the parent run {} is not on {tracking_uri} yet; sync it first", parent_dir.display())
     })?;
     Ok(("mlflow.parentRunId".into(), run.run_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_image_links_become_absolute_and_nothing_else_changes() {
+        let md = "# r\n![Loss](plots/loss.svg) and [a link](plots/x.svg)\n![web](https://e.org/a.png) \
+                  ![root](/a.png) ![anchor](#x) ![data](data:image/png;base64,AA) ![](plots/v.svg)\n![cut](plots/";
+        let out = absolute_images(md, |link| format!("http://h/get-artifact?path={link}"));
+        assert_eq!(
+            out,
+            "# r\n![Loss](http://h/get-artifact?path=plots/loss.svg) and [a link](plots/x.svg)\n\
+             ![web](https://e.org/a.png) ![root](/a.png) ![anchor](#x) ![data](data:image/png;base64,AA) \
+             ![](http://h/get-artifact?path=plots/v.svg)\n![cut](plots/"
+        );
+    }
+
+    #[test]
+    fn artifact_urls_escape_the_path() {
+        let client = MlflowClient::new("http://127.0.0.1:5000/", std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            client.artifact_url("abc", "plots/recall@10 x.svg"),
+            "http://127.0.0.1:5000/get-artifact?path=plots%2Frecall%4010%20x.svg&run_uuid=abc"
+        );
+    }
+
+    #[test]
+    fn the_mlmodel_names_the_model_and_how_to_load_it() {
+        let text = mlmodel("youtube_dnn", &["model.bin".into(), "index/a.bin".into()], "m-1", "r-1", 0);
+        assert!(text.starts_with("artifact_path: \"youtube_dnn\"\nflavors:\n  funnel:\n"), "{text}");
+        assert!(text.contains("    - \"index/a.bin\"\n") && text.contains("model_id: \"m-1\"\nrun_id: \"r-1\"\n"));
+        assert!(text.contains("utc_time_created: \"1970-01-01 00:00:00.000000\""), "{text}");
+    }
 }

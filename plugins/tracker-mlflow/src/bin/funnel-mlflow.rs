@@ -52,7 +52,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn sync(uri: Option<String>, default_uri: Option<String>, runs_dir: &std::path::Path, dirs: Vec<PathBuf>) -> Result<bool> {
+fn sync(
+    uri: Option<String>,
+    default_uri: Option<String>,
+    runs_dir: &std::path::Path,
+    dirs: Vec<PathBuf>,
+) -> Result<bool> {
     let dirs = if dirs.is_empty() { run_dirs(runs_dir)? } else { dirs };
     let mut all_ok = true;
     for dir in &dirs {
