@@ -352,22 +352,33 @@ impl Report {
         for m in &self.headline {
             let _ = write!(s, " {m} |");
         }
-        let _ = writeln!(s, " parameters | fit seconds |");
-        let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(self.headline.len()));
+        let selection = &self.selection_metric;
+        let _ = writeln!(s, " parameters | fit seconds | validation {selection} |");
+        let _ = writeln!(s, "|---|{}---|---|---|", "---|".repeat(self.headline.len()));
         let train_seconds: f64 = self.epochs.iter().map(|r| r.train_seconds).sum();
-        let rows = std::iter::once(("this run's model".to_string(), &self.test, self.parameters, train_seconds))
-            .chain(self.baselines.iter().map(|b| (format!("`{}`", b.name), &b.test, b.parameters, b.fit_seconds)));
-        for (name, metrics, parameters, seconds) in rows {
+        let model_validation = self.epochs.get(self.best_epoch.wrapping_sub(1)).map(|r| &r.validation);
+        let rows = std::iter::once((
+            "this run's model".to_string(),
+            &self.test,
+            model_validation,
+            self.parameters,
+            train_seconds,
+        ))
+        .chain(self.baselines.iter().map(|b| {
+            (format!("`{}`", b.name), &b.test, Some(&b.validation), b.parameters, b.fit_seconds)
+        }));
+        let cell = |v: Option<&f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+        for (name, metrics, validation, parameters, seconds) in rows {
             let _ = write!(s, "| {name} |");
             for m in &self.headline {
-                match metrics.get(m) {
-                    Some(v) => {
-                        let _ = write!(s, " {v:.4} |");
-                    }
-                    None => s.push_str(" |"),
-                }
+                let _ = write!(s, " {} |", cell(metrics.get(m)));
             }
-            let _ = writeln!(s, " {parameters} | {seconds:.2} |");
+            let _ = writeln!(s, " {parameters} | {seconds:.2} | {} |", cell(validation.and_then(|v| v.get(selection))));
+        }
+        for b in &self.baselines {
+            if let Some(summary) = &b.fit_summary {
+                let _ = writeln!(s, "\n`{}`: {summary}", b.name);
+            }
         }
         s
     }
@@ -542,22 +553,29 @@ mod tests {
                 ("ndcg@100".to_string(), 0.0625),
                 ("mrr".to_string(), 0.01),
             ]),
+            validation: Metrics::from([("recall@10".to_string(), 0.0625)]),
+            fit_summary: None,
             parameters: 20,
             fit_seconds: 0.001,
             evaluate_seconds: 0.5,
         };
-        let second = BaselineResult { name: "most_popular#2".into(), ..popular.clone() };
+        let second = BaselineResult {
+            name: "most_popular#2".into(),
+            fit_summary: Some("objective by sweep: 3.0 2.0".into()),
+            ..popular.clone()
+        };
         r.baselines = vec![popular.clone(), second];
         let md = r.render();
         for needle in [
             "## Baselines\n",
             "same 10 test cases over the full catalog",
-            "| ranker | recall@10 | ndcg@10 | recall@100 | mrr | parameters | fit seconds |\n\
-             |---|---|---|---|---|---|---|\n",
+            "| ranker | recall@10 | ndcg@10 | recall@100 | mrr | parameters | fit seconds | validation recall@10 |\n\
+             |---|---|---|---|---|---|---|---|\n",
             // The model: its own test metrics, size and training time.
             "| this run's model | 0.2500 | 0.1250 | 0.5000 | 0.0625 | 1234 | 4.00 |\n",
-            "| `most_popular` | 0.0500 | 0.0250 | 0.3000 | 0.0100 | 20 | 0.00 |\n",
+            "| `most_popular` | 0.0500 | 0.0250 | 0.3000 | 0.0100 | 20 | 0.00 | 0.0625 |\n",
             "| `most_popular#2` | 0.0500 |",
+            "\n`most_popular#2`: objective by sweep: 3.0 2.0\n",
         ] {
             assert!(md.contains(needle), "missing {needle:?} in\n{md}");
         }

@@ -421,25 +421,40 @@ fn evaluate_baselines(
             baseline.fit(examples, n_items).with_context(within)?;
             let fit_seconds = fit_started.elapsed().as_secs_f64();
             let evaluate_started = Instant::now();
-            let scorer = BaselineScorer { baseline: baseline.as_ref(), examples };
+            let scorer = BaselineScorer { baseline: baseline.as_ref(), examples, cases: &examples.test };
             let evaluation = evaluator.evaluate_scores(&scorer, n_items, cases).with_context(within)?;
+            let evaluate_seconds = evaluate_started.elapsed().as_secs_f64();
+            // Validation too, where a baseline's own parameters are tuned.
+            let validation_cases: Vec<EvalCase<'_>> = examples
+                .validation
+                .iter()
+                .map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) })
+                .collect();
+            let scorer = BaselineScorer { baseline: baseline.as_ref(), examples, cases: &examples.validation };
+            let validation = evaluator.evaluate_scores(&scorer, n_items, &validation_cases).with_context(within)?;
             Ok(BaselineResult {
                 name: name.clone(),
                 kind: spec.baselines[i].kind.clone(),
                 test: evaluation.metrics,
+                validation: validation.metrics,
+                fit_summary: baseline.fit_summary(),
                 parameters: baseline.parameter_count(),
                 fit_seconds,
-                evaluate_seconds: evaluate_started.elapsed().as_secs_f64(),
+                evaluate_seconds,
             })
         })?;
         let headline = result.test.get(evaluator.selection_metric()).copied().unwrap_or(f64::NAN);
+        let validation = result.validation.get(evaluator.selection_metric()).copied().unwrap_or(f64::NAN);
         eprintln!(
-            "baseline {}: test {} {headline:.4} (fit {:.2} s, ranked in {:.2} s)",
+            "baseline {}: validation {} {validation:.4}, test {headline:.4} (fit {:.2} s, ranked in {:.2} s)",
             result.name,
             evaluator.selection_metric(),
             result.fit_seconds,
             result.evaluate_seconds
         );
+        if let Some(summary) = &result.fit_summary {
+            eprintln!("baseline {}: {summary}", result.name);
+        }
         results.push(result);
     }
     Ok(results)
@@ -495,16 +510,17 @@ fn track_baselines(ctx: &RunContext<'_>, data: &LoadedDataset, baselines: &[Base
     Ok(())
 }
 
-/// A baseline as the evaluator sees it: case `c` is test example `c`, with
-/// the user's whole history before it.
+/// A baseline as the evaluator sees it: case `c` is example `cases[c]`,
+/// with the user's whole history before it.
 struct BaselineScorer<'a> {
     baseline: &'a dyn Baseline,
     examples: &'a ExampleSet,
+    cases: &'a [funnel_api::Example],
 }
 
 impl CaseScorer for BaselineScorer<'_> {
     fn score(&self, case: usize, out: &mut [f32]) {
-        let ex = self.examples.test[case];
+        let ex = self.cases[case];
         self.baseline.score(ex.user, self.examples.seen(ex), out);
     }
 
@@ -513,7 +529,7 @@ impl CaseScorer for BaselineScorer<'_> {
     }
 
     fn sparse(&self, case: usize, out: &mut funnel_api::SparseScores) {
-        let ex = self.examples.test[case];
+        let ex = self.cases[case];
         self.baseline.sparse_score(ex.user, self.examples.seen(ex), out);
     }
 }

@@ -73,13 +73,22 @@ pub struct BaselineResult {
     /// The evaluator's metrics on the same test cases as the model.
     #[serde(flatten)]
     pub test: Metrics,
+    /// The same on the validation cases, where a baseline's parameters are
+    /// tuned.
+    #[serde(default, skip_serializing_if = "Metrics::is_empty")]
+    pub validation: Metrics,
+    /// How fitting went, when the baseline says (an objective per iteration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_summary: Option<String>,
 }
 
 impl BaselineResult {
     /// Flat metrics for the baseline's own run: `test/recall@10` (the
-    /// model's keys), `parameters`, `fit_seconds`, `evaluate_seconds`.
+    /// model's keys), `validation/recall@10`, `parameters`, `fit_seconds`,
+    /// `evaluate_seconds`.
     pub fn tracker_metrics(&self) -> Metrics {
         let mut m: Metrics = self.test.iter().map(|(k, v)| (format!("test/{k}"), *v)).collect();
+        m.extend(self.validation.iter().map(|(k, v)| (format!("validation/{k}"), *v)));
         m.insert("parameters".into(), self.parameters as f64);
         m.insert("fit_seconds".into(), self.fit_seconds);
         m.insert("evaluate_seconds".into(), self.evaluate_seconds);
@@ -330,6 +339,8 @@ mod tests {
                 fit_seconds: 0.5,
                 evaluate_seconds: 0.25,
                 test: Metrics::from([("mrr".to_string(), 0.125)]),
+                validation: Metrics::from([("mrr".to_string(), 0.25)]),
+                fit_summary: Some("objective by sweep: 2.0 1.0".into()),
             },
         );
         m.write(dir.path()).unwrap();

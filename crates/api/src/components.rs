@@ -237,6 +237,12 @@ pub trait Baseline: Send + Sync {
 
     /// Numbers the fitted baseline stores, for the models table.
     fn parameter_count(&self) -> usize;
+
+    /// One line on how fitting went worth a place in the report (an
+    /// iterative fit's objective per iteration); none by default.
+    fn fit_summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// `[index]`: serves the top items for a user vector by inner product.

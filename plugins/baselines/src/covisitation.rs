@@ -117,7 +117,7 @@ impl Covisitation {
 
 /// The exclusive end of each user's training sequence: one past their last
 /// training target (0 for a user without training examples).
-fn training_ends(examples: &ExampleSet) -> Result<Vec<usize>> {
+pub(crate) fn training_ends(examples: &ExampleSet) -> Result<Vec<usize>> {
     let mut ends = vec![0usize; examples.sequences.len()];
     for ex in &examples.train {
         let (user, position) = (ex.user as usize, ex.position as usize);

@@ -7,22 +7,27 @@
 //!   recommender (Davidson et al., "The YouTube video recommendation system",
 //!   RecSys 2010): items watched within a window of each other are related,
 //!   and a user's recent items vote for their neighbours.
+//! - `ials`: implicit-feedback matrix factorisation by weighted alternating
+//!   least squares (Hu, Koren & Volinsky 2008), a case's user factor folded
+//!   in from its history.
 //!
-//! Both learn from the training examples alone: a user's sequence is read up
+//! All learn from the training examples alone: a user's sequence is read up
 //! to and including their last training target, never the validation or test
 //! targets that follow it.
 
 #![forbid(unsafe_code)]
 
 mod covisitation;
+mod ials;
 mod popular;
 
 pub use covisitation::{Covisitation, CovisitationParams};
+pub use ials::{Ials, IalsParams};
 pub use popular::MostPopular;
 
 use funnel_api::{BuildCx, NoParams, Registry};
 
-/// Registers `most_popular` and `covisitation`.
+/// Registers `most_popular`, `covisitation` and `ials`.
 pub fn register(reg: &mut Registry) {
     reg.baseline::<NoParams>(
         "most_popular",
@@ -38,6 +43,13 @@ pub fn register(reg: &mut Registry) {
          items without evidence follow by popularity",
         |p, _cx: &BuildCx| Ok(Box::new(Covisitation::new(p))),
     );
+    reg.baseline::<IalsParams>(
+        "ials",
+        "Implicit-feedback matrix factorisation by weighted alternating least squares (Hu, Koren & \
+         Volinsky 2008): confidence 1 + alpha * count, exact Cholesky solves with the Gramian trick; a \
+         case's user factor is solved from its whole history against the item factors",
+        |p, cx: &BuildCx| Ok(Box::new(Ials::new(p, cx.seed))),
+    );
 }
 
 #[cfg(test)]
@@ -51,7 +63,7 @@ mod tests {
         register(&mut reg);
         let names: Vec<_> =
             reg.plugins().into_iter().filter(|p| p.kind == ComponentKind::Baseline).map(|p| p.name).collect();
-        assert_eq!(names, ["covisitation", "most_popular"]);
+        assert_eq!(names, ["covisitation", "ials", "most_popular"]);
         let covisitation = reg.info(ComponentKind::Baseline, "covisitation").unwrap();
         let keys: Vec<_> = covisitation.params.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(keys, ["window", "alpha", "seeds"]);
@@ -67,7 +79,8 @@ mod tests {
         let err = reg.resolve(ComponentKind::Baseline, "most_popularr", toml::Table::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown baseline type \"most_popularr\"; registered baseline types: \"covisitation\", \"most_popular\""
+            "unknown baseline type \"most_popularr\"; registered baseline types: \"covisitation\", \"ials\", \
+             \"most_popular\""
         );
     }
 
@@ -79,6 +92,11 @@ mod tests {
         assert_eq!(parse("alpha = 1.5"), "key `alpha`: must be between 0 and 1, found 1.5");
         assert!(parse("windows = 3").starts_with("key `windows`: unknown field"));
         assert!(parse_params::<NoParams>("window = 3".parse().unwrap()).is_err());
+        let parse = |text: &str| parse_params::<IalsParams>(text.parse().unwrap()).unwrap_err().to_string();
+        assert_eq!(parse("factors = 0"), "key `factors`: must be at least 1, found 0");
+        assert_eq!(parse("regularization = 0.0"), "key `regularization`: must be a finite number > 0, found 0");
+        assert_eq!(parse("alpha = -1.0"), "key `alpha`: must be a finite number >= 0, found -1");
+        assert_eq!(parse("iterations = 0"), "key `iterations`: must be at least 1, found 0");
     }
 }
 
