@@ -364,9 +364,11 @@ impl Report {
             self.parameters,
             train_seconds,
         ))
-        .chain(self.baselines.iter().map(|b| {
-            (format!("`{}`", b.name), &b.test, Some(&b.validation), b.parameters, b.fit_seconds)
-        }));
+        .chain(
+            self.baselines
+                .iter()
+                .map(|b| (format!("`{}`", b.name), &b.test, Some(&b.validation), b.parameters, b.fit_seconds)),
+        );
         let cell = |v: Option<&f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
         for (name, metrics, validation, parameters, seconds) in rows {
             let _ = write!(s, "| {name} |");

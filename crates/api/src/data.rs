@@ -218,6 +218,9 @@ pub struct ExampleSet {
     /// Example age of each position of each sequence, in `[0, 1]` (0 at the
     /// end of the training window); empty unless `inputs.example_age`.
     pub ages: Vec<Vec<f32>>,
+    /// When each position of each sequence was consumed (the dataset's
+    /// timestamps, Unix seconds); empty when the features give none.
+    pub timestamps: Vec<Vec<i64>>,
 }
 
 impl ExampleSet {

@@ -382,10 +382,11 @@ mod tests {
             let pivot = (col..n).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs())).unwrap();
             a.swap(col, pivot);
             b.swap(col, pivot);
+            let pivot_row = a[col].clone();
             for row in col + 1..n {
-                let f = a[row][col] / a[col][col];
-                for k in col..n {
-                    a[row][k] -= f * a[col][k];
+                let f = a[row][col] / pivot_row[col];
+                for (v, p) in a[row].iter_mut().zip(&pivot_row).skip(col) {
+                    *v -= f * p;
                 }
                 b[row] -= f * b[col];
             }

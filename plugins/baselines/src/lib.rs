@@ -10,6 +10,8 @@
 //! - `ials`: implicit-feedback matrix factorisation by weighted alternating
 //!   least squares (Hu, Koren & Volinsky 2008), a case's user factor folded
 //!   in from its history.
+//! - `random_walk`: Pixie-style random walks with restart on the item graph
+//!   of consumption order, with freshness decay and a new-user node.
 //!
 //! All learn from the training examples alone: a user's sequence is read up
 //! to and including their last training target, never the validation or test
@@ -20,14 +22,16 @@
 mod covisitation;
 mod ials;
 mod popular;
+mod random_walk;
 
 pub use covisitation::{Covisitation, CovisitationParams};
 pub use ials::{Ials, IalsParams};
 pub use popular::MostPopular;
+pub use random_walk::{RandomWalk, RandomWalkParams};
 
 use funnel_api::{BuildCx, NoParams, Registry};
 
-/// Registers `most_popular`, `covisitation` and `ials`.
+/// Registers `most_popular`, `covisitation`, `ials` and `random_walk`.
 pub fn register(reg: &mut Registry) {
     reg.baseline::<NoParams>(
         "most_popular",
@@ -50,6 +54,13 @@ pub fn register(reg: &mut Registry) {
          case's user factor is solved from its whole history against the item factors",
         |p, cx: &BuildCx| Ok(Box::new(Ials::new(p, cx.seed))),
     );
+    reg.baseline::<RandomWalkParams>(
+        "random_walk",
+        "Random walks with restart on the item graph of consumption order (Pixie, Eksombatchai et al. \
+         2018): from the user's `seeds` most recent items (a new-user node for an empty history), items \
+         score their visits; edges optionally decayed by age (`half_life_days`)",
+        |p, cx: &BuildCx| Ok(Box::new(RandomWalk::new(p, cx.seed))),
+    );
 }
 
 #[cfg(test)]
@@ -63,7 +74,7 @@ mod tests {
         register(&mut reg);
         let names: Vec<_> =
             reg.plugins().into_iter().filter(|p| p.kind == ComponentKind::Baseline).map(|p| p.name).collect();
-        assert_eq!(names, ["covisitation", "ials", "most_popular"]);
+        assert_eq!(names, ["covisitation", "ials", "most_popular", "random_walk"]);
         let covisitation = reg.info(ComponentKind::Baseline, "covisitation").unwrap();
         let keys: Vec<_> = covisitation.params.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(keys, ["window", "alpha", "seeds"]);
@@ -80,7 +91,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "unknown baseline type \"most_popularr\"; registered baseline types: \"covisitation\", \"ials\", \
-             \"most_popular\""
+             \"most_popular\", \"random_walk\""
         );
     }
 

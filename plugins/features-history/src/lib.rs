@@ -216,6 +216,7 @@ impl Features for WatchHistory {
             set.ages = example_ages(&times, start, end);
         }
         set.sequences = sequences;
+        set.timestamps = times;
         Ok(set)
     }
 }
