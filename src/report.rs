@@ -270,6 +270,23 @@ impl Report {
                 sv.p50_ms,
                 sv.p99_ms,
             );
+            if !sv.beyond.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\nBeyond accuracy, over the lists served (each test user's top K, seen items excluded):\n"
+                );
+                let _ = writeln!(s, "| measure | value |\n|---|---|");
+                for (name, v) in &sv.beyond {
+                    let _ = writeln!(s, "| {name} | {v:.4} |");
+                }
+                let _ = writeln!(
+                    s,
+                    "\nild: intra-list diversity (1 - mean pairwise cosine of item vectors, or Jaccard of categories); \
+                     category coverage: share of all categories in a list; catalog coverage: share of items shown to \
+                     anyone; novelty: mean -log2 of an item's add-one-smoothed share of training positives; gini: \
+                     concentration of exposure over items (0 even, towards 1 concentrated)."
+                );
+            }
         }
 
         if !self.samples.is_empty() {

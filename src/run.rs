@@ -576,8 +576,28 @@ fn serve(
     let (model, index) = (parts.model.as_ref(), parts.index.as_ref());
     let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
     eprintln!("serving: answering {} test queries through the index", cases.len());
-    let serving = crate::serving::measure(index, build_seconds, items, &users, cases, parts.evaluator.as_ref())
-        .with_context(within)?;
+    let (mut serving, lists) =
+        crate::serving::measure(index, build_seconds, items, &users, cases, parts.evaluator.as_ref())
+            .with_context(within)?;
+    // What users are shown, beyond accuracy: diversity, coverage, novelty,
+    // concentration of exposure.
+    let mut names: Vec<&str> = data.catalog.genres.iter().flatten().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    let categories: Vec<Vec<u32>> = data
+        .catalog
+        .genres
+        .iter()
+        .map(|g| g.iter().filter_map(|c| names.binary_search(&c.as_str()).ok().map(|i| i as u32)).collect())
+        .collect();
+    let mut counts = vec![0u64; data.n_items()];
+    for &ex in &examples.train {
+        counts[examples.target(ex) as usize] += 1;
+    }
+    let cut = parts.evaluator.cutoffs().first().copied().unwrap_or(serving.k);
+    let catalog =
+        crate::serving::Catalog { items, categories: &categories, n_categories: names.len(), counts: &counts };
+    serving.beyond = crate::serving::beyond_accuracy(&lists, cut, &catalog);
     tracker.log_metrics(best_epoch as u64, &serving.metrics())?;
     let index_dir = ctx.run_dir.join(INDEX);
     let _ = std::fs::remove_dir_all(&index_dir);

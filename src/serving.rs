@@ -35,6 +35,10 @@ pub struct Serving {
     pub threads: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Beyond-accuracy measures of the lists the index served, cut at the
+    /// evaluator's first cutoff (`novelty@10`, `catalog_coverage@10`, ...;
+    /// see [`beyond_accuracy`]).
+    pub beyond: Metrics,
 }
 
 impl Serving {
@@ -48,6 +52,9 @@ impl Serving {
         }
         for (k, v) in &self.through_index {
             m.insert(format!("serving/test/{k}"), *v);
+        }
+        for (k, v) in &self.beyond {
+            m.insert(format!("serving/{k}"), *v);
         }
         m.insert("serving/qps_one_thread".into(), self.queries_per_second_one_thread);
         m.insert("serving/qps_all_threads".into(), self.queries_per_second_all_threads);
@@ -68,7 +75,8 @@ const DEFAULT_K: usize = 100;
 
 /// Serves one query per case through `index`, already built over `items`
 /// in `build_seconds` (user row `i` for case `i`), excluding each user's
-/// seen items. Every query is answered
+/// seen items, and returns the measures with each query's list cut at the
+/// evaluator's first cutoff (what a user is shown). Every query is answered
 /// once through the index (all threads) and once by exact search (blocked
 /// GEMM); a sample of them is timed alone for latency. Memory held is
 /// O(queries x k), never O(queries x items).
@@ -79,7 +87,7 @@ pub fn measure(
     users: &Matrix,
     cases: &[EvalCase<'_>],
     evaluator: &dyn Evaluator,
-) -> Result<Serving> {
+) -> Result<(Serving, Vec<Vec<ItemIdx>>)> {
     if users.rows != cases.len() {
         bail!("{} user vectors for {} cases", users.rows, cases.len());
     }
@@ -179,7 +187,47 @@ pub fn measure(
         threads: threads(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
+        beyond: Metrics::new(),
     })
+    .map(|serving| {
+        let cut = ks.first().copied().unwrap_or(k);
+        let lists = served.iter().map(|l| l.iter().take(cut).map(|p| p.0).collect()).collect();
+        (serving, lists)
+    })
+}
+
+/// What the beyond-accuracy measures read about the catalog.
+pub struct Catalog<'a> {
+    /// The item vectors the lists were served from (embedding diversity).
+    pub items: &'a Matrix,
+    /// Each item's categories as small ids (empty lists when the dataset
+    /// has none).
+    pub categories: &'a [Vec<u32>],
+    pub n_categories: usize,
+    /// Training positives per item (novelty).
+    pub counts: &'a [u64],
+}
+
+/// Intra-list diversity (by embedding, and by categories when there are
+/// any), category coverage, catalog coverage, novelty and the Gini index of
+/// exposure of `lists` (each user's top `cut`), keyed `<measure>@<cut>`.
+pub fn beyond_accuracy(lists: &[Vec<ItemIdx>], cut: usize, catalog: &Catalog<'_>) -> Metrics {
+    use funnel_eval_full_ranking::beyond;
+    let vectors: Vec<&[f32]> = (0..catalog.items.rows).map(|i| catalog.items.row(i)).collect();
+    let n = catalog.items.rows;
+    let mut m = Metrics::new();
+    m.insert(format!("ild_embedding@{cut}"), beyond::intra_list_diversity_embedding(lists, &vectors));
+    if catalog.n_categories > 0 {
+        m.insert(format!("ild_categories@{cut}"), beyond::intra_list_diversity_categories(lists, catalog.categories));
+        m.insert(
+            format!("category_coverage@{cut}"),
+            beyond::category_coverage(lists, catalog.categories, catalog.n_categories),
+        );
+    }
+    m.insert(format!("catalog_coverage@{cut}"), beyond::catalog_coverage(lists, n));
+    m.insert(format!("novelty@{cut}"), beyond::novelty(lists, catalog.counts));
+    m.insert(format!("gini@{cut}"), beyond::gini_of_exposure(lists, n));
+    m
 }
 
 #[cfg(test)]
@@ -264,7 +312,8 @@ mod tests {
         let cases = [EvalCase { seen: &seen_none, target: 4 }, EvalCase { seen: &seen_four, target: 2 }];
         let mut index = DropsTheBest { items: None };
         index.build(&items).unwrap();
-        let s = measure(&index, 0.5, &items, &users, &cases, &HitsAt).unwrap();
+        let (s, lists) = measure(&index, 0.5, &items, &users, &cases, &HitsAt).unwrap();
+        assert_eq!(lists.len(), cases.len());
         assert_eq!(s.build_seconds, 0.5);
         assert_eq!(s.k, 2);
         assert_eq!(s.size_bytes, 7);
@@ -283,5 +332,23 @@ mod tests {
         assert!((s.through_index["inverse"] - 0.5).abs() < 1e-12);
         assert!(s.queries_per_second_one_thread > 0.0 && s.p99_ms >= s.p50_ms);
         assert!(s.metrics().contains_key("serving/recall_vs_exact@2"));
+    }
+
+    #[test]
+    fn beyond_accuracy_names_each_measure_at_the_cut_and_skips_categories_when_there_are_none() {
+        let items = Matrix::from_vec(3, 2, vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]);
+        let lists = vec![vec![0, 1], vec![0, 2]];
+        let counts = [3, 1, 0];
+        let none: Vec<Vec<u32>> = vec![Vec::new(); 3];
+        let plain =
+            beyond_accuracy(&lists, 2, &Catalog { items: &items, categories: &none, n_categories: 0, counts: &counts });
+        let keys: Vec<&str> = plain.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["catalog_coverage@2", "gini@2", "ild_embedding@2", "novelty@2"]);
+        assert!((plain["catalog_coverage@2"] - 1.0).abs() < 1e-12);
+        let cats = vec![vec![0], vec![1], vec![0, 1]];
+        let with =
+            beyond_accuracy(&lists, 2, &Catalog { items: &items, categories: &cats, n_categories: 2, counts: &counts });
+        assert!((with["category_coverage@2"] - 1.0).abs() < 1e-12, "{with:?}");
+        assert!(with.contains_key("ild_categories@2"));
     }
 }

@@ -60,7 +60,7 @@ fn serving_memory_is_bounded_by_queries_times_k() {
         ..Default::default()
     })
     .unwrap();
-    let serving = funnel::serving::measure(&index, 0.0, &items, &users, &cases, &evaluator).unwrap();
+    let (serving, _lists) = funnel::serving::measure(&index, 0.0, &items, &users, &cases, &evaluator).unwrap();
     let peak = PEAK.load(Ordering::Relaxed) - before;
     assert_eq!(serving.queries, n_users);
     assert!(serving.recall_vs_exact[&100] == 1.0, "the exact index is its own reference");

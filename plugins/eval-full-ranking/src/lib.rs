@@ -16,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod beyond;
 mod metrics;
 
 use anyhow::{bail, Result};
