@@ -41,11 +41,11 @@ pub struct IalsParams {
     pub factors: usize,
     /// Confidence of a consumed item: 1 + alpha * times consumed; at least 0.
     #[serde(deserialize_with = "non_negative")]
-    #[param(default = 2.0)]
+    #[param(default = 1.0)]
     pub alpha: f64,
     /// L2 penalty lambda on every factor; above 0.
     #[serde(deserialize_with = "positive_f64")]
-    #[param(default = 10.0)]
+    #[param(default = 30.0)]
     pub regularization: f64,
     /// Alternating sweeps (users, then items); at least 1.
     #[serde(deserialize_with = "positive_usize")]

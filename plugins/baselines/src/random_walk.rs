@@ -39,7 +39,7 @@ pub struct RandomWalkParams {
     pub window: usize,
     /// Each step jumps back to the seed with this probability; between 0 and 1.
     #[serde(deserialize_with = "probability")]
-    #[param(default = 0.3)]
+    #[param(default = 0.7)]
     pub restart: f64,
     /// Steps of one walk; at least 1.
     #[serde(deserialize_with = "at_least_one")]
@@ -47,11 +47,11 @@ pub struct RandomWalkParams {
     pub walk_length: usize,
     /// Walks from each seed; at least 1.
     #[serde(deserialize_with = "at_least_one")]
-    #[param(default = 200)]
+    #[param(default = 1000)]
     pub walks: usize,
     /// The query's most recent distinct items the walks start from; at least 1.
     #[serde(deserialize_with = "at_least_one")]
-    #[param(default = 5)]
+    #[param(default = 3)]
     pub seeds: usize,
     /// Freshness: an edge's weight halves for every this many days its
     /// consumption lies before the end of training; 0 = every edge weighs 1.
