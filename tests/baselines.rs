@@ -210,3 +210,57 @@ fn covisitation_seeds_come_from_the_whole_history_not_the_models_query() {
     }
     assert_eq!(recalls[0], recalls[1], "co-visitation changed with features.max_history");
 }
+
+#[test]
+fn ials_and_random_walks_learn_the_cycle_and_are_tuned_on_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    // The synthetic cycle again: the next watch follows the last one, which
+    // a one-step walk with a window of 1 finds, and which a factorisation of
+    // who watched what recovers well above popularity.
+    let baselines = format!(
+        "{MOST_POPULAR}\n[[baselines]]\ntype = \"random_walk\"\nwindow = 1\nseeds = 1\nwalk_length = 1\nrestart = 0.0\n\n\
+         [[baselines]]\ntype = \"ials\"\nfactors = 8\niterations = 5\n"
+    );
+    experiment(dir.path(), &baselines);
+    let out = funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
+    out.assert_success();
+    let run_dir = the_run_dir(&dir.path().join("runs/itest"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+    let b = &metrics["baselines"];
+    assert_eq!(b["random_walk"]["recall@10"].as_f64(), Some(1.0), "{b}");
+    let popular = b["most_popular"]["recall@10"].as_f64().unwrap();
+    assert!(b["ials"]["recall@10"].as_f64().unwrap() > popular, "{b}");
+    // Each baseline also ranked on the validation cases.
+    for name in ["most_popular", "random_walk", "ials"] {
+        assert!(b[name]["validation"]["recall@10"].as_f64().is_some_and(f64::is_finite), "{name}: {b}");
+    }
+    // The factorisation's objective per sweep: in the report, never rising.
+    let summary = b["ials"]["fit_summary"].as_str().unwrap();
+    let values: Vec<f64> =
+        summary.trim_start_matches("training objective by sweep: ").split(' ').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(values.len(), 5, "{summary}");
+    assert!(values.windows(2).all(|w| w[1] <= w[0] + 1e-6), "{summary}");
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(report.contains(&format!("`ials`: {summary}")), "{report}");
+    // And the beyond-accuracy measures of what the index served.
+    for key in ["ild_embedding@10", "catalog_coverage@10", "novelty@10", "gini@10"] {
+        assert!(metrics["serving"]["beyond"][key].as_f64().is_some_and(f64::is_finite), "{key}: {}", metrics["serving"]);
+        assert!(report.contains(&format!("| {key} | ")), "{key} not in the report:\n{report}");
+    }
+}
+
+#[test]
+fn a_bad_ials_or_random_walk_parameter_names_its_key() {
+    for (entry, key) in [
+        ("type = \"ials\"\nregularization = 0.0", "regularization"),
+        ("type = \"random_walk\"\nrestart = 1.5", "restart"),
+        ("type = \"random_walk\"\nwalks = 0", "walks"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        experiment(dir.path(), &format!("\n[[baselines]]\n{entry}\n"));
+        let out = funnel(dir.path(), &["check", "exp.toml"]);
+        assert_eq!(out.code, Some(2), "{entry}: {}", out.stderr);
+        assert!(out.stderr.contains(&format!("key `{key}`")), "{entry}: {}", out.stderr);
+    }
+}
