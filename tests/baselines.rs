@@ -131,7 +131,7 @@ fn an_unknown_baseline_type_names_the_entry_and_lists_the_registered_ones() {
         "exp.toml",
         "[[baselines]] #2 type = \"covisitaton\"",
         "unknown baseline type \"covisitaton\"",
-        "registered baseline types: \"covisitation\", \"most_popular\"",
+        "registered baseline types: \"covisitation\", \"ials\", \"most_popular\", \"random_walk\"",
     ]);
 }
 
@@ -245,7 +245,11 @@ fn ials_and_random_walks_learn_the_cycle_and_are_tuned_on_validation() {
     assert!(report.contains(&format!("`ials`: {summary}")), "{report}");
     // And the beyond-accuracy measures of what the index served.
     for key in ["ild_embedding@10", "catalog_coverage@10", "novelty@10", "gini@10"] {
-        assert!(metrics["serving"]["beyond"][key].as_f64().is_some_and(f64::is_finite), "{key}: {}", metrics["serving"]);
+        assert!(
+            metrics["serving"]["beyond"][key].as_f64().is_some_and(f64::is_finite),
+            "{key}: {}",
+            metrics["serving"]
+        );
         assert!(report.contains(&format!("| {key} | ")), "{key} not in the report:\n{report}");
     }
 }
