@@ -73,6 +73,10 @@ pub struct ExperimentSpec {
     /// (none when absent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<ComponentSpec>,
+    /// Several candidate generators merged per user (see [`crate::retrieval`]);
+    /// none: the model alone, as served through `[index]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<crate::retrieval::RetrievalSpec>,
     pub index: ComponentSpec,
     pub tracking: ComponentSpec,
     /// A grid or random search over this experiment (see [`crate::sweep`]).
@@ -263,6 +267,9 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
             })?;
             spec.components_mut(kind)[i].params = resolved;
         }
+    }
+    if let Some(r) = &mut spec.retrieval {
+        r.resolve(registry).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
     }
     check_train(&spec.train).map_err(|e| anyhow!("{}: [train] {e}", path.display()))?;
     if spec.experiment.name.trim().is_empty()

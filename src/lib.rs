@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod preflight;
 pub mod recommend;
 pub mod report;
+pub mod retrieval;
 pub mod run;
 pub mod run_folder;
 pub mod serving;

@@ -108,6 +108,8 @@ pub struct Report {
     pub stages: Vec<StageTime>,
     /// The evaluator's headline metrics: the per-epoch and baseline columns.
     pub headline: Vec<String>,
+    /// `[retrieval]`'s merged candidates and shown lists, when declared.
+    pub retrieval: Option<crate::retrieval::Retrieved>,
 }
 
 /// Folder of a run's (or a sweep's) charts, beside its `report.md`.
@@ -289,6 +291,10 @@ impl Report {
             }
         }
 
+        if let Some(r) = &self.retrieval {
+            s.push_str(&self.retrieval_section(r));
+        }
+
         if !self.samples.is_empty() {
             let _ = writeln!(s, "\n## Sample recommendations\n");
             let _ = writeln!(
@@ -398,6 +404,41 @@ impl Report {
             if let Some(summary) = &b.fit_summary {
                 let _ = writeln!(s, "\n`{}`: {summary}", b.name);
             }
+        }
+        s
+    }
+}
+
+impl Report {
+    /// `[retrieval]`: where the candidates came from, how many held-out items
+    /// they hold, and the shown lists beside the model's own.
+    fn retrieval_section(&self, r: &crate::retrieval::Retrieved) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "\n## Retrieval: several generators, merged\n");
+        let _ = writeln!(
+            s,
+            "Each source proposed its best {} items per test user (seen items excluded); each gave its quota in \
+             order, skipping items an earlier source gave, and the sources' next items filled what was left. \
+             A candidate's relevance is its score min-max normalised within a source's list (the highest, when \
+             several proposed it); users are shown the {} most relevant candidates. Retrieval took {:.2} s.\n",
+            r.candidates, r.shown, r.seconds
+        );
+        let _ = writeln!(s, "| source | quota | candidates per user |\n|---|---|---|");
+        for (name, quota, given) in &r.sources {
+            let _ = writeln!(s, "| `{name}` | {quota} | {given:.1} |");
+        }
+        let _ = writeln!(
+            s,
+            "\nThe held-out item is among the {} merged candidates for {:.2} % of test users.\n",
+            r.candidates,
+            100.0 * r.candidate_recall
+        );
+        let model = self.serving.as_ref().map(|(_, sv)| sv);
+        let _ = writeln!(s, "| shown top {} | merged | model alone, via the index |\n|---|---|---|", r.shown);
+        let cell = |m: Option<&f64>| m.map_or("".to_string(), |v| format!("{v:.4}"));
+        for (name, v) in r.metrics.iter().chain(&r.beyond) {
+            let alone = model.and_then(|sv| sv.through_index.get(name).or_else(|| sv.beyond.get(name)));
+            let _ = writeln!(s, "| {name} | {v:.4} | {} |", cell(alone));
         }
         s
     }
@@ -534,6 +575,7 @@ mod tests {
                 })
                 .collect(),
             headline: ["recall@10", "ndcg@10", "recall@100", "mrr"].map(String::from).to_vec(),
+            retrieval: None,
         }
     }
 
@@ -591,7 +633,7 @@ mod tests {
             "| ranker | recall@10 | ndcg@10 | recall@100 | mrr | parameters | fit seconds | validation recall@10 |\n\
              |---|---|---|---|---|---|---|---|\n",
             // The model: its own test metrics, size and training time.
-            "| this run's model | 0.2500 | 0.1250 | 0.5000 | 0.0625 | 1234 | 4.00 |\n",
+            "| this run's model | 0.2500 | 0.1250 | 0.5000 | 0.0625 | 1234 | 4.00 | ",
             "| `most_popular` | 0.0500 | 0.0250 | 0.3000 | 0.0100 | 20 | 0.00 | 0.0625 |\n",
             "| `most_popular#2` | 0.0500 |",
             "\n`most_popular#2`: objective by sweep: 3.0 2.0\n",

@@ -16,12 +16,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use funnel_api::{
     Baseline, BuildCx, CaseScorer, ComponentKind, DatasetInput, EvalCase, Evaluator, ExampleSet, Features, Index,
-    LoadedDataset, Matrix, Metrics, Model, ModelArtifacts, Registry, RunInfo, RunStatus, Sampler, Tracker,
+    ItemIdx, LoadedDataset, Matrix, Metrics, Model, ModelArtifacts, Registry, RunInfo, RunStatus, Sampler, Tracker,
 };
+use funnel_kernels::par::{IntoParallelRefIterator, ParallelIterator};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::{Experiment, ExperimentSpec};
 use crate::report::{DatasetStats, Report, SampleUser, PLOTS};
+use crate::retrieval::{self, RetrievalSpec, Retrieved};
 use crate::run_folder::{
     self, BaselineResult, EpochRecord, RunMetrics, Timestamp, BASELINES, CANDIDATE_PROBABILITIES, INDEX, MODEL,
     RESOLVED, TEST_RANKS,
@@ -329,10 +331,17 @@ fn stages(
     let index_started = Instant::now();
     clock.time("index build", || parts.index.build(&items)).with_context(|| ctx.within(ComponentKind::Index))?;
     let build_seconds = index_started.elapsed().as_secs_f64();
+    let catalog = CatalogFacts::of(data, &examples);
     let (serving, samples) = clock.time("serving", || {
-        serve(ctx, data, &examples, &parts, &items, &cases, build_seconds, trained.best_epoch, tracker)
+        serve(ctx, data, &examples, &parts, &items, &cases, build_seconds, trained.best_epoch, &catalog, tracker)
     })?;
-    let published = Published { stats, trained, test, baselines, serving, samples };
+    let retrieved = match &ctx.spec().retrieval {
+        Some(spec) => Some(clock.time("retrieval", || {
+            retrieve(ctx, spec, &cx, data, &examples, &parts, &catalog.with_items(&items), tracker, trained.best_epoch)
+        })?),
+        None => None,
+    };
+    let published = Published { stats, trained, test, baselines, serving, samples, retrieved };
     publish(ctx, &parts, published, tracker, clock)
 }
 
@@ -570,6 +579,7 @@ fn serve(
     cases: &[EvalCase<'_>],
     build_seconds: f64,
     best_epoch: usize,
+    catalog: &CatalogFacts,
     tracker: &mut dyn Tracker,
 ) -> Result<(Serving, Vec<SampleUser>)> {
     let within = || ctx.within(ComponentKind::Index);
@@ -581,23 +591,8 @@ fn serve(
             .with_context(within)?;
     // What users are shown, beyond accuracy: diversity, coverage, novelty,
     // concentration of exposure.
-    let mut names: Vec<&str> = data.catalog.genres.iter().flatten().map(String::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
-    let categories: Vec<Vec<u32>> = data
-        .catalog
-        .genres
-        .iter()
-        .map(|g| g.iter().filter_map(|c| names.binary_search(&c.as_str()).ok().map(|i| i as u32)).collect())
-        .collect();
-    let mut counts = vec![0u64; data.n_items()];
-    for &ex in &examples.train {
-        counts[examples.target(ex) as usize] += 1;
-    }
     let cut = parts.evaluator.cutoffs().first().copied().unwrap_or(serving.k);
-    let catalog =
-        crate::serving::Catalog { items, categories: &categories, n_categories: names.len(), counts: &counts };
-    serving.beyond = crate::serving::beyond_accuracy(&lists, cut, &catalog);
+    serving.beyond = crate::serving::beyond_accuracy(&lists, cut, &catalog.with_items(items));
     tracker.log_metrics(best_epoch as u64, &serving.metrics())?;
     let index_dir = ctx.run_dir.join(INDEX);
     let _ = std::fs::remove_dir_all(&index_dir);
@@ -619,6 +614,121 @@ fn serve(
     Ok((serving, samples))
 }
 
+/// What the beyond-accuracy measures read about the catalog besides the
+/// item vectors: categories as small ids, training positives per item.
+struct CatalogFacts {
+    categories: Vec<Vec<u32>>,
+    n_categories: usize,
+    counts: Vec<u64>,
+}
+
+impl CatalogFacts {
+    fn of(data: &LoadedDataset, examples: &ExampleSet) -> CatalogFacts {
+        let mut names: Vec<&str> = data.catalog.genres.iter().flatten().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let categories = data
+            .catalog
+            .genres
+            .iter()
+            .map(|g| g.iter().filter_map(|c| names.binary_search(&c.as_str()).ok().map(|i| i as u32)).collect())
+            .collect();
+        let mut counts = vec![0u64; data.n_items()];
+        for &ex in &examples.train {
+            counts[examples.target(ex) as usize] += 1;
+        }
+        CatalogFacts { categories, n_categories: names.len(), counts }
+    }
+
+    fn with_items<'a>(&'a self, items: &'a Matrix) -> crate::serving::Catalog<'a> {
+        crate::serving::Catalog {
+            items,
+            categories: &self.categories,
+            n_categories: self.n_categories,
+            counts: &self.counts,
+        }
+    }
+}
+
+/// Stage `retrieval` (with `[retrieval]`): every source proposes its best
+/// items for each test user, merged into one candidate set per user; the
+/// shown list (the candidates by relevance) is measured for accuracy and
+/// beyond. Baseline sources are fitted here on the training examples.
+#[allow(clippy::too_many_arguments)]
+fn retrieve(
+    ctx: &RunContext<'_>,
+    spec: &RetrievalSpec,
+    cx: &BuildCx,
+    data: &LoadedDataset,
+    examples: &ExampleSet,
+    parts: &Components,
+    catalog: &crate::serving::Catalog<'_>,
+    tracker: &mut dyn Tracker,
+    best_epoch: usize,
+) -> Result<Retrieved> {
+    let started = Instant::now();
+    let fetch = spec.candidates;
+    let cases = &examples.test;
+    let mut per_source: Vec<Vec<Vec<(ItemIdx, f32)>>> = Vec::with_capacity(spec.sources.len());
+    for (i, source) in spec.sources.iter().enumerate() {
+        let within = || format!("[[retrieval.sources]] #{} type = \"{}\"", i + 1, source.kind);
+        let lists = if source.kind == retrieval::MODEL_SOURCE {
+            let users = parts.model.user_vectors(&examples.serving_queries(cases))?;
+            let excludes: Vec<&[ItemIdx]> = cases.iter().map(|&ex| examples.seen(ex)).collect();
+            parts.index.search_batch(&users, fetch, &excludes).with_context(within)?
+        } else {
+            let mut b = ctx.reg.build_baseline(&source.kind, source.params.clone(), cx).with_context(within)?;
+            b.fit(examples, data.n_items()).with_context(within)?;
+            let b = b.as_ref();
+            cases
+                .par_iter()
+                .map_init(
+                    || vec![0f32; data.n_items()],
+                    |scores, &ex| {
+                        let seen = examples.seen(ex);
+                        b.score(ex.user, seen, scores);
+                        let mut top = funnel_kernels::TopK::new(fetch);
+                        for (item, &s) in scores.iter().enumerate() {
+                            if !seen.contains(&(item as ItemIdx)) {
+                                top.push(item as ItemIdx, s);
+                            }
+                        }
+                        top.into_sorted()
+                    },
+                )
+                .collect()
+        };
+        per_source.push(lists);
+    }
+    let quotas: Vec<usize> = spec.sources.iter().map(|s| s.quota).collect();
+    let shown = parts.evaluator.cutoffs().first().copied().unwrap_or(10);
+    let mut given = vec![0usize; spec.sources.len()];
+    let mut found = 0usize;
+    let mut lists = Vec::with_capacity(cases.len());
+    let targets: Vec<ItemIdx> = cases.iter().map(|&ex| examples.target(ex)).collect();
+    for (u, target) in targets.iter().enumerate() {
+        let user_lists: Vec<Vec<(ItemIdx, f32)>> = per_source.iter().map(|s| s[u].clone()).collect();
+        let merged = retrieval::merge(&user_lists, &quotas, spec.candidates);
+        for c in &merged {
+            given[c.source] += 1;
+        }
+        found += usize::from(merged.iter().any(|c| c.item == *target));
+        lists.push(retrieval::by_relevance(&merged, shown));
+    }
+    let n = cases.len().max(1) as f64;
+    let retrieved = Retrieved {
+        candidates: spec.candidates,
+        sources: spec.sources.iter().zip(&given).map(|(s, &g)| (s.kind.clone(), s.quota, g as f64 / n)).collect(),
+        candidate_recall: found as f64 / n,
+        shown,
+        metrics: retrieval::list_metrics(&lists, &targets, shown, parts.evaluator.as_ref()),
+        beyond: crate::serving::beyond_accuracy(&lists, shown, catalog),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    tracker.log_metrics(best_epoch as u64, &retrieved.tracker_metrics())?;
+    Ok(retrieved)
+}
+
 /// What the publish stage writes up.
 struct Published {
     stats: DatasetStats,
@@ -627,6 +737,7 @@ struct Published {
     baselines: Vec<BaselineResult>,
     serving: Serving,
     samples: Vec<SampleUser>,
+    retrieved: Option<Retrieved>,
 }
 
 /// Stages `report` and `tracking`: charts, the Markdown report (in the run
@@ -668,6 +779,7 @@ fn publish(
             baselines: p.baselines.iter().map(|b| (b.name.clone(), b.clone())).collect(),
             stages: measured,
             headline_metrics: parts.evaluator.headline_metrics(),
+            retrieval: p.retrieved.clone(),
         };
         let report = Report {
             experiment: spec.experiment.clone(),
@@ -688,6 +800,7 @@ fn publish(
             plots: plots.iter().map(|(caption, file)| (caption.clone(), format!("{PLOTS}/{file}"))).collect(),
             stages: metrics.stages.clone(),
             headline: metrics.headline_metrics.clone(),
+            retrieval: p.retrieved.clone(),
         };
         let charts: Vec<String> = plots.iter().map(|(_, file)| file.clone()).collect();
         crate::report::publish(&report.render(), run_dir, &charts, &report_path)?;

@@ -121,6 +121,9 @@ pub struct RunMetrics {
     pub stages: Vec<StageTime>,
     /// The evaluator's headline metrics, the columns comparisons show.
     pub headline_metrics: Vec<String>,
+    /// What `[retrieval]` measured, when the experiment has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<crate::retrieval::Retrieved>,
 }
 
 impl RunMetrics {

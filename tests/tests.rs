@@ -9,6 +9,7 @@ mod mlflow;
 mod mlflow_server;
 mod movielens;
 mod resume;
+mod retrieval;
 mod slurm;
 mod sweep;
 mod util;

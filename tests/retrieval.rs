@@ -1,0 +1,98 @@
+//! `[retrieval]`: several candidate generators merged per user, the shown
+//! lists measured beside the model's own.
+
+use std::path::Path;
+
+use crate::util::*;
+
+/// The synthetic cycle (the next watch follows the last one), with the
+/// model and a co-visitation source that follows the cycle exactly.
+fn experiment(dir: &Path, retrieval: &str) {
+    write(&dir.join("exp.toml"), &(synthetic_experiment(dir, 30, 1) + retrieval));
+}
+
+const SOURCES: &str = "
+[retrieval]
+candidates = 20
+
+[[retrieval.sources]]
+type = \"model\"
+quota = 15
+
+[[retrieval.sources]]
+type = \"covisitation\"
+quota = 5
+window = 1
+seeds = 1
+";
+
+#[test]
+fn generators_are_merged_and_the_shown_lists_are_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), SOURCES);
+    let out = funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
+    out.assert_success();
+    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs/itest")).unwrap().map(|e| e.unwrap().path()).collect();
+    let run_dir = &runs[0];
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+    let r = &metrics["retrieval"];
+    assert_eq!(r["candidates"], 20, "{r}");
+    assert_eq!(r["shown"], 10, "{r}");
+    // Co-visitation puts the held-out item first for everyone, so every
+    // candidate set holds it, and it is shown (relevance 1 in its source).
+    assert_eq!(r["candidate_recall"].as_f64(), Some(1.0), "{r}");
+    assert_eq!(r["metrics"]["recall@10"].as_f64(), Some(1.0), "{r}");
+    // recall@50 needs more than the 10 shown: not reported.
+    assert!(r["metrics"].get("recall@50").is_none(), "{r}");
+    // Quotas first: 15 from the model, 5 from co-visitation (no backfill needed).
+    let sources = r["sources"].as_array().unwrap();
+    assert_eq!(sources[0][0], "model");
+    assert_eq!(sources[0][2].as_f64(), Some(15.0), "{r}");
+    assert_eq!(sources[1][2].as_f64(), Some(5.0), "{r}");
+    for key in ["ild_embedding@10", "catalog_coverage@10", "novelty@10", "gini@10"] {
+        assert!(r["beyond"][key].as_f64().is_some_and(f64::is_finite), "{key}: {r}");
+    }
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    for needle in [
+        "## Retrieval: several generators, merged",
+        "| `model` | 15 | 15.0 |",
+        "| `covisitation` | 5 | 5.0 |",
+        "among the 20 merged candidates for 100.00 % of test users",
+        "| recall@10 | 1.0000 | ",
+    ] {
+        assert!(report.contains(needle), "{needle:?} not in the report:\n{report}");
+    }
+    // The resolved configuration writes every source's defaults.
+    let resolved = std::fs::read_to_string(run_dir.join("resolved.toml")).unwrap();
+    assert!(
+        resolved.contains("[[retrieval.sources]]\ntype = \"covisitation\"\nquota = 5\nalpha = 0.5\n"),
+        "{resolved}"
+    );
+    // Without [retrieval], nothing of it.
+    let plain = tempfile::tempdir().unwrap();
+    experiment(plain.path(), "");
+    let out = funnel(plain.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
+    out.assert_success();
+    assert!(!out.stderr.contains("retrieval"), "{}", out.stderr);
+}
+
+#[test]
+fn a_bad_retrieval_table_is_refused_before_training() {
+    for (table, needle) in [
+        (SOURCES.replace("candidates = 20", "candidates = 10"), "quotas add up to 20, more than candidates = 10"),
+        (SOURCES.replace("type = \"covisitation\"", "type = \"covisitaton\""), "unknown source"),
+        (SOURCES.replace("quota = 15", "quota = 15\nwindow = 3"), "the model source takes only `quota`"),
+        (SOURCES.replace("window = 1", "window = 0"), "key `window`: must be at least 1"),
+        (SOURCES.replace("quota = 5", "quota = 0"), "quota must be at least 1"),
+        (SOURCES.replace("candidates = 20", "candidates = 20\nshown = 5"), "key `retrieval.shown`: unknown field"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        experiment(dir.path(), &table);
+        let out = funnel(dir.path(), &["check", "exp.toml"]);
+        assert_eq!(out.code, Some(2), "{needle}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+        assert!(out.stderr.contains("exp.toml"), "the error names the file: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+}
