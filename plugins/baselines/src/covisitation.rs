@@ -24,7 +24,7 @@
 
 use funnel_api::anyhow::{bail, Result};
 use funnel_api::{Baseline, ExampleSet, ItemIdx, SparseScores, UserIdx};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 thread_local! {
     /// Per-item sums of one query, all zero between queries.
@@ -37,36 +37,20 @@ thread_local! {
 pub struct CovisitationParams {
     /// Two items are co-visited when at most this many positions apart in a
     /// user's training sequence; at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 5)]
     pub window: usize,
     /// Relatedness r(i, j) = c_ij / (c_i c_j)^alpha; 0 is raw co-visitation
     /// counts, 1 the paper's c_i c_j normalisation; between 0 and 1.
-    #[serde(deserialize_with = "unit_interval")]
+    #[serde(deserialize_with = "crate::bounds::unit_interval")]
     #[param(default = 0.5)]
     pub alpha: f64,
     /// The user's most recent distinct items (from the whole history before
     /// the case, whatever the features' max_history) whose neighbours it
     /// scores; at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 5)]
     pub seeds: usize,
-}
-
-fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let v = usize::deserialize(d)?;
-    if v == 0 {
-        return Err(serde::de::Error::custom("must be at least 1, found 0"));
-    }
-    Ok(v)
-}
-
-fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(serde::de::Error::custom(format!("must be between 0 and 1, found {v}")));
-    }
-    Ok(v)
 }
 
 /// The fitted co-visitation graph.

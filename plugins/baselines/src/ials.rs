@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use funnel_api::anyhow::{bail, Result};
 use funnel_api::{Baseline, ExampleSet, ItemIdx, UserIdx};
 use rayon::prelude::*;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::covisitation::training_ends;
 
@@ -36,49 +36,25 @@ use crate::covisitation::training_ends;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IalsParams {
     /// Length of the user and item factors; at least 1.
-    #[serde(deserialize_with = "positive_usize")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 64)]
     pub factors: usize,
     /// Confidence of a consumed item: 1 + alpha * times consumed; at least 0.
-    #[serde(deserialize_with = "non_negative")]
+    #[serde(deserialize_with = "crate::bounds::non_negative")]
     #[param(default = 1.0)]
     pub alpha: f64,
     /// L2 penalty lambda on every factor; above 0.
-    #[serde(deserialize_with = "positive_f64")]
+    #[serde(deserialize_with = "crate::bounds::positive")]
     #[param(default = 30.0)]
     pub regularization: f64,
     /// Alternating sweeps (users, then items); at least 1.
-    #[serde(deserialize_with = "positive_usize")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 15)]
     pub iterations: usize,
     /// Standard deviation of the normal-ish initial item factors, divided by
     /// sqrt(factors).
     #[param(default = 0.1)]
     pub init_std: f64,
-}
-
-fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let v = usize::deserialize(d)?;
-    if v == 0 {
-        return Err(serde::de::Error::custom("must be at least 1, found 0"));
-    }
-    Ok(v)
-}
-
-fn non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(serde::de::Error::custom(format!("must be a finite number >= 0, found {v}")));
-    }
-    Ok(v)
-}
-
-fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(v > 0.0 && v.is_finite()) {
-        return Err(serde::de::Error::custom(format!("must be a finite number > 0, found {v}")));
-    }
-    Ok(v)
 }
 
 /// The fitted factors.

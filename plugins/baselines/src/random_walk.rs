@@ -24,7 +24,7 @@ use funnel_api::anyhow::{bail, Result};
 use funnel_api::{Baseline, ExampleSet, ItemIdx, UserIdx};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 use crate::covisitation::training_ends;
 
@@ -34,54 +34,30 @@ use crate::covisitation::training_ends;
 pub struct RandomWalkParams {
     /// An edge a -> b for b consumed at most this many positions after a;
     /// at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 3)]
     pub window: usize,
     /// Each step jumps back to the seed with this probability; between 0 and 1.
-    #[serde(deserialize_with = "probability")]
+    #[serde(deserialize_with = "crate::bounds::unit_interval")]
     #[param(default = 0.7)]
     pub restart: f64,
     /// Steps of one walk; at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 10)]
     pub walk_length: usize,
     /// Walks from each seed; at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 1000)]
     pub walks: usize,
     /// The query's most recent distinct items the walks start from; at least 1.
-    #[serde(deserialize_with = "at_least_one")]
+    #[serde(deserialize_with = "crate::bounds::at_least_one")]
     #[param(default = 3)]
     pub seeds: usize,
     /// Freshness: an edge's weight halves for every this many days its
     /// consumption lies before the end of training; 0 = every edge weighs 1.
-    #[serde(deserialize_with = "non_negative")]
+    #[serde(deserialize_with = "crate::bounds::non_negative")]
     #[param(default = 0.0)]
     pub half_life_days: f64,
-}
-
-fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let v = usize::deserialize(d)?;
-    if v == 0 {
-        return Err(serde::de::Error::custom("must be at least 1, found 0"));
-    }
-    Ok(v)
-}
-
-fn probability<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(0.0..=1.0).contains(&v) {
-        return Err(serde::de::Error::custom(format!("must be between 0 and 1, found {v}")));
-    }
-    Ok(v)
-}
-
-fn non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let v = f64::deserialize(d)?;
-    if !(v >= 0.0 && v.is_finite()) {
-        return Err(serde::de::Error::custom(format!("must be a finite number >= 0, found {v}")));
-    }
-    Ok(v)
 }
 
 /// The fitted graph: node `n`'s out-edges are
