@@ -77,6 +77,10 @@ pub struct ExperimentSpec {
     /// none: the model alone, as served through `[index]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<crate::retrieval::RetrievalSpec>,
+    /// Orders `[retrieval]`'s candidates into the list shown (e.g. MMR for
+    /// diversity); none: by relevance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<ComponentSpec>,
     pub index: ComponentSpec,
     pub tracking: ComponentSpec,
     /// A grid or random search over this experiment (see [`crate::sweep`]).
@@ -108,6 +112,7 @@ impl ExperimentSpec {
             ComponentKind::Index => std::slice::from_ref(&self.index),
             ComponentKind::Tracking => std::slice::from_ref(&self.tracking),
             ComponentKind::Baseline => &self.baselines,
+            ComponentKind::Rerank => self.rerank.as_slice(),
         }
     }
 
@@ -121,6 +126,7 @@ impl ExperimentSpec {
             ComponentKind::Index => std::slice::from_mut(&mut self.index),
             ComponentKind::Tracking => std::slice::from_mut(&mut self.tracking),
             ComponentKind::Baseline => &mut self.baselines,
+            ComponentKind::Rerank => self.rerank.as_mut_slice(),
         }
     }
 
@@ -172,9 +178,10 @@ impl ExperimentSpec {
     pub fn tracked_params(&self, registry: &Registry) -> Vec<(String, String)> {
         let mut unused = std::collections::BTreeSet::new();
         for kind in ComponentKind::ALL.iter().copied().filter(|k| !k.is_list()) {
-            let c = self.component(kind);
-            for key in registry.unused(kind, &c.kind, c.params.clone()).unwrap_or_default() {
-                unused.insert(format!("{}.{key}", kind.table()));
+            for c in self.components(kind) {
+                for key in registry.unused(kind, &c.kind, c.params.clone()).unwrap_or_default() {
+                    unused.insert(format!("{}.{key}", kind.table()));
+                }
             }
         }
         let baselines = format!("{}.", ComponentKind::Baseline.table());
@@ -270,6 +277,13 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Ex
     }
     if let Some(r) = &mut spec.retrieval {
         r.resolve(registry).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    }
+    if spec.rerank.is_some() && spec.retrieval.is_none() {
+        bail!(
+            "{}: [rerank] orders the candidates of [retrieval], and there is no [retrieval] table (add one, e.g. \
+             with the single source type = \"model\")",
+            path.display()
+        );
     }
     check_train(&spec.train).map_err(|e| anyhow!("{}: [train] {e}", path.display()))?;
     if spec.experiment.name.trim().is_empty()

@@ -20,6 +20,7 @@ pub fn builtin() -> Registry {
     funnel_tracker_local::register(&mut reg);
     funnel_tracker_mlflow::register(&mut reg);
     funnel_baselines::register(&mut reg);
+    funnel_rerank_mmr::register(&mut reg);
     reg
 }
 

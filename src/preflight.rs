@@ -22,7 +22,12 @@ pub fn load_dataset(exp: &Experiment, reg: &Registry) -> Result<LoadedDataset> {
 pub fn check(exp: &Experiment, reg: &Registry, data: &LoadedDataset) -> Result<()> {
     let spec = &exp.spec;
     let within = |kind: ComponentKind| spec.describe(kind);
-    let mut cx = BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..spec.build_cx() };
+    let mut cx = BuildCx {
+        n_users: data.n_users(),
+        n_items: data.n_items(),
+        n_categories: data.catalog.category_names().len(),
+        ..spec.build_cx()
+    };
     let c = &spec.features;
     let examples = reg
         .build_features(&c.kind, c.params.clone(), &cx)
@@ -38,6 +43,15 @@ pub fn check(exp: &Experiment, reg: &Registry, data: &LoadedDataset) -> Result<(
     for (i, c) in spec.baselines.iter().enumerate() {
         reg.build_baseline(&c.kind, c.params.clone(), &cx)
             .with_context(|| spec.describe_entry(ComponentKind::Baseline, i))?;
+    }
+    if let Some(c) = &spec.rerank {
+        reg.build_reranker(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Rerank))?;
+    }
+    for (i, s) in spec.retrieval.iter().flat_map(|r| &r.sources).enumerate() {
+        if s.kind != crate::retrieval::MODEL_SOURCE {
+            reg.build_baseline(&s.kind, s.params.clone(), &cx)
+                .with_context(|| format!("[[retrieval.sources]] #{} type = \"{}\"", i + 1, s.kind))?;
+        }
     }
     // Last: the model allocates its parameters (after checking their size).
     let c = &spec.model;

@@ -433,12 +433,57 @@ impl Report {
             r.candidates,
             100.0 * r.candidate_recall
         );
-        let model = self.serving.as_ref().map(|(_, sv)| sv);
-        let _ = writeln!(s, "| shown top {} | merged | model alone, via the index |\n|---|---|---|", r.shown);
-        let cell = |m: Option<&f64>| m.map_or("".to_string(), |v| format!("{v:.4}"));
-        for (name, v) in r.metrics.iter().chain(&r.beyond) {
-            let alone = model.and_then(|sv| sv.through_index.get(name).or_else(|| sv.beyond.get(name)));
-            let _ = writeln!(s, "| {name} | {v:.4} | {} |", cell(alone));
+        let mut columns = vec![("model alone", &r.model_alone), ("merged, by relevance", &r.merged)];
+        if let Some(re) = &r.reranked {
+            columns.push(("re-ranked", re));
+        }
+        let _ = write!(s, "| top {} |", r.shown);
+        for (name, _) in &columns {
+            let _ = write!(s, " {name} |");
+        }
+        let _ = writeln!(s, "\n|---|{}", "---|".repeat(columns.len()));
+        for (name, _) in r.merged.metrics.iter().chain(&r.merged.beyond) {
+            let _ = write!(s, "| {name} |");
+            for (_, shown) in &columns {
+                match shown.metrics.get(name).or_else(|| shown.beyond.get(name)) {
+                    Some(v) => {
+                        let _ = write!(s, " {v:.4} |");
+                    }
+                    None => s.push_str(" |"),
+                }
+            }
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "\n\"Model alone\" is the model's own top {} through the index; MRR counts a target only within the \
+             shown list.",
+            r.shown
+        );
+        if r.reranked.is_some() {
+            let _ = writeln!(s, "Re-ranking every test user's candidates took {:.3} s.", r.rerank_seconds);
+        }
+        if !r.tradeoff.is_empty() {
+            let p = &r.tradeoff_parameter;
+            let _ = writeln!(s, "\n### Accuracy against diversity, by {p}\n");
+            let _ = writeln!(
+                s,
+                "The same trained model and candidates, re-ranked at each {p} (chart: `tradeoff.svg` below).\n"
+            );
+            let names: Vec<&String> = r.tradeoff[0].1.metrics.keys().chain(r.tradeoff[0].1.beyond.keys()).collect();
+            let _ = write!(s, "| {p} |");
+            for n in &names {
+                let _ = write!(s, " {n} |");
+            }
+            let _ = writeln!(s, "\n|---|{}", "---|".repeat(names.len()));
+            for (v, shown) in &r.tradeoff {
+                let _ = write!(s, "| {v} |");
+                for n in &names {
+                    let x = shown.metrics.get(*n).or_else(|| shown.beyond.get(*n)).copied().unwrap_or(f64::NAN);
+                    let _ = write!(s, " {x:.4} |");
+                }
+                s.push('\n');
+            }
         }
         s
     }

@@ -188,6 +188,16 @@ pub fn list_metrics(lists: &[Vec<ItemIdx>], targets: &[ItemIdx], shown: usize, e
     out
 }
 
+/// Measures of the lists users are shown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Shown {
+    /// Accuracy (the evaluator's metrics at cutoffs the lists can answer).
+    pub metrics: Metrics,
+    /// Beyond-accuracy measures.
+    pub beyond: Metrics,
+}
+
 /// What the retrieval stage measured, for `metrics.json`, the report and
 /// the tracker.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -201,20 +211,34 @@ pub struct Retrieved {
     pub candidate_recall: f64,
     /// Length of the list shown.
     pub shown: usize,
-    /// Accuracy of the shown lists (the evaluator's metrics).
-    pub metrics: Metrics,
-    /// Beyond-accuracy measures of the shown lists.
-    pub beyond: Metrics,
+    /// The candidates by relevance.
+    pub merged: Shown,
+    /// The model's own top `shown` through the index, for comparison.
+    pub model_alone: Shown,
+    /// The candidates as `[rerank]` orders them, when declared.
+    pub reranked: Option<Shown>,
+    /// Seconds `[rerank]` took for every test user.
+    pub rerank_seconds: f64,
+    /// The re-ranker's trade-off parameter (`beta`) and each value's lists.
+    pub tradeoff_parameter: String,
+    pub tradeoff: Vec<(f64, Shown)>,
     pub seconds: f64,
 }
 
 impl Retrieved {
-    /// Flat metrics for trackers, under `retrieval/`.
+    /// Flat metrics for trackers, under `retrieval/` (the merged lists) and
+    /// `rerank/` (the re-ranked ones).
     pub fn tracker_metrics(&self) -> Metrics {
         let mut m = Metrics::new();
         m.insert("retrieval/candidate_recall".into(), self.candidate_recall);
-        for (k, v) in self.metrics.iter().chain(&self.beyond) {
+        for (k, v) in self.merged.metrics.iter().chain(&self.merged.beyond) {
             m.insert(format!("retrieval/{k}"), *v);
+        }
+        if let Some(r) = &self.reranked {
+            for (k, v) in r.metrics.iter().chain(&r.beyond) {
+                m.insert(format!("rerank/{k}"), *v);
+            }
+            m.insert("rerank/seconds".into(), self.rerank_seconds);
         }
         m
     }

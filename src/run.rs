@@ -16,7 +16,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use funnel_api::{
     Baseline, BuildCx, CaseScorer, ComponentKind, DatasetInput, EvalCase, Evaluator, ExampleSet, Features, Index,
-    ItemIdx, LoadedDataset, Matrix, Metrics, Model, ModelArtifacts, Registry, RunInfo, RunStatus, Sampler, Tracker,
+    ItemIdx, ItemSpace, LoadedDataset, Matrix, Metrics, Model, ModelArtifacts, Registry, Reranker, RunInfo, RunStatus,
+    Sampler, Tracker,
 };
 use funnel_kernels::par::{IntoParallelRefIterator, ParallelIterator};
 
@@ -264,6 +265,8 @@ struct Components {
     index: Box<dyn Index>,
     /// `[[baselines]]` in file order, with their names.
     baselines: Vec<(String, Box<dyn Baseline>)>,
+    /// `[rerank]`, when declared.
+    reranker: Option<Box<dyn Reranker>>,
 }
 
 fn build_components(ctx: &RunContext<'_>, cx: &BuildCx) -> Result<Components> {
@@ -285,7 +288,13 @@ fn build_components(ctx: &RunContext<'_>, cx: &BuildCx) -> Result<Components> {
             .with_context(|| spec.describe_entry(ComponentKind::Baseline, i))?;
         baselines.push((name, b));
     }
-    Ok(Components { sampler, model, evaluator, index, baselines })
+    let reranker = match &spec.rerank {
+        Some(c) => {
+            Some(reg.build_reranker(&c.kind, c.params.clone(), cx).with_context(|| ctx.within(ComponentKind::Rerank))?)
+        }
+        None => None,
+    };
+    Ok(Components { sampler, model, evaluator, index, baselines, reranker })
 }
 
 /// The stages after `load`.
@@ -296,7 +305,12 @@ fn stages(
     tracker: &mut dyn Tracker,
     clock: &mut StageClock,
 ) -> Result<RunSummary> {
-    let mut cx = BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..ctx.spec().build_cx() };
+    let mut cx = BuildCx {
+        n_users: data.n_users(),
+        n_items: data.n_items(),
+        n_categories: data.catalog.category_names().len(),
+        ..ctx.spec().build_cx()
+    };
     let examples = clock.time("examples", || build_examples(ctx, &cx, data))?;
     cx.learn_examples(&examples);
     let mut parts = build_components(ctx, &cx)?;
@@ -332,12 +346,13 @@ fn stages(
     clock.time("index build", || parts.index.build(&items)).with_context(|| ctx.within(ComponentKind::Index))?;
     let build_seconds = index_started.elapsed().as_secs_f64();
     let catalog = CatalogFacts::of(data, &examples);
-    let (serving, samples) = clock.time("serving", || {
+    let (serving, samples, served) = clock.time("serving", || {
         serve(ctx, data, &examples, &parts, &items, &cases, build_seconds, trained.best_epoch, &catalog, tracker)
     })?;
     let retrieved = match &ctx.spec().retrieval {
         Some(spec) => Some(clock.time("retrieval", || {
-            retrieve(ctx, spec, &cx, data, &examples, &parts, &catalog.with_items(&items), tracker, trained.best_epoch)
+            let catalog = catalog.with_items(&items);
+            retrieve(ctx, spec, &cx, data, &examples, &mut parts, &catalog, &served, tracker, trained.best_epoch)
         })?),
         None => None,
     };
@@ -581,7 +596,7 @@ fn serve(
     best_epoch: usize,
     catalog: &CatalogFacts,
     tracker: &mut dyn Tracker,
-) -> Result<(Serving, Vec<SampleUser>)> {
+) -> Result<(Serving, Vec<SampleUser>, Vec<Vec<ItemIdx>>)> {
     let within = || ctx.within(ComponentKind::Index);
     let (model, index) = (parts.model.as_ref(), parts.index.as_ref());
     let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
@@ -611,7 +626,7 @@ fn serve(
             recommended: top.iter().map(|&(i, _)| (data.catalog.display(i), i == examples.target(ex))).collect(),
         });
     }
-    Ok((serving, samples))
+    Ok((serving, samples, lists))
 }
 
 /// What the beyond-accuracy measures read about the catalog besides the
@@ -624,20 +639,15 @@ struct CatalogFacts {
 
 impl CatalogFacts {
     fn of(data: &LoadedDataset, examples: &ExampleSet) -> CatalogFacts {
-        let mut names: Vec<&str> = data.catalog.genres.iter().flatten().map(String::as_str).collect();
-        names.sort_unstable();
-        names.dedup();
-        let categories = data
-            .catalog
-            .genres
-            .iter()
-            .map(|g| g.iter().filter_map(|c| names.binary_search(&c.as_str()).ok().map(|i| i as u32)).collect())
-            .collect();
         let mut counts = vec![0u64; data.n_items()];
         for &ex in &examples.train {
             counts[examples.target(ex) as usize] += 1;
         }
-        CatalogFacts { categories, n_categories: names.len(), counts }
+        CatalogFacts {
+            categories: data.catalog.category_ids(),
+            n_categories: data.catalog.category_names().len(),
+            counts,
+        }
     }
 
     fn with_items<'a>(&'a self, items: &'a Matrix) -> crate::serving::Catalog<'a> {
@@ -652,8 +662,10 @@ impl CatalogFacts {
 
 /// Stage `retrieval` (with `[retrieval]`): every source proposes its best
 /// items for each test user, merged into one candidate set per user; the
-/// shown list (the candidates by relevance) is measured for accuracy and
-/// beyond. Baseline sources are fitted here on the training examples.
+/// shown lists (the candidates by relevance, and as `[rerank]` orders them,
+/// at each setting of its trade-off) are measured for accuracy and beyond
+/// beside the model's own top K. Baseline sources are fitted here on the
+/// training examples.
 #[allow(clippy::too_many_arguments)]
 fn retrieve(
     ctx: &RunContext<'_>,
@@ -661,8 +673,9 @@ fn retrieve(
     cx: &BuildCx,
     data: &LoadedDataset,
     examples: &ExampleSet,
-    parts: &Components,
+    parts: &mut Components,
     catalog: &crate::serving::Catalog<'_>,
+    model_lists: &[Vec<ItemIdx>],
     tracker: &mut dyn Tracker,
     best_epoch: usize,
 ) -> Result<Retrieved> {
@@ -701,30 +714,54 @@ fn retrieve(
         per_source.push(lists);
     }
     let quotas: Vec<usize> = spec.sources.iter().map(|s| s.quota).collect();
-    let shown = parts.evaluator.cutoffs().first().copied().unwrap_or(10);
+    let evaluator = parts.evaluator.as_ref();
+    let shown = evaluator.cutoffs().first().copied().unwrap_or(10);
+    let targets: Vec<ItemIdx> = cases.iter().map(|&ex| examples.target(ex)).collect();
+    let measure = |lists: &[Vec<ItemIdx>]| retrieval::Shown {
+        metrics: retrieval::list_metrics(lists, &targets, shown, evaluator),
+        beyond: crate::serving::beyond_accuracy(lists, shown, catalog),
+    };
     let mut given = vec![0usize; spec.sources.len()];
     let mut found = 0usize;
-    let mut lists = Vec::with_capacity(cases.len());
-    let targets: Vec<ItemIdx> = cases.iter().map(|&ex| examples.target(ex)).collect();
+    let mut merged = Vec::with_capacity(cases.len());
     for (u, target) in targets.iter().enumerate() {
         let user_lists: Vec<Vec<(ItemIdx, f32)>> = per_source.iter().map(|s| s[u].clone()).collect();
-        let merged = retrieval::merge(&user_lists, &quotas, spec.candidates);
-        for c in &merged {
+        let candidates = retrieval::merge(&user_lists, &quotas, spec.candidates);
+        for c in &candidates {
             given[c.source] += 1;
         }
-        found += usize::from(merged.iter().any(|c| c.item == *target));
-        lists.push(retrieval::by_relevance(&merged, shown));
+        found += usize::from(candidates.iter().any(|c| c.item == *target));
+        merged.push(candidates);
     }
+    let by_relevance: Vec<Vec<ItemIdx>> = merged.iter().map(|c| retrieval::by_relevance(c, shown)).collect();
     let n = cases.len().max(1) as f64;
-    let retrieved = Retrieved {
+    let mut retrieved = Retrieved {
         candidates: spec.candidates,
         sources: spec.sources.iter().zip(&given).map(|(s, &g)| (s.kind.clone(), s.quota, g as f64 / n)).collect(),
         candidate_recall: found as f64 / n,
         shown,
-        metrics: retrieval::list_metrics(&lists, &targets, shown, parts.evaluator.as_ref()),
-        beyond: crate::serving::beyond_accuracy(&lists, shown, catalog),
-        seconds: started.elapsed().as_secs_f64(),
+        merged: measure(&by_relevance),
+        model_alone: measure(model_lists),
+        seconds: 0.0,
+        ..Retrieved::default()
     };
+    if let Some(reranker) = parts.reranker.as_mut() {
+        let within = || ctx.within(ComponentKind::Rerank);
+        reranker.prepare(&ItemSpace { vectors: catalog.items, categories: catalog.categories }).with_context(within)?;
+        let scored: Vec<Vec<(ItemIdx, f32)>> =
+            merged.iter().map(|c| c.iter().map(|c| (c.item, c.relevance)).collect()).collect();
+        let rerank_all =
+            |r: &dyn Reranker| -> Vec<Vec<ItemIdx>> { scored.par_iter().map(|c| r.rerank(c, shown)).collect() };
+        let rerank_started = Instant::now();
+        let lists = rerank_all(reranker.as_ref());
+        retrieved.rerank_seconds = rerank_started.elapsed().as_secs_f64();
+        retrieved.reranked = Some(measure(&lists));
+        if let Some(t) = reranker.tradeoff() {
+            retrieved.tradeoff_parameter = t.parameter.to_string();
+            retrieved.tradeoff = t.settings.iter().map(|(v, r)| (*v, measure(&rerank_all(r.as_ref())))).collect();
+        }
+    }
+    retrieved.seconds = started.elapsed().as_secs_f64();
     tracker.log_metrics(best_epoch as u64, &retrieved.tracker_metrics())?;
     Ok(retrieved)
 }
@@ -758,7 +795,10 @@ fn publish(
         ctx.opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_folder::run_name(run_dir)));
     let measured = clock.stages.clone();
     let (plots, mut metrics) = clock.time("report", || -> Result<(Vec<(String, String)>, RunMetrics)> {
-        let plots = write_plots(run_dir, &p.trained.epochs, best_epoch, &selection)?;
+        let mut plots = write_plots(run_dir, &p.trained.epochs, best_epoch, &selection)?;
+        if let Some(r) = p.retrieved.as_ref().filter(|r| !r.tradeoff.is_empty()) {
+            plots.push(write_tradeoff_plot(run_dir, r)?);
+        }
         let train_seconds: f64 = p.trained.epochs.iter().map(|r| r.train_seconds).sum();
         let trained_examples: f64 = p.trained.epochs.iter().map(|r| r.examples_per_second * r.train_seconds).sum();
         let metrics = RunMetrics {
@@ -845,6 +885,42 @@ fn model_artifacts(ctx: &RunContext<'_>, best_epoch: usize) -> Result<ModelArtif
         .filter(|(k, _)| k.starts_with("model.") || k.starts_with("index."))
         .collect();
     Ok(ModelArtifacts { name: spec.model.kind.clone(), files, params, step: best_epoch as u64 })
+}
+
+/// The re-ranker's trade-off: accuracy and diversity of the shown lists
+/// at each setting, into `<run_dir>/plots/tradeoff.svg`.
+fn write_tradeoff_plot(run_dir: &std::path::Path, r: &Retrieved) -> Result<(String, String)> {
+    use crate::plot::{Chart, Series};
+    let k = r.shown;
+    let measures = [
+        format!("recall@{k}"),
+        format!("ndcg@{k}"),
+        format!("ild_embedding@{k}"),
+        format!("ild_categories@{k}"),
+        format!("catalog_coverage@{k}"),
+    ];
+    let series = measures
+        .iter()
+        .filter_map(|m| {
+            let points: Vec<(f64, f64)> = r
+                .tradeoff
+                .iter()
+                .filter_map(|(v, shown)| shown.metrics.get(m).or_else(|| shown.beyond.get(m)).map(|y| (*v, *y)))
+                .collect();
+            (!points.is_empty()).then(|| Series { name: m.clone(), points })
+        })
+        .collect();
+    let chart = Chart {
+        title: format!("Accuracy against diversity by {}", r.tradeoff_parameter),
+        x_label: r.tradeoff_parameter.clone(),
+        y_label: format!("top {k} measure"),
+        series,
+        scatter: false,
+        marker: None,
+        log_x: false,
+    };
+    run_folder::write(&run_dir.join(PLOTS).join("tradeoff.svg"), &chart.svg())?;
+    Ok(("Accuracy against diversity".to_string(), "tradeoff.svg".to_string()))
 }
 
 /// Per-epoch charts into `<run_dir>/plots/`: training loss, and the

@@ -245,6 +245,39 @@ pub trait Baseline: Send + Sync {
     }
 }
 
+/// What a re-ranker may read about the catalog.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemSpace<'a> {
+    /// The trained model's item vectors, one row per item.
+    pub vectors: &'a Matrix,
+    /// Each item's categories as small ids (all empty when the dataset has
+    /// none).
+    pub categories: &'a [Vec<u32>],
+}
+
+/// `[rerank]`: orders a user's merged `[retrieval]` candidates into the
+/// list shown, e.g. for diversity.
+pub trait Reranker: Send + Sync {
+    /// Reads what it needs of the catalog, once, before any list.
+    fn prepare(&mut self, items: &ItemSpace<'_>) -> Result<()>;
+
+    /// The (at most) `k` items to show from `candidates` (item, relevance in
+    /// [0, 1]), in order.
+    fn rerank(&self, candidates: &[(ItemIdx, f32)], k: usize) -> Vec<ItemIdx>;
+
+    /// Settings of its trade-off the report compares on one trained model
+    /// (MMR: each `beta`), each a prepared re-ranker; none by default.
+    fn tradeoff(&self) -> Option<Tradeoff> {
+        None
+    }
+}
+
+/// A re-ranker's trade-off: `parameter`'s values, each with its re-ranker.
+pub struct Tradeoff {
+    pub parameter: &'static str,
+    pub settings: Vec<(f64, Box<dyn Reranker>)>,
+}
+
 /// `[index]`: serves the top items for a user vector by inner product.
 ///
 /// `Sync` because queries are answered from many threads at once.

@@ -29,6 +29,24 @@ impl ItemCatalog {
         self.raw_ids.is_empty()
     }
 
+    /// The distinct category (genre) names, sorted; a category's id is its
+    /// position here.
+    pub fn category_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.genres.iter().flatten().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Each item's categories as ids into [`ItemCatalog::category_names`].
+    pub fn category_ids(&self) -> Vec<Vec<u32>> {
+        let names = self.category_names();
+        self.genres
+            .iter()
+            .map(|g| g.iter().filter_map(|c| names.binary_search(&c.as_str()).ok().map(|i| i as u32)).collect())
+            .collect()
+    }
+
     /// Title, or the raw id when the dataset has no title for the item.
     pub fn display(&self, item: ItemIdx) -> String {
         match self.titles.get(item as usize) {

@@ -8,7 +8,7 @@ use std::fmt;
 
 use anyhow::{anyhow, Result};
 
-use crate::{Baseline, Dataset, Evaluator, Features, Index, Model, Params, Sampler, Tracker, TrainConfig};
+use crate::{Baseline, Dataset, Evaluator, Features, Index, Model, Params, Reranker, Sampler, Tracker, TrainConfig};
 
 /// What a builder may know besides its own parameters.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +18,9 @@ pub struct BuildCx {
     /// Users and items of the loaded dataset (0 while the dataset itself is built).
     pub n_users: usize,
     pub n_items: usize,
+    /// Distinct item categories of the loaded dataset (0 when it has none,
+    /// or before it is loaded).
+    pub n_categories: usize,
     /// Longest history the features plugin produces.
     pub max_history: usize,
     /// `[train]`: a model honours its `lr`, `batch_size` and `device`
@@ -48,10 +51,12 @@ pub enum ComponentKind {
     Tracking,
     /// `[[baselines]]`: any number, none by default.
     Baseline,
+    /// `[rerank]`: optional; orders `[retrieval]`'s candidates.
+    Rerank,
 }
 
 impl ComponentKind {
-    pub const ALL: [ComponentKind; 8] = [
+    pub const ALL: [ComponentKind; 9] = [
         ComponentKind::Dataset,
         ComponentKind::Features,
         ComponentKind::Sampler,
@@ -60,6 +65,7 @@ impl ComponentKind {
         ComponentKind::Index,
         ComponentKind::Tracking,
         ComponentKind::Baseline,
+        ComponentKind::Rerank,
     ];
 
     /// The experiment table that names a component of this kind (the array
@@ -74,7 +80,14 @@ impl ComponentKind {
             ComponentKind::Index => "index",
             ComponentKind::Tracking => "tracking",
             ComponentKind::Baseline => "baselines",
+            ComponentKind::Rerank => "rerank",
         }
+    }
+
+    /// Whether an experiment may leave the table out (`[rerank]`); list
+    /// kinds may always be empty.
+    pub fn is_optional(self) -> bool {
+        matches!(self, ComponentKind::Rerank | ComponentKind::Baseline)
     }
 
     /// Whether an experiment lists any number of these as an array of tables
@@ -96,6 +109,7 @@ impl ComponentKind {
     pub fn noun(self) -> &'static str {
         match self {
             ComponentKind::Baseline => "baseline",
+            ComponentKind::Rerank => "re-ranker",
             other => other.table(),
         }
     }
@@ -197,6 +211,7 @@ pub struct Registry {
     indexes: Shelf<dyn Index>,
     trackers: Shelf<dyn Tracker>,
     baselines: Shelf<dyn Baseline>,
+    rerankers: Shelf<dyn Reranker>,
 }
 
 impl Default for Registry {
@@ -244,6 +259,7 @@ kinds! {
     indexes: Index, index, build_index;
     trackers: Tracker, tracking, build_tracker;
     baselines: Baseline, baseline, build_baseline;
+    rerankers: Reranker, rerank, build_reranker;
 }
 
 impl Registry {
@@ -257,6 +273,7 @@ impl Registry {
             indexes: Shelf::new(ComponentKind::Index),
             trackers: Shelf::new(ComponentKind::Tracking),
             baselines: Shelf::new(ComponentKind::Baseline),
+            rerankers: Shelf::new(ComponentKind::Rerank),
         }
     }
 
@@ -277,6 +294,7 @@ impl Registry {
             ComponentKind::Index => self.indexes.resolve(name, table),
             ComponentKind::Tracking => self.trackers.resolve(name, table),
             ComponentKind::Baseline => self.baselines.resolve(name, table),
+            ComponentKind::Rerank => self.rerankers.resolve(name, table),
         }
     }
 
@@ -292,6 +310,7 @@ impl Registry {
             ComponentKind::Index => self.indexes.unused(name, table),
             ComponentKind::Tracking => self.trackers.unused(name, table),
             ComponentKind::Baseline => self.baselines.unused(name, table),
+            ComponentKind::Rerank => self.rerankers.unused(name, table),
         }
     }
 }
