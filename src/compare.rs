@@ -70,6 +70,7 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&st
         }
         s.push_str(&format!(" {} | n/a | n/a |\n", b.parameters));
     }
+    s.push_str(&funnel_table(runs));
     s.push_str("\nRows, in order:\n\n");
     for r in runs {
         s.push_str(&format!("- `{}`: {}\n", r.metrics.experiment, r.metrics.description));
@@ -82,6 +83,42 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&st
     }
     let reading = previous.and_then(kept_reading).unwrap_or_else(|| "(No reading written yet.)".to_string());
     s.push_str(&format!("\n## Reading\n\n{READING_START}\n{}\n{READING_END}\n", reading.trim()));
+    s
+}
+
+/// Runs with `[retrieval]`: what users are shown from the merged candidates
+/// (and re-ranked, when declared) beside the same model alone.
+fn funnel_table(runs: &[RunRecord]) -> String {
+    let funnels: Vec<(&RunRecord, &crate::retrieval::Retrieved)> =
+        runs.iter().filter_map(|r| r.metrics.retrieval.as_ref().map(|f| (r, f))).collect();
+    let Some((_, first)) = funnels.first() else { return String::new() };
+    let k = first.shown;
+    let mut s = format!(
+        "\nRuns with `[retrieval]`, each user's shown top {k}: the model alone (through its index), the merged \
+         candidates by relevance, and re-ranked when the run has `[rerank]`.\n\n\
+         | experiment | sources (quota) | candidates holding the target | recall@{k} alone | merged | re-ranked | \
+         catalog coverage@{k} alone | merged | re-ranked |\n|---|---|---|---|---|---|---|---|---|\n"
+    );
+    let cell = |v: Option<&f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
+    let recall = format!("recall@{k}");
+    let coverage = format!("catalog_coverage@{k}");
+    for (r, f) in funnels {
+        let sources: Vec<String> = f.sources.iter().map(|(name, quota, _)| format!("{name} ({quota})")).collect();
+        let reranked = f.reranked.as_ref();
+        s.push_str(&format!(
+            "| {} | {} | {:.4} of {} | {} | {} | {} | {} | {} | {} |\n",
+            r.metrics.experiment,
+            sources.join(", "),
+            f.candidate_recall,
+            f.candidates,
+            cell(f.model_alone.metrics.get(&recall)),
+            cell(f.merged.metrics.get(&recall)),
+            cell(reranked.and_then(|x| x.metrics.get(&recall))),
+            cell(f.model_alone.beyond.get(&coverage)),
+            cell(f.merged.beyond.get(&coverage)),
+            cell(reranked.and_then(|x| x.beyond.get(&coverage))),
+        ));
+    }
     s
 }
 
@@ -109,6 +146,28 @@ mod tests {
             }))
             .unwrap(),
         }
+    }
+
+    #[test]
+    fn runs_with_retrieval_get_a_funnel_table() {
+        let mut funnel = run("f", 0.2);
+        funnel.metrics.retrieval = Some(
+            serde_json::from_value(json!({
+                "candidates": 200, "shown": 10, "candidate_recall": 0.69,
+                "sources": [["model", 150, 150.0], ["random_walk", 50, 50.0]],
+                "model_alone": {"metrics": {"recall@10": 0.2}, "beyond": {"catalog_coverage@10": 0.5}},
+                "merged": {"metrics": {"recall@10": 0.21}, "beyond": {"catalog_coverage@10": 0.6}}
+            }))
+            .unwrap(),
+        );
+        let text = render("T", "Intro.", &[run("a", 0.1), funnel], None);
+        assert!(
+            text.contains(
+                "| f | model (150), random_walk (50) | 0.6900 of 200 | 0.2000 | 0.2100 | n/a | 0.5000 | 0.6000 | n/a |"
+            ),
+            "{text}"
+        );
+        assert!(!render("T", "Intro.", &[run("a", 0.1)], None).contains("[retrieval]"));
     }
 
     #[test]
