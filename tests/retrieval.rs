@@ -11,6 +11,15 @@ fn experiment(dir: &Path, retrieval: &str) {
     write(&dir.join("exp.toml"), &(synthetic_experiment(dir, 30, 1) + retrieval));
 }
 
+/// Runs `exp.toml` in `dir`: the run folder and its `metrics.json`.
+fn run(dir: &Path) -> (std::path::PathBuf, serde_json::Value) {
+    let out = funnel(dir, &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
+    out.assert_success();
+    let runs: Vec<_> = std::fs::read_dir(dir.join("runs/itest")).unwrap().map(|e| e.unwrap().path()).collect();
+    let metrics = serde_json::from_str(&std::fs::read_to_string(runs[0].join("metrics.json")).unwrap()).unwrap();
+    (runs[0].clone(), metrics)
+}
+
 const SOURCES: &str = "
 [retrieval]
 candidates = 20
@@ -30,12 +39,8 @@ seeds = 1
 fn generators_are_merged_and_the_shown_lists_are_measured() {
     let dir = tempfile::tempdir().unwrap();
     experiment(dir.path(), SOURCES);
-    let out = funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
-    out.assert_success();
-    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs/itest")).unwrap().map(|e| e.unwrap().path()).collect();
-    let run_dir = &runs[0];
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+    let (run_dir, metrics) = run(dir.path());
+    let run_dir = &run_dir;
     let r = &metrics["retrieval"];
     assert_eq!(r["candidates"], 20, "{r}");
     assert_eq!(r["shown"], 10, "{r}");
@@ -105,12 +110,8 @@ fn mmr_reorders_the_candidates_and_the_report_shows_the_tradeoff() {
     let dir = tempfile::tempdir().unwrap();
     let rerank = format!("{SOURCES}\n[rerank]\ntype = \"mmr\"\nbeta = 0.5\nbetas = [0.0, 0.5, 1.0]\n");
     experiment(dir.path(), &rerank);
-    let out = funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"]);
-    out.assert_success();
-    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs/itest")).unwrap().map(|e| e.unwrap().path()).collect();
-    let run_dir = &runs[0];
-    let metrics: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json")).unwrap()).unwrap();
+    let (run_dir, metrics) = run(dir.path());
+    let run_dir = &run_dir;
     let r = &metrics["retrieval"];
     assert_eq!(r["tradeoff_parameter"], "beta");
     let tradeoff = r["tradeoff"].as_array().unwrap();

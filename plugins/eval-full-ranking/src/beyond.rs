@@ -29,16 +29,7 @@ pub fn intra_list_diversity_embedding(lists: &[Vec<ItemIdx>], vectors: &[&[f32]]
 /// pairwise Jaccard similarity` of the items' category sets (two items
 /// without categories are taken as unlike: similarity 0).
 pub fn intra_list_diversity_categories(lists: &[Vec<ItemIdx>], categories: &[Vec<u32>]) -> f64 {
-    let jaccard = |a: ItemIdx, b: ItemIdx| -> f64 {
-        let (a, b) = (&categories[a as usize], &categories[b as usize]);
-        let common = a.iter().filter(|c| b.contains(c)).count();
-        let union = a.len() + b.len() - common;
-        if union == 0 {
-            0.0
-        } else {
-            common as f64 / union as f64
-        }
-    };
+    let jaccard = |a: ItemIdx, b: ItemIdx| funnel_kernels::jaccard(&categories[a as usize], &categories[b as usize]);
     mean_over_lists(lists, |list| 1.0 - mean_pairwise(list, &jaccard))
 }
 

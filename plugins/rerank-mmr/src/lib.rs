@@ -111,14 +111,7 @@ impl Mmr {
                 self.unit[a..a + self.dim].iter().zip(&self.unit[b..b + self.dim]).map(|(x, y)| x * y).sum()
             }
             Similarity::Categories => {
-                let (a, b) = (&self.categories[a as usize], &self.categories[b as usize]);
-                let common = a.iter().filter(|c| b.contains(c)).count();
-                let union = a.len() + b.len() - common;
-                if union == 0 {
-                    0.0
-                } else {
-                    common as f32 / union as f32
-                }
+                funnel_kernels::jaccard(&self.categories[a as usize], &self.categories[b as usize]) as f32
             }
         }
     }
