@@ -607,7 +607,8 @@ fn serve(
     // What users are shown, beyond accuracy: diversity, coverage, novelty,
     // concentration of exposure.
     let cut = parts.evaluator.cutoffs().first().copied().unwrap_or(serving.k);
-    serving.beyond = crate::serving::beyond_accuracy(&lists, cut, &catalog.with_items(items));
+    let shown: Vec<Vec<ItemIdx>> = lists.iter().map(|l| l.iter().take(cut).copied().collect()).collect();
+    serving.beyond = crate::serving::beyond_accuracy(&shown, cut, &catalog.with_items(items));
     tracker.log_metrics(best_epoch as u64, &serving.metrics())?;
     let index_dir = ctx.run_dir.join(INDEX);
     let _ = std::fs::remove_dir_all(&index_dir);
@@ -664,8 +665,9 @@ impl CatalogFacts {
 /// items for each test user, merged into one candidate set per user; the
 /// shown lists (the candidates by relevance, and as `[rerank]` orders them,
 /// at each setting of its trade-off) are measured for accuracy and beyond
-/// beside the model's own top K. Baseline sources are fitted here on the
-/// training examples.
+/// beside the model's own top K (`model_lists`: what serving fetched per
+/// test user). K is `[rerank]`'s `shown()`, else the evaluator's first
+/// cutoff. Baseline sources are fitted here on the training examples.
 #[allow(clippy::too_many_arguments)]
 fn retrieve(
     ctx: &RunContext<'_>,
@@ -715,7 +717,8 @@ fn retrieve(
     }
     let quotas: Vec<usize> = spec.sources.iter().map(|s| s.quota).collect();
     let evaluator = parts.evaluator.as_ref();
-    let shown = evaluator.cutoffs().first().copied().unwrap_or(10);
+    let shown =
+        parts.reranker.as_ref().and_then(|r| r.shown()).or_else(|| evaluator.cutoffs().first().copied()).unwrap_or(10);
     let targets: Vec<ItemIdx> = cases.iter().map(|&ex| examples.target(ex)).collect();
     let measure = |lists: &[Vec<ItemIdx>]| retrieval::Shown {
         metrics: retrieval::list_metrics(lists, &targets, shown, evaluator),
@@ -741,7 +744,9 @@ fn retrieve(
         candidate_recall: found as f64 / n,
         shown,
         merged: measure(&by_relevance),
-        model_alone: measure(model_lists),
+        model_alone: measure(
+            &model_lists.iter().map(|l| l.iter().take(shown).copied().collect::<Vec<_>>()).collect::<Vec<_>>(),
+        ),
         seconds: 0.0,
         ..Retrieved::default()
     };

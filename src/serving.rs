@@ -75,8 +75,8 @@ const DEFAULT_K: usize = 100;
 
 /// Serves one query per case through `index`, already built over `items`
 /// in `build_seconds` (user row `i` for case `i`), excluding each user's
-/// seen items, and returns the measures with each query's list cut at the
-/// evaluator's first cutoff (what a user is shown). Every query is answered
+/// seen items, and returns the measures with each query's served list (the
+/// evaluator's largest cutoff long). Every query is answered
 /// once through the index (all threads) and once by exact search (blocked
 /// GEMM); a sample of them is timed alone for latency. Memory held is
 /// O(queries x k), never O(queries x items).
@@ -190,8 +190,7 @@ pub fn measure(
         beyond: Metrics::new(),
     })
     .map(|serving| {
-        let cut = ks.first().copied().unwrap_or(k);
-        let lists = served.iter().map(|l| l.iter().take(cut).map(|p| p.0).collect()).collect();
+        let lists = served.iter().map(|l| l.iter().map(|p| p.0).collect()).collect();
         (serving, lists)
     })
 }

@@ -137,6 +137,22 @@ fn mmr_reorders_the_candidates_and_the_report_shows_the_tradeoff() {
 }
 
 #[test]
+fn rerank_k_sets_the_length_of_every_shown_list() {
+    let dir = tempfile::tempdir().unwrap();
+    experiment(dir.path(), &format!("{SOURCES}\n[rerank]\ntype = \"mmr\"\nk = 20\nbetas = [0.0]\n"));
+    let (run_dir, metrics) = run(dir.path());
+    let r = &metrics["retrieval"];
+    assert_eq!(r["shown"], 20, "{r}");
+    for list in ["model_alone", "merged", "reranked"] {
+        assert!(r[list]["beyond"]["catalog_coverage@20"].as_f64().is_some(), "{list}: {r}");
+        assert!(r[list]["metrics"]["recall@10"].as_f64().is_some(), "{list}: {r}");
+        assert!(r[list]["metrics"].get("recall@50").is_none(), "{list}: {r}");
+    }
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(report.contains("| top 20 | model alone |"), "{report}");
+}
+
+#[test]
 fn a_bad_rerank_table_is_refused_before_training() {
     let cases = [
         ("\n[rerank]\ntype = \"mmr\"\n".to_string(), "[rerank] orders the candidates of [retrieval]"),

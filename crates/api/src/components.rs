@@ -265,6 +265,12 @@ pub trait Reranker: Send + Sync {
     /// [0, 1]), in order.
     fn rerank(&self, candidates: &[(ItemIdx, f32)], k: usize) -> Vec<ItemIdx>;
 
+    /// How many items a user is shown, when the re-ranker's configuration
+    /// says (`[rerank] k`); otherwise the evaluator's first cutoff.
+    fn shown(&self) -> Option<usize> {
+        None
+    }
+
     /// Settings of its trade-off the report compares on one trained model
     /// (MMR: each `beta`), each a prepared re-ranker; none by default.
     fn tradeoff(&self) -> Option<Tradeoff> {

@@ -64,11 +64,22 @@ pub struct MmrParams {
     /// categories.
     #[param(default = Similarity::Embedding)]
     pub similarity: Similarity,
+    /// Items shown per user (the merged and model-alone lists are cut to the
+    /// same length); unset: the evaluator's first cutoff.
+    #[serde(default, deserialize_with = "positive_k", skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
     /// The beta values the report's trade-off table and chart compare, each
     /// in [0, 1].
     #[serde(deserialize_with = "unit_intervals")]
     #[param(default = vec![0.0, 0.1, 0.2, 0.3, 0.5, 0.7])]
     pub betas: Vec<f64>,
+}
+
+fn positive_k<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    match usize::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("must be at least 1, found 0")),
+        k => Ok(Some(k)),
+    }
 }
 
 fn unit_interval<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -174,6 +185,10 @@ impl Reranker for Mmr {
         mmr(candidates, k, self.params.beta, |a, b| self.similarity(a, b))
     }
 
+    fn shown(&self) -> Option<usize> {
+        self.params.k
+    }
+
     fn tradeoff(&self) -> Option<Tradeoff> {
         let settings = self
             .params
@@ -251,6 +266,10 @@ mod tests {
         assert_eq!(parse("beta = 1.5"), "key `beta`: must be between 0 and 1, found 1.5");
         assert!(parse("betas = [0.1, -0.2]").contains("must be between 0 and 1, found -0.2"));
         assert!(parse("similarity = \"jaccard\"").contains("unknown variant `jaccard`"));
+        assert_eq!(parse("k = 0"), "key `k`: must be at least 1, found 0");
+        let p = parse_params::<MmrParams>("k = 5".parse().unwrap()).unwrap();
+        assert_eq!(Mmr::new(p).shown(), Some(5));
+        assert_eq!(Mmr::new(MmrParams::default()).shown(), None);
         let cx = BuildCx { n_items: 10, n_categories: 0, ..BuildCx::default() };
         let p = MmrParams { similarity: Similarity::Categories, ..MmrParams::default() };
         let e = build(p.clone(), &cx).err().unwrap().to_string();
