@@ -22,7 +22,19 @@
 //! Options: `--items N` (1000000), `--dim D` (64), `--queries Q` (1000; all test
 //! users with `--run`), `--k K` (100), `--seed S` (42), `--index TYPE` (repeat
 //! for several; default `ivf_flat`), `--set key=value` (a parameter of the
-//! `--index` before it, value parsed as TOML), `--vectors PATH`, `--run DIR`.
+//! `--index` before it, value parsed as TOML), `--vectors PATH`, `--run DIR`,
+//! `--peer faiss` with `--peer-python PATH`.
+//!
+//! The exact index is measured twice: batched on one thread (`search_batch`,
+//! one sgemm per block of queries) and on every thread, which is the
+//! reference the others are scored against.
+//!
+//! `--peer faiss` runs faiss (`benches/peer/faiss_index.py`, in the Python
+//! given by `--peer-python`; `cargo xtask bench index --peer faiss` installs
+//! one) on the same vectors, queries, exclusions and exact answers, written
+//! as .npy files: `IndexHNSWFlat` with the M/ef of every `hnsw` index measured
+//! and `IndexIVFFlat` with the lists/probes of every `ivf_flat`, both by inner
+//! product. Its rows join the table.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -59,6 +71,8 @@ struct Options {
     indexes: Vec<(String, toml::Table)>,
     vectors: Option<PathBuf>,
     run: Option<PathBuf>,
+    /// The Python with faiss, for `--peer faiss`.
+    peer: Option<PathBuf>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
@@ -71,7 +85,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
         indexes: Vec::new(),
         vectors: None,
         run: None,
+        peer: None,
     };
+    let mut peer_python = None;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| anyhow!("{flag} needs a value"));
         let number = |v: String| v.parse::<usize>().map_err(|_| anyhow!("{flag}: expected a number, found {v:?}"));
@@ -93,6 +109,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
             }
             "--vectors" => o.vectors = Some(PathBuf::from(value()?)),
             "--run" => o.run = Some(PathBuf::from(value()?)),
+            "--peer" => match value()?.as_str() {
+                "faiss" => o.peer = Some(PathBuf::new()),
+                other => bail!("--peer {other:?}: the one peer is \"faiss\""),
+            },
+            "--peer-python" => peer_python = Some(PathBuf::from(value()?)),
             other => bail!("unknown option {other:?}; see the doc at the top of benches/index.rs"),
         }
     }
@@ -101,6 +122,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
     }
     if o.k == 0 || o.items == 0 || o.dim == 0 {
         bail!("--k, --items and --dim must be at least 1");
+    }
+    if o.peer.is_some() {
+        let python = peer_python
+            .ok_or_else(|| anyhow!("--peer faiss needs --peer-python PATH (cargo xtask bench index --peer faiss)"))?;
+        o.peer = Some(python);
     }
     if o.vectors.is_some() && o.run.is_some() {
         bail!("--vectors and --run each name a catalog: give one");
@@ -145,6 +171,12 @@ fn run() -> Result<()> {
     let t = Instant::now();
     let reference = exact.search_batch(&workload.queries, o.k, &excludes)?;
     let exact_qps = workload.queries.rows as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let one_thread = funnel_kernels::par::with_threads(1, || exact.search_batch(&workload.queries, o.k, &excludes))?;
+    let exact_qps_1 = workload.queries.rows as f64 / t.elapsed().as_secs_f64();
+    if one_thread != reference {
+        bail!("the exact index answered differently on one thread and on {threads}");
+    }
 
     let e2e = workload.targets.is_some();
     println!(
@@ -161,12 +193,12 @@ fn run() -> Result<()> {
     );
     let exact_e2e = workload.targets.as_ref().map(|t| hit_rate(t, reference.iter().map(|r| &r[..r.len().min(10)])));
     println!(
-        "{:<44} {:>8} {:>9.1} {:>10.4} {:>9} {:>9.0} {:>8} {:>8}{}",
+        "{:<44} {:>8} {:>9.1} {:>10.4} {:>9.0} {:>9.0} {:>8} {:>8}{}",
         "exact (reference, search_batch)",
         "-",
         mb(exact.size_bytes()),
         1.0,
-        "-",
+        exact_qps_1,
         exact_qps,
         "-",
         "-",
@@ -203,7 +235,111 @@ fn run() -> Result<()> {
             millis(percentile(&sorted, 0.99)),
         );
     }
+    if let Some(python) = &o.peer {
+        faiss_peer(python, &o, &workload, &reference)?;
+    }
     Ok(())
+}
+
+/// The faiss rows: see the module doc.
+fn faiss_peer(python: &std::path::Path, o: &Options, workload: &Workload, reference: &Answers) -> Result<()> {
+    use funnel_index_hnsw::HnswParams;
+    use funnel_index_ivf::IvfFlatParams;
+    let mut args: Vec<String> = Vec::new();
+    for (name, params) in &o.indexes {
+        match name.as_str() {
+            "hnsw" => {
+                let p: HnswParams = funnel::api::parse_params(params.clone())?;
+                args.extend(["--hnsw".into(), format!("{},{},{}", p.m, p.ef_construction, p.ef_search)]);
+            }
+            "ivf_flat" => {
+                let p: IvfFlatParams = funnel::api::parse_params(params.clone())?;
+                let lists = funnel_index_ivf::resolve_n_lists(p.n_lists, workload.items.rows);
+                args.extend(["--ivf".into(), format!("{lists},{}", p.n_probe)]);
+            }
+            _ => {}
+        }
+    }
+    if args.is_empty() {
+        println!("(faiss: no hnsw or ivf_flat index measured, nothing to compare)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (q, k) = (workload.queries.rows, o.k);
+    npy::write_f32(&dir.path().join("items.npy"), &workload.items)?;
+    npy::write_f32(&dir.path().join("queries.npy"), &workload.queries)?;
+    let truth: Vec<i64> =
+        reference.iter().flat_map(|r| (0..k).map(move |j| r.get(j).map_or(-1, |p| i64::from(p.0)))).collect();
+    npy::write_i64(&dir.path().join("truth.npy"), q, k, &truth)?;
+    let width = workload.excludes.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let excludes: Vec<i64> = workload
+        .excludes
+        .iter()
+        .flat_map(|e| (0..width).map(move |j| e.get(j).map_or(-1, |&i| i64::from(i))))
+        .collect();
+    npy::write_i64(&dir.path().join("excludes.npy"), q, width, &excludes)?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer/faiss_index.py");
+    note(&format!("faiss ({})", python.display()));
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(dir.path())
+        .args(&args)
+        .arg("--threads")
+        .arg(funnel_kernels::par::threads().to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {}", python.display()))?;
+    if !out.status.success() {
+        bail!("faiss peer failed ({}); is faiss installed in {}?", out.status, python.display());
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let row: serde_json::Value = serde_json::from_str(line).with_context(|| format!("faiss printed {line:?}"))?;
+        let num = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:<44} {:>8.1} {:>9} {:>10.4} {:>9.0} {:>9.0} {:>8.3} {:>8.3}",
+            row["index"].as_str().unwrap_or("faiss"),
+            num("build_s"),
+            "-",
+            num("recall"),
+            num("qps_1"),
+            num("qps_n"),
+            num("p50_ms"),
+            num("p99_ms"),
+        );
+    }
+    Ok(())
+}
+
+/// NumPy's .npy format (version 1.0): what the faiss peer reads.
+mod npy {
+    use std::path::Path;
+
+    use anyhow::{Context, Result};
+    use funnel::api::Matrix;
+
+    fn write(path: &Path, descr: &str, rows: usize, cols: usize, body: &[u8]) -> Result<()> {
+        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+        // Magic (6) + version (2) + length (2) + header, padded to 64 bytes, ending in a newline.
+        let pad = 64 - (10 + header.len() + 1) % 64;
+        header.push_str(&" ".repeat(pad % 64));
+        header.push('\n');
+        let mut bytes = Vec::with_capacity(10 + header.len() + body.len());
+        bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(body);
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    pub fn write_f32(path: &Path, m: &Matrix) -> Result<()> {
+        let body: Vec<u8> = m.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        write(path, "<f4", m.rows, m.cols, &body)
+    }
+
+    pub fn write_i64(path: &Path, rows: usize, cols: usize, values: &[i64]) -> Result<()> {
+        let body: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        write(path, "<i8", rows, cols, &body)
+    }
 }
 
 /// A progress line on stderr: a handful per run, also in logs.

@@ -317,8 +317,40 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
         BenchTarget::Scale(a) => ("scale", a.args),
         BenchTarget::Load(a) => ("load", a.args),
     };
-    let ok = status(cargo().args(["bench", "--bench", name, "--"]).args(args))?;
+    let mut cmd = cargo();
+    cmd.args(["bench", "--bench", name, "--"]).args(&args);
+    if name == "index" && args.windows(2).any(|w| w[0] == "--peer" && w[1] == "faiss") {
+        cmd.arg("--peer-python").arg(faiss_python(&project_root())?);
+    }
+    let ok = status(&mut cmd)?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// faiss-cpu from PyPI, pinned, in `.venv-faiss` (installed once): the peer
+/// `bench index --peer faiss` measures against.
+fn faiss_python(root: &Path) -> Result<PathBuf> {
+    const FAISS: &str = "1.15.1";
+    let venv = root.join(".venv-faiss");
+    let python = venv.join("bin").join("python");
+    let probe = Command::new(&python).args(["-c", "import faiss, numpy; print(faiss.__version__)"]).output();
+    if probe.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == FAISS) {
+        return Ok(python);
+    }
+    eprintln!("installing faiss-cpu {FAISS} into {} (once)", venv.display());
+    if !venv.join("bin").join("pip").exists() {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("running python3 -m venv")?;
+        if !ok.success() {
+            bail!("python3 -m venv {} failed (Debian: apt-get install python3-venv)", venv.display());
+        }
+    }
+    let ok = Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", &format!("faiss-cpu=={FAISS}"), "numpy"])
+        .status()
+        .context("running pip")?;
+    if !ok.success() {
+        bail!("pip install faiss-cpu=={FAISS} failed");
+    }
+    Ok(python)
 }
 
 /// Compiles the CUDA path of dfdx and funnel against a project-local toolkit.

@@ -1,25 +1,39 @@
-//! The `hnsw` index: hnsw_rs's HNSW graph (Malkov & Yashunin), the index to
-//! use for large catalogs. Only this crate knows hnsw_rs.
+//! The `hnsw` index: HNSW graphs (Malkov & Yashunin) from usearch, the index
+//! to use for large catalogs. Only this crate knows usearch.
 //!
-//! Why hnsw_rs beside hora: hora's HNSW search never descends the graph's
-//! upper layers (`reports/index.md`: recall@100 0.47 at a million items),
-//! and hora inserts one item at a time under a lock. hnsw_rs searches the
-//! layers as the paper does, inserts in parallel on rayon's pool, is
-//! maintained, and is pure Rust (usearch would bring a C++ build;
-//! instant-distance builds in parallel too but neither saves nor filters).
+//! How a graph answers maximum inner product here:
+//! - **Graphs linked by angle, searched by inner product.** Each graph is
+//!   built under the cosine metric, which is a proper angular distance: every
+//!   item gets neighbours and stays reachable. After the build its metric is
+//!   switched to inner product, so searches climb towards the items of largest
+//!   inner product. Graphs linked by inner product itself (faiss's
+//!   `IndexHNSWFlat` with `METRIC_INNER_PRODUCT`) give every item the same few
+//!   large-norm neighbours, and items of middling norm lose their in-links;
+//!   Euclidean graphs over SIMPLE-LSH-transformed items (`hora_hnsw`) push
+//!   small items into one crowded corner. Both find less at equal effort
+//!   (`reports/index.md` measures all three).
+//! - **Norm ranges** (`norm_ranges`; Yan et al. 2018's norm-ranging idea):
+//!   items are split by norm into ranges of equal size, one graph each. Inside
+//!   a range norms are alike and the angle decides, which a graph linked by
+//!   angle navigates well. Ranges are searched largest norms first, and a
+//!   range is skipped once the best `k` found already score at least its
+//!   largest norm times the query's norm (Cauchy-Schwarz: nothing in it can do
+//!   better), so most queries search a few ranges.
+//! - A search fetches `k` plus the number of excluded items per range, drops
+//!   the excluded ones and re-scores the rest by the true inner product with a
+//!   copy of the item vectors ([`funnel_mips::search_rescored`]), which also
+//!   answers exactly when the graphs return too few.
 //!
-//! As for hora, maximum inner product becomes a nearest-neighbour search by
-//! the SIMPLE-LSH transform ([`funnel_mips::MipsSpace`]): the graph holds
-//! transformed items under hnsw_rs's `DistL2`, a search fetches `k` plus the
-//! number of excluded items, and the survivors are re-scored by the true
-//! inner product with a copy of the item vectors, which also answers exactly
-//! when the graph returns too few.
+//! Why usearch: hora's HNSW search skips the descent through the upper layers
+//! (see `funnel-index-hora`); hnsw_rs searched about 6x slower than faiss at
+//! equal parameters and cannot change its metric after a build;
+//! instant-distance neither saves nor filters. usearch is maintained, inserts
+//! from many threads (the build runs on rayon's pool), computes distances with
+//! SIMD kernels, and saves and loads its graphs. Its C++ core builds with the
+//! system's C++ compiler.
 //!
-//! Inputs hnsw_rs would exit or panic on are refused first: more than 255
-//! neighbours (it calls `process::exit`), and saved files that differ from
-//! what was written (its loader asserts; checked by size and FNV-1a checksum
-//! first). Builds are not reproducible: levels are drawn from hnsw_rs's own
-//! generator and items are inserted in parallel.
+//! Saved files are checked (size and FNV-1a checksum) before usearch reads
+//! them. Builds are not reproducible: levels are random and inserts parallel.
 
 #![forbid(unsafe_code)]
 
@@ -27,20 +41,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use funnel_api::{BuildCx, Index, ItemIdx, Matrix, Registry};
+use funnel_kernels::dot;
+use funnel_kernels::par::*;
 use funnel_mips::bytes::{fingerprint, Reader, Writer};
 use funnel_mips::{search_rescored, MipsSpace, Similarity};
-use hnsw_rs::api::AnnT;
-use hnsw_rs::hnswio::HnswIo;
-use hnsw_rs::prelude::{DistL2, Hnsw};
 use serde::{Deserialize, Serialize};
+use usearch::{IndexOptions, MetricKind, ScalarKind};
 
 /// Registers `hnsw`.
 pub fn register(reg: &mut Registry) {
     reg.index::<HnswParams>(
         "hnsw",
-        "Approximate maximum-inner-product search on an HNSW graph (hnsw_rs) over SIMPLE-LSH-transformed items, \
-         built in parallel, results re-scored by true inner product. The index for large catalogs. Builds are \
-         not reproducible (levels are random, inserts parallel).",
+        "Approximate maximum-inner-product search on HNSW graphs (usearch): one graph per range of item norms, \
+         linked by angle and searched by inner product, built in parallel, results re-scored by true inner \
+         product. The index for large catalogs. Builds are not reproducible (levels are random, inserts parallel).",
         |p, _cx: &BuildCx| Ok(Box::new(HnswIndex::new(p)?)),
     );
 }
@@ -53,26 +67,26 @@ pub struct HnswParams {
     #[param(default = Similarity::InnerProduct)]
     pub metric: Similarity,
     /// M: neighbours a node keeps per layer (twice that on the bottom layer); 2 to 255.
-    #[param(default = 32)]
+    #[param(default = 16)]
     pub m: usize,
     /// Candidates kept while inserting: higher builds slower and better graphs.
-    #[param(default = 200)]
+    #[param(default = 128)]
     pub ef_construction: usize,
-    /// Candidates kept while searching (raised to k plus the excluded items
-    /// when lower): higher is slower and more accurate.
-    #[param(default = 200)]
+    /// Candidates kept while searching each range (raised to k plus the
+    /// excluded items when lower): higher is slower and more accurate.
+    #[param(default = 100)]
     pub ef_search: usize,
+    /// Ranges of item norms, one graph each (1 with `metric = "cosine"`,
+    /// where every norm is 1); at most one per item.
+    #[param(default = 4)]
+    pub norm_ranges: usize,
 }
 
-/// Layers of the graph: hnsw_rs's own ceiling.
-const MAX_LAYERS: usize = 16;
-/// Base name of hnsw_rs's two dump files (`hnsw.hnsw.graph`, `hnsw.hnsw.data`).
-const DUMP: &str = "hnsw";
 /// Our metadata and the stored item vectors.
 const ITEMS_FILE: &str = "hnsw_items.bin";
-const MAGIC: &[u8] = b"FUNNELHNSW\x01";
+const MAGIC: &[u8] = b"FUNNELHNSW\x03";
 
-/// An HNSW graph over SIMPLE-LSH-transformed items.
+/// One graph per range of item norms, largest norms first.
 pub struct HnswIndex {
     params: HnswParams,
     built: Option<Built>,
@@ -82,11 +96,22 @@ struct Built {
     space: MipsSpace,
     /// Items as the space stores them (n x dims): re-scoring and exact answers.
     stored: Matrix,
-    graph: Hnsw<'static, f32, DistL2>,
+    ranges: Vec<NormRange>,
+}
+
+struct NormRange {
+    /// The largest norm of a stored item in the range.
+    max_norm: f32,
+    graph: usearch::Index,
+}
+
+/// usearch reports C++ exceptions; they name what failed.
+fn usearch_error<E: std::fmt::Display>(what: String) -> impl FnOnce(E) -> anyhow::Error {
+    move |e| anyhow!("{what}: usearch: {e}")
 }
 
 impl HnswIndex {
-    /// An unbuilt index; refuses parameters hnsw_rs exits or loops on.
+    /// An unbuilt index; refuses parameters usearch cannot honour.
     pub fn new(params: HnswParams) -> Result<HnswIndex> {
         if !(2..=255).contains(&params.m) {
             bail!("`m` = {}: expected 2 to 255", params.m);
@@ -97,11 +122,54 @@ impl HnswIndex {
         if params.ef_search == 0 {
             bail!("`ef_search` = 0: expected at least 1");
         }
+        if params.norm_ranges == 0 {
+            bail!("`norm_ranges` = 0: expected at least 1");
+        }
         Ok(HnswIndex { params, built: None })
     }
 
     fn built(&self) -> Result<&Built> {
         self.built.as_ref().ok_or_else(|| anyhow!("hnsw index searched before it was built"))
+    }
+
+    /// An empty graph: cosine links while building.
+    fn new_graph(&self, dims: usize) -> Result<usearch::Index> {
+        let options = IndexOptions {
+            dimensions: dims,
+            metric: MetricKind::Cos,
+            quantization: ScalarKind::F32,
+            connectivity: self.params.m,
+            expansion_add: self.params.ef_construction,
+            expansion_search: self.params.ef_search,
+            multi: false,
+        };
+        usearch::Index::new(&options).map_err(usearch_error("creating an hnsw graph".into()))
+    }
+
+    /// Ready for queries: inner product, this index's `ef_search`.
+    fn searching(&self, graph: &usearch::Index) -> Result<()> {
+        graph.change_metric_kind(MetricKind::IP).map_err(usearch_error("switching hnsw to inner product".into()))?;
+        graph.change_expansion_search(self.params.ef_search);
+        Ok(())
+    }
+}
+
+impl Built {
+    /// Up to `fetch` items of largest inner product with `q` (any positive
+    /// multiple of the query), best first: see the crate doc.
+    fn candidates(&self, q: &[f32], fetch: usize) -> Result<Vec<ItemIdx>> {
+        let q_norm = dot(q, q).sqrt();
+        let mut best: Vec<(ItemIdx, f32)> = Vec::with_capacity(2 * fetch);
+        for (r, range) in self.ranges.iter().enumerate() {
+            if best.len() >= fetch && best[fetch - 1].1 >= range.max_norm * q_norm {
+                break;
+            }
+            let found = range.graph.search(q, fetch).map_err(usearch_error(format!("searching norm range {r}")))?;
+            best.extend(found.keys.iter().map(|&key| (key as ItemIdx, dot(q, self.stored.row(key as usize)))));
+            best.sort_unstable_by(funnel_kernels::better);
+            best.truncate(fetch);
+        }
+        Ok(best.into_iter().map(|(i, _)| i).collect())
     }
 }
 
@@ -109,14 +177,29 @@ impl Index for HnswIndex {
     fn build(&mut self, items: &Matrix) -> Result<()> {
         self.built = None;
         let space = MipsSpace::fit(self.params.metric, items).context("building hnsw")?;
-        let transformed = space.transformed_items(items);
-        let graph =
-            Hnsw::<f32, DistL2>::new(self.params.m, items.rows, MAX_LAYERS, self.params.ef_construction, DistL2);
-        let rows: Vec<(&[f32], usize)> = (0..transformed.rows).map(|r| (transformed.row(r), r)).collect();
-        graph.parallel_insert_slice(&rows);
-        let mut graph = graph;
-        graph.set_searching_mode(true);
-        self.built = Some(Built { stored: space.stored_items(items), space, graph });
+        let stored = space.stored_items(items);
+        let n = stored.rows;
+        let norms: Vec<f32> = (0..n).map(|r| dot(stored.row(r), stored.row(r)).sqrt()).collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
+        let n_ranges = match self.params.metric {
+            Similarity::Cosine => 1,
+            Similarity::InnerProduct => self.params.norm_ranges.min(n),
+        };
+        let mut ranges = Vec::with_capacity(n_ranges);
+        for r in 0..n_ranges {
+            let members = &order[r * n / n_ranges..(r + 1) * n / n_ranges];
+            let graph = self.new_graph(stored.cols)?;
+            graph
+                .reserve_capacity_and_threads(members.len(), threads())
+                .map_err(usearch_error(format!("reserving {} items", members.len())))?;
+            members.par_iter().try_for_each(|&i| {
+                graph.add(i as u64, stored.row(i)).map_err(usearch_error(format!("adding item {i}")))
+            })?;
+            self.searching(&graph)?;
+            ranges.push(NormRange { max_norm: norms[members[0]], graph });
+        }
+        self.built = Some(Built { space, stored, ranges });
         Ok(())
     }
 
@@ -126,35 +209,24 @@ impl Index for HnswIndex {
     /// ignored.
     fn search(&self, query: &[f32], k: usize, exclude: &[ItemIdx]) -> Result<Vec<(ItemIdx, f32)>> {
         let built = self.built()?;
-        search_rescored(&built.space, &built.stored, query, k, exclude, |q, fetch| {
-            let found = built.graph.search(q, fetch, self.params.ef_search.max(fetch));
-            Ok(found.into_iter().map(|nb| nb.d_id as ItemIdx).collect())
-        })
+        let dims = built.space.dims();
+        // The transformed query is the scoring vector scaled, with a trailing 0.
+        search_rescored(&built.space, &built.stored, query, k, exclude, |q, fetch| built.candidates(&q[..dims], fetch))
     }
 
     fn size_bytes(&self) -> usize {
         let Some(built) = &self.built else { return 0 };
-        let (n, dims) = (built.stored.rows, built.stored.cols);
-        // hnsw_rs's internals are private: estimated from what it allocates
-        // per point (its own copy of the transformed vector, and neighbour
-        // lists of 2M on the bottom layer and M above, each an Arc and a
-        // distance, with about 1/(M-1) of points on the layers above).
-        let per_point = (dims + 1) * 4 + 64 + (2 * self.params.m + self.params.m / 2) * 24;
-        built.stored.data.len() * 4 + n * per_point
+        built.stored.data.len() * 4 + built.ranges.iter().map(|r| r.graph.memory_usage()).sum::<usize>()
     }
 
-    /// Three files: hnsw_rs's dump (`hnsw.hnsw.graph`, `hnsw.hnsw.data`) and
-    /// `hnsw_items.bin` with the metric, dimensions, norm bound, each dump
-    /// file's size and checksum, and the stored item vectors (little-endian
-    /// f32, row-major).
+    /// One usearch file per norm range (`hnsw_0.usearch`, ...) and
+    /// `hnsw_items.bin` with the metric, dimensions, norm bound, each range's
+    /// largest norm, each graph file's size and checksum, and the stored item
+    /// vectors (little-endian f32, row-major).
     fn save(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let built = self.built().map_err(|_| anyhow!("hnsw index saved before it was built"))?;
         if !dir.is_dir() {
             bail!("cannot save hnsw into {}: not a folder", dir.display());
-        }
-        let base = built.graph.file_dump(dir, DUMP).map_err(|e| anyhow!("writing hnsw into {}: {e}", dir.display()))?;
-        if base != DUMP {
-            bail!("hnsw_rs wrote its dump as {base:?} instead of {DUMP:?} in {}", dir.display());
         }
         let mut w = Writer::default();
         w.bytes.extend_from_slice(MAGIC);
@@ -162,16 +234,22 @@ impl Index for HnswIndex {
         w.u64(built.stored.rows as u64);
         w.u64(built.stored.cols as u64);
         w.f32(built.space.norm_bound());
-        let dumps = dump_files(dir);
-        for path in &dumps {
-            let (len, checksum) = fingerprint(path)?;
+        w.u64(built.ranges.len() as u64);
+        let mut files = Vec::with_capacity(built.ranges.len() + 1);
+        for (r, range) in built.ranges.iter().enumerate() {
+            let path = graph_file(dir, r);
+            range.graph.save(utf8(&path)?).map_err(usearch_error(format!("writing {}", path.display())))?;
+            let (len, checksum) = fingerprint(&path)?;
+            w.f32(range.max_norm);
             w.u64(len);
             w.u64(checksum);
+            files.push(path);
         }
         w.f32s(&built.stored.data);
         let items_path = dir.join(ITEMS_FILE);
         std::fs::write(&items_path, w.bytes).with_context(|| format!("writing {}", items_path.display()))?;
-        Ok(dumps.into_iter().chain([items_path]).collect())
+        files.push(items_path);
+        Ok(files)
     }
 
     fn load(&mut self, dir: &Path) -> Result<()> {
@@ -192,10 +270,17 @@ impl Index for HnswIndex {
         let rows = r.usize("item count").with_context(within)?;
         let cols = r.usize("dimensions").with_context(within)?;
         let norm_bound = r.f32("norm bound").with_context(within)?;
-        for path in dump_files(dir) {
-            let saved = (r.u64("dump size").with_context(within)?, r.u64("dump checksum").with_context(within)?);
-            // hnsw_rs's loader asserts on a damaged file: check it is byte
-            // for byte what save wrote.
+        let n_ranges = r.usize("norm ranges").with_context(within)?;
+        if n_ranges == 0 || n_ranges > rows.max(1) {
+            bail!("{}: {n_ranges} norm ranges for {rows} items", within());
+        }
+        let mut ranges = Vec::with_capacity(n_ranges);
+        let mut members = 0;
+        for i in 0..n_ranges {
+            let max_norm = r.f32("range norm").with_context(within)?;
+            let saved = (r.u64("graph size").with_context(within)?, r.u64("graph checksum").with_context(within)?);
+            let path = graph_file(dir, i);
+            // usearch trusts its files: check each is byte for byte what save wrote.
             let found = fingerprint(&path).with_context(within)?;
             if found != saved {
                 bail!(
@@ -208,28 +293,31 @@ impl Index for HnswIndex {
                     saved.1
                 );
             }
+            let graph = self.new_graph(cols)?;
+            graph.load(utf8(&path)?).map_err(usearch_error(format!("{}: reading {}", within(), path.display())))?;
+            self.searching(&graph)?;
+            members += graph.size();
+            ranges.push(NormRange { max_norm, graph });
+        }
+        if members != rows {
+            bail!("{}: the graphs hold {members} items, expected {rows}", within());
         }
         let stored = r.f32s(rows.saturating_mul(cols), "item vectors").with_context(within)?;
         r.end().with_context(within)?;
         let space = MipsSpace::restore(self.params.metric, cols, norm_bound).with_context(within)?;
-        // The graph borrows from its loader (hnsw_rs can map the data file),
-        // so the loader lives as long as the process: one small struct per
-        // load, in processes (`funnel recommend`) that load once.
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, DUMP)));
-        let mut graph: Hnsw<'static, f32, DistL2> =
-            io.load_hnsw().map_err(|e| anyhow!("{}: hnsw_rs could not load its dump: {e}", within()))?;
-        if graph.get_nb_point() != rows {
-            bail!("{}: the graph holds {} items, expected {rows}", within(), graph.get_nb_point());
-        }
-        graph.set_searching_mode(true);
-        self.built = Some(Built { space, stored: Matrix::from_vec(rows, cols, stored), graph });
+        self.built = Some(Built { space, stored: Matrix::from_vec(rows, cols, stored), ranges });
         Ok(())
     }
 }
 
-/// hnsw_rs's two dump files in `dir`.
-fn dump_files(dir: &Path) -> [PathBuf; 2] {
-    [dir.join(format!("{DUMP}.hnsw.graph")), dir.join(format!("{DUMP}.hnsw.data"))]
+/// The graph file of norm range `r`.
+fn graph_file(dir: &Path, r: usize) -> PathBuf {
+    dir.join(format!("hnsw_{r}.usearch"))
+}
+
+/// usearch takes paths as `&str`.
+fn utf8(path: &Path) -> Result<&str> {
+    path.to_str().ok_or_else(|| anyhow!("{}: usearch needs a UTF-8 path", path.display()))
 }
 
 #[cfg(test)]
@@ -269,18 +357,44 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let items = clustered(5000, 16, &mut rng);
         let queries = clustered(100, 16, &mut rng);
-        for metric in [Similarity::InnerProduct, Similarity::Cosine] {
-            let mut index = HnswIndex::new(HnswParams { metric, ..Default::default() }).unwrap();
+        // One graph over every norm needs a wider search for the same recall.
+        for (metric, norm_ranges, ef_search) in
+            [(Similarity::InnerProduct, 4, 100), (Similarity::InnerProduct, 1, 400), (Similarity::Cosine, 4, 100)]
+        {
+            let mut index =
+                HnswIndex::new(HnswParams { metric, norm_ranges, ef_search, ..Default::default() }).unwrap();
             index.build(&items).unwrap();
             if metric == Similarity::InnerProduct {
                 let r = recall(&index, &items, &queries, 50, &[]);
-                assert!(r >= 0.95, "recall@50 {r}");
-                assert!(recall(&index, &items, &queries, 10, &[1, 2, 3, 4000]) >= 0.95);
+                assert!(r >= 0.95, "recall@50 {r} with {norm_ranges} norm ranges");
+                let r = recall(&index, &items, &queries, 10, &[1, 2, 3, 4000]);
+                assert!(r >= 0.95, "recall@10 {r} with {norm_ranges} norm ranges and exclusions");
             }
             // Scores are the true ones, best first.
             let top = index.search(queries.row(0), 10, &[]).unwrap();
             assert!(top.windows(2).all(|w| better(&w[0], &w[1]).is_lt()));
         }
+    }
+
+    /// Items whose norms differ by 15x: what norm ranges are for.
+    #[test]
+    fn the_inner_product_graph_finds_mixed_norm_items() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let d = 32;
+        let mut items = clustered(10_000, d, &mut rng);
+        for r in 0..items.rows {
+            let norm = [0.2, 1.0, 3.0][r % 3];
+            items.row_mut(r).iter_mut().for_each(|x| *x *= norm);
+        }
+        let queries = clustered(100, d, &mut rng);
+        let mut index = HnswIndex::new(HnswParams::default()).unwrap();
+        index.build(&items).unwrap();
+        let r = recall(&index, &items, &queries, 10, &[]);
+        assert!(r >= 0.95, "recall@10 {r}");
+        // Every range's graph holds its share, largest norms first.
+        let ranges = &index.built().unwrap().ranges;
+        assert_eq!(ranges.iter().map(|r| r.graph.size()).collect::<Vec<_>>(), [2500; 4]);
+        assert!(ranges.windows(2).all(|w| w[0].max_norm >= w[1].max_norm));
     }
 
     #[test]
@@ -304,7 +418,7 @@ mod tests {
         index.build(&items).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let files = index.save(dir.path()).unwrap();
-        assert_eq!(files.len(), 3);
+        assert_eq!(files.len(), 5);
         let mut loaded = HnswIndex::new(HnswParams::default()).unwrap();
         loaded.load(dir.path()).unwrap();
         for r in [0, 10, 999] {
@@ -316,7 +430,7 @@ mod tests {
         let mut cosine = HnswIndex::new(HnswParams { metric: Similarity::Cosine, ..Default::default() }).unwrap();
         let e = format!("{:#}", cosine.load(dir.path()).unwrap_err());
         assert!(e.contains("metric"), "{e}");
-        let graph = dir.path().join("hnsw.hnsw.graph");
+        let graph = dir.path().join("hnsw_3.usearch");
         let mut bytes = std::fs::read(&graph).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
@@ -334,6 +448,7 @@ mod tests {
             (HnswParams { m: 1, ..Default::default() }, "`m`"),
             (HnswParams { ef_search: 0, ..Default::default() }, "`ef_search`"),
             (HnswParams { ef_construction: 0, ..Default::default() }, "`ef_construction`"),
+            (HnswParams { norm_ranges: 0, ..Default::default() }, "`norm_ranges`"),
         ] {
             let e = HnswIndex::new(p).err().unwrap().to_string();
             assert!(e.contains(key), "{e}");
@@ -353,7 +468,7 @@ mod tests {
         register(&mut reg);
         let info = reg.info(ComponentKind::Index, "hnsw").unwrap();
         let keys: Vec<_> = info.params.iter().map(|(k, _, _)| k.as_str()).collect();
-        assert_eq!(keys, ["metric", "m", "ef_construction", "ef_search"]);
+        assert_eq!(keys, ["metric", "m", "ef_construction", "ef_search", "norm_ranges"]);
         let table: toml::Table = "m = 8\nmetric = \"cosine\"".parse().unwrap();
         let mut index = reg.build_index("hnsw", table, &BuildCx::default()).unwrap();
         index.build(&Matrix::from_vec(3, 1, vec![1., 2., 3.])).unwrap();

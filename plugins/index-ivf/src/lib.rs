@@ -169,9 +169,10 @@ impl Centroids {
     }
 }
 
-/// `n_lists = 0`: about sqrt(n) cells of about sqrt(n) items each, which
-/// balances scanning centroids against scanning lists.
-fn resolve_n_lists(n_lists: usize, n_items: usize) -> usize {
+/// The cells an index with `n_lists` builds over `n_items`. `n_lists = 0`:
+/// about sqrt(n) cells of about sqrt(n) items each, which balances scanning
+/// centroids against scanning lists.
+pub fn resolve_n_lists(n_lists: usize, n_items: usize) -> usize {
     let n = if n_lists == 0 { (n_items as f64).sqrt().round() as usize } else { n_lists };
     n.clamp(1, n_items)
 }
