@@ -23,7 +23,10 @@
 //! users with `--run`), `--k K` (100), `--seed S` (42), `--index TYPE` (repeat
 //! for several; default `ivf_flat`), `--set key=value` (a parameter of the
 //! `--index` before it, value parsed as TOML), `--vectors PATH`, `--run DIR`,
-//! `--peer faiss` with `--peer-python PATH`.
+//! `--sweep key=v1,v2,...` (a search parameter of the `--index` before it:
+//! the index is built once with the first value and saved, and every other
+//! value loads those files into an index with that value; the build column
+//! shows "-" for them), `--peer faiss` with `--peer-python PATH`.
 //!
 //! The exact index is measured twice: batched on one thread (`search_batch`,
 //! one sgemm per block of queries) and on every thread, which is the
@@ -34,7 +37,8 @@
 //! one) on the same vectors, queries, exclusions and exact answers, written
 //! as .npy files: `IndexHNSWFlat` with the M/ef of every `hnsw` index measured
 //! and `IndexIVFFlat` with the lists/probes of every `ivf_flat`, both by inner
-//! product. Its rows join the table.
+//! product, with the same sweeps of `ef_search` and `n_probe`. Its rows join
+//! the table.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -67,8 +71,8 @@ struct Options {
     queries: Option<usize>,
     k: usize,
     seed: u64,
-    /// Index type and its parameters, in the order given.
-    indexes: Vec<(String, toml::Table)>,
+    /// Indexes, in the order given.
+    indexes: Vec<Measured>,
     vectors: Option<PathBuf>,
     run: Option<PathBuf>,
     /// The Python with faiss, for `--peer faiss`.
@@ -99,13 +103,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
             "--queries" => o.queries = Some(number(value()?)?),
             "--k" => o.k = number(value()?)?,
             "--seed" => o.seed = number(value()?)? as u64,
-            "--index" => o.indexes.push((value()?, toml::Table::new())),
+            "--index" => o.indexes.push(Measured { name: value()?, params: toml::Table::new(), sweep: None }),
             "--set" => {
                 let kv = value()?;
                 let (key, raw) = kv.split_once('=').ok_or_else(|| anyhow!("--set {kv:?}: expected key=value"))?;
-                let parsed = format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
-                let (_, table) = o.indexes.last_mut().ok_or_else(|| anyhow!("--set {kv:?} before any --index"))?;
-                table.insert(key.trim().to_string(), parsed.unwrap_or_else(|| toml::Value::String(raw.to_string())));
+                let m = o.indexes.last_mut().ok_or_else(|| anyhow!("--set {kv:?} before any --index"))?;
+                m.params.insert(key.trim().to_string(), toml_value(raw));
+            }
+            "--sweep" => {
+                let kv = value()?;
+                let (key, raw) = kv.split_once('=').ok_or_else(|| anyhow!("--sweep {kv:?}: expected key=v1,v2,..."))?;
+                let m = o.indexes.last_mut().ok_or_else(|| anyhow!("--sweep {kv:?} before any --index"))?;
+                m.sweep = Some((key.trim().to_string(), raw.split(',').map(toml_value).collect()));
             }
             "--vectors" => o.vectors = Some(PathBuf::from(value()?)),
             "--run" => o.run = Some(PathBuf::from(value()?)),
@@ -118,7 +127,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
         }
     }
     if o.indexes.is_empty() {
-        o.indexes.push(("ivf_flat".to_string(), toml::Table::new()));
+        o.indexes.push(Measured { name: "ivf_flat".to_string(), params: toml::Table::new(), sweep: None });
     }
     if o.k == 0 || o.items == 0 || o.dim == 0 {
         bail!("--k, --items and --dim must be at least 1");
@@ -132,6 +141,38 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options> {
         bail!("--vectors and --run each name a catalog: give one");
     }
     Ok(o)
+}
+
+/// One `--index` with its `--set`s and `--sweep`.
+#[derive(Debug)]
+struct Measured {
+    name: String,
+    params: toml::Table,
+    /// A search parameter and its values.
+    sweep: Option<(String, Vec<toml::Value>)>,
+}
+
+impl Measured {
+    /// The parameters of every configuration, the first the one to build.
+    fn configurations(&self) -> Vec<toml::Table> {
+        match &self.sweep {
+            None => vec![self.params.clone()],
+            Some((key, values)) => values
+                .iter()
+                .map(|v| {
+                    let mut t = self.params.clone();
+                    t.insert(key.clone(), v.clone());
+                    t
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `raw` as a TOML value, or as a string when it is not one.
+fn toml_value(raw: &str) -> toml::Value {
+    let parsed = format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+    parsed.unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
 /// What the indexes are measured on.
@@ -207,33 +248,31 @@ fn run() -> Result<()> {
 
     let reg = funnel::plugins::builtin();
     let cx = BuildCx { seed: o.seed, n_items: workload.items.rows, ..BuildCx::default() };
-    for (name, params) in &o.indexes {
-        let label = label(name, params);
-        note(&format!("building {label}"));
-        let mut index = reg.build_index(name, params.clone(), &cx).with_context(|| format!("[index] {label}"))?;
-        let t = Instant::now();
-        index.build(&workload.items).with_context(|| format!("building {label}"))?;
-        let build_s = t.elapsed().as_secs_f64();
-        note(&format!("searching {label} ({build_s:.1} s to build)"));
-        let (results, latencies) = single_thread(index.as_ref(), &workload.queries, o.k, &excludes)?;
-        let qps_1 = workload.queries.rows as f64 / latencies.iter().sum::<Duration>().as_secs_f64();
-        let qps_n = all_threads(index.as_ref(), &workload.queries, o.k, &excludes, threads)?;
-        let recall = mean_recall(&results, &reference);
-        let e2e = match &workload.targets {
-            Some(targets) => {
-                let (top10, _) = single_thread(index.as_ref(), &workload.queries, 10, &excludes)?;
-                format!("  {:>9.4}", hit_rate(targets, top10.iter().map(Vec::as_slice)))
-            }
-            None => String::new(),
+    for measured in &o.indexes {
+        let configurations = measured.configurations();
+        let built = label(&measured.name, &configurations[0]);
+        note(&format!("building {built}"));
+        let new_index = |params: &toml::Table| {
+            reg.build_index(&measured.name, params.clone(), &cx).with_context(|| format!("[index] {built}"))
         };
-        let mut sorted = latencies.clone();
-        sorted.sort_unstable();
-        println!(
-            "{label:<44} {build_s:>8.1} {:>9.1} {recall:>10.4} {qps_1:>9.0} {qps_n:>9.0} {:>8.3} {:>8.3}{e2e}",
-            mb(index.size_bytes()),
-            millis(percentile(&sorted, 0.50)),
-            millis(percentile(&sorted, 0.99)),
-        );
+        let mut index = new_index(&configurations[0])?;
+        let t = Instant::now();
+        index.build(&workload.items).with_context(|| format!("building {built}"))?;
+        let build_s = t.elapsed().as_secs_f64();
+        note(&format!("searching {built} ({build_s:.1} s to build)"));
+        let saved = tempfile::tempdir()?;
+        if configurations.len() > 1 {
+            index.save(saved.path()).with_context(|| format!("saving {built}"))?;
+        }
+        for (c, params) in configurations.iter().enumerate() {
+            if c > 0 {
+                index = new_index(params)?;
+                index.load(saved.path()).with_context(|| format!("loading {built} with {params}"))?;
+            }
+            let label = label(&measured.name, params);
+            let build = if c == 0 { format!("{build_s:.1}") } else { "-".into() };
+            measure(&label, &build, index.as_ref(), &workload, &reference, &excludes, o.k)?;
+        }
     }
     if let Some(python) = &o.peer {
         faiss_peer(python, &o, &workload, &reference)?;
@@ -241,23 +280,72 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+/// One row of the table: `index` searched on one thread and on all.
+fn measure(
+    label: &str,
+    build: &str,
+    index: &dyn Index,
+    workload: &Workload,
+    reference: &Answers,
+    excludes: &[&[ItemIdx]],
+    k: usize,
+) -> Result<()> {
+    let threads = funnel_kernels::par::threads();
+    let (results, latencies) = single_thread(index, &workload.queries, k, excludes)?;
+    let qps_1 = workload.queries.rows as f64 / latencies.iter().sum::<Duration>().as_secs_f64();
+    let qps_n = all_threads(index, &workload.queries, k, excludes, threads)?;
+    let recall = mean_recall(&results, reference);
+    let e2e = match &workload.targets {
+        Some(targets) => {
+            let (top10, _) = single_thread(index, &workload.queries, 10, excludes)?;
+            format!("  {:>9.4}", hit_rate(targets, top10.iter().map(Vec::as_slice)))
+        }
+        None => String::new(),
+    };
+    let mut sorted = latencies.clone();
+    sorted.sort_unstable();
+    println!(
+        "{label:<44} {build:>8} {:>9.1} {recall:>10.4} {qps_1:>9.0} {qps_n:>9.0} {:>8.3} {:>8.3}{e2e}",
+        mb(index.size_bytes()),
+        millis(percentile(&sorted, 0.50)),
+        millis(percentile(&sorted, 0.99)),
+    );
+    Ok(())
+}
+
 /// The faiss rows: see the module doc.
 fn faiss_peer(python: &std::path::Path, o: &Options, workload: &Workload, reference: &Answers) -> Result<()> {
     use funnel_index_hnsw::HnswParams;
     use funnel_index_ivf::IvfFlatParams;
-    let mut args: Vec<String> = Vec::new();
-    for (name, params) in &o.indexes {
-        match name.as_str() {
+    let mut runs: Vec<[String; 2]> = Vec::new();
+    // Search parameters of one build, in faiss's argument form: "a/b/c".
+    let joined = |values: Vec<usize>| values.iter().map(usize::to_string).collect::<Vec<_>>().join("/");
+    for measured in &o.indexes {
+        let configurations = measured.configurations();
+        match measured.name.as_str() {
             "hnsw" => {
-                let p: HnswParams = funnel::api::parse_params(params.clone())?;
-                args.extend(["--hnsw".into(), format!("{},{},{}", p.m, p.ef_construction, p.ef_search)]);
+                let all: Vec<HnswParams> =
+                    configurations.into_iter().map(funnel::api::parse_params).collect::<Result<_, _>>()?;
+                let p = &all[0];
+                let ef = joined(all.iter().map(|p| p.ef_search).collect());
+                runs.push(["--hnsw".into(), format!("{},{},{ef}", p.m, p.ef_construction)]);
             }
             "ivf_flat" => {
-                let p: IvfFlatParams = funnel::api::parse_params(params.clone())?;
-                let lists = funnel_index_ivf::resolve_n_lists(p.n_lists, workload.items.rows);
-                args.extend(["--ivf".into(), format!("{lists},{}", p.n_probe)]);
+                let all: Vec<IvfFlatParams> =
+                    configurations.into_iter().map(funnel::api::parse_params).collect::<Result<_, _>>()?;
+                let lists = funnel_index_ivf::resolve_n_lists(all[0].n_lists, workload.items.rows);
+                let probes = joined(all.iter().map(|p| p.n_probe).collect());
+                runs.push(["--ivf".into(), format!("{lists},{probes}")]);
             }
             _ => {}
+        }
+    }
+    let mut args: Vec<String> = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        // The same configuration twice (e.g. two `hnsw` that differ only in
+        // `norm_ranges`) is one faiss run.
+        if !runs[..i].contains(run) {
+            args.extend(run.iter().cloned());
         }
     }
     if args.is_empty() {
@@ -295,10 +383,10 @@ fn faiss_peer(python: &std::path::Path, o: &Options, workload: &Workload, refere
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let row: serde_json::Value = serde_json::from_str(line).with_context(|| format!("faiss printed {line:?}"))?;
         let num = |key: &str| row[key].as_f64().unwrap_or(f64::NAN);
+        let build = row["build_s"].as_f64().map_or("-".to_string(), |s| format!("{s:.1}"));
         println!(
-            "{:<44} {:>8.1} {:>9} {:>10.4} {:>9.0} {:>9.0} {:>8.3} {:>8.3}",
+            "{:<44} {build:>8} {:>9} {:>10.4} {:>9.0} {:>9.0} {:>8.3} {:>8.3}",
             row["index"].as_str().unwrap_or("faiss"),
-            num("build_s"),
             "-",
             num("recall"),
             num("qps_1"),

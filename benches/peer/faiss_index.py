@@ -8,7 +8,9 @@ excludes.npy (q x e int64, -1 padded: items a query must not return), and
 prints one JSON line per index with build seconds, recall@k against truth,
 queries per second on one thread and on every thread, and one-thread p50/p99
 latency. Indexes are given as `--hnsw M,EF_CONSTRUCTION,EF_SEARCH` and
-`--ivf N_LISTS,N_PROBE`, all by inner product (faiss's METRIC_INNER_PRODUCT).
+`--ivf N_LISTS,N_PROBE`, all by inner product (faiss's METRIC_INNER_PRODUCT);
+several search values separated by "/" (`--hnsw 16,128,100/200/400`) are
+measured on one build, whose build time the first row carries.
 
 q/s are measured as faiss is used in practice: one batched `search` call
 (faiss parallelises over queries with OpenMP); latency with one call per query
@@ -67,8 +69,8 @@ def measure(label, index, queries, truth, excludes, k, threads):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
-    ap.add_argument("--hnsw", action="append", default=[], help="M,EF_CONSTRUCTION,EF_SEARCH")
-    ap.add_argument("--ivf", action="append", default=[], help="N_LISTS,N_PROBE")
+    ap.add_argument("--hnsw", action="append", default=[], help="M,EF_CONSTRUCTION,EF_SEARCH[/EF_SEARCH...]")
+    ap.add_argument("--ivf", action="append", default=[], help="N_LISTS,N_PROBE[/N_PROBE...]")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     a = ap.parse_args()
     items = np.ascontiguousarray(np.load(os.path.join(a.dir, "items.npy")), dtype=np.float32)
@@ -78,19 +80,22 @@ def main():
     k = truth.shape[1]
     n, d = items.shape
     for spec in a.hnsw:
-        m, ef_construction, ef_search = (int(x) for x in spec.split(","))
+        m, ef_construction, ef_searches = spec.split(",")
+        m, ef_construction = int(m), int(ef_construction)
         faiss.omp_set_num_threads(a.threads)
         t = time.perf_counter()
         index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
         index.add(items)
         build_s = time.perf_counter() - t
-        index.hnsw.efSearch = ef_search
-        row = measure(f"faiss IndexHNSWFlat M={m} efC={ef_construction} efS={ef_search}",
-                      index, queries, truth, excludes, k, a.threads)
-        print(json.dumps({**row, "build_s": build_s}), flush=True)
+        for i, ef_search in enumerate(int(x) for x in ef_searches.split("/")):
+            index.hnsw.efSearch = ef_search
+            row = measure(f"faiss IndexHNSWFlat M={m} efC={ef_construction} efS={ef_search}",
+                          index, queries, truth, excludes, k, a.threads)
+            print(json.dumps({**row, "build_s": build_s if i == 0 else None}), flush=True)
     for spec in a.ivf:
-        n_lists, n_probe = (int(x) for x in spec.split(","))
+        n_lists, n_probes = spec.split(",")
+        n_lists = int(n_lists)
         faiss.omp_set_num_threads(a.threads)
         t = time.perf_counter()
         quantizer = faiss.IndexFlatIP(d)
@@ -98,10 +103,11 @@ def main():
         index.train(items)
         index.add(items)
         build_s = time.perf_counter() - t
-        index.nprobe = n_probe
-        row = measure(f"faiss IndexIVFFlat nlist={n_lists} nprobe={n_probe}",
-                      index, queries, truth, excludes, k, a.threads)
-        print(json.dumps({**row, "build_s": build_s}), flush=True)
+        for i, n_probe in enumerate(int(x) for x in n_probes.split("/")):
+            index.nprobe = n_probe
+            row = measure(f"faiss IndexIVFFlat nlist={n_lists} nprobe={n_probe}",
+                          index, queries, truth, excludes, k, a.threads)
+            print(json.dumps({**row, "build_s": build_s if i == 0 else None}), flush=True)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ use crate::linalg::{gemm, ROW_MAJOR};
 use crate::par::*;
 use crate::topk::TopK;
 
-/// Queries scored per sgemm: enough rows to amortise packing a tile.
-const QUERY_BLOCK: usize = 64;
-/// Items scored per sgemm: a block's scores (64 x 4096 f32, 1 MiB) stay in
+/// Queries scored per sgemm: each sgemm packs its tile of items once, so the
+/// packing's share of the work falls with the rows that share it.
+const QUERY_BLOCK: usize = 256;
+/// Items scored per sgemm: a block's scores (256 x 1024 f32, 1 MiB) stay in
 /// the cache while their row is swept.
-const ITEM_TILE: usize = 4096;
+const ITEM_TILE: usize = 1024;
 
 /// A score that is NaN: the query or an item vector holds NaN, or their
 /// product overflows.

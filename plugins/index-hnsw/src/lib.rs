@@ -74,7 +74,7 @@ pub struct HnswParams {
     pub ef_construction: usize,
     /// Candidates kept while searching each range (raised to k plus the
     /// excluded items when lower): higher is slower and more accurate.
-    #[param(default = 100)]
+    #[param(default = 500)]
     pub ef_search: usize,
     /// Ranges of item norms, one graph each (1 with `metric = "cosine"`,
     /// where every norm is 1); at most one per item.

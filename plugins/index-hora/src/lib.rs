@@ -32,10 +32,13 @@
 //!   `thread_rng`, and HNSW inserts in parallel on rayon's pool.
 //! - hora's HNSW search skips the descent through the upper layers (it
 //!   compares the entry point with itself), so every query starts at the
-//!   root, the first item inserted, on the bottom layer. This crate inserts
-//!   the item nearest the mean first; still, `ef_search` is what buys recall,
-//!   and recall falls with the catalog: recall@100 0.91 at 100,000 clustered
-//!   items and 0.47 at 1,000,000 with the defaults (`reports/index.md`).
+//!   root, the first item inserted, on the bottom layer
+//!   (`tests/hora_hnsw.rs` shows it through hora's own API: recall 0.97 for
+//!   queries near the first item, about 0.4 elsewhere). Nothing in hora's
+//!   public API picks a search's entry point, so it cannot be fixed from
+//!   outside. This crate inserts the item nearest the mean first; still,
+//!   `ef_search` is what buys recall, and recall falls with the catalog
+//!   (`reports/index.md`). For large catalogs use `hnsw`.
 //! - SSG builds an exact k-nearest-neighbour graph first: quadratic in the
 //!   catalog (reports/index.md has the build times).
 //! - `save` makes hora keep a serialized copy of its nodes in memory until the
@@ -66,8 +69,10 @@ pub fn register(reg: &mut Registry) {
     reg.index::<HoraHnswParams>(
         "hora_hnsw",
         "Approximate maximum-inner-product search on hora's HNSW graph over SIMPLE-LSH-transformed items, \
-         results re-scored by true inner product. Build is not reproducible (hora draws levels from \
-         thread_rng).",
+         results re-scored by true inner product. Limitation: hora's search never descends the graph's layers \
+         (every query starts at the first item inserted), so recall falls as the catalog grows: fine for \
+         catalogs of thousands of items, use `hnsw` for large ones. Build is not reproducible (hora draws \
+         levels from thread_rng).",
         |p, _cx: &BuildCx| Ok(Box::new(HoraIndex::hnsw(p)?)),
     );
     reg.index::<HoraSsgParams>(
