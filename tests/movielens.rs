@@ -151,7 +151,7 @@ fn ml1m_youtube_dnn_reaches_the_peer_quality() {
 /// vectors, saved with the run, and loaded again to answer queries.
 #[test]
 fn ann_indexes_serve_close_to_exact_search_and_reload() {
-    for index in ["hora_hnsw", "ivf_flat"] {
+    for index in ["hnsw", "hora_hnsw", "ivf_flat"] {
         let dir = tempfile::tempdir().unwrap();
         let set = format!("index.type={index}");
         let out = run_ml100k(dir.path(), "runs", &["--set", &set]);
