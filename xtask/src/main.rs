@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod cuda;
 mod mlflow;
+mod venv;
 
 /// The project's commands: experiments, sweeps, MLflow, benches, tests,
 /// reports.
@@ -336,20 +337,7 @@ fn faiss_python(root: &Path) -> Result<PathBuf> {
     if probe.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == FAISS) {
         return Ok(python);
     }
-    eprintln!("installing faiss-cpu {FAISS} into {} (once)", venv.display());
-    if !venv.join("bin").join("pip").exists() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("running python3 -m venv")?;
-        if !ok.success() {
-            bail!("python3 -m venv {} failed (Debian: apt-get install python3-venv)", venv.display());
-        }
-    }
-    let ok = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", &format!("faiss-cpu=={FAISS}"), "numpy"])
-        .status()
-        .context("running pip")?;
-    if !ok.success() {
-        bail!("pip install faiss-cpu=={FAISS} failed");
-    }
+    venv::pip_install(&venv, &format!("faiss-cpu {FAISS}"), &[&format!("faiss-cpu=={FAISS}"), "numpy"])?;
     Ok(python)
 }
 

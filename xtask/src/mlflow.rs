@@ -28,20 +28,7 @@ pub fn install(root: &Path) -> Result<PathBuf> {
     if installed.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim().ends_with(VERSION)) {
         return Ok(bin);
     }
-    eprintln!("installing MLflow {VERSION} into {} (once; a few minutes)", venv.display());
-    if !venv.join("bin").join("pip").exists() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().context("running python3 -m venv")?;
-        if !ok.success() {
-            bail!("python3 -m venv {} failed (Debian: apt-get install python3-venv)", venv.display());
-        }
-    }
-    let ok = Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", &format!("mlflow=={VERSION}")])
-        .status()
-        .context("running pip")?;
-    if !ok.success() {
-        bail!("pip install mlflow=={VERSION} failed");
-    }
+    crate::venv::pip_install(&venv, &format!("MLflow {VERSION}"), &[&format!("mlflow=={VERSION}")])?;
     Ok(bin)
 }
 
