@@ -14,7 +14,14 @@
 //!
 //! Options: `--epochs N` (3), `--losses in_batch,mixed,full`, `--catalogs
 //! 10000,100000,1000000,1000000/10000` (synthetic; `N/M`: N items, histories
-//! and positives drawn from M of them; `--catalogs none` skips them).
+//! and positives drawn from M of them; `--catalogs none` skips them),
+//! `--peer-python PATH` with `--peer-script PATH`.
+//!
+//! With a peer (`cargo xtask bench train --peer` finds the venv that
+//! `../shared/peer/README.md` describes), each loss's funnel run is followed
+//! by the PyTorch peer's run of the same loss on the same data (400 steps of
+//! one epoch, 2 threads), and the table gains the peer's examples/s and the
+//! ratio: speed is only comparable within one run on one machine.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -36,6 +43,8 @@ struct Options {
     epochs: usize,
     losses: Vec<String>,
     catalogs: Vec<Catalog>,
+    /// The Python with torch and the peer's script.
+    peer: Option<(String, String)>,
 }
 
 /// A synthetic catalog: `items` rows in the model, histories and positives
@@ -67,7 +76,9 @@ fn options() -> Result<Options> {
         epochs: 3,
         losses: vec!["in_batch".into(), "mixed".into(), "full".into()],
         catalogs: ["10000", "100000", "1000000", "1000000/10000"].map(|c| c.parse().expect("valid")).to_vec(),
+        peer: None,
     };
+    let (mut python, mut script) = (None, None);
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -80,9 +91,16 @@ fn options() -> Result<Options> {
                 o.catalogs =
                     if v == "none" { Vec::new() } else { v.split(',').map(str::parse).collect::<Result<_>>()? };
             }
+            "--peer-python" => python = Some(value()?.clone()),
+            "--peer-script" => script = Some(value()?.clone()),
             other => bail!("unknown option `{other}` (see the header of benches/train.rs)"),
         }
     }
+    o.peer = match (python, script) {
+        (Some(p), Some(s)) => Some((p, s)),
+        (None, None) => None,
+        _ => bail!("--peer-python and --peer-script go together"),
+    };
     Ok(o)
 }
 
@@ -263,6 +281,35 @@ fn one_catalog(Catalog { items: n, drawn_from }: Catalog) -> Result<()> {
     Ok(())
 }
 
+/// The PyTorch peer's examples/s for `loss` on ml-1m: 400 steps of one
+/// epoch, the same model and batch (`../shared/peer/README.md`).
+fn peer(python: &str, script: &str, ml1m: &Path, loss: &str) -> Result<f64> {
+    let peer_loss = match loss {
+        "in_batch" => "inbatch",
+        "mixed" => "mixed",
+        "full" => "full",
+        other => bail!("the peer has no loss `{other}`"),
+    };
+    let out = Command::new(python)
+        .arg(script)
+        .arg("--data")
+        .arg(ml1m.join("ratings.dat"))
+        .args(["--loss", peer_loss, "--negatives", "1000", "--epochs", "1", "--max-steps", "400", "--threads", "2"])
+        .args(["--dim", &DIM.to_string(), "--hidden", &HIDDEN.to_string(), "--batch", &BATCH.to_string()])
+        .args(["--max-hist", "30"])
+        .output()
+        .with_context(|| format!("starting the peer ({python} {script})"))?;
+    if !out.status.success() {
+        bail!("the peer failed on {loss}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|row| row["examples_per_s"].as_f64())
+        .with_context(|| format!("the peer printed no examples_per_s for {loss}:\n{stdout}"))
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--one-catalog") {
@@ -285,8 +332,14 @@ fn run() -> Result<()> {
     );
     println!("\nml-1m, d = {DIM}, hidden [{HIDDEN}], batch {BATCH}, median of {} epochs", o.epochs);
     println!(
-        "{:<10} {:>12} {:>10} {:>8} {:>12} {:>14}",
-        "loss", "examples/s", "GFLOP/s", "% peak", "peak RSS MB", "test R@10"
+        "{:<10} {:>12} {:>10} {:>8} {:>12} {:>14}{}",
+        "loss",
+        "examples/s",
+        "GFLOP/s",
+        "% peak",
+        "peak RSS MB",
+        "test R@10",
+        if o.peer.is_some() { format!(" {:>12} {:>8}", "peer ex/s", "ratio") } else { String::new() }
     );
     for loss in &o.losses {
         let dir = tempfile::tempdir()?;
@@ -294,8 +347,15 @@ fn run() -> Result<()> {
         let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER))?;
         let flops = (6 * DIM * candidates(loss, m.items) + 12 * DIM * HIDDEN) as f64;
         let gflops = flops * m.examples_per_second / 1e9;
+        let versus = match &o.peer {
+            Some((python, script)) => {
+                let theirs = peer(python, script, &ml1m, loss)?;
+                format!(" {theirs:>12.0} {:>7.2}x", m.examples_per_second / theirs)
+            }
+            None => String::new(),
+        };
         println!(
-            "{loss:<10} {:>12.0} {gflops:>10.1} {:>7.0}% {:>12.0} {:>14.4}",
+            "{loss:<10} {:>12.0} {gflops:>10.1} {:>7.0}% {:>12.0} {:>14.4}{versus}",
             m.examples_per_second,
             100.0 * gflops / peak,
             m.peak_rss_mb,

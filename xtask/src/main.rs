@@ -165,9 +165,9 @@ enum MlflowTask {
 
 #[derive(Subcommand, Debug)]
 enum BenchTarget {
-    /// ANN indexes on a 1M x 64 clustered catalog (`--vectors RUN_DIR/item_vectors.arrow` for a run's).
+    /// ANN indexes on a 1M x 64 clustered catalog (`--run RUN_DIR` for a run's vectors; `--peer faiss`: faiss beside them).
     Index(Forwarded),
-    /// Training examples/s, GFLOP/s against the measured GEMM peak, peak RSS per loss on ml-1m.
+    /// Training examples/s, GFLOP/s against the measured GEMM peak, peak RSS per loss on ml-1m (`--peer`: beside the PyTorch peer, with the ratio).
     Train(Forwarded),
     /// The headline on generated ml-25m-shaped logs: wall time and peak memory of every stage.
     Scale(Forwarded),
@@ -323,8 +323,41 @@ fn bench(target: BenchTarget) -> Result<ExitCode> {
     if name == "index" && args.windows(2).any(|w| w[0] == "--peer" && w[1] == "faiss") {
         cmd.arg("--peer-python").arg(faiss_python(&project_root())?);
     }
+    if name == "train" && args.iter().any(|a| a == "--peer") {
+        cmd = cargo();
+        cmd.args(["bench", "--bench", name, "--"]).args(args.iter().filter(|a| *a != "--peer"));
+        match torch_peer(&project_root()) {
+            Ok((python, script)) => {
+                cmd.arg("--peer-python").arg(python).arg("--peer-script").arg(script);
+            }
+            Err(why) => eprintln!("no PyTorch peer, funnel's numbers only: {why:#}"),
+        }
+    }
     let ok = status(&mut cmd)?;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The PyTorch peer of `../shared/peer/` and the venv its README makes
+/// (`FUNNEL_PEER_PYTHON` and `FUNNEL_PEER_DIR` point elsewhere).
+fn torch_peer(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let dir = std::env::var_os("FUNNEL_PEER_DIR").map_or_else(|| root.join("../shared/peer"), PathBuf::from);
+    let script = dir.join("torch_youtube_dnn.py");
+    if !script.is_file() {
+        bail!("{} is missing (set FUNNEL_PEER_DIR to the peer's folder)", script.display());
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let python = std::env::var_os("FUNNEL_PEER_PYTHON")
+        .map_or_else(|| home.join(".cache/funnel-peer-venv/bin/python"), PathBuf::from);
+    let probe = Command::new(&python).args(["-c", "import torch, numpy"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        bail!(
+            "{} cannot import torch; make the venv once with `python3 -m venv ~/.cache/funnel-peer-venv && \
+             ~/.cache/funnel-peer-venv/bin/pip install torch numpy` (see {})",
+            python.display(),
+            dir.join("README.md").display()
+        );
+    }
+    Ok((python, script))
 }
 
 /// faiss-cpu from PyPI, pinned, in `.venv-faiss` (installed once): the peer
