@@ -169,7 +169,7 @@ fn train(dir: &Path, toml: &str) -> Result<Measured> {
     let mut per_epoch = Vec::new();
     for line in std::fs::read_to_string(run_dir.join("journal.jsonl"))?.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
-        if let Some(v) = e["metrics"]["train/examples_per_second"].as_f64() {
+        if let Some(v) = e["metrics"]["epoch/examples_per_second"].as_f64() {
             per_epoch.push(v);
         }
     }
