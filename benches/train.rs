@@ -254,7 +254,12 @@ fn one_catalog(Catalog { items: n, drawn_from }: Catalog) -> Result<()> {
         candidates.clear();
         let started = Instant::now();
         sampler.sample(&positives, &mut rng, &mut candidates);
-        model.train_step(&TrainBatch { queries: &queries, positives: &positives, candidates: &candidates })?;
+        model.train_step(&TrainBatch {
+            queries: &queries,
+            positives: &positives,
+            candidates: &candidates,
+            windows: None,
+        })?;
         if step >= WARMUP {
             timed += started.elapsed();
             let mut rows: Vec<ItemIdx> = (0..BATCH).flat_map(|r| queries.histories.row(r).to_vec()).collect();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use funnel_api::{
     Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, ItemIdx, Metrics, Model, ModelState, Queries,
-    Sampler, Tracker, TrainBatch,
+    Sampler, Targets, Tracker, TrainBatch, WindowQuery, Windows,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -86,7 +86,17 @@ fn train(
         best = Some((c.best_epoch, c.best_score, c.best_state));
         eprintln!("resuming after epoch {}", c.epoch);
     }
-    let n_batches = examples.train.len().div_ceil(cfg.batch_size);
+    let units = TrainingUnits::new(examples, cfg.targets);
+    if units.targets == 0 {
+        bail!(
+            "[train] targets = \"{}\": no training example has a history to predict it from",
+            match cfg.targets {
+                Targets::Last => "last",
+                Targets::AllPositions => "all_positions",
+            }
+        );
+    }
+    let n_batches = units.units.len().div_ceil(cfg.batch_size);
     let validation = validation_sample(&examples.validation, evaluator.validation_cases(), seed);
     if validation.len() < examples.validation.len() {
         eprintln!(
@@ -100,7 +110,7 @@ fn train(
         // Each epoch's randomness derives from the seed and the epoch alone,
         // so a run resumed from a checkpoint draws exactly what it would have.
         let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut order: Vec<Example> = examples.train.clone();
+        let mut order: Vec<Example> = units.units.clone();
         order.shuffle(&mut rng);
         let (epoch_sampler, rng) = (&mut *sampler, &mut rng);
         let started = Instant::now();
@@ -119,7 +129,7 @@ fn train(
             scope.spawn(move || {
                 for chunk in order.chunks(cfg.batch_size) {
                     let Ok(mut buf) = empty_rx.recv() else { return };
-                    buf.fill(examples, chunk, epoch_sampler, rng);
+                    buf.fill(examples, &units, chunk, epoch_sampler, rng);
                     if full_tx.send(buf).is_err() {
                         return;
                     }
@@ -168,9 +178,9 @@ fn train(
             .metrics;
         let record = EpochRecord {
             epoch,
-            loss: loss_sum / order.len() as f64,
+            loss: loss_sum / units.targets as f64,
             train_seconds,
-            examples_per_second: order.len() as f64 / train_seconds.max(1e-9),
+            examples_per_second: units.targets as f64 / train_seconds.max(1e-9),
             validation_seconds: validated.elapsed().as_secs_f64(),
             validation,
         };
@@ -204,11 +214,69 @@ fn train(
     Ok(Trained { epochs: records, best_epoch, best_state })
 }
 
+/// What an epoch shuffles and batches: the training examples themselves
+/// (`targets = "last"`), or the ends of sequence windows whose every position
+/// is a target (`"all_positions"`).
+struct TrainingUnits {
+    mode: Targets,
+    units: Vec<Example>,
+    /// Training positions of each user, ascending (all positions only).
+    trained: Vec<Vec<u32>>,
+    /// Targets an epoch trains: the examples/s and loss of an epoch count these.
+    targets: usize,
+}
+
+impl TrainingUnits {
+    fn new(examples: &ExampleSet, mode: Targets) -> TrainingUnits {
+        match mode {
+            Targets::Last => TrainingUnits {
+                mode,
+                units: examples.train.clone(),
+                trained: Vec::new(),
+                targets: examples.train.len(),
+            },
+            Targets::AllPositions => {
+                let mut trained = vec![Vec::new(); examples.sequences.len()];
+                for ex in &examples.train {
+                    trained[ex.user as usize].push(ex.position + ex.ahead);
+                }
+                let (mut units, mut targets) = (Vec::new(), 0);
+                for (user, positions) in trained.iter_mut().enumerate() {
+                    positions.sort_unstable();
+                    positions.dedup();
+                    // From the most recent back: a window ending at `end`
+                    // covers the targets after its first item, so the next
+                    // window ends at that item or before it.
+                    let mut next = positions.len();
+                    while next > 0 {
+                        let end = positions[next - 1];
+                        let start = window_start(end, examples.max_history);
+                        let covered = positions[..next].partition_point(|&p| p <= start);
+                        targets += next - covered;
+                        if end > start {
+                            units.push(Example { user: user as u32, position: end, ahead: 0 });
+                        }
+                        next = covered.min(next - 1);
+                    }
+                }
+                units.reverse();
+                TrainingUnits { mode, units, trained, targets }
+            }
+        }
+    }
+}
+
+/// First position of the window that ends with the target at `end`.
+fn window_start(end: u32, max_history: usize) -> u32 {
+    end.saturating_sub(max_history.min(u32::MAX as usize) as u32)
+}
+
 /// One batch's inputs, refilled in place batch after batch.
 struct BatchBuffers {
     queries: Queries,
     positives: Vec<ItemIdx>,
     candidates: Candidates,
+    windows: Option<Windows>,
 }
 
 impl BatchBuffers {
@@ -217,22 +285,59 @@ impl BatchBuffers {
             queries: Queries::new(max_history),
             positives: Vec::with_capacity(batch_size),
             candidates: Candidates::default(),
+            windows: None,
         }
     }
 
-    fn fill(&mut self, examples: &ExampleSet, chunk: &[Example], sampler: &mut dyn Sampler, rng: &mut StdRng) {
+    fn fill(
+        &mut self,
+        examples: &ExampleSet,
+        units: &TrainingUnits,
+        chunk: &[Example],
+        sampler: &mut dyn Sampler,
+        rng: &mut StdRng,
+    ) {
         self.queries.clear();
         self.positives.clear();
-        for &ex in chunk {
-            examples.push_training_query(&mut self.queries, ex);
-            self.positives.push(examples.target(ex));
+        match units.mode {
+            Targets::Last => {
+                self.windows = None;
+                for &ex in chunk {
+                    examples.push_training_query(&mut self.queries, ex);
+                    self.positives.push(examples.target(ex));
+                }
+            }
+            Targets::AllPositions => {
+                let windows = self.windows.get_or_insert_with(|| Windows::new(examples.max_history));
+                windows.clear();
+                for (row, &ex) in chunk.iter().enumerate() {
+                    let seq = &examples.sequences[ex.user as usize];
+                    let (start, end) = (window_start(ex.position, examples.max_history) as usize, ex.position as usize);
+                    windows.histories.push(&seq[start..end]);
+                    let trained = &units.trained[ex.user as usize];
+                    for t in start + 1..=end {
+                        if trained.binary_search(&(t as u32)).is_err() {
+                            continue;
+                        }
+                        let age = examples.ages.get(ex.user as usize).map_or(0.0, |a| a[t]);
+                        self.queries.push(&seq[start..t], ex.user, age);
+                        self.positives.push(seq[t]);
+                        windows.queries.push(WindowQuery { row: row as u32, prefix: (t - start) as u32 });
+                    }
+                }
+            }
         }
         self.candidates.clear();
         sampler.sample(&self.positives, rng, &mut self.candidates);
     }
 
     fn batch(&self) -> TrainBatch<'_> {
-        TrainBatch { queries: &self.queries, positives: &self.positives, candidates: &self.candidates }
+        TrainBatch {
+            queries: &self.queries,
+            positives: &self.positives,
+            candidates: &self.candidates,
+            windows: self.windows.as_ref(),
+        }
     }
 }
 

@@ -435,9 +435,44 @@ impl Candidates {
 /// One optimisation step's input.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainBatch<'a> {
+    /// One row per positive: the history (and user and example age) that
+    /// predicts it, as for any example.
     pub queries: &'a Queries,
     pub positives: &'a [ItemIdx],
     pub candidates: &'a Candidates,
+    /// With `[train] targets = "all_positions"`: the sequence windows the
+    /// queries were cut from. A model may ignore it (the queries say
+    /// everything), or encode each window once and read every query from it.
+    pub windows: Option<&'a Windows>,
+}
+
+/// Sequence windows of a batch trained on every position (SASRec's way):
+/// query `k` of the batch is the first `queries[k].prefix` items of window
+/// `queries[k].row`, and predicts the item after them.
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    pub histories: Histories,
+    /// One per query of the batch, in the batch's order.
+    pub queries: Vec<WindowQuery>,
+}
+
+/// Where a query lies in its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowQuery {
+    pub row: u32,
+    /// Items of the window the query has read (at least 1).
+    pub prefix: u32,
+}
+
+impl Windows {
+    pub fn new(width: usize) -> Windows {
+        Windows { histories: Histories::new(width), queries: Vec::new() }
+    }
+
+    pub fn clear(&mut self) {
+        self.histories.clear();
+        self.queries.clear();
+    }
 }
 
 /// Named scalar metrics, ordered for stable reports.

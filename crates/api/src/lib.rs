@@ -24,7 +24,7 @@ pub use data::*;
 pub use matrix::Matrix;
 pub use params::{serialize_f32, NoParams, ParamDoc, Params};
 pub use registry::{documented, parse_params, BuildCx, ComponentKind, ParamError, ParamRow, PluginInfo, Registry};
-pub use train::TrainConfig;
+pub use train::{Targets, TrainConfig};
 
 /// Declares a plugin's parameters once: see [`Params`].
 pub use funnel_api_macros::params;

@@ -8,6 +8,14 @@
 //! live in `[train]`, not in `[model]`, because they mean the same for every
 //! model: a sweep varies them without knowing which model it trains.
 
+/// Which training targets a batch holds (`[train] targets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Targets {
+    Last,
+    AllPositions,
+}
+
 /// `[train]`.
 #[crate::params]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -15,9 +23,18 @@ pub struct TrainConfig {
     /// Passes over the training examples.
     #[param(default = 10)]
     pub epochs: usize,
-    /// Examples per optimisation step; every `TrainBatch` has at most this many rows.
+    /// Examples per optimisation step; every `TrainBatch` has at most this
+    /// many rows. With `targets = "all_positions"`, sequence windows per step
+    /// (each trains up to `max_history` positions).
     #[param(default = 256)]
     pub batch_size: usize,
+    /// "last": one example per training target, its history the items
+    /// before it. "all_positions" (SASRec's way): each user's training
+    /// positives are cut into windows of `max_history + 1` items from the
+    /// most recent back, and every position of a window predicts the next
+    /// item; a model may encode a window once for all its positions.
+    #[param(default = Targets::Last)]
+    pub targets: Targets,
     /// Step size of the model's optimizer (Adam for the built-in models).
     #[param(default = 1e-3)]
     pub lr: f64,

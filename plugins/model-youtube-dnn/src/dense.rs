@@ -20,6 +20,15 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// `n` copies of `value` (a layer norm's gain and bias).
+    pub fn filled(n: usize, value: f32) -> Dense {
+        Dense { values: vec![value; n], grad: vec![0.0; n], moments: Moments::zeros(n) }
+    }
+
+    pub fn tensor<D: Device<f32>>(&self, dev: &D) -> Vector<D> {
+        dev.tensor_from_vec(self.values.clone(), (self.values.len(),))
+    }
+
     fn uniform(n: usize, bound: f32, rng: &mut impl Rng) -> Dense {
         Dense {
             values: (0..n).map(|_| rng.gen_range(-bound..bound)).collect(),

@@ -4,7 +4,9 @@
 //!   as the Paddle variant does), concatenated with the side inputs the
 //!   features produce (averaged genre embeddings of the history, user
 //!   demographics, example age), a ReLU tower to the user vector, and a
-//!   softmax over output item vectors. Items may be hash-encoded (several
+//!   softmax over output item vectors. The history may instead be encoded
+//!   by an LSTM or by causal self-attention (SASRec, Kang & McAuley 2018),
+//!   which can train on every position of a window at once. Items may be hash-encoded (several
 //!   hashed rows summed) when the features say so.
 //! - `two_tower`: the same user tower and an item tower over item ID + item
 //!   features, so item vectors come from features.
@@ -19,11 +21,12 @@
 //! small Adam in `adam.rs`.
 
 mod adam;
+mod attention;
 mod dense;
 mod fields;
-mod gru;
 mod model;
 mod objective;
+mod recurrent;
 mod table;
 
 use anyhow::{bail, Result};
@@ -86,7 +89,8 @@ pub struct YoutubeDnnParams {
     #[param(default = EmbeddingOptimizer::LazyAdam)]
     pub embedding_optimizer: EmbeddingOptimizer,
     /// How the history becomes a vector: "mean" of its item embeddings
-    /// (Covington et al.), or a "gru" over it in time order.
+    /// (Covington et al.), a "gru" or an "lstm" over it in time order, or
+    /// causal "self_attention" (SASRec) read at its last item.
     #[param(default = SequenceEncoder::Mean)]
     pub sequence_encoder: SequenceEncoder,
     /// Hidden width of the GRU.
@@ -96,6 +100,26 @@ pub struct YoutubeDnnParams {
     /// element-wise max over its states.
     #[param(default = Pooling::Last)]
     pub gru_pooling: Pooling,
+    /// Hidden width of the LSTM.
+    #[param(default = 64)]
+    pub lstm_hidden: usize,
+    /// "last": the LSTM's state after the most recent item; "max": the
+    /// element-wise max over its states (seed 003).
+    #[param(default = Pooling::Last)]
+    pub lstm_pooling: Pooling,
+    /// Self-attention blocks (attention, then feed-forward).
+    #[param(default = 2)]
+    pub layers: usize,
+    /// Attention heads per block; `dim` must be a multiple of it.
+    #[param(default = 1)]
+    pub heads: usize,
+    /// Hidden width of each block's position-wise feed-forward network.
+    #[param(default = 256)]
+    pub feed_forward: usize,
+    /// Dropout rate in training, on the embeddings, the attention weights
+    /// and each block's outputs.
+    #[param(default = 0.2)]
+    pub dropout: f32,
     /// Width of the embedding of each categorical side feature the features
     /// produce (genres, gender, age, occupation, zip).
     #[param(default = 16)]
@@ -106,12 +130,14 @@ pub struct YoutubeDnnParams {
 }
 
 impl YoutubeDnnParams {
-    /// The GRU's sizes mean nothing to an averaging encoder.
+    /// Each encoder's sizes mean nothing to the others.
     fn unused_keys(&self) -> Vec<&'static str> {
-        match self.sequence_encoder {
-            SequenceEncoder::Mean => vec!["gru_hidden", "gru_pooling"],
-            SequenceEncoder::Gru => Vec::new(),
-        }
+        let keys: &[(SequenceEncoder, &[&'static str])] = &[
+            (SequenceEncoder::Gru, &["gru_hidden", "gru_pooling"]),
+            (SequenceEncoder::Lstm, &["lstm_hidden", "lstm_pooling"]),
+            (SequenceEncoder::SelfAttention, &["layers", "heads", "feed_forward", "dropout"]),
+        ];
+        keys.iter().filter(|(e, _)| *e != self.sequence_encoder).flat_map(|(_, k)| k.iter().copied()).collect()
     }
 }
 
@@ -200,9 +226,11 @@ pub enum EmbeddingOptimizer {
 pub enum SequenceEncoder {
     Mean,
     Gru,
+    Lstm,
+    SelfAttention,
 }
 
-/// How a GRU's states become one vector.
+/// How a recurrent encoder's states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
@@ -266,6 +294,27 @@ fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
     }
     if p.params.gru_hidden == 0 {
         bail!("key `gru_hidden`: must be at least 1");
+    }
+    if p.params.lstm_hidden == 0 {
+        bail!("key `lstm_hidden`: must be at least 1");
+    }
+    if p.params.sequence_encoder == SequenceEncoder::SelfAttention {
+        let q = &p.params;
+        if q.layers == 0 {
+            bail!("key `layers`: self-attention needs at least 1 block");
+        }
+        if q.heads == 0 || !q.dim.is_multiple_of(q.heads) {
+            bail!("key `heads`: must divide `dim` ({}) evenly, got {}", q.dim, q.heads);
+        }
+        if q.feed_forward == 0 {
+            bail!("key `feed_forward`: must be at least 1");
+        }
+        if !(0.0..1.0).contains(&q.dropout) {
+            bail!("key `dropout`: must be in [0, 1), got {}", q.dropout);
+        }
+        if cx.max_history == 0 {
+            bail!("self-attention needs a history: [features] max_history is 0");
+        }
     }
     if p.params.side_dim == 0 {
         bail!("key `side_dim`: must be at least 1");

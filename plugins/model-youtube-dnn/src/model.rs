@@ -12,21 +12,27 @@ use anyhow::{bail, ensure, Context, Result};
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
 use funnel_api::{
-    BuildCx, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch, TrainingState,
+    BuildCx, Histories, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch,
+    TrainingState, Windows,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::adam::Adam;
+use crate::attention::{self, AttentionTensors, SelfAttention, Sequences};
 use crate::dense::{mlp, Layer, LayerTensors, Mat, ParamMut, ParamRef};
 use crate::fields::{FieldTable, ItemTable};
-use crate::gru::{Gru, Steps};
 use crate::objective::{self, Batch, Logits, VectorGradients, Workspace};
+use crate::recurrent::{Cell, Recurrent, Steps};
 use crate::table::{EmbeddingTable, PREFETCH_AHEAD};
 use crate::{Config, SequenceEncoder, UserInput};
 
 /// Rows scored per forward pass at inference, to bound memory.
 const INFERENCE_CHUNK: usize = 4096;
+
+/// Attention scores held per forward pass at inference (rows x heads x
+/// width²), to bound memory.
+const INFERENCE_SCORES: usize = 1 << 24;
 
 /// Example age enters the user tower as `[age, age²]` (Covington et al. feed
 /// powers of continuous features so the tower can form non-linear terms).
@@ -37,8 +43,10 @@ struct QueryLeaves<D: Device<f32>> {
     /// Averaged history, side features and example age, `[B, query_width]`
     /// (`None` when that width is 0).
     features: Option<Mat<D>>,
-    /// The history as GRU steps.
+    /// The history as recurrent steps.
     steps: Option<Steps<D>>,
+    /// The history (or the batch's windows) for self-attention.
+    sequences: Option<Sequences<D>>,
     /// Matrix factorization's gathered user rows, `[B, dim]`.
     users: Option<Mat<D>>,
 }
@@ -63,7 +71,8 @@ struct CandidateVectors<D: Device<f32>, T> {
 /// The dense parameters as tensors for one step.
 struct DenseTensors<D: Device<f32>> {
     tower: Vec<LayerTensors<D>>,
-    gru: Vec<LayerTensors<D>>,
+    recurrent: Vec<LayerTensors<D>>,
+    attention: Option<AttentionTensors<D>>,
     item_tower: Vec<LayerTensors<D>>,
 }
 
@@ -82,7 +91,9 @@ pub struct CandidateModel<D: Device<f32>> {
     history_fields: Vec<FieldTable>,
     user_fields: Vec<FieldTable>,
     example_age: bool,
-    gru: Option<Gru>,
+    /// The history's encoder when it is not the mean.
+    recurrent: Option<Recurrent>,
+    attention: Option<SelfAttention>,
     tower: Vec<Layer>,
     /// Item features of the item tower (`two_tower`).
     item_fields: Vec<FieldTable>,
@@ -91,6 +102,8 @@ pub struct CandidateModel<D: Device<f32>> {
     /// Scratch of the loss, reused across steps.
     workspace: Workspace,
     vector_grads: VectorGradients,
+    /// Seeds dropout's masks, with the step count.
+    seed: u64,
 }
 
 /// Parameters (not optimizer state) of `cfg` over `cx`'s catalog and side inputs.
@@ -107,10 +120,16 @@ pub fn parameter_estimate(cfg: &Config, cx: &BuildCx) -> u128 {
             n += layers(&tower_widths(user_width, &cfg.params.hidden, cfg.params.dim));
             n += rows * d * if cfg.params.share_embeddings { 1 } else { 2 };
             n += s * (cardinality(&cx.inputs.item_fields) + cardinality(&cx.inputs.user_fields));
-            if cfg.params.sequence_encoder == SequenceEncoder::Gru {
-                let h = cfg.params.gru_hidden as u128;
-                n += 3 * (d * h + h) + 3 * (h * h + h);
-            }
+            let p = &cfg.params;
+            n += match p.sequence_encoder {
+                SequenceEncoder::Mean => 0,
+                SequenceEncoder::Gru => Recurrent::parameter_count(Cell::Gru, p.dim, p.gru_hidden) as u128,
+                SequenceEncoder::Lstm => Recurrent::parameter_count(Cell::Lstm, p.dim, p.lstm_hidden) as u128,
+                SequenceEncoder::SelfAttention => {
+                    let shape = attention_shape(cfg, cx.max_history);
+                    (SelfAttention::dense_parameter_count(&shape) + shape.max_len * shape.dim) as u128
+                }
+            };
         }
     }
     if !cfg.params.item_hidden.is_empty() {
@@ -126,13 +145,30 @@ fn widths(cfg: &Config, cx: &BuildCx) -> (usize, usize) {
     let user = match cfg.user_input {
         UserInput::UserId => d,
         UserInput::History => {
-            let history = if cfg.params.sequence_encoder == SequenceEncoder::Gru { cfg.params.gru_hidden } else { d };
+            let history = match cfg.params.sequence_encoder {
+                SequenceEncoder::Gru => cfg.params.gru_hidden,
+                SequenceEncoder::Lstm => cfg.params.lstm_hidden,
+                SequenceEncoder::Mean | SequenceEncoder::SelfAttention => d,
+            };
             let fields = cx.inputs.item_fields.len() + cx.inputs.user_fields.len();
             history + s * fields + if cx.inputs.example_age { AGE_WIDTH } else { 0 }
         }
     };
     let item = if cfg.params.item_hidden.is_empty() { d } else { d + s * cx.inputs.item_fields.len() };
     (user, item)
+}
+
+/// The self-attention encoder's shape under `cfg` for histories of `max_history`.
+fn attention_shape(cfg: &Config, max_history: usize) -> attention::Shape {
+    let p = &cfg.params;
+    attention::Shape {
+        dim: p.dim,
+        layers: p.layers,
+        heads: p.heads.max(1),
+        feed_forward: p.feed_forward,
+        max_len: max_history.max(1),
+        dropout: p.dropout,
+    }
 }
 
 /// `[input, hidden..., output]`.
@@ -164,7 +200,8 @@ impl<D: Device<f32>> CandidateModel<D> {
             history_fields: Vec::new(),
             user_fields: Vec::new(),
             example_age: false,
-            gru: None,
+            recurrent: None,
+            attention: None,
             tower: Vec::new(),
             item_fields: Vec::new(),
             item_tower: Vec::new(),
@@ -175,6 +212,7 @@ impl<D: Device<f32>> CandidateModel<D> {
             adam: Adam::new(cx.train.lr as f32),
             workspace: Workspace::default(),
             vector_grads: VectorGradients::default(),
+            seed: cx.seed,
         };
         // Draw order: the tables and tower of the plain model first, so its
         // initial weights do not depend on which extras exist.
@@ -187,8 +225,16 @@ impl<D: Device<f32>> CandidateModel<D> {
                 m.input = Some(ItemTable::normal(encoding.clone(), d, std, &mut rng));
                 m.output = (!cfg.params.share_embeddings).then(|| ItemTable::normal(encoding, d, std, &mut rng));
                 m.tower = layers(tower_widths(user_width, &cfg.params.hidden, d), &mut rng);
-                m.gru = (cfg.params.sequence_encoder == SequenceEncoder::Gru)
-                    .then(|| Gru::new(d, cfg.params.gru_hidden, cfg.params.gru_pooling, &mut rng));
+                let p = &cfg.params;
+                m.recurrent = match p.sequence_encoder {
+                    SequenceEncoder::Gru => Some(Recurrent::new(Cell::Gru, d, p.gru_hidden, p.gru_pooling, &mut rng)),
+                    SequenceEncoder::Lstm => {
+                        Some(Recurrent::new(Cell::Lstm, d, p.lstm_hidden, p.lstm_pooling, &mut rng))
+                    }
+                    SequenceEncoder::Mean | SequenceEncoder::SelfAttention => None,
+                };
+                m.attention = (p.sequence_encoder == SequenceEncoder::SelfAttention)
+                    .then(|| SelfAttention::new(attention_shape(&cfg, cx.max_history), std, &mut rng));
                 m.history_fields = fields(&cx.inputs.item_fields, &mut rng);
                 m.user_fields = fields(&cx.inputs.user_fields, &mut rng);
                 m.example_age = cx.inputs.example_age;
@@ -212,12 +258,17 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// Width of the host-built query features: the averaged history (mean
     /// encoder), each side feature's embedding, the example age.
     fn query_width(&self) -> usize {
-        let mean = match (&self.input, &self.gru) {
-            (Some(t), None) => t.dim(),
+        let mean = match (&self.input, self.averages_history()) {
+            (Some(t), true) => t.dim(),
             _ => 0,
         };
         let fields = self.history_fields.len() + self.user_fields.len();
         mean + self.cfg.params.side_dim * fields + if self.example_age { AGE_WIDTH } else { 0 }
+    }
+
+    /// Whether the history enters the tower as the mean of its items.
+    fn averages_history(&self) -> bool {
+        self.recurrent.is_none() && self.attention.is_none()
     }
 
     /// Query features of `rows`, row-major `[rows, query_width]`.
@@ -232,7 +283,7 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     fn query_tables(&self) -> QueryTables<'_> {
         QueryTables {
-            history: self.input.as_ref().filter(|_| self.gru.is_none()),
+            history: self.input.as_ref().filter(|_| self.averages_history()),
             history_fields: &self.history_fields,
             user_fields: &self.user_fields,
             side_dim: self.cfg.params.side_dim,
@@ -244,7 +295,7 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// Scatters the gradient of [`CandidateModel::query_features`] (rows `0..`).
     fn scatter_query_gradient(&mut self, q: &Queries, g: &[f32]) {
         let (w, s) = (self.query_width(), self.cfg.params.side_dim);
-        let mean = self.gru.is_none();
+        let mean = self.averages_history();
         for (r, g) in g.chunks_exact(w).enumerate() {
             let items = q.histories.row(r);
             let mut at = 0;
@@ -268,8 +319,16 @@ impl<D: Device<f32>> CandidateModel<D> {
         }
     }
 
-    /// The user tower's leaves for `rows` of `q`.
-    fn query_leaves(&self, q: &Queries, rows: Range<usize>) -> Result<QueryLeaves<D>> {
+    /// The user tower's leaves for `rows` of `q`; a self-attention encoder
+    /// reads them from `windows` when given (then `rows` is all of `q`).
+    /// `training` draws dropout.
+    fn query_leaves(
+        &self,
+        q: &Queries,
+        rows: Range<usize>,
+        windows: Option<&Windows>,
+        training: bool,
+    ) -> Result<QueryLeaves<D>> {
         let b = rows.len();
         let users = match &self.users {
             None => None,
@@ -285,7 +344,7 @@ impl<D: Device<f32>> CandidateModel<D> {
                 Some(self.dev.tensor_from_vec(out, (b, table.dim)))
             }
         };
-        let steps = match (&self.gru, &self.input) {
+        let steps = match (&self.recurrent, &self.input) {
             (Some(gru), Some(input)) => {
                 let (width, d) = (q.histories.width, input.dim());
                 let x = (0..width)
@@ -303,9 +362,59 @@ impl<D: Device<f32>> CandidateModel<D> {
             }
             _ => None,
         };
+        let sequences = match (&self.attention, &self.input) {
+            (Some(attention), Some(input)) => {
+                let (histories, reads): (&Histories, Vec<(usize, usize)>) = match windows {
+                    Some(w) => {
+                        ensure!(
+                            rows == (0..q.len()) && w.queries.len() == q.len(),
+                            "{} window queries for {} queries",
+                            w.queries.len(),
+                            q.len()
+                        );
+                        let reads =
+                            w.queries.iter().map(|wq| (wq.row as usize, wq.prefix.max(1) as usize - 1)).collect();
+                        (&w.histories, reads)
+                    }
+                    None => {
+                        let reads = rows
+                            .clone()
+                            .enumerate()
+                            .map(|(i, r)| (i, (q.histories.lengths[r].max(1) - 1) as usize))
+                            .collect();
+                        (&q.histories, reads)
+                    }
+                };
+                let source = match windows {
+                    Some(w) => 0..w.histories.len(),
+                    None => rows.clone(),
+                };
+                let lengths = &histories.lengths[source.clone()];
+                let longest = lengths.iter().copied().max().unwrap_or(0) as usize;
+                ensure!(
+                    longest <= attention.shape.max_len,
+                    "a history of {longest} items is longer than the {} positions self-attention was built for \
+                     ([features] max_history)",
+                    attention.shape.max_len
+                );
+                // Trailing padding common to every row changes nothing.
+                let width = longest.max(1);
+                let d = input.dim();
+                let mut x = vec![0.0f32; lengths.len() * width * d];
+                for (i, r) in source.enumerate() {
+                    for (p, &item) in histories.row(r).iter().enumerate() {
+                        input.add_to(item, 1.0, &mut x[(i * width + p) * d..][..d]);
+                    }
+                }
+                let read = reads.into_iter().map(|(row, p)| row * width + p).collect();
+                let seed = training.then(|| self.seed ^ (self.adam.t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                Some(attention.sequences(&self.dev, x, lengths, width, read, seed))
+            }
+            _ => None,
+        };
         let w = self.query_width();
         let features = (w > 0).then(|| self.dev.tensor_from_vec(self.query_features(q, rows), (b, w)));
-        Ok(QueryLeaves { features, steps, users })
+        Ok(QueryLeaves { features, steps, sequences, users })
     }
 
     /// Width of one candidate's item input: its ID vector, then (with an
@@ -355,7 +464,7 @@ impl<D: Device<f32>> CandidateModel<D> {
         ensure!(cands.per_row.len().is_multiple_of(b), "{} per-row negatives for {b} rows", cands.per_row.len());
         let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
         Ok(Prepared {
-            query: self.query_leaves(batch.queries, 0..b)?,
+            query: self.query_leaves(batch.queries, 0..b, batch.windows, true)?,
             v: self.item_inputs(&shared_ids),
             r: self.item_inputs(&cands.per_row),
             shared_ids,
@@ -385,7 +494,8 @@ impl<D: Device<f32>> CandidateModel<D> {
     fn dense_tensors(&self) -> DenseTensors<D> {
         DenseTensors {
             tower: self.tower.iter().map(|l| l.tensors(&self.dev)).collect(),
-            gru: self.gru.as_ref().map(|g| g.tensors(&self.dev)).unwrap_or_default(),
+            recurrent: self.recurrent.as_ref().map(|g| g.tensors(&self.dev)).unwrap_or_default(),
+            attention: self.attention.as_ref().map(|a| a.tensors(&self.dev)),
             item_tower: self.item_tower.iter().map(|l| l.tensors(&self.dev)).collect(),
         }
     }
@@ -395,16 +505,16 @@ impl<D: Device<f32>> CandidateModel<D> {
         if let Some(users) = &q.users {
             return users.retaped::<T>();
         }
-        let x = match (&self.gru, &q.steps, &q.features) {
-            (Some(gru), Some(steps), features) => {
-                let h = gru.forward::<D, T>(steps, &p.gru);
-                match features {
-                    Some(f) => (h, f.retaped::<T>()).concat_along(Axis::<1>),
-                    None => h,
-                }
-            }
-            (_, _, Some(f)) => f.retaped::<T>(),
-            _ => unreachable!("a history model always has query features or GRU steps"),
+        let encoded = match (&self.recurrent, &q.steps, &self.attention, &q.sequences, &p.attention) {
+            (Some(gru), Some(steps), ..) => Some(gru.forward::<D, T>(steps, &p.recurrent)),
+            (_, _, Some(attention), Some(sequences), Some(t)) => Some(attention.forward::<D, T>(sequences, t)),
+            _ => None,
+        };
+        let x = match (encoded, &q.features) {
+            (Some(h), Some(f)) => (h, f.retaped::<T>()).concat_along(Axis::<1>),
+            (Some(h), None) => h,
+            (None, Some(f)) => f.retaped::<T>(),
+            (None, None) => unreachable!("a history model always has query features or an encoder"),
         };
         mlp(x, &p.tower)
     }
@@ -459,8 +569,11 @@ impl<D: Device<f32>> CandidateModel<D> {
 
         self.tower.iter_mut().zip(&t.tower).for_each(|(l, t)| l.take_gradients(&grads, t));
         self.item_tower.iter_mut().zip(&t.item_tower).for_each(|(l, t)| l.take_gradients(&grads, t));
-        if let Some(gru) = &mut self.gru {
-            gru.take_gradients(&grads, &t.gru);
+        if let Some(gru) = &mut self.recurrent {
+            gru.take_gradients(&grads, &t.recurrent);
+        }
+        if let (Some(attention), Some(t)) = (&mut self.attention, &t.attention) {
+            attention.take_gradients(&grads, t);
         }
         let queries = batch.queries;
         if let Some(f) = &p.query.features {
@@ -474,6 +587,21 @@ impl<D: Device<f32>> CandidateModel<D> {
                     if let Some(&item) = queries.histories.row(r).get(t) {
                         input.accumulate(item, g, 1.0);
                     }
+                }
+            }
+        }
+        if let (Some(s), Some(input), Some(attention)) =
+            (&p.query.sequences, self.input.as_mut(), self.attention.as_mut())
+        {
+            // The leaf is item plus position embedding: its gradient goes to both.
+            let histories = batch.windows.map_or(&queries.histories, |w| &w.histories);
+            let rows = batch.windows.map_or(0..queries.len(), |w| 0..w.histories.len());
+            let (d, g) = (input.dim(), grads.get(&s.x).as_vec());
+            for (i, r) in rows.enumerate() {
+                for (p, &item) in histories.row(r).iter().enumerate() {
+                    let g = &g[(i * s.width + p) * d..][..d];
+                    input.accumulate(item, g, 1.0);
+                    attention.positions.accumulate(p as u32, g, 1.0);
                 }
             }
         }
@@ -527,8 +655,11 @@ impl<D: Device<f32>> CandidateModel<D> {
         }
         self.tower.iter().enumerate().for_each(|(i, l)| l.params(&format!("layer{i}"), &mut out));
         self.item_tower.iter().enumerate().for_each(|(i, l)| l.params(&format!("item_layer{i}"), &mut out));
-        if let Some(g) = &self.gru {
+        if let Some(g) = &self.recurrent {
             g.params(&mut out);
+        }
+        if let Some(a) = &self.attention {
+            a.params(&mut out);
         }
         out
     }
@@ -558,8 +689,11 @@ impl<D: Device<f32>> CandidateModel<D> {
         }
         self.tower.iter_mut().enumerate().for_each(|(i, l)| l.params_mut(&format!("layer{i}"), &mut out));
         self.item_tower.iter_mut().enumerate().for_each(|(i, l)| l.params_mut(&format!("item_layer{i}"), &mut out));
-        if let Some(g) = &mut self.gru {
+        if let Some(g) = &mut self.recurrent {
             g.params_mut(&mut out);
+        }
+        if let Some(a) = &mut self.attention {
+            a.params_mut(&mut out);
         }
         out
     }
@@ -616,8 +750,14 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
         let d = self.cfg.params.dim;
         let t = self.dense_tensors();
         let mut out = Vec::with_capacity(queries.len() * d);
-        for start in (0..queries.len()).step_by(INFERENCE_CHUNK) {
-            let leaves = self.query_leaves(queries, start..(start + INFERENCE_CHUNK).min(queries.len()))?;
+        let chunk = match &self.attention {
+            Some(a) => {
+                (INFERENCE_SCORES / (a.shape.heads * queries.histories.width.max(1).pow(2))).clamp(1, INFERENCE_CHUNK)
+            }
+            None => INFERENCE_CHUNK,
+        };
+        for start in (0..queries.len()).step_by(chunk) {
+            let leaves = self.query_leaves(queries, start..(start + chunk).min(queries.len()), None, false)?;
             out.extend(self.user_graph::<NoneTape>(&leaves, &t).as_vec());
         }
         let mut m = Matrix::from_vec(queries.len(), d, out);
@@ -806,6 +946,7 @@ mod tests {
             seed: 3,
             n_items: 7,
             n_users: 3,
+            max_history: 3,
             train: funnel_api::TrainConfig { lr: 0.01, ..Default::default() },
             inputs: std::sync::Arc::new(inputs),
             ..Default::default()
@@ -849,10 +990,19 @@ mod tests {
         check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), cands);
     }
 
-    fn check_gradients_on(mut m: Tiny, h: &Queries, cands: Candidates) {
+    fn check_gradients_on(m: Tiny, h: &Queries, cands: Candidates) {
+        check_batch_gradients(m, h, &[4, 5], cands, None);
+    }
+
+    fn check_batch_gradients(
+        mut m: Tiny,
+        h: &Queries,
+        positives: &[ItemIdx],
+        cands: Candidates,
+        windows: Option<&Windows>,
+    ) {
         let in_batch = cands.in_batch;
-        let positives = [4, 5];
-        let batch = TrainBatch { queries: h, positives: &positives, candidates: &cands };
+        let batch = TrainBatch { queries: h, positives, candidates: &cands, windows };
         m.forward_backward(&batch).unwrap();
         // Small enough that no ReLU crosses its kink between the two probes.
         let eps = 1e-3f32;
@@ -912,7 +1062,7 @@ mod tests {
         let h = histories(&[&[0, 1]]);
         let mut cands = candidates(&[2, 3], false, 1);
         cands.log_q_correction = false;
-        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands, windows: None };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
         let s: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_kernels::dot(u.row(0), items.row(i))).collect();
@@ -945,7 +1095,7 @@ mod tests {
         let h = histories(&[&[0, 1]]);
         let mut cands = candidates(&[2, 3], false, 1);
         cands.log_q_correction = false;
-        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands, windows: None };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
         let logits: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_kernels::dot(u.row(0), items.row(i))).collect();
@@ -958,7 +1108,7 @@ mod tests {
         let mut m = tiny(false, 1.0);
         let h = histories(&[&[0, 1], &[2]]);
         let cands = candidates(&[3, 6], false, 2);
-        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands, windows: None };
         let first = m.loss(&batch);
         for _ in 0..200 {
             m.train_step(&batch).unwrap();
@@ -971,7 +1121,7 @@ mod tests {
         // Train a, snapshot, train both a and a restored copy: same weights.
         let h = histories(&[&[0, 1], &[2]]);
         let cands = candidates(&[3, 6], false, 2);
-        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands };
+        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands, windows: None };
         let mut a = tiny(false, 1.0);
         for _ in 0..5 {
             a.train_step(&batch).unwrap();
@@ -1129,5 +1279,135 @@ mod tests {
             assert_eq!((u.rows, u.cols, items.rows, items.cols), (3, 3, 7, 3), "{cfg:?}");
             assert!(u.data.iter().chain(&items.data).all(|x| x.is_finite()));
         }
+    }
+
+    fn encoder_params(encoder: SequenceEncoder, dim: usize, heads: usize, dropout: f32) -> YoutubeDnnParams {
+        YoutubeDnnParams {
+            dim,
+            sequence_encoder: encoder,
+            lstm_hidden: 2,
+            layers: 2,
+            heads,
+            feed_forward: 5,
+            dropout,
+            ..tiny_params(false, 1.0, Loss::Softmax, false)
+        }
+    }
+
+    #[test]
+    fn lstm_encoders_get_exact_gradients_with_last_and_max_pooling() {
+        for pooling in [Pooling::Last, Pooling::Max] {
+            let p = YoutubeDnnParams { lstm_pooling: pooling, ..encoder_params(SequenceEncoder::Lstm, 3, 1, 0.0) };
+            let m = tiny_model(p.clone().into(), SideInputs::default());
+            assert_eq!(m.tower[0].fan_in, 2, "LSTM hidden 2 feeds the tower");
+            assert!(m.state().contains_key("lstm.hidden_forget.weight"));
+            assert_eq!(m.parameter_count(), 7 * 3 * 2 + (3 * 2 + 2) * 4 + (2 * 2 + 2) * 4 + (2 * 4 + 4) + (4 * 3 + 3));
+            check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
+            let with_sides = tiny_model(p.into(), side_inputs(false, true));
+            let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
+            check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], false, 2));
+        }
+    }
+
+    #[test]
+    fn lstm_last_state_ignores_padding_and_order_matters() {
+        let m = tiny_model(encoder_params(SequenceEncoder::Lstm, 3, 1, 0.0).into(), SideInputs::default());
+        let u = m.user_vectors(&histories(&[&[0, 1], &[1, 0], &[0, 1]])).unwrap();
+        assert_eq!(u.row(0), u.row(2));
+        assert_ne!(u.row(0), u.row(1));
+    }
+
+    #[test]
+    fn self_attention_gets_exact_gradients_with_masks_heads_and_dropout() {
+        // One head over 3 wide vectors, two heads over 4; dropout off, then
+        // on (the masks are drawn from the step count, the same for the
+        // loss and its gradient).
+        for (dim, heads, dropout) in [(3, 1, 0.0), (4, 2, 0.0), (4, 2, 0.3)] {
+            let p = encoder_params(SequenceEncoder::SelfAttention, dim, heads, dropout);
+            let m = tiny_model(p.clone().into(), SideInputs::default());
+            let names: Vec<_> = m.state().into_keys().collect();
+            for expected in ["attention.positions", "attention.block1.key.weight", "attention.final_norm.gain"] {
+                assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+            }
+            // Rows of length 3 and 0, then 1 and 2: padding masked.
+            check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
+            let with_sides = tiny_model(p.into(), side_inputs(true, true));
+            let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
+            check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], true, 2));
+        }
+    }
+
+    /// Two windows, [0, 1, 2] and [3, 5], and their queries: every prefix
+    /// but the second of the first window.
+    fn windows() -> (Windows, Queries, Vec<ItemIdx>) {
+        let mut w = Windows::new(3);
+        w.histories.push(&[0, 1, 2]);
+        w.histories.push(&[3, 5]);
+        let mut q = Queries::new(3);
+        let mut positives = Vec::new();
+        for (row, prefix, target) in [(0, 1, 1), (0, 3, 6), (1, 1, 5), (1, 2, 4)] {
+            let items = w.histories.row(row as usize)[..prefix as usize].to_vec();
+            q.push(&items, row, 0.0);
+            positives.push(target);
+            w.queries.push(funnel_api::WindowQuery { row, prefix });
+        }
+        (w, q, positives)
+    }
+
+    #[test]
+    fn one_pass_over_a_window_equals_each_prefix_on_its_own() {
+        let (w, q, _) = windows();
+        let p = encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.2);
+        let m = tiny_model(p.into(), side_inputs(false, false));
+        let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), false).unwrap();
+        let t = m.dense_tensors();
+        let one_pass = m.user_graph::<NoneTape>(&leaves, &t).as_vec();
+        let separate = m.user_vectors(&q).unwrap();
+        for (a, b) in one_pass.iter().zip(&separate.data) {
+            assert!((a - b).abs() < 1e-5, "{one_pass:?} vs {:?}", separate.data);
+        }
+        // Padding after a history changes nothing: the same query in a wider batch.
+        let mut wide = Queries::new(3);
+        wide.push(&[3], 1, 0.0);
+        wide.push(&[0, 1, 2], 0, 0.0);
+        let u = m.user_vectors(&wide).unwrap();
+        assert!(u.row(0).iter().zip(separate.row(2)).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+
+    #[test]
+    fn self_attention_trained_on_windows_gets_exact_gradients() {
+        let (w, q, positives) = windows();
+        for dropout in [0.0, 0.25] {
+            let p = encoder_params(SequenceEncoder::SelfAttention, 4, 2, dropout);
+            let mut c = candidates(&[2, 3], true, positives.len());
+            c.per_row = vec![6, 4, 1, 0, 2, 2, 5, 3];
+            c.per_row_log_q = vec![-1.0, -1.5, -2.0, -0.5, -1.0, -1.0, -3.0, -2.5];
+            check_batch_gradients(tiny_model(p.into(), side_inputs(false, false)), &q, &positives, c, Some(&w));
+        }
+    }
+
+    #[test]
+    fn the_same_seed_trains_the_same_self_attention_model() {
+        let (w, q, positives) = windows();
+        let c = candidates(&[2, 3], true, positives.len());
+        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w) };
+        let train = || {
+            let mut m =
+                tiny_model(encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.3).into(), SideInputs::default());
+            let losses: Vec<f32> = (0..5).map(|_| m.train_step(&batch).unwrap().loss).collect();
+            (losses, m.training_state())
+        };
+        let (a, b) = (train(), train());
+        assert_eq!(a, b);
+        assert!(a.0[4] < a.0[0], "{:?}", a.0);
+    }
+
+    #[test]
+    fn self_attention_refuses_histories_longer_than_its_positions() {
+        let m = tiny_model(encoder_params(SequenceEncoder::SelfAttention, 3, 1, 0.0).into(), SideInputs::default());
+        let mut long = Queries::new(4);
+        long.push(&[0, 1, 2, 3], 0, 0.0);
+        let err = m.user_vectors(&long).unwrap_err().to_string();
+        assert!(err.contains("max_history"), "{err}");
     }
 }
