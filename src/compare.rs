@@ -30,6 +30,22 @@ impl RunRecord {
     }
 }
 
+/// Wall time of training and validating up to the best epoch, from the
+/// run's stages; `None` for runs that recorded none.
+fn minutes_to_best(m: &RunMetrics) -> Option<f64> {
+    let epoch_of = |name: &str| -> Option<usize> {
+        let (kind, n) = name.split_once(' ')?;
+        matches!(kind, "epoch" | "validation").then(|| n.parse().ok())?
+    };
+    let seconds: Vec<f64> = m
+        .stages
+        .iter()
+        .filter(|st| epoch_of(&st.name).is_some_and(|e| e <= m.best_epoch))
+        .map(|st| st.seconds)
+        .collect();
+    (!seconds.is_empty()).then(|| seconds.iter().sum::<f64>() / 60.0)
+}
+
 /// The report: title, intro, the table (the runs, then the first run's
 /// baselines, which every run of the same split shares), and the reading
 /// (kept from `previous`).
@@ -51,8 +67,8 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&st
     for c in &columns {
         s.push_str(&format!(" test {c} |"));
     }
-    s.push_str(" parameters | examples/s | epochs to best |\n");
-    s.push_str(&format!("|---|---|---|{}---|---|---|\n", "---|".repeat(columns.len())));
+    s.push_str(" parameters | examples/s | epochs to best | minutes to best |\n");
+    s.push_str(&format!("|---|---|---|{}---|---|---|---|\n", "---|".repeat(columns.len())));
     let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.4}"));
     for r in runs {
         let m = &r.metrics;
@@ -60,7 +76,11 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&st
         for c in &columns {
             s.push_str(&format!(" {} |", cell(r.test(c))));
         }
-        s.push_str(&format!(" {} | {:.0} | {} of {} |\n", m.parameters, m.examples_per_second, m.best_epoch, m.epochs));
+        let to_best = minutes_to_best(m).map_or("n/a".to_string(), |t| format!("{t:.1}"));
+        s.push_str(&format!(
+            " {} | {:.0} | {} of {} | {to_best} |\n",
+            m.parameters, m.examples_per_second, m.best_epoch, m.epochs
+        ));
     }
     let baselines = runs.first().map(|r| &r.metrics.baselines);
     for (name, b) in baselines.into_iter().flatten() {
@@ -68,7 +88,7 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&st
         for c in &columns {
             s.push_str(&format!(" {} |", cell(b.test.get(c).copied())));
         }
-        s.push_str(&format!(" {} | n/a | n/a |\n", b.parameters));
+        s.push_str(&format!(" {} | n/a | n/a | n/a |\n", b.parameters));
     }
     s.push_str(&funnel_table(runs));
     s.push_str("\nRows, in order:\n\n");
@@ -141,6 +161,8 @@ mod tests {
                 "headline_metrics": ["recall@10", "recall@50", "ndcg@10", "mrr"],
                 "test": {"recall@10": recall, "recall@50": 0.3, "ndcg@10": 0.07, "mrr": 0.06},
                 "parameters": 1000, "examples_per_second": 12345.6, "best_epoch": 8, "epochs": 10,
+                "stages": [{"name": "load", "seconds": 5.0}, {"name": "epoch 8", "seconds": 50.0},
+                    {"name": "validation 8", "seconds": 10.0}, {"name": "epoch 9", "seconds": 50.0}],
                 "baselines": {"most_popular": {"type": "most_popular", "recall@10": 0.05, "recall@50": 0.15,
                     "ndcg@10": 0.02, "mrr": 0.03, "parameters": 3706}}
             }))
@@ -174,7 +196,9 @@ mod tests {
     fn tables_every_run_and_keeps_the_reading() {
         let first = render("T", "Intro.", &[run("a", 0.1), run("b", 0.2)], None);
         assert!(
-            first.contains("| a | youtube_dnn | mixed | 0.1000 | 0.3000 | 0.0700 | 0.0600 | 1000 | 12346 | 8 of 10 |"),
+            first.contains(
+                "| a | youtube_dnn | mixed | 0.1000 | 0.3000 | 0.0700 | 0.0600 | 1000 | 12346 | 8 of 10 | 1.0 |"
+            ),
             "{first}"
         );
         assert!(

@@ -125,7 +125,7 @@ fn train(
             for _ in 0..2 {
                 empty_tx.send(BatchBuffers::new(examples.max_history, cfg.batch_size)).expect("receiver alive");
             }
-            let order = &order;
+            let (order, units) = (&order, &units);
             scope.spawn(move || {
                 for chunk in order.chunks(cfg.batch_size) {
                     let Ok(mut buf) = empty_rx.recv() else { return };
@@ -259,7 +259,7 @@ impl TrainingUnits {
                         next = covered.min(next - 1);
                     }
                 }
-                units.reverse();
+                units.sort_unstable_by_key(|e| (e.user, e.position));
                 TrainingUnits { mode, units, trained, targets }
             }
         }
@@ -407,5 +407,73 @@ mod tests {
         assert!(a.windows(2).all(|w| w[0].user < w[1].user), "kept in the original order");
         assert_eq!(a, validation_sample(&cases, Some(10), 1), "same seed, same users");
         assert_ne!(a, validation_sample(&cases, Some(10), 2), "another seed, other users");
+    }
+
+    /// Covered targets of the windows of `units`: (user, position), with
+    /// each query's history as its window's prefix.
+    fn window_targets(set: &ExampleSet, units: &TrainingUnits) -> Vec<(u32, u32, Vec<ItemIdx>)> {
+        struct Nothing;
+        impl Sampler for Nothing {
+            fn fit(&mut self, _: &[u64], _: &ExampleSet) -> Result<()> {
+                Ok(())
+            }
+            fn sample(&mut self, _: &[ItemIdx], _: &mut StdRng, _: &mut Candidates) {}
+            fn item_probabilities(&self) -> Vec<f64> {
+                Vec::new()
+            }
+        }
+        let mut buf = BatchBuffers::new(set.max_history, 2);
+        let mut out = Vec::new();
+        let mut rng = StdRng::seed_from_u64(0);
+        for chunk in units.units.chunks(2) {
+            buf.fill(set, units, chunk, &mut Nothing, &mut rng);
+            let w = buf.windows.as_ref().expect("all positions fill windows");
+            assert_eq!(w.queries.len(), buf.positives.len());
+            for (k, wq) in w.queries.iter().enumerate() {
+                let ex = chunk[wq.row as usize];
+                let window = w.histories.row(wq.row as usize);
+                let history = buf.queries.histories.row(k).to_vec();
+                assert_eq!(history, window[..wq.prefix as usize], "a query reads its window's prefix");
+                let start = ex.position as usize - window.len();
+                let position = (start + wq.prefix as usize) as u32;
+                assert_eq!(buf.positives[k], set.sequences[ex.user as usize][position as usize]);
+                out.push((ex.user, position, history));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn windows_cover_every_training_target_once() {
+        // User 0: positions 1..=9 trained (10 and 11 held out); user 1: 1..=2,
+        // with position 3 trained but 2 not (a hole a window steps over).
+        let set = ExampleSet {
+            sequences: vec![(0..12).collect(), vec![20, 21, 22, 23, 24]],
+            max_history: 4,
+            train: (1..10)
+                .map(|position| Example { user: 0, position, ahead: 0 })
+                .chain([1, 3].map(|position| Example { user: 1, position, ahead: 0 }))
+                .collect(),
+            ..Default::default()
+        };
+        let units = TrainingUnits::new(&set, Targets::AllPositions);
+        // Windows of user 0 end at 9 (items 5..=9), 5 (1..=5), 1 (0..=1).
+        assert_eq!(
+            units.units.iter().map(|e| (e.user, e.position)).collect::<Vec<_>>(),
+            [(0, 1), (0, 5), (0, 9), (1, 3)]
+        );
+        assert_eq!(units.targets, 11);
+        let covered = window_targets(&set, &units);
+        let positions: Vec<(u32, u32)> = covered.iter().map(|(u, p, _)| (*u, *p)).collect();
+        let expected: Vec<(u32, u32)> = set.train.iter().map(|e| (e.user, e.position)).collect();
+        assert_eq!(positions, expected, "every training target once, nothing held out");
+        // A history is the window's items before the target, at most max_history.
+        assert!(covered.iter().all(|(_, _, h)| !h.is_empty() && h.len() <= 4));
+        assert!(covered.contains(&(0, 9, vec![5, 6, 7, 8])));
+        assert!(covered.contains(&(0, 2, vec![1])), "the window 1..=5 starts at item 1");
+
+        let last = TrainingUnits::new(&set, Targets::Last);
+        assert_eq!((last.units.len(), last.targets), (11, 11));
     }
 }

@@ -473,8 +473,11 @@ the last positive of each user is the test target, the one before it the validat
 with the best validation Recall@10 is tested once, ranking the full catalog with seen items excluded. \
 The first row is the id-only headline `experiments/mns.toml`; each other row is a file in \
 `experiments/models/` that changes only what its description says (same sampler: in-batch + 1000 \
-uniform negatives with logQ correction, same training budget). Baselines are fitted on the same \
-training examples. Regenerate with `cargo xtask models` (runs every row again).";
+uniform negatives with logQ correction, same training budget unless it says otherwise). examples/s counts \
+training targets, so a row trained on every position of windows (`targets = \"all_positions\"`) counts \
+each position once, as a row trained on the last item counts each example; minutes to best is the wall \
+time of training and validation up to the best epoch. Baselines are fitted on the same training \
+examples. Regenerate with `cargo xtask models` (runs every row again).";
 
 /// The single `<experiment>/<timestamp>` folder a run created under `runs_dir`.
 fn only_run_dir(runs_dir: &Path) -> Result<PathBuf> {

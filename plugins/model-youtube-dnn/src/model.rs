@@ -45,6 +45,8 @@ struct QueryLeaves<D: Device<f32>> {
     features: Option<Mat<D>>,
     /// The history as recurrent steps.
     steps: Option<Steps<D>>,
+    /// Over windows: the row of the every-step encoding each query reads.
+    step_reads: Option<Tensor<(usize,), usize, D>>,
     /// The history (or the batch's windows) for self-attention.
     sequences: Option<Sequences<D>>,
     /// Matrix factorization's gathered user rows, `[B, dim]`.
@@ -344,34 +346,50 @@ impl<D: Device<f32>> CandidateModel<D> {
                 Some(self.dev.tensor_from_vec(out, (b, table.dim)))
             }
         };
-        let steps = match (&self.recurrent, &self.input) {
+        if let Some(w) = windows {
+            ensure!(
+                rows == (0..q.len()) && w.queries.len() == q.len(),
+                "{} window queries for {} queries",
+                w.queries.len(),
+                q.len()
+            );
+        }
+        let (steps, step_reads) = match (&self.recurrent, &self.input) {
             (Some(gru), Some(input)) => {
-                let (width, d) = (q.histories.width, input.dim());
+                // Over windows: each window's steps once, trimmed to the
+                // longest (later steps would only be padding).
+                let (histories, source, width) = match windows {
+                    Some(w) => {
+                        let width = w.histories.lengths.iter().copied().max().unwrap_or(0).max(1) as usize;
+                        (&w.histories, 0..w.histories.len(), width)
+                    }
+                    None => (&q.histories, rows.clone(), q.histories.width),
+                };
+                let (n, d) = (source.len(), input.dim());
                 let x = (0..width)
                     .map(|t| {
-                        let mut x = vec![0.0f32; b * d];
-                        for (r, slot) in rows.clone().zip(x.chunks_exact_mut(d)) {
-                            if let Some(&item) = q.histories.row(r).get(t) {
+                        let mut x = vec![0.0f32; n * d];
+                        for (r, slot) in source.clone().zip(x.chunks_exact_mut(d)) {
+                            if let Some(&item) = histories.row(r).get(t) {
                                 input.add_to(item, 1.0, slot);
                             }
                         }
-                        self.dev.tensor_from_vec(x, (b, d))
+                        self.dev.tensor_from_vec(x, (n, d))
                     })
                     .collect();
-                Some(gru.steps(&self.dev, x, &q.histories.lengths[rows.clone()]))
+                let reads = windows.map(|w| {
+                    let reads: Vec<usize> =
+                        w.queries.iter().map(|wq| (wq.prefix.max(1) as usize - 1) * n + wq.row as usize).collect();
+                    self.dev.tensor_from_vec(reads, (w.queries.len(),))
+                });
+                (Some(gru.steps(&self.dev, x, &histories.lengths[source])), reads)
             }
-            _ => None,
+            _ => (None, None),
         };
         let sequences = match (&self.attention, &self.input) {
             (Some(attention), Some(input)) => {
                 let (histories, reads): (&Histories, Vec<(usize, usize)>) = match windows {
                     Some(w) => {
-                        ensure!(
-                            rows == (0..q.len()) && w.queries.len() == q.len(),
-                            "{} window queries for {} queries",
-                            w.queries.len(),
-                            q.len()
-                        );
                         let reads =
                             w.queries.iter().map(|wq| (wq.row as usize, wq.prefix.max(1) as usize - 1)).collect();
                         (&w.histories, reads)
@@ -414,7 +432,7 @@ impl<D: Device<f32>> CandidateModel<D> {
         };
         let w = self.query_width();
         let features = (w > 0).then(|| self.dev.tensor_from_vec(self.query_features(q, rows), (b, w)));
-        Ok(QueryLeaves { features, steps, sequences, users })
+        Ok(QueryLeaves { features, steps, step_reads, sequences, users })
     }
 
     /// Width of one candidate's item input: its ID vector, then (with an
@@ -506,7 +524,10 @@ impl<D: Device<f32>> CandidateModel<D> {
             return users.retaped::<T>();
         }
         let encoded = match (&self.recurrent, &q.steps, &self.attention, &q.sequences, &p.attention) {
-            (Some(gru), Some(steps), ..) => Some(gru.forward::<D, T>(steps, &p.recurrent)),
+            (Some(gru), Some(steps), ..) => Some(match &q.step_reads {
+                Some(reads) => gru.forward_every_step::<D, T>(steps, &p.recurrent).gather(reads.clone()),
+                None => gru.forward::<D, T>(steps, &p.recurrent),
+            }),
             (_, _, Some(attention), Some(sequences), Some(t)) => Some(attention.forward::<D, T>(sequences, t)),
             _ => None,
         };
@@ -548,9 +569,10 @@ impl<D: Device<f32>> CandidateModel<D> {
         let u_values = u.as_vec();
         let how = self.logits();
         let mut g = std::mem::take(&mut self.vector_grads);
+        let groups = window_groups(batch);
         let loss_value = objective::loss(
             how,
-            &Batch { positives: batch.positives, candidates: batch.candidates },
+            &Batch { positives: batch.positives, candidates: batch.candidates, groups: groups.as_deref() },
             d,
             (&u_values, v_values.as_deref().unwrap_or(&p.v), r_values.as_deref().unwrap_or(&p.r)),
             &mut self.workspace,
@@ -581,10 +603,11 @@ impl<D: Device<f32>> CandidateModel<D> {
         }
         if let (Some(steps), Some(input)) = (&p.query.steps, self.input.as_mut()) {
             let d = input.dim();
+            let histories = batch.windows.map_or(&queries.histories, |w| &w.histories);
             for (t, x) in steps.x.iter().enumerate() {
                 let g = grads.get(x).as_vec();
                 for (r, g) in g.chunks_exact(d).enumerate() {
-                    if let Some(&item) = queries.histories.row(r).get(t) {
+                    if let Some(&item) = histories.row(r).get(t) {
                         input.accumulate(item, g, 1.0);
                     }
                 }
@@ -714,10 +737,16 @@ impl<D: Device<f32>> CandidateModel<D> {
         let u = self.user_graph::<NoneTape>(&p.query, &t).as_vec();
         let v = self.candidate_vectors::<NoneTape>(&p.v, &t).out.map(|o| o.as_vec());
         let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| o.as_vec());
-        let batch = Batch { positives: batch.positives, candidates: batch.candidates };
+        let groups = window_groups(batch);
+        let batch = Batch { positives: batch.positives, candidates: batch.candidates, groups: groups.as_deref() };
         let vectors = (&u[..], v.as_deref().unwrap_or(&p.v), r.as_deref().unwrap_or(&p.r));
         objective::loss(self.logits(), &batch, self.cfg.params.dim, vectors, &mut Workspace::default(), None)
     }
+}
+
+/// The window of each row of a batch trained on windows.
+fn window_groups(batch: &TrainBatch<'_>) -> Option<Vec<u32>> {
+    batch.windows.map(|w| w.queries.iter().map(|q| q.row).collect())
 }
 
 /// Rows of `m` scaled to unit length, on the host.
@@ -1409,5 +1438,28 @@ mod tests {
         long.push(&[0, 1, 2, 3], 0, 0.0);
         let err = m.user_vectors(&long).unwrap_err().to_string();
         assert!(err.contains("max_history"), "{err}");
+    }
+
+    #[test]
+    fn recurrent_encoders_over_windows_equal_each_prefix_and_get_exact_gradients() {
+        let (w, q, positives) = windows();
+        for encoder in [SequenceEncoder::Gru, SequenceEncoder::Lstm] {
+            for pooling in [Pooling::Last, Pooling::Max] {
+                let p = YoutubeDnnParams {
+                    gru_pooling: pooling,
+                    lstm_pooling: pooling,
+                    ..encoder_params(encoder, 3, 1, 0.0)
+                };
+                let m = tiny_model(p.clone().into(), SideInputs::default());
+                let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), false).unwrap();
+                let one_pass = m.user_graph::<NoneTape>(&leaves, &m.dense_tensors()).as_vec();
+                let separate = m.user_vectors(&q).unwrap();
+                for (a, b) in one_pass.iter().zip(&separate.data) {
+                    assert!((a - b).abs() < 1e-5, "{encoder:?} {pooling:?}: {one_pass:?} vs {:?}", separate.data);
+                }
+                let c = candidates(&[2, 3], true, positives.len());
+                check_batch_gradients(m, &q, &positives, c, Some(&w));
+            }
+        }
     }
 }

@@ -61,6 +61,11 @@ pub struct VectorGradients {
 pub struct Batch<'a> {
     pub positives: &'a [ItemIdx],
     pub candidates: &'a Candidates,
+    /// The sequence window of each row, when the batch trains every position
+    /// of windows: a row's in-batch columns from its own window (other than
+    /// its own column) hold that user's other positives, known hits rather
+    /// than negatives, and are masked.
+    pub groups: Option<&'a [u32]>,
 }
 
 impl Batch<'_> {
@@ -73,7 +78,8 @@ impl Batch<'_> {
         let b = self.positives.len();
         let pos = self.positives[row];
         let (item, log_q) = if col < b {
-            if col != row && (!c.in_batch || self.positives[col] == pos) {
+            let same_window = self.groups.is_some_and(|g| g[col] == g[row]);
+            if col != row && (!c.in_batch || self.positives[col] == pos || same_window) {
                 return MASKED;
             }
             if col == row {
@@ -297,6 +303,11 @@ fn loss_lanes(
         }
         if !c.in_batch {
             shared[..b].fill(MASKED);
+        } else if let Some(groups) = batch.groups {
+            let mine = groups[row];
+            for (z, &g) in shared[..b].iter_mut().zip(groups) {
+                *z = if g == mine { MASKED } else { *z };
+            }
         }
         shared[row] = own_dot * inv_t + ws.column_offsets[row];
         for (j, z) in own.iter_mut().enumerate() {
@@ -405,7 +416,7 @@ mod tests {
 
     /// Every row's additive terms: shared columns, then its own.
     fn offsets(positives: &[ItemIdx], c: &Candidates) -> Vec<f32> {
-        let batch = Batch { positives, candidates: c };
+        let batch = Batch { positives, candidates: c, groups: None };
         let (b, k) = (positives.len(), c.per_row.len() / positives.len());
         let mut out = Vec::new();
         for row in 0..b {
@@ -451,7 +462,7 @@ mod tests {
         // One row, d = 1: u = 2, candidates v = [1 (positive), -1, 0.5],
         // temperature 0.5, no correction: logits 4, -4, 2.
         let c = candidates(&[8, 9], &[0.0, 0.0], &[0.0]);
-        let batch = Batch { positives: &[7], candidates: &Candidates { log_q_correction: false, ..c } };
+        let batch = Batch { positives: &[7], candidates: &Candidates { log_q_correction: false, ..c }, groups: None };
         let how = Logits { temperature: 0.5, normalize: false, loss: Loss::Softmax };
         let mut g = VectorGradients::default();
         let l = loss(how, &batch, 1, (&[2.0], &[1.0, -1.0, 0.5], &[]), &mut Workspace::default(), Some(&mut g));
@@ -508,7 +519,8 @@ mod tests {
         let u: Vec<f32> = (0..3).flat_map(|i| vector(i + 11)).collect();
         let v: Vec<f32> = (0..5).flat_map(vector).collect();
         let r: Vec<f32> = (0..6).flat_map(|i| vector(i + 20)).collect();
-        for in_batch in [false, true] {
+        // Rows 1 and 2 from one window, or no windows.
+        for (in_batch, groups) in [(false, None), (true, None), (true, Some(&[0u32, 1, 1][..]))] {
             for correction in [false, true] {
                 for (loss_kind, normalize) in [(Loss::Softmax, false), (Loss::Softmax, true), (Loss::Bce, false)] {
                     let c = Candidates {
@@ -520,7 +532,7 @@ mod tests {
                         positive_log_q: vec![-1.2, -0.7, -1.2],
                         log_q_correction: correction,
                     };
-                    let batch = Batch { positives: &positives, candidates: &c };
+                    let batch = Batch { positives: &positives, candidates: &c, groups };
                     let how = Logits { temperature: 0.7, normalize, loss: loss_kind };
                     let mut g = VectorGradients::default();
                     let fused = loss(how, &batch, d, (&u, &v, &r), &mut Workspace::default(), Some(&mut g));

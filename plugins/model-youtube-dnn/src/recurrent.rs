@@ -134,32 +134,8 @@ impl Recurrent {
         let mut c: Mat<D> = steps.zeros.clone();
         let mut pooled: Option<Mat<D, T>> = None;
         for (x, mask) in steps.x.iter().zip(&steps.mask) {
-            let x = x.retaped::<T>();
             let keep = mask.clone() * -1.0 + 1.0;
-            let candidate = match self.cell {
-                Cell::Gru => {
-                    let gate =
-                        |i: usize, j: usize| affine(x.retaped::<T>(), &gates[i]) + affine(h.retaped::<T>(), &gates[j]);
-                    let reset = gate(0, 3).sigmoid();
-                    let update = gate(1, 4).sigmoid();
-                    let new =
-                        (affine(x.retaped::<T>(), &gates[2]) + reset * affine(h.retaped::<T>(), &gates[5])).tanh();
-                    // h' = (1 - z) n + z h = n + z (h - n).
-                    new.retaped::<T>() + update * (h.retaped::<T>() - new)
-                }
-                Cell::Lstm => {
-                    let gate = |i: usize| affine(x.retaped::<T>(), &gates[i]) + affine(h.retaped::<T>(), &gates[i + 4]);
-                    let (input, forget) = (gate(0).sigmoid(), gate(1).sigmoid());
-                    let (cell, output) = (gate(2).tanh(), gate(3).sigmoid());
-                    // The cell state is kept where the step is padding.
-                    let next =
-                        (forget * c.retaped::<T>() + input * cell) * mask.clone() + c.retaped::<T>() * keep.clone();
-                    let (next, next_tape) = next.split_tape();
-                    let (out, out_tape) = (output * next.retaped::<T>().tanh()).split_tape();
-                    c = next;
-                    out.put_tape(out_tape.merge(next_tape))
-                }
-            };
+            let candidate: Mat<D, T> = self.candidate(x, &h, &mut c, mask, &keep, gates);
             match self.pooling {
                 // The state carries every step's tape forward.
                 Pooling::Last => h = h * keep + candidate * mask.clone(),
@@ -179,6 +155,79 @@ impl Recurrent {
         match (self.pooling, pooled) {
             (Pooling::Max, Some(p)) => p * steps.any.clone(),
             _ => h,
+        }
+    }
+
+    /// The pooled encoding after every step, `[steps * B, hidden]`: row
+    /// `t * B + r` encodes row `r`'s first `t + 1` items (one pass over
+    /// windows gives each position's query).
+    pub fn forward_every_step<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
+        &self,
+        steps: &Steps<D>,
+        gates: &[LayerTensors<D>],
+    ) -> Mat<D, T> {
+        let (b, hidden) = *steps.zeros.shape();
+        // States and running maxima are read untaped; each step's tape goes
+        // into that step's output, which the result holds once.
+        let mut h: Mat<D> = steps.zeros.clone();
+        let mut c: Mat<D> = steps.zeros.clone();
+        let mut pooled: Option<Mat<D>> = None;
+        let mut outs: Vec<Mat<D, T>> = Vec::with_capacity(steps.x.len());
+        for (x, mask) in steps.x.iter().zip(&steps.mask) {
+            let keep = mask.clone() * -1.0 + 1.0;
+            let candidate: Mat<D, T> = self.candidate(x, &h, &mut c, mask, &keep, gates);
+            let state = h.retaped::<T>() * keep + candidate * mask.clone();
+            h = state.retaped::<NoneTape>();
+            let out = match self.pooling {
+                Pooling::Last => state,
+                Pooling::Max => {
+                    let masked = state + (mask.clone() * -PADDED + PADDED);
+                    match &pooled {
+                        None => masked,
+                        Some(p) => p.retaped::<T>().maximum(masked),
+                    }
+                }
+            };
+            pooled = Some(out.retaped::<NoneTape>());
+            outs.push(out);
+        }
+        let n = outs.len();
+        outs.stack().reshape_like(&(n * b, hidden))
+    }
+
+    /// The cell's new state for step input `x` from state `h` (read
+    /// untaped); the LSTM's cell state `c` is advanced in place.
+    fn candidate<D: Device<f32>, T: Tape<f32, D> + Merge<T>, H: Tape<f32, D>>(
+        &self,
+        x: &Mat<D>,
+        h: &Mat<D, H>,
+        c: &mut Mat<D>,
+        mask: &Mat<D>,
+        keep: &Mat<D>,
+        gates: &[LayerTensors<D>],
+    ) -> Mat<D, T> {
+        let x = x.retaped::<T>();
+        match self.cell {
+            Cell::Gru => {
+                let gate =
+                    |i: usize, j: usize| affine(x.retaped::<T>(), &gates[i]) + affine(h.retaped::<T>(), &gates[j]);
+                let reset = gate(0, 3).sigmoid();
+                let update = gate(1, 4).sigmoid();
+                let new = (affine(x.retaped::<T>(), &gates[2]) + reset * affine(h.retaped::<T>(), &gates[5])).tanh();
+                // h' = (1 - z) n + z h = n + z (h - n).
+                new.retaped::<T>() + update * (h.retaped::<T>() - new)
+            }
+            Cell::Lstm => {
+                let gate = |i: usize| affine(x.retaped::<T>(), &gates[i]) + affine(h.retaped::<T>(), &gates[i + 4]);
+                let (input, forget) = (gate(0).sigmoid(), gate(1).sigmoid());
+                let (cell, output) = (gate(2).tanh(), gate(3).sigmoid());
+                // The cell state is kept where the step is padding.
+                let next = (forget * c.retaped::<T>() + input * cell) * mask.clone() + c.retaped::<T>() * keep.clone();
+                let (next, next_tape) = next.split_tape();
+                let (out, out_tape) = (output * next.retaped::<T>().tanh()).split_tape();
+                *c = next;
+                out.put_tape(out_tape.merge(next_tape))
+            }
         }
     }
 }
