@@ -164,6 +164,12 @@ fn broken_experiments_each_get_one_clear_error() {
         ("name = \"itest\"", "name = \"../escape\"", &[], &["exp.toml", "name"]),
         ("variant = \"ml-100k\"", "variant = \"ml-7m\"", &["run"], &["ml-7m", "ml-100k"]),
         ("lr = 0.002", "lr = 0.002\nmax_grad_norm = 1e-9", &["run"], &["diverged at epoch 1, step 1", "max_grad_norm"]),
+        ("lr = 0.002", "lr = 0.002\ntargets = \"every\"", &[], &["exp.toml", "targets", "all_positions"]),
+        ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\nheads = 5", &["run"], &["key `heads`", "32"]),
+        ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\ndropout = 1.0", &["run"], &["key `dropout`"]),
+        ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\nlayers = 0", &["run"], &["key `layers`"]),
+        ("dim = 32", "dim = 32\nsequence_encoder = \"transformer\"", &[], &["exp.toml", "self_attention"]),
+        ("dim = 32", "dim = 32\nsequence_encoder = \"lstm\"\nlstm_hidden = 0", &["run"], &["key `lstm_hidden`"]),
     ];
     for (from, to, args, needles) in cases {
         let (dir, exp) = setup();
