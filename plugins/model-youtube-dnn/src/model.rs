@@ -1360,9 +1360,18 @@ mod tests {
             }
             // Rows of length 3 and 0, then 1 and 2: padding masked.
             check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
-            let with_sides = tiny_model(p.into(), side_inputs(true, true));
+            let with_sides = tiny_model(p.clone().into(), side_inputs(true, true));
             let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
             check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], true, 2));
+            // The logistic loss over normalised vectors, shared tables.
+            let bce = YoutubeDnnParams {
+                loss: Loss::Bce,
+                normalize: true,
+                temperature: 0.5,
+                share_embeddings: true,
+                ..p
+            };
+            check_gradients_on(tiny_model(bce.into(), SideInputs::default()), &q, mixed_candidates());
         }
     }
 
