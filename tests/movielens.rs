@@ -178,6 +178,8 @@ fn every_model_variant_trains_on_ml100k_and_recommends_for_a_user() {
     let base = experiment_toml(&shared_data().join("ml-100k"), 2);
     let side = "max_history = 20\nitems = { type = \"hashed\", buckets = 800 }\nitem_features = [\"genres\"]\n\
                 user_features = [\"gender\", \"age\", \"occupation\", \"zip\"]\nexample_age = true\n";
+    let every_position =
+        |toml: String| toml.replace("batch_size = 128\n", "batch_size = 8\ntargets = \"all_positions\"\n");
     let variants = [
         (
             "gru over hashed items with side features",
@@ -186,21 +188,20 @@ fn every_model_variant_trains_on_ml100k_and_recommends_for_a_user() {
         ),
         (
             "self-attention on every position over hashed items with side features, mixed negatives",
-            base.replace("max_history = 20\n", side)
-                .replace("type = \"uniform\"\nnum_negatives = 200\n", "type = \"mixed\"\nnum_uniform = 200\n")
-                .replace(
-                    "hidden = [64]\n",
-                    "hidden = []\nsequence_encoder = \"self_attention\"\nheads = 2\nfeed_forward = 64\ndropout = 0.1\n",
-                )
-                .replace("batch_size = 128\n", "batch_size = 8\ntargets = \"all_positions\"\n"),
+            every_position(
+                base.replace("max_history = 20\n", side)
+                    .replace("type = \"uniform\"\nnum_negatives = 200\n", "type = \"mixed\"\nnum_uniform = 200\n")
+                    .replace(
+                        "hidden = [64]\n",
+                        "hidden = []\nsequence_encoder = \"self_attention\"\nheads = 2\ndropout = 0.1\n",
+                    ),
+            ),
         ),
         (
             "lstm with max pooling on every position",
-            base.replace(
-                "hidden = [64]\n",
-                "hidden = [64]\nsequence_encoder = \"lstm\"\nlstm_hidden = 16\nlstm_pooling = \"max\"\n",
-            )
-            .replace("batch_size = 128\n", "batch_size = 8\ntargets = \"all_positions\"\n"),
+            every_position(
+                base.replace("hidden = [64]\n", "hidden = [64]\nsequence_encoder = \"lstm\"\nlstm_pooling = \"max\"\n"),
+            ),
         ),
         (
             "two_tower over genres",

@@ -1222,35 +1222,39 @@ mod tests {
         check_gradients_on(shared, &histories(&[&[3, 4], &[6]]), candidates(&[6, 4, 1], true, 2));
     }
 
-    #[test]
-    fn gru_encoders_get_exact_gradients_with_last_and_max_pooling() {
-        for pooling in [Pooling::Last, Pooling::Max] {
-            let p = YoutubeDnnParams {
-                sequence_encoder: SequenceEncoder::Gru,
-                gru_pooling: pooling,
-                ..tiny_params(false, 1.0, Loss::Softmax, false)
-            };
-            let m = tiny_model(p.clone().into(), SideInputs::default());
-            assert_eq!(m.tower[0].fan_in, 2, "GRU hidden 2 feeds the tower");
-            assert!(m.state().contains_key("gru.hidden_new.weight"));
-            // Rows of length 3 and 0 (padded throughout).
-            check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
-            let with_sides = tiny_model(p.into(), side_inputs(false, true));
-            let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
-            check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], false, 2));
-        }
+    fn recurrent_params(encoder: SequenceEncoder, pooling: Pooling) -> YoutubeDnnParams {
+        YoutubeDnnParams { gru_pooling: pooling, lstm_pooling: pooling, ..encoder_params(encoder, 3, 1, 0.0) }
     }
 
     #[test]
-    fn gru_last_state_ignores_padding_and_order_matters() {
-        let p = YoutubeDnnParams {
-            sequence_encoder: SequenceEncoder::Gru,
-            ..tiny_params(false, 1.0, Loss::Softmax, false)
-        };
-        let m = tiny_model(p.into(), SideInputs::default());
-        let u = m.user_vectors(&histories(&[&[0, 1], &[1, 0], &[0, 1]])).unwrap();
-        assert_eq!(u.row(0), u.row(2));
-        assert_ne!(u.row(0), u.row(1), "a sequence encoder sees order, unlike the mean");
+    fn recurrent_encoders_get_exact_gradients_with_last_and_max_pooling() {
+        for (encoder, gate) in
+            [(SequenceEncoder::Gru, "gru.hidden_new.weight"), (SequenceEncoder::Lstm, "lstm.hidden_forget.weight")]
+        {
+            for pooling in [Pooling::Last, Pooling::Max] {
+                let p = recurrent_params(encoder, pooling);
+                let m = tiny_model(p.clone().into(), SideInputs::default());
+                assert_eq!(m.tower[0].fan_in, 2, "hidden width 2 feeds the tower");
+                assert!(m.state().contains_key(gate));
+                // Rows of length 3 and 0 (padded throughout).
+                check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
+                let with_sides = tiny_model(p.into(), side_inputs(false, true));
+                let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
+                check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], false, 2));
+            }
+        }
+        let lstm = tiny_model(encoder_params(SequenceEncoder::Lstm, 3, 1, 0.0).into(), SideInputs::default());
+        assert_eq!(lstm.parameter_count(), 7 * 3 * 2 + (3 * 2 + 2) * 4 + (2 * 2 + 2) * 4 + (2 * 4 + 4) + (4 * 3 + 3));
+    }
+
+    #[test]
+    fn recurrent_last_state_ignores_padding_and_order_matters() {
+        for encoder in [SequenceEncoder::Gru, SequenceEncoder::Lstm] {
+            let m = tiny_model(encoder_params(encoder, 3, 1, 0.0).into(), SideInputs::default());
+            let u = m.user_vectors(&histories(&[&[0, 1], &[1, 0], &[0, 1]])).unwrap();
+            assert_eq!(u.row(0), u.row(2));
+            assert_ne!(u.row(0), u.row(1), "a sequence encoder sees order, unlike the mean");
+        }
     }
 
     #[test]
@@ -1324,29 +1328,6 @@ mod tests {
     }
 
     #[test]
-    fn lstm_encoders_get_exact_gradients_with_last_and_max_pooling() {
-        for pooling in [Pooling::Last, Pooling::Max] {
-            let p = YoutubeDnnParams { lstm_pooling: pooling, ..encoder_params(SequenceEncoder::Lstm, 3, 1, 0.0) };
-            let m = tiny_model(p.clone().into(), SideInputs::default());
-            assert_eq!(m.tower[0].fan_in, 2, "LSTM hidden 2 feeds the tower");
-            assert!(m.state().contains_key("lstm.hidden_forget.weight"));
-            assert_eq!(m.parameter_count(), 7 * 3 * 2 + (3 * 2 + 2) * 4 + (2 * 2 + 2) * 4 + (2 * 4 + 4) + (4 * 3 + 3));
-            check_gradients_on(m, &histories(&[&[0, 1, 2], &[]]), mixed_candidates());
-            let with_sides = tiny_model(p.into(), side_inputs(false, true));
-            let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
-            check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], false, 2));
-        }
-    }
-
-    #[test]
-    fn lstm_last_state_ignores_padding_and_order_matters() {
-        let m = tiny_model(encoder_params(SequenceEncoder::Lstm, 3, 1, 0.0).into(), SideInputs::default());
-        let u = m.user_vectors(&histories(&[&[0, 1], &[1, 0], &[0, 1]])).unwrap();
-        assert_eq!(u.row(0), u.row(2));
-        assert_ne!(u.row(0), u.row(1));
-    }
-
-    #[test]
     fn self_attention_gets_exact_gradients_with_masks_heads_and_dropout() {
         // One head over 3 wide vectors, two heads over 4; dropout off, then
         // on (the masks are drawn from the step count, the same for the
@@ -1364,13 +1345,8 @@ mod tests {
             let q = with_ages(histories(&[&[5], &[2, 6]]), &[0.5, 0.0]);
             check_gradients_on(with_sides, &q, candidates(&[6, 4, 1], true, 2));
             // The logistic loss over normalised vectors, shared tables.
-            let bce = YoutubeDnnParams {
-                loss: Loss::Bce,
-                normalize: true,
-                temperature: 0.5,
-                share_embeddings: true,
-                ..p
-            };
+            let bce =
+                YoutubeDnnParams { loss: Loss::Bce, normalize: true, temperature: 0.5, share_embeddings: true, ..p };
             check_gradients_on(tiny_model(bce.into(), SideInputs::default()), &q, mixed_candidates());
         }
     }
@@ -1454,11 +1430,7 @@ mod tests {
         let (w, q, positives) = windows();
         for encoder in [SequenceEncoder::Gru, SequenceEncoder::Lstm] {
             for pooling in [Pooling::Last, Pooling::Max] {
-                let p = YoutubeDnnParams {
-                    gru_pooling: pooling,
-                    lstm_pooling: pooling,
-                    ..encoder_params(encoder, 3, 1, 0.0)
-                };
+                let p = recurrent_params(encoder, pooling);
                 let m = tiny_model(p.clone().into(), SideInputs::default());
                 let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), false).unwrap();
                 let one_pass = m.user_graph::<NoneTape>(&leaves, &m.dense_tensors()).as_vec();
