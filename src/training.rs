@@ -129,7 +129,7 @@ fn train(
             scope.spawn(move || {
                 for chunk in order.chunks(cfg.batch_size) {
                     let Ok(mut buf) = empty_rx.recv() else { return };
-                    buf.fill(examples, &units, chunk, epoch_sampler, rng);
+                    buf.fill(examples, units, chunk, epoch_sampler, rng);
                     if full_tx.send(buf).is_err() {
                         return;
                     }
