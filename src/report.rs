@@ -195,6 +195,16 @@ impl Report {
             train_secs,
             self.wall_seconds
         );
+        let targets = toml::from_str::<toml::Table>(&self.resolved)
+            .ok()
+            .and_then(|t| Some(t.get("train")?.get("targets")?.as_str()? == "all_positions"));
+        if targets == Some(true) {
+            let _ = writeln!(
+                s,
+                "Trained on every position of sequence windows (`targets = \"all_positions\"`): an example is one \
+                 position, a training target, so examples/s counts positions.\n"
+            );
+        }
         let cols: Vec<&str> = self
             .headline
             .iter()
@@ -622,6 +632,14 @@ mod tests {
             headline: ["recall@10", "ndcg@10", "recall@100", "mrr"].map(String::from).to_vec(),
             retrieval: None,
         }
+    }
+
+    #[test]
+    fn a_report_says_how_examples_are_counted_on_every_position() {
+        let mut r = demo();
+        assert!(!r.render().contains("every position"));
+        r.resolved.push_str("\n[train]\ntargets = \"all_positions\"\n");
+        assert!(r.render().contains("examples/s counts positions"));
     }
 
     #[test]
