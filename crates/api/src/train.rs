@@ -3,10 +3,12 @@
 //! The core runs the training loop, but the model owns its optimizer, so
 //! three of these keys are a contract with the model rather than core
 //! settings: a `Model` built from a [`crate::BuildCx`] must step its optimizer
-//! by `lr`, expect `TrainBatch`es of at most `batch_size` rows, and keep its
-//! parameters on `device` (or fail at build, naming `[train] device`). They
-//! live in `[train]`, not in `[model]`, because they mean the same for every
-//! model: a sweep varies them without knowing which model it trains.
+//! by `lr`, expect `TrainBatch`es of at most `batch_size` rows (with `targets =
+//! "all_positions"`, `batch_size` windows of up to `max_history` rows each),
+//! and keep its parameters on `device` (or fail at build, naming `[train]
+//! device`). They live in `[train]`, not in `[model]`, because they mean the
+//! same for every model: a sweep varies them without knowing which model it
+//! trains.
 
 /// Which training targets a batch holds (`[train] targets`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
