@@ -259,6 +259,7 @@ fn one_catalog(Catalog { items: n, drawn_from }: Catalog) -> Result<()> {
             positives: &positives,
             candidates: &candidates,
             windows: None,
+            weights: &[],
         })?;
         if step >= WARMUP {
             timed += started.elapsed();

@@ -99,6 +99,10 @@ enum Command {
         /// How many to recommend.
         #[arg(long, value_name = "N", default_value = "10")]
         k: NonZeroUsize,
+        /// The outcome to ask about (a name the dataset declares) when the
+        /// model was trained on several; unset: the one the run served.
+        #[arg(long, value_name = "NAME")]
+        outcome: Option<String>,
     },
     /// List every registered component with its parameters and defaults.
     Plugins,
@@ -112,6 +116,10 @@ enum Command {
         /// A paragraph under the title.
         #[arg(long, default_value = "")]
         intro: String,
+        /// Test metrics to show, comma-separated (e.g.
+        /// `outcome/loved/recall@10,disliked@10`); unset: the first run's headline metrics.
+        #[arg(long, value_delimiter = ',', value_name = "METRIC")]
+        columns: Vec<String>,
         /// Finished runs' folders.
         #[arg(required = true, value_name = "RUN_DIR")]
         runs: Vec<PathBuf>,
@@ -262,7 +270,7 @@ fn execute(command: Command, registry: &Registry) -> Result<()> {
             }
             Ok(())
         }
-        Command::Recommend { run, user, items, k } => {
+        Command::Recommend { run, user, items, k, outcome } => {
             let query = match (user, items) {
                 (Some(user), None) => recommend::Query::User(user),
                 (None, Some(items)) => {
@@ -271,7 +279,7 @@ fn execute(command: Command, registry: &Registry) -> Result<()> {
                 _ => anyhow::bail!("recommend needs --user ID or --items ID,ID,..."),
             };
             let k = k.get();
-            let answer = recommend::recommend(&run, &query, k, registry)?;
+            let answer = recommend::recommend(&run, &query, outcome.as_deref(), k, registry)?;
             println!("history (newest first): {}", answer.history.join("; "));
             println!("top {k}:");
             for (i, r) in answer.items.iter().enumerate() {
@@ -279,10 +287,10 @@ fn execute(command: Command, registry: &Registry) -> Result<()> {
             }
             Ok(())
         }
-        Command::Compare { out, title, intro, runs } => {
+        Command::Compare { out, title, intro, columns, runs } => {
             let records = runs.iter().map(|d| compare::RunRecord::read(d)).collect::<Result<Vec<_>>>()?;
             let previous = std::fs::read_to_string(&out).ok();
-            std::fs::write(&out, compare::render(&title, &intro, &records, previous.as_deref()))
+            std::fs::write(&out, compare::render(&title, &intro, &records, &columns, previous.as_deref()))
                 .with_context(|| format!("writing {}", out.display()))?;
             println!("wrote {}", out.display());
             Ok(())

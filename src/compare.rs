@@ -48,21 +48,26 @@ fn minutes_to_best(m: &RunMetrics) -> Option<f64> {
 
 /// The report: title, intro, the table (the runs, then the first run's
 /// baselines, which every run of the same split shares), and the reading
-/// (kept from `previous`).
-pub fn render(title: &str, intro: &str, runs: &[RunRecord], previous: Option<&str>) -> String {
+/// (kept from `previous`). The metric columns are `columns` (test metric
+/// keys, e.g. `outcome/loved/recall@10`), or the first run's headline
+/// metrics when empty.
+pub fn render(title: &str, intro: &str, runs: &[RunRecord], columns: &[String], previous: Option<&str>) -> String {
     let mut s = format!("# {title}\n\n{}\n\n", intro.trim());
-    // The columns are the first run's evaluator's headline metrics, as that
-    // run recorded them: the comparison names no metric itself.
-    let columns: Vec<String> = runs
-        .first()
-        .map(|r| {
-            if r.metrics.headline_metrics.is_empty() {
-                r.metrics.test.keys().take(4).cloned().collect()
-            } else {
-                r.metrics.headline_metrics.clone()
-            }
-        })
-        .unwrap_or_default();
+    // By default the first run's evaluator's headline metrics, as that run
+    // recorded them: the comparison names no metric itself.
+    let columns: Vec<String> = if columns.is_empty() {
+        runs.first()
+            .map(|r| {
+                if r.metrics.headline_metrics.is_empty() {
+                    r.metrics.test.keys().take(4).cloned().collect()
+                } else {
+                    r.metrics.headline_metrics.clone()
+                }
+            })
+            .unwrap_or_default()
+    } else {
+        columns.to_vec()
+    };
     s.push_str("| experiment | model | sampler |");
     for c in &columns {
         s.push_str(&format!(" test {c} |"));
@@ -182,19 +187,19 @@ mod tests {
             }))
             .unwrap(),
         );
-        let text = render("T", "Intro.", &[run("a", 0.1), funnel], None);
+        let text = render("T", "Intro.", &[run("a", 0.1), funnel], &[], None);
         assert!(
             text.contains(
                 "| f | model (150), random_walk (50) | 0.6900 of 200 | 0.2000 | 0.2100 | n/a | 0.5000 | 0.6000 | n/a |"
             ),
             "{text}"
         );
-        assert!(!render("T", "Intro.", &[run("a", 0.1)], None).contains("[retrieval]"));
+        assert!(!render("T", "Intro.", &[run("a", 0.1)], &[], None).contains("[retrieval]"));
     }
 
     #[test]
     fn tables_every_run_and_keeps_the_reading() {
-        let first = render("T", "Intro.", &[run("a", 0.1), run("b", 0.2)], None);
+        let first = render("T", "Intro.", &[run("a", 0.1), run("b", 0.2)], &[], None);
         assert!(
             first.contains(
                 "| a | youtube_dnn | mixed | 0.1000 | 0.3000 | 0.0700 | 0.0600 | 1000 | 12346 | 8 of 10 | 1.0 |"
@@ -209,7 +214,18 @@ mod tests {
         );
         assert!(first.contains("(No reading written yet.)"));
         let edited = first.replace("(No reading written yet.)", "Mixed wins.");
-        let second = render("T", "Intro.", &[run("a", 0.15)], Some(&edited));
+        let second = render("T", "Intro.", &[run("a", 0.15)], &[], Some(&edited));
         assert!(second.contains("Mixed wins.") && second.contains("| a | youtube_dnn | mixed | 0.1500 |"), "{second}");
+    }
+
+    #[test]
+    fn named_columns_replace_the_headline_and_missing_ones_say_so() {
+        let columns = ["ndcg@10".to_string(), "disliked@10".to_string()];
+        let text = render("T", "Intro.", &[run("a", 0.1)], &columns, None);
+        assert!(
+            text.contains("| experiment | model | sampler | test ndcg@10 | test disliked@10 | parameters |"),
+            "{text}"
+        );
+        assert!(text.contains("| a | youtube_dnn | mixed | 0.0700 | n/a | 1000 |"), "{text}");
     }
 }

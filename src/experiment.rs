@@ -385,6 +385,17 @@ fn check_train(t: &TrainConfig) -> Result<()> {
     if t.max_grad_norm.is_nan() || t.max_grad_norm <= 0.0 {
         bail!("key `max_grad_norm`: must be a positive number, found {}", t.max_grad_norm);
     }
+    for (name, &w) in &t.outcomes {
+        if !(w >= 0.0 && w.is_finite()) {
+            bail!("key `outcomes.{name}`: an outcome's weight must be a number >= 0, found {w}");
+        }
+    }
+    if !t.outcomes.is_empty() && t.outcomes.values().all(|&w| w == 0.0) {
+        bail!("key `outcomes`: every weight is 0, so nothing would be trained");
+    }
+    if !(t.negative_feedback_weight >= 0.0 && t.negative_feedback_weight.is_finite()) {
+        bail!("key `negative_feedback_weight`: must be a number >= 0, found {}", t.negative_feedback_weight);
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compare;
 pub mod experiment;
 pub mod item_vectors;
+pub mod outcomes;
 pub mod plot;
 pub mod plugins;
 pub mod preflight;

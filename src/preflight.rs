@@ -29,10 +29,11 @@ pub fn check(exp: &Experiment, reg: &Registry, data: &LoadedDataset) -> Result<(
         ..spec.build_cx()
     };
     let c = &spec.features;
-    let examples = reg
+    let mut examples = reg
         .build_features(&c.kind, c.params.clone(), &cx)
         .and_then(|f| f.build(data))
         .with_context(|| within(ComponentKind::Features))?;
+    crate::outcomes::OutcomePlan::new(&spec.train, &examples)?.apply(&mut examples);
     cx.learn_examples(&examples);
     let c = &spec.sampler;
     reg.build_sampler(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Sampler))?;

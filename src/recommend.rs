@@ -36,7 +36,16 @@ pub struct Answer {
     pub items: Vec<Recommendation>,
 }
 
-pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -> Result<Answer> {
+/// The top `k` for `query` through the run's model and index; a model
+/// trained on several outcomes is asked about `outcome` (a name of the
+/// dataset's), or about the outcome the run served when `None`.
+pub fn recommend(
+    run_dir: &Path,
+    query: &Query,
+    outcome: Option<&str>,
+    k: usize,
+    registry: &Registry,
+) -> Result<Answer> {
     for needed in ["resolved.toml", MODEL, item_vectors::FILE] {
         if !run_dir.join(needed).exists() {
             bail!("{} has no {needed}: not a finished run folder", run_dir.display());
@@ -64,11 +73,35 @@ pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -
     }
     let mut cx = funnel_api::BuildCx { n_users: data.n_users(), n_items: data.n_items(), ..cx0 };
     let c = &spec.features;
-    let examples = registry
+    let mut examples = registry
         .build_features(&c.kind, c.params.clone(), &cx)?
         .build(&data)
         .with_context(|| within(ComponentKind::Features))?;
+    let plan = crate::outcomes::OutcomePlan::new(&spec.train, &examples)?;
+    plan.apply(&mut examples);
     cx.learn_examples(&examples);
+    let asked = match outcome {
+        None => examples.serving_outcome,
+        Some(name) => {
+            let Some(i) = plan.names.iter().position(|n| n == name) else {
+                bail!(
+                    "--outcome {name}: the run's dataset declares {}",
+                    if plan.names.is_empty() { "no outcomes".to_string() } else { plan.names.join(", ") }
+                );
+            };
+            if plan.conditioned() && plan.weights[i] == 0.0 {
+                bail!(
+                    "--outcome {name}: the model was not trained on it (it trained {})",
+                    plan.evaluated().iter().map(|&o| plan.names[o as usize].as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            if plan.conditioned() {
+                i as u32
+            } else {
+                0
+            }
+        }
+    };
 
     let (history, user): (Vec<ItemIdx>, _) = match query {
         Query::User(id) => {
@@ -104,7 +137,7 @@ pub fn recommend(run_dir: &Path, query: &Query, k: usize, registry: &Registry) -
 
     let recent = &history[history.len().saturating_sub(examples.max_history)..];
     let mut q = Queries::new(examples.max_history);
-    q.push(recent, user, 0.0);
+    q.push_asking(recent, user, 0.0, asked);
     let user = model.user_vectors(&q)?;
     let top = index.search(user.row(0), k, &history)?;
     let title = |i: ItemIdx| {

@@ -33,6 +33,10 @@ pub struct DatasetStats {
     pub common_categories: Vec<String>,
     /// The split, as the features describe it.
     pub protocol: String,
+    /// Positives meeting each declared outcome, in the dataset's order.
+    pub outcomes: Vec<(String, usize)>,
+    /// Rows of explicit negative feedback.
+    pub feedback: usize,
 }
 
 impl DatasetStats {
@@ -62,6 +66,15 @@ impl DatasetStats {
             categories: counts.len(),
             common_categories: common.into_iter().take(5).map(|(_, c)| c.to_string()).collect(),
             protocol: examples.protocol.clone(),
+            outcomes: data
+                .outcomes
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    (name.clone(), data.interactions.outcomes.iter().filter(|&&m| m & (1 << i) != 0).count())
+                })
+                .collect(),
+            feedback: data.feedback.len(),
         }
     }
 
@@ -152,7 +165,10 @@ impl Report {
         let _ =
             writeln!(s, "## Test metrics (best epoch {} by validation {})\n", self.best_epoch, self.selection_metric);
         let _ = writeln!(s, "Full-catalog ranking of each user's test target (the protocol is under Dataset); items already seen are excluded.\n");
-        s.push_str(&metric_table(&self.test));
+        let (overall, by_outcome): (Metrics, Metrics) =
+            self.test.iter().map(|(k, v)| (k.clone(), *v)).partition(|(k, _)| !is_outcome_metric(k));
+        s.push_str(&metric_table(&overall));
+        s.push_str(&outcome_section(&by_outcome, &self.headline));
         if !self.baselines.is_empty() {
             s.push_str(&self.baseline_section());
         }
@@ -171,6 +187,13 @@ impl Report {
         let _ = writeln!(s, "| validation / test cases | {} / {} |", d.validation_cases, d.test_cases);
         if !d.protocol.is_empty() {
             let _ = writeln!(s, "| protocol | {} |", d.protocol);
+        }
+        if !d.outcomes.is_empty() {
+            let counts: Vec<String> = d.outcomes.iter().map(|(n, c)| format!("{n} {c}")).collect();
+            let _ = writeln!(s, "| positives per outcome | {} |", counts.join(", "));
+        }
+        if d.feedback > 0 {
+            let _ = writeln!(s, "| explicit negative feedback | {} rows |", d.feedback);
         }
         let _ = writeln!(s, "| items with a title | {} |", d.titled_items);
         if d.categories > 0 {
@@ -516,6 +539,61 @@ pub fn failure(experiment: &str, run_dir: &std::path::Path, error: &str, epochs:
     s
 }
 
+/// Whether a test metric belongs to the per-outcome section rather than the
+/// overall table.
+fn is_outcome_metric(key: &str) -> bool {
+    key.starts_with(&format!("{}/", crate::outcomes::PREFIX)) || key.starts_with("disliked@")
+}
+
+/// The test metrics of each outcome (`outcome/<name>/<metric>`), one row
+/// each with its cases and the headline metrics, then the mean, and the
+/// share of users shown a later-disliked item; empty without them.
+fn outcome_section(metrics: &Metrics, headline: &[String]) -> String {
+    let mut s = String::new();
+    let prefix = format!("{}/", crate::outcomes::PREFIX);
+    let mut names: Vec<&str> = Vec::new();
+    for key in metrics.keys() {
+        if let Some((name, _)) = key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) {
+            if name != crate::outcomes::MEAN && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    if !names.is_empty() {
+        let _ = writeln!(s, "\n### By outcome\n");
+        let _ = writeln!(
+            s,
+            "Each outcome's test cases are the held-out targets that meet it, ranked with a query asking about that \
+             outcome (a model trained on one outcome asks the same query for all).\n"
+        );
+        let _ = writeln!(s, "| outcome | test cases | {} |", headline.join(" | "));
+        let _ = writeln!(s, "|---|---|{}", "---|".repeat(headline.len()));
+        let row = |name: &str| -> String {
+            let cases = metrics.get(&format!("{prefix}{name}/cases")).map_or(String::new(), |c| format!("{c:.0}"));
+            let values: Vec<String> = headline
+                .iter()
+                .map(|m| metrics.get(&format!("{prefix}{name}/{m}")).map_or(String::new(), |v| format!("{v:.4}")))
+                .collect();
+            format!("| {name} | {cases} | {} |\n", values.join(" | "))
+        };
+        for name in &names {
+            s.push_str(&row(name));
+        }
+        if names.len() > 1 {
+            s.push_str(&row(crate::outcomes::MEAN));
+        }
+    }
+    for (key, v) in metrics.iter().filter(|(k, _)| k.starts_with("disliked@")) {
+        let k = key.trim_start_matches("disliked@");
+        let _ = writeln!(
+            s,
+            "\n{key}: {v:.4}, the share of test users whose top {k} (exact search, seen items excluded) holds an \
+             item they gave negative feedback on after their history ends.\n"
+        );
+    }
+    s
+}
+
 /// Metrics named `family@K` as one row per K and one column per family;
 /// the rest (e.g. `mrr`) as rows of their own below.
 fn metric_table(metrics: &Metrics) -> String {
@@ -599,6 +677,8 @@ mod tests {
                 categories: 0,
                 common_categories: Vec::new(),
                 protocol: "leave last out".into(),
+                outcomes: Vec::new(),
+                feedback: 0,
             },
             parameters: 1234,
             selection_metric: "recall@10".into(),
@@ -640,6 +720,37 @@ mod tests {
         assert!(!r.render().contains("every position"));
         r.resolved.push_str("\n[train]\ntargets = \"all_positions\"\n");
         assert!(r.render().contains("examples/s counts positions"));
+    }
+
+    #[test]
+    fn outcomes_get_a_table_of_their_own_and_disliked_a_sentence() {
+        let mut r = demo();
+        r.headline = vec!["recall@10".into(), "ndcg@10".into()];
+        r.dataset.outcomes = vec![("liked".into(), 40), ("loved".into(), 15)];
+        r.dataset.feedback = 7;
+        for (k, v) in [
+            ("outcome/liked/cases", 10.0),
+            ("outcome/liked/recall@10", 0.5),
+            ("outcome/liked/ndcg@10", 0.25),
+            ("outcome/loved/cases", 4.0),
+            ("outcome/loved/recall@10", 0.75),
+            ("outcome/loved/ndcg@10", 0.5),
+            ("outcome/mean/recall@10", 0.625),
+            ("outcome/mean/ndcg@10", 0.375),
+            ("disliked@10", 0.125),
+        ] {
+            r.test.insert(k.into(), v);
+        }
+        let md = r.render();
+        assert!(md.contains("| outcome | test cases | recall@10 | ndcg@10 |\n"), "{md}");
+        assert!(md.contains(
+            "| liked | 10 | 0.5000 | 0.2500 |\n| loved | 4 | 0.7500 | 0.5000 |\n| mean |  | 0.6250 | 0.3750 |\n"
+        ));
+        assert!(md.contains("\ndisliked@10: 0.1250, the share of test users whose top 10"));
+        assert!(md.contains("| positives per outcome | liked 40, loved 15 |"));
+        assert!(md.contains("| explicit negative feedback | 7 rows |"));
+        // The overall table keeps only the overall metrics.
+        assert!(!md.contains("outcome/liked/recall | "), "{md}");
     }
 
     #[test]

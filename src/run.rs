@@ -23,6 +23,7 @@ use funnel_kernels::par::{IntoParallelRefIterator, ParallelIterator};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::{Experiment, ExperimentSpec};
+use crate::outcomes::{self, OutcomePlan};
 use crate::report::{DatasetStats, Report, SampleUser, PLOTS};
 use crate::retrieval::{self, RetrievalSpec, Retrieved};
 use crate::run_folder::{
@@ -311,7 +312,10 @@ fn stages(
         n_categories: data.catalog.category_names().len(),
         ..ctx.spec().build_cx()
     };
-    let examples = clock.time("examples", || build_examples(ctx, &cx, data))?;
+    let mut examples = clock.time("examples", || build_examples(ctx, &cx, data))?;
+    let plan = OutcomePlan::new(&ctx.spec().train, &examples)?;
+    plan.apply(&mut examples);
+    let examples = examples;
     cx.learn_examples(&examples);
     let mut parts = build_components(ctx, &cx)?;
     let stats = DatasetStats::of(data, &examples, clock.seconds("load"));
@@ -322,7 +326,7 @@ fn stages(
         stats.test_cases,
         parts.model.parameter_count()
     );
-    clock.time("sampler", || fit_sampler(ctx, data, &examples, parts.sampler.as_mut()))?;
+    clock.time("sampler", || fit_sampler(ctx, data, &examples, &plan, parts.sampler.as_mut()))?;
     let trained = Trainer {
         model: parts.model.as_mut(),
         sampler: parts.sampler.as_mut(),
@@ -333,10 +337,11 @@ fn stages(
         checkpoint: &ctx.run_dir.join(checkpoint::FILE),
         config_hash: &ctx.config_hash,
         n_items: data.n_items(),
+        plan: &plan,
     }
     .train(resume, tracker, clock)?;
     parts.model.load_state(&trained.best_state)?;
-    let test = clock.time("test", || test(ctx, data, &examples, &parts, &trained, tracker))?;
+    let test = clock.time("test", || test(ctx, data, &examples, &parts, &trained, &plan, tracker))?;
     let cases: Vec<EvalCase<'_>> =
         examples.test.iter().map(|&ex| EvalCase { seen: examples.seen(ex), target: examples.target(ex) }).collect();
     let baselines = evaluate_baselines(ctx, data.n_items(), &examples, &mut parts, &cases, clock)?;
@@ -356,7 +361,8 @@ fn stages(
         })?),
         None => None,
     };
-    let published = Published { stats, trained, test, baselines, serving, samples, retrieved };
+    let selection = plan.selection_key(parts.evaluator.selection_metric());
+    let published = Published { stats, trained, test, baselines, serving, samples, retrieved, selection };
     publish(ctx, &parts, published, tracker, clock)
 }
 
@@ -375,11 +381,13 @@ fn fit_sampler(
     ctx: &RunContext<'_>,
     data: &LoadedDataset,
     examples: &ExampleSet,
+    plan: &OutcomePlan,
     sampler: &mut dyn Sampler,
 ) -> Result<()> {
+    // Each training query's positive: an example once per trained outcome.
     let mut counts = vec![0u64; data.n_items()];
     for &ex in &examples.train {
-        counts[examples.target(ex) as usize] += 1;
+        counts[examples.target(ex) as usize] += plan.trained(examples, ex).count() as u64;
     }
     sampler.fit(&counts, examples).with_context(|| ctx.within(ComponentKind::Sampler))?;
     let q = sampler.item_probabilities();
@@ -399,10 +407,19 @@ fn test(
     examples: &ExampleSet,
     parts: &Components,
     trained: &Trained,
+    plan: &OutcomePlan,
     tracker: &mut dyn Tracker,
 ) -> Result<Metrics> {
-    let tested = training::evaluate(parts.model.as_ref(), parts.evaluator.as_ref(), examples, &examples.test)
-        .context("test evaluation")?;
+    let (model, evaluator) = (parts.model.as_ref(), parts.evaluator.as_ref());
+    let mut tested = training::evaluate(model, evaluator, examples, &examples.test).context("test evaluation")?;
+    tested.metrics.extend(plan.evaluate(model, evaluator, examples, &examples.test).context("test evaluation")?);
+    if !examples.feedback.is_empty() {
+        let users = model.user_vectors(&examples.serving_queries(&examples.test))?;
+        let items = model.item_vectors()?;
+        if let Some(share) = outcomes::disliked_at(examples, &examples.test, &users, &items)? {
+            tested.metrics.insert(format!("disliked@{}", outcomes::DISLIKED_AT), share);
+        }
+    }
     let mut ranks = String::from("user_id\ttarget_item_id\trank\n");
     for (ex, rank) in examples.test.iter().zip(&tested.ranks) {
         let (user, item) = (&data.user_raw_ids[ex.user as usize], &data.catalog.raw_ids[examples.target(*ex) as usize]);
@@ -780,6 +797,8 @@ struct Published {
     serving: Serving,
     samples: Vec<SampleUser>,
     retrieved: Option<Retrieved>,
+    /// The validation metric that picked the best epoch.
+    selection: String,
 }
 
 /// Stages `report` and `tracking`: charts, the Markdown report (in the run
@@ -794,7 +813,7 @@ fn publish(
 ) -> Result<RunSummary> {
     let spec = ctx.spec();
     let run_dir = &ctx.run_dir;
-    let selection = parts.evaluator.selection_metric().to_string();
+    let selection = p.selection.clone();
     let best_epoch = p.trained.best_epoch;
     let report_path =
         ctx.opts.reports_dir.join(&spec.experiment.name).join(format!("{}.md", run_folder::run_name(run_dir)));

@@ -16,6 +16,7 @@ use rand::SeedableRng;
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::TrainConfig;
+use crate::outcomes::{ExplicitNegatives, OutcomePlan};
 use crate::run_folder::EpochRecord;
 use crate::stages::StageClock;
 
@@ -42,6 +43,8 @@ pub struct Trainer<'a> {
     pub config_hash: &'a str,
     /// Items in the catalog: every sampled candidate must be one.
     pub n_items: usize,
+    /// The outcomes trained, with their weights, and the one selecting.
+    pub plan: &'a OutcomePlan,
 }
 
 impl Trainer<'_> {
@@ -54,27 +57,35 @@ impl Trainer<'_> {
         tracker: &mut dyn Tracker,
         clock: &mut StageClock,
     ) -> Result<Trained> {
-        let Trainer { model, sampler, evaluator, examples, cfg, seed, checkpoint: path, config_hash, n_items } = self;
-        train(model, sampler, evaluator, tracker, examples, cfg, seed, resume, path, config_hash, n_items, clock)
+        let Trainer { model, sampler, evaluator, examples, cfg, seed, checkpoint: path, config_hash, n_items, plan } =
+            self;
+        let ctx = Run { examples, cfg, seed, checkpoint_path: path, config_hash, n_items, plan };
+        train(model, sampler, evaluator, tracker, &ctx, resume, clock)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a training run reads besides the components it drives.
+struct Run<'a> {
+    examples: &'a ExampleSet,
+    cfg: &'a TrainConfig,
+    seed: u64,
+    checkpoint_path: &'a Path,
+    config_hash: &'a str,
+    n_items: usize,
+    plan: &'a OutcomePlan,
+}
+
 fn train(
     model: &mut dyn Model,
     sampler: &mut dyn Sampler,
     evaluator: &dyn Evaluator,
     tracker: &mut dyn Tracker,
-    examples: &ExampleSet,
-    cfg: &TrainConfig,
-    seed: u64,
+    ctx: &Run<'_>,
     resume: Option<Checkpoint>,
-    checkpoint_path: &Path,
-    config_hash: &str,
-    n_items: usize,
     clock: &mut StageClock,
 ) -> Result<Trained> {
-    let selection = evaluator.selection_metric().to_string();
+    let Run { examples, cfg, seed, checkpoint_path, config_hash, n_items, plan } = *ctx;
+    let selection = plan.selection_key(evaluator.selection_metric());
     let mut records = Vec::new();
     let mut best: Option<(usize, f64, ModelState)> = None;
     let mut first_epoch = 1;
@@ -86,7 +97,15 @@ fn train(
         best = Some((c.best_epoch, c.best_score, c.best_state));
         eprintln!("resuming after epoch {}", c.epoch);
     }
-    let units = TrainingUnits::new(examples, cfg.targets);
+    let units = TrainingUnits::new(examples, cfg.targets, plan);
+    let mut explicit = ExplicitNegatives::new(cfg, examples);
+    if let Some(e) = &explicit {
+        eprintln!(
+            "negative feedback: {} disliked items known by the users' last training targets, up to {} per query",
+            e.total(),
+            cfg.negative_feedback_per_query
+        );
+    }
     if units.targets == 0 {
         bail!(
             "[train] targets = \"{}\": no training example has a history to predict it from",
@@ -110,7 +129,7 @@ fn train(
         // Each epoch's randomness derives from the seed and the epoch alone,
         // so a run resumed from a checkpoint draws exactly what it would have.
         let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut order: Vec<Example> = units.units.clone();
+        let mut order: Vec<(Example, u32)> = units.units.clone();
         order.shuffle(&mut rng);
         let (epoch_sampler, rng) = (&mut *sampler, &mut rng);
         let started = Instant::now();
@@ -125,11 +144,14 @@ fn train(
             for _ in 0..2 {
                 empty_tx.send(BatchBuffers::new(examples.max_history, cfg.batch_size)).expect("receiver alive");
             }
-            let (order, units) = (&order, &units);
+            let (order, units, explicit) = (&order, &units, &mut explicit);
             scope.spawn(move || {
                 for chunk in order.chunks(cfg.batch_size) {
                     let Ok(mut buf) = empty_rx.recv() else { return };
                     buf.fill(examples, units, chunk, epoch_sampler, rng);
+                    if let Some(e) = explicit.as_mut() {
+                        e.append(&mut buf.candidates, &buf.positives, &buf.queries.users, rng);
+                    }
                     if full_tx.send(buf).is_err() {
                         return;
                     }
@@ -173,9 +195,12 @@ fn train(
         clock.record(&format!("epoch {epoch}"), train_seconds);
         let validated = Instant::now();
         let validation = clock
-            .time(&format!("validation {epoch}"), || evaluate(model, evaluator, examples, &validation))
-            .with_context(|| format!("validation after epoch {epoch}"))?
-            .metrics;
+            .time(&format!("validation {epoch}"), || -> Result<Metrics> {
+                let mut m = evaluate(model, evaluator, examples, &validation)?.metrics;
+                m.extend(plan.evaluate(model, evaluator, examples, &validation)?);
+                Ok(m)
+            })
+            .with_context(|| format!("validation after epoch {epoch}"))?;
         let record = EpochRecord {
             epoch,
             loss: loss_sum / units.targets as f64,
@@ -217,28 +242,35 @@ fn train(
 /// What an epoch shuffles and batches: the training examples themselves
 /// (`targets = "last"`), or the ends of sequence windows whose every position
 /// is a target (`"all_positions"`).
-struct TrainingUnits {
+struct TrainingUnits<'p> {
     mode: Targets,
-    units: Vec<Example>,
+    /// With `targets = "last"`, each example once per trained outcome its
+    /// target meets (the outcome beside it); windows' ends otherwise.
+    units: Vec<(Example, u32)>,
+    plan: &'p OutcomePlan,
     /// Training positions of each user, ascending (all positions only).
     trained: Vec<Vec<u32>>,
     /// Targets an epoch trains: the examples/s and loss of an epoch count these.
     targets: usize,
 }
 
-impl TrainingUnits {
-    fn new(examples: &ExampleSet, mode: Targets) -> TrainingUnits {
+impl<'p> TrainingUnits<'p> {
+    fn new(examples: &ExampleSet, mode: Targets, plan: &'p OutcomePlan) -> TrainingUnits<'p> {
         match mode {
-            Targets::Last => TrainingUnits {
-                mode,
-                units: examples.train.clone(),
-                trained: Vec::new(),
-                targets: examples.train.len(),
-            },
+            Targets::Last => {
+                let units: Vec<(Example, u32)> = examples
+                    .train
+                    .iter()
+                    .flat_map(|&ex| plan.trained(examples, ex).map(move |(o, _)| (ex, o)))
+                    .collect();
+                TrainingUnits { mode, targets: units.len(), units, plan, trained: Vec::new() }
+            }
             Targets::AllPositions => {
                 let mut trained = vec![Vec::new(); examples.sequences.len()];
-                for ex in &examples.train {
-                    trained[ex.user as usize].push(ex.position + ex.ahead);
+                for &ex in &examples.train {
+                    if plan.trained(examples, ex).next().is_some() {
+                        trained[ex.user as usize].push(ex.position + ex.ahead);
+                    }
                 }
                 let (mut units, mut targets) = (Vec::new(), 0);
                 for (user, positions) in trained.iter_mut().enumerate() {
@@ -252,15 +284,20 @@ impl TrainingUnits {
                         let end = positions[next - 1];
                         let start = window_start(end, examples.max_history);
                         let covered = positions[..next].partition_point(|&p| p <= start);
-                        targets += next - covered;
+                        targets += positions[covered..next]
+                            .iter()
+                            .map(|&p| {
+                                plan.trained(examples, Example { user: user as u32, position: p, ahead: 0 }).count()
+                            })
+                            .sum::<usize>();
                         if end > start {
-                            units.push(Example { user: user as u32, position: end, ahead: 0 });
+                            units.push((Example { user: user as u32, position: end, ahead: 0 }, 0));
                         }
                         next = covered.min(next - 1);
                     }
                 }
-                units.sort_unstable_by_key(|e| (e.user, e.position));
-                TrainingUnits { mode, units, trained, targets }
+                units.sort_unstable_by_key(|(e, _)| (e.user, e.position));
+                TrainingUnits { mode, units, plan, trained, targets }
             }
         }
     }
@@ -277,6 +314,8 @@ struct BatchBuffers {
     positives: Vec<ItemIdx>,
     candidates: Candidates,
     windows: Option<Windows>,
+    /// Each row's outcome weight; empty when every weight is 1.
+    weights: Vec<f32>,
 }
 
 impl BatchBuffers {
@@ -286,31 +325,38 @@ impl BatchBuffers {
             positives: Vec::with_capacity(batch_size),
             candidates: Candidates::default(),
             windows: None,
+            weights: Vec::new(),
         }
     }
 
     fn fill(
         &mut self,
         examples: &ExampleSet,
-        units: &TrainingUnits,
-        chunk: &[Example],
+        units: &TrainingUnits<'_>,
+        chunk: &[(Example, u32)],
         sampler: &mut dyn Sampler,
         rng: &mut StdRng,
     ) {
         self.queries.clear();
         self.positives.clear();
+        self.weights.clear();
+        let plan = units.plan;
+        let weighted = !plan.unweighted();
         match units.mode {
             Targets::Last => {
                 self.windows = None;
-                for &ex in chunk {
-                    examples.push_training_query(&mut self.queries, ex);
+                for &(ex, outcome) in chunk {
+                    examples.push_training_query(&mut self.queries, ex, outcome);
                     self.positives.push(examples.target(ex));
+                    if weighted {
+                        self.weights.push(plan.weights[outcome as usize]);
+                    }
                 }
             }
             Targets::AllPositions => {
                 let windows = self.windows.get_or_insert_with(|| Windows::new(examples.max_history));
                 windows.clear();
-                for (row, &ex) in chunk.iter().enumerate() {
+                for (row, &(ex, _)) in chunk.iter().enumerate() {
                     let seq = &examples.sequences[ex.user as usize];
                     let (start, end) = (window_start(ex.position, examples.max_history) as usize, ex.position as usize);
                     windows.histories.push(&seq[start..end]);
@@ -320,9 +366,15 @@ impl BatchBuffers {
                             continue;
                         }
                         let age = examples.ages.get(ex.user as usize).map_or(0.0, |a| a[t]);
-                        self.queries.push(&seq[start..t], ex.user, age);
-                        self.positives.push(seq[t]);
-                        windows.queries.push(WindowQuery { row: row as u32, prefix: (t - start) as u32 });
+                        let at = Example { user: ex.user, position: t as u32, ahead: 0 };
+                        for (outcome, weight) in plan.trained(examples, at) {
+                            self.queries.push_asking(&seq[start..t], ex.user, age, outcome);
+                            self.positives.push(seq[t]);
+                            windows.queries.push(WindowQuery { row: row as u32, prefix: (t - start) as u32 });
+                            if weighted {
+                                self.weights.push(weight);
+                            }
+                        }
                     }
                 }
             }
@@ -337,6 +389,7 @@ impl BatchBuffers {
             positives: &self.positives,
             candidates: &self.candidates,
             windows: self.windows.as_ref(),
+            weights: &self.weights,
         }
     }
 }
@@ -411,17 +464,62 @@ mod tests {
 
     /// Covered targets of the windows of `units`: (user, position), with
     /// each query's history as its window's prefix.
-    fn window_targets(set: &ExampleSet, units: &TrainingUnits) -> Vec<(u32, u32, Vec<ItemIdx>)> {
-        struct Nothing;
-        impl Sampler for Nothing {
-            fn fit(&mut self, _: &[u64], _: &ExampleSet) -> Result<()> {
-                Ok(())
-            }
-            fn sample(&mut self, _: &[ItemIdx], _: &mut StdRng, _: &mut Candidates) {}
-            fn item_probabilities(&self) -> Vec<f64> {
-                Vec::new()
-            }
+    struct Nothing;
+    impl Sampler for Nothing {
+        fn fit(&mut self, _: &[u64], _: &ExampleSet) -> Result<()> {
+            Ok(())
         }
+        fn sample(&mut self, _: &[ItemIdx], _: &mut StdRng, _: &mut Candidates) {}
+        fn item_probabilities(&self) -> Vec<f64> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn each_trained_outcome_of_a_target_is_a_query_with_its_weight() {
+        // Targets at positions 1 (liked and loved), 2 (liked), 3 (loved).
+        let set = ExampleSet {
+            sequences: vec![vec![0, 1, 2, 3]],
+            max_history: 3,
+            train: (1..4).map(|position| Example { user: 0, position, ahead: 0 }).collect(),
+            outcomes: vec!["liked".into(), "loved".into()],
+            target_outcomes: vec![vec![1, 3, 1, 2]],
+            ..Default::default()
+        };
+        let cfg = TrainConfig {
+            outcomes: [("liked".to_string(), 1.0), ("loved".to_string(), 2.0)].into(),
+            ..TrainConfig::default()
+        };
+        let plan = OutcomePlan::new(&cfg, &set).unwrap();
+        let mut rng = StdRng::seed_from_u64(0);
+        for mode in [Targets::Last, Targets::AllPositions] {
+            let units = TrainingUnits::new(&set, mode, &plan);
+            assert_eq!(units.targets, 4, "{mode:?}");
+            let mut buf = BatchBuffers::new(3, 8);
+            buf.fill(&set, &units, &units.units, &mut Nothing, &mut rng);
+            let mut got: Vec<(ItemIdx, u32, f32, usize)> = (0..buf.positives.len())
+                .map(|k| {
+                    (
+                        buf.positives[k],
+                        buf.queries.outcomes[k],
+                        buf.weights[k],
+                        buf.queries.histories.lengths[k] as usize,
+                    )
+                })
+                .collect();
+            got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            assert_eq!(got, [(1, 0, 1.0, 1), (1, 1, 2.0, 1), (2, 0, 1.0, 2), (3, 1, 2.0, 3)], "{mode:?}");
+        }
+        // Only loved trained: one query, no weights needed.
+        let loved = TrainConfig { outcomes: [("loved".to_string(), 1.0)].into(), ..TrainConfig::default() };
+        let plan = OutcomePlan::new(&loved, &set).unwrap();
+        let units = TrainingUnits::new(&set, Targets::Last, &plan);
+        let mut buf = BatchBuffers::new(3, 8);
+        buf.fill(&set, &units, &units.units, &mut Nothing, &mut rng);
+        assert_eq!((buf.positives.clone(), buf.weights.is_empty()), (vec![1, 3], true));
+    }
+
+    fn window_targets(set: &ExampleSet, units: &TrainingUnits<'_>) -> Vec<(u32, u32, Vec<ItemIdx>)> {
         let mut buf = BatchBuffers::new(set.max_history, 2);
         let mut out = Vec::new();
         let mut rng = StdRng::seed_from_u64(0);
@@ -430,7 +528,7 @@ mod tests {
             let w = buf.windows.as_ref().expect("all positions fill windows");
             assert_eq!(w.queries.len(), buf.positives.len());
             for (k, wq) in w.queries.iter().enumerate() {
-                let ex = chunk[wq.row as usize];
+                let ex = chunk[wq.row as usize].0;
                 let window = w.histories.row(wq.row as usize);
                 let history = buf.queries.histories.row(k).to_vec();
                 assert_eq!(history, window[..wq.prefix as usize], "a query reads its window's prefix");
@@ -457,10 +555,11 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        let units = TrainingUnits::new(&set, Targets::AllPositions);
+        let plan = OutcomePlan::new(&TrainConfig::default(), &set).unwrap();
+        let units = TrainingUnits::new(&set, Targets::AllPositions, &plan);
         // Windows of user 0 end at 9 (items 5..=9), 5 (1..=5), 1 (0..=1).
         assert_eq!(
-            units.units.iter().map(|e| (e.user, e.position)).collect::<Vec<_>>(),
+            units.units.iter().map(|(e, _)| (e.user, e.position)).collect::<Vec<_>>(),
             [(0, 1), (0, 5), (0, 9), (1, 3)]
         );
         assert_eq!(units.targets, 11);
@@ -473,7 +572,7 @@ mod tests {
         assert!(covered.contains(&(0, 9, vec![5, 6, 7, 8])));
         assert!(covered.contains(&(0, 2, vec![1])), "the window 1..=5 starts at item 1");
 
-        let last = TrainingUnits::new(&set, Targets::Last);
+        let last = TrainingUnits::new(&set, Targets::Last, &plan);
         assert_eq!((last.units.len(), last.targets), (11, 11));
     }
 }

@@ -170,6 +170,27 @@ fn broken_experiments_each_get_one_clear_error() {
         ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\nlayers = 0", &["run"], &["key `layers`"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"transformer\"", &[], &["exp.toml", "self_attention"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"lstm\"\nlstm_hidden = 0", &["run"], &["key `lstm_hidden`"]),
+        // Outcomes: a weight below zero, an outcome the dataset does not
+        // declare (known once it loads), a rule on a column it lacks.
+        ("lr = 0.002", "lr = 0.002\noutcomes = { liked = -1.0 }", &[], &["exp.toml", "`outcomes.liked`", ">= 0"]),
+        (
+            "lr = 0.002",
+            "lr = 0.002\noutcomes = { saved = 1.0 }",
+            &["run"],
+            &["`outcomes.saved`", "declares no outcome `saved`", "[dataset] outcomes"],
+        ),
+        (
+            "variant = \"ml-100k\"",
+            "variant = \"ml-100k\"\noutcomes = { loved = \"stars >= 5\" }",
+            &["run"],
+            &["`outcomes.loved`", "column `stars`", "`rating`"],
+        ),
+        (
+            "variant = \"ml-100k\"",
+            "variant = \"ml-100k\"\nnegative_feedback = \"rating ~ 2\"",
+            &["run"],
+            &["`negative_feedback`", "<column> <op> <value>"],
+        ),
     ];
     for (from, to, args, needles) in cases {
         let (dir, exp) = setup();

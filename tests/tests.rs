@@ -8,6 +8,7 @@ mod loader_fuzz;
 mod mlflow;
 mod mlflow_server;
 mod movielens;
+mod outcomes;
 mod resume;
 mod retrieval;
 mod slurm;

@@ -120,6 +120,17 @@ enum Task {
         #[command(flatten)]
         sets: Sets,
     },
+    /// Run experiments/outcomes.toml's arms (multi-outcome against one model per outcome, on ml-100k and
+    /// ml-1m; with and without negative feedback) for each seed; regenerate reports/outcomes.md.
+    Outcomes {
+        #[command(flatten)]
+        build: Build,
+        /// Seeds of every arm.
+        #[arg(long, value_delimiter = ',', default_value = "42,1,2")]
+        seeds: Vec<u64>,
+        #[command(flatten)]
+        sets: Sets,
+    },
     /// Install NVIDIA's nvcc wheels from PyPI into .cuda/ and check that the `cuda` feature compiles
     /// (no GPU needed).
     CheckCuda,
@@ -200,6 +211,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Ablations { build, sets } => compare_experiments(&NEGATIVE_SAMPLING, &build.cargo_args(), &sets.args()),
         Task::Models { build, sets } => compare_experiments(&MODELS, &build.cargo_args(), &sets.args()),
         Task::Splits { build, sets } => compare_experiments(&SPLITS, &build.cargo_args(), &sets.args()),
+        Task::Outcomes { build, seeds, sets } => outcomes(&build.cargo_args(), &seeds, &sets.args()),
         Task::CheckCuda => check_cuda(),
         Task::CudaEnv => {
             let toolkit = cuda::install(&root)?;
@@ -442,6 +454,98 @@ fn compare_experiments(c: &Comparison, features: &[String], args: &[String]) -> 
     compare.extend(run_dirs.iter().map(|d| d.display().to_string()));
     funnel(features, "compare", &compare)
 }
+
+/// The arms of `cargo xtask outcomes`: name, what differs, and the `--set`s
+/// over experiments/outcomes.toml (ml-100k, liked and loved trained together,
+/// negative feedback on).
+const OUTCOME_ARMS: [(&str, &str, &[&str]); 7] = [
+    ("ml100k-both", "ml-100k: one model trained on liked and loved, conditioned on the outcome", &[]),
+    ("ml100k-liked", "ml-100k: liked alone", &["train.outcomes={liked=1.0}", "train.select_outcome=liked"]),
+    ("ml100k-loved", "ml-100k: loved alone", &["train.outcomes={loved=1.0}", "train.select_outcome=loved"]),
+    (
+        "ml100k-both-no-feedback",
+        "ml-100k: liked and loved, negative feedback off",
+        &["train.negative_feedback_weight=0.0"],
+    ),
+    ("ml1m-both", "ml-1m: liked and loved", &["dataset.variant=ml-1m"]),
+    (
+        "ml1m-liked",
+        "ml-1m: liked alone",
+        &["dataset.variant=ml-1m", "train.outcomes={liked=1.0}", "train.select_outcome=liked"],
+    ),
+    (
+        "ml1m-loved",
+        "ml-1m: loved alone",
+        &["dataset.variant=ml-1m", "train.outcomes={loved=1.0}", "train.select_outcome=loved"],
+    ),
+];
+
+/// Runs every arm of [`OUTCOME_ARMS`] for each seed, then tables them into
+/// reports/outcomes.md with the per-outcome columns.
+fn outcomes(features: &[String], seeds: &[u64], args: &[String]) -> Result<ExitCode> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let runs_root = Path::new("runs").join("outcomes").join(stamp.to_string());
+    let mut run_dirs = Vec::new();
+    let total = OUTCOME_ARMS.len() * seeds.len();
+    for (a, (name, description, sets)) in OUTCOME_ARMS.iter().enumerate() {
+        for (s, seed) in seeds.iter().enumerate() {
+            eprintln!("== {} of {total}: {name}, seed {seed}", a * seeds.len() + s + 1);
+            let runs_dir = runs_root.join(format!("{name}-{seed}"));
+            let mut run_args = vec![
+                "experiments/outcomes.toml".to_string(),
+                "--runs-dir".into(),
+                runs_dir.display().to_string(),
+                "--reports-dir".into(),
+                "reports/outcomes".into(),
+            ];
+            let arm = [
+                format!("experiment.name=outcomes-{name}"),
+                format!("experiment.description={description} (seed {seed})"),
+                format!("experiment.seed={seed}"),
+            ];
+            for set in arm.iter().map(String::as_str).chain(sets.iter().copied()) {
+                run_args.extend(["--set".to_string(), set.to_string()]);
+            }
+            run_args.extend(args.iter().cloned());
+            if run(features, "run", &run_args)? != ExitCode::SUCCESS {
+                bail!("arm {name} (seed {seed}) failed");
+            }
+            run_dirs.push(only_run_dir(&runs_dir)?);
+        }
+    }
+    let columns = [
+        "outcome/liked/recall@10",
+        "outcome/liked/ndcg@10",
+        "outcome/loved/recall@10",
+        "outcome/loved/ndcg@10",
+        "disliked@10",
+    ];
+    let mut compare = vec![
+        "--out".to_string(),
+        "reports/outcomes.md".into(),
+        "--title".into(),
+        "Several outcomes in one model, and explicit negative feedback".into(),
+        "--intro".into(),
+        OUTCOMES_INTRO.into(),
+        "--columns".into(),
+        columns.join(","),
+    ];
+    compare.extend(run_dirs.iter().map(|d| d.display().to_string()));
+    funnel(features, "compare", &compare)
+}
+
+const OUTCOMES_INTRO: &str = "\
+`experiments/outcomes.toml`: YouTube DNN candidate generation (the headline's 5-item mean history, mixed \
+negatives with logQ correction, cosine logits at temperature 0.1, 10 epochs) on MovieLens with two outcomes \
+declared by the dataset, liked (rating >= 4) and loved (rating >= 5), and ratings <= 2 as explicit negative \
+feedback. A multi-outcome row trains one model on both outcomes, its query conditioned on a learned embedding \
+of the outcome (ItemSage-style), positives of both in every batch; a single-outcome row trains on one outcome \
+alone, with the same epochs, batch size and everything else. Leave-last-out: each outcome's test cases are the \
+users whose last positive meets it, ranked over the full catalog (seen items excluded) with a query asking about \
+that outcome; the best epoch is picked on validation (the mean over outcomes, or the one outcome trained). \
+disliked@10 is the share of test users whose top 10 holds an item they rated <= 2 after their history ends \
+(ml-100k only: the ml-1m copy here holds only ratings >= 4). Regenerate with `cargo xtask outcomes` (every arm, \
+seeds 42, 1 and 2).";
 
 const SPLITS: Comparison = Comparison {
     folder: "experiments/splits",

@@ -63,6 +63,10 @@ pub struct Interactions {
     pub users: Vec<UserIdx>,
     pub items: Vec<ItemIdx>,
     pub timestamps: Vec<i64>,
+    /// Each row's outcomes as bits (bit `i` is the dataset's `outcomes[i]`);
+    /// empty when the dataset declares none (every row is a positive of
+    /// one implicit outcome).
+    pub outcomes: Vec<u32>,
 }
 
 impl Interactions {
@@ -94,6 +98,13 @@ pub struct LoadedDataset {
     pub user_attributes: BTreeMap<String, Vec<String>>,
     /// Rows read before filtering, for the report.
     pub raw_rows: usize,
+    /// Names of the outcomes the dataset declares, in bit order; empty
+    /// when it declares none.
+    pub outcomes: Vec<String>,
+    /// Explicit negative feedback (e.g. ratings <= 2): rows meeting the
+    /// dataset's negative rule and no outcome, of kept users on catalog
+    /// items, never a pair that is also a positive; `outcomes` stays empty.
+    pub feedback: Interactions,
 }
 
 impl LoadedDataset {
@@ -217,6 +228,10 @@ pub struct SideInputs {
     pub user_fields: Vec<Categorical>,
     /// Whether queries carry the example age (Covington et al. §3.3).
     pub example_age: bool,
+    /// Outcomes a query may ask about (`Queries::outcomes` indexes them):
+    /// with two or more, a model conditions its query on the outcome
+    /// (ItemSage-style); 0 or 1, it ignores it. The core sets it from `[train] outcomes`.
+    pub outcomes: usize,
 }
 
 /// Training examples and held-out cases built by a features plugin.
@@ -239,6 +254,24 @@ pub struct ExampleSet {
     /// When each position of each sequence was consumed (the dataset's
     /// timestamps, Unix seconds); empty when the features give none.
     pub timestamps: Vec<Vec<i64>>,
+    /// The dataset's outcome names (empty: one implicit outcome).
+    pub outcomes: Vec<String>,
+    /// Outcome bits of each position of each sequence; empty when
+    /// `outcomes` is.
+    pub target_outcomes: Vec<Vec<u32>>,
+    /// Each user's explicit negative feedback in time order; empty when
+    /// the dataset has none.
+    pub feedback: Vec<UserFeedback>,
+    /// The outcome serving queries ask about (index into `outcomes`; 0
+    /// without outcomes). The core sets it.
+    pub serving_outcome: u32,
+}
+
+/// One user's explicit negative feedback: items and when, in time order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFeedback {
+    pub items: Vec<ItemIdx>,
+    pub times: Vec<i64>,
 }
 
 impl ExampleSet {
@@ -259,16 +292,22 @@ impl ExampleSet {
         self.sequences[ex.user as usize][(ex.position + ex.ahead) as usize]
     }
 
-    /// Appends a training example's query: its history, user and example age.
-    pub fn push_training_query(&self, queries: &mut Queries, ex: Example) {
+    /// The outcome bits of the example's target (bit 0 alone without outcomes).
+    pub fn target_outcomes(&self, ex: Example) -> u32 {
+        self.target_outcomes.get(ex.user as usize).map_or(1, |o| o[(ex.position + ex.ahead) as usize])
+    }
+
+    /// Appends a training example's query asking about `outcome`: its
+    /// history, user and example age.
+    pub fn push_training_query(&self, queries: &mut Queries, ex: Example, outcome: u32) {
         let age = self.ages.get(ex.user as usize).map_or(0.0, |a| a[(ex.position + ex.ahead) as usize]);
-        queries.push(self.history(ex), ex.user, age);
+        queries.push_asking(self.history(ex), ex.user, age, outcome);
     }
 
     /// Appends a held-out case's query as it is asked at serving time:
     /// example age 0 (Covington et al. §3.3).
     pub fn push_serving_query(&self, queries: &mut Queries, ex: Example) {
-        queries.push(self.history(ex), ex.user, 0.0);
+        queries.push_asking(self.history(ex), ex.user, 0.0, self.serving_outcome);
     }
 
     /// The serving queries of `cases`, in order.
@@ -333,26 +372,37 @@ pub struct Queries {
     pub users: Vec<UserIdx>,
     /// Each row's example age in `[0, 1]`; 0 at serving time.
     pub ages: Vec<f32>,
+    /// The outcome each row asks about (an index into the dataset's
+    /// outcomes; 0 when it has none).
+    pub outcomes: Vec<u32>,
 }
 
 impl Queries {
     pub const UNKNOWN_USER: UserIdx = UserIdx::MAX;
 
     pub fn new(width: usize) -> Queries {
-        Queries { histories: Histories::new(width), users: Vec::new(), ages: Vec::new() }
+        Queries { histories: Histories::new(width), users: Vec::new(), ages: Vec::new(), outcomes: Vec::new() }
     }
 
     pub fn clear(&mut self) {
         self.histories.clear();
         self.users.clear();
         self.ages.clear();
+        self.outcomes.clear();
     }
 
-    /// Appends one row; keeps the most recent `width` items of `history`.
+    /// Appends one row asking about outcome 0; keeps the most recent
+    /// `width` items of `history`.
     pub fn push(&mut self, history: &[ItemIdx], user: UserIdx, age: f32) {
+        self.push_asking(history, user, age, 0);
+    }
+
+    /// Appends one row asking about `outcome`.
+    pub fn push_asking(&mut self, history: &[ItemIdx], user: UserIdx, age: f32, outcome: u32) {
         self.histories.push(history);
         self.users.push(user);
         self.ages.push(age);
+        self.outcomes.push(outcome);
     }
 
     pub fn len(&self) -> usize {
@@ -384,6 +434,13 @@ pub struct Candidates {
     pub positive_log_q: Vec<f32>,
     /// Whether the loss subtracts `log q` from every candidate logit.
     pub log_q_correction: bool,
+    /// The last `explicit` of each row's own negatives are explicit
+    /// negatives (the user's negative feedback) rather than draws: their
+    /// `per_row_log_q` is `-ln(weight)`, subtracted whether or not
+    /// `log_q_correction` is on (a weight `w` counts the item `w` times),
+    /// and one equal to the row's positive is padding, masked as any
+    /// accidental hit is. The core appends them after `Sampler::sample`.
+    pub explicit: usize,
 }
 
 impl Candidates {
@@ -413,6 +470,13 @@ impl Candidates {
                 self.per_row.len()
             );
         }
+        if self.explicit > 0 && batch > 0 && self.per_row.len() / batch < self.explicit {
+            anyhow::bail!(
+                "{} explicit negatives per row, but only {} own negatives per row",
+                self.explicit,
+                self.per_row.len() / batch
+            );
+        }
         if let Some(&item) = self.shared.iter().chain(&self.per_row).find(|&&i| i as usize >= n_items) {
             anyhow::bail!("the sampler drew item index {item}, outside the catalog's {n_items} items");
         }
@@ -429,6 +493,7 @@ impl Candidates {
         self.positive_log_q.clear();
         self.in_batch = false;
         self.log_q_correction = false;
+        self.explicit = 0;
     }
 }
 
@@ -444,6 +509,9 @@ pub struct TrainBatch<'a> {
     /// queries were cut from. A model may ignore it (the queries say
     /// everything), or encode each window once and read every query from it.
     pub windows: Option<&'a Windows>,
+    /// Each row's weight in the loss (its outcome's `[train] outcomes`
+    /// weight); empty means 1 for every row. The loss stays a mean over rows.
+    pub weights: &'a [f32],
 }
 
 /// Sequence windows of a batch trained on every position (SASRec's way):
@@ -491,6 +559,7 @@ mod tests {
             in_batch: true,
             positive_log_q: vec![-0.5, -0.5],
             log_q_correction: true,
+            explicit: 0,
         }
     }
 

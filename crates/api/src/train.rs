@@ -50,4 +50,29 @@ pub struct TrainConfig {
     /// run as diverged, before the step is applied.
     #[param(default = 1e4)]
     pub max_grad_norm: f64,
+    /// Outcomes to train on, each with its weight in the loss, e.g.
+    /// `{ liked = 1.0, loved = 2.0 }` (names from the dataset's `outcomes`;
+    /// weights >= 0, an outcome of weight 0 is not trained). Empty: every
+    /// outcome the dataset declares, weight 1. An example whose target
+    /// meets several trained outcomes is a training query for each. With
+    /// two or more trained outcomes the model's query is conditioned on the
+    /// outcome (ItemSage-style) and positives of every outcome share a batch.
+    #[param(default = std::collections::BTreeMap::new())]
+    pub outcomes: std::collections::BTreeMap<String, f64>,
+    /// The outcome whose validation metric picks the best epoch, and that
+    /// serving and the headline test metrics ask about: an outcome's name,
+    /// or "mean" (select on the mean over the outcomes evaluated; serve the
+    /// first trained outcome). Unused without outcomes.
+    #[param(default = "mean")]
+    pub select_outcome: String,
+    /// Weight of each explicit negative (the dataset's `negative_feedback`):
+    /// a user's disliked items join each of that user's training queries as
+    /// negatives, counted this many times in the softmax; 0 turns them off.
+    /// Only feedback up to the user's last training target is used.
+    #[param(default = 1.0)]
+    pub negative_feedback_weight: f64,
+    /// Explicit negatives per training query at most (a seeded sample of
+    /// the user's when they have more).
+    #[param(default = 8)]
+    pub negative_feedback_per_query: usize,
 }

@@ -87,7 +87,9 @@ impl Dataset for Clustered {
             raw_rows: interactions.len(),
             catalog,
             interactions,
-            user_attributes: Default::default(),
+            // No user attributes, outcomes or negative feedback; the default
+            // also keeps this plugin compiling as funnel's data grows.
+            ..Default::default()
         })
     }
 }

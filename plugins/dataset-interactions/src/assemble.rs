@@ -6,10 +6,10 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{ItemCatalog, LoadedDataset};
+use funnel_api::{ItemCatalog, LoadedDataset, OutcomeRules};
 use sha2::{Digest, Sha256};
 
-use crate::cells::At;
+use crate::cells::{At, Cell};
 use crate::log::{self, Filters, Row};
 use crate::read::{self, Options};
 use crate::time::TimestampFormat;
@@ -39,7 +39,8 @@ impl Interner {
 #[derive(Debug, Default)]
 struct Removed {
     read: usize,
-    below_min_rating: usize,
+    /// Below `min_rating`, or meeting no outcome rule.
+    not_positive: usize,
     repeated: usize,
     by_minimums: usize,
 }
@@ -47,12 +48,16 @@ struct Removed {
 pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
     let path = Path::new(&p.path);
     let format = TimestampFormat::parse(&p.timestamp_format).map_err(anyhow::Error::msg)?;
+    let rules = p.rules()?;
     let mut wanted = vec![p.columns.user.as_str(), p.columns.item.as_str()];
     let time_column = optional(&mut wanted, p.columns.timestamp.as_deref());
     let rating_column = optional(&mut wanted, p.columns.rating.as_deref());
+    let rule_cells = RuleCells::new(&rules, &mut wanted);
     let (mut users, mut items) = (Interner::default(), Interner::default());
-    let mut rows = Vec::new();
+    let (mut rows, mut feedback_rows) = (Vec::new(), Vec::new());
     let mut removed = Removed::default();
+    let mut order = 0i64;
+    let mut values = RuleValues::default();
     let options = Options { format: p.format, delimiter: p.delimiter.as_deref(), header: p.header };
     removed.read = read::scan(path, options, &wanted, |file, row, cells| {
         let at = |c: usize| At { file, row, column: wanted[c] };
@@ -60,16 +65,28 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
         let item = cells[1].id(at(1))?;
         let time = match time_column {
             Some(c) => cells[c].timestamp(&format, at(c))?,
-            None => rows.len() as i64 + removed.below_min_rating as i64,
+            // File order is time order.
+            None => order,
         };
+        order += 1;
+        let mut positive = true;
         if let Some(c) = rating_column {
             let rating = cells[c].number(at(c))?;
-            if p.min_rating.is_some_and(|min| rating < min) {
-                removed.below_min_rating += 1;
-                return Ok(());
+            positive = p.min_rating.is_none_or(|min| rating >= min);
+        }
+        let (mask, negative) = rule_cells.classify(&rules, cells, &at, &mut values)?;
+        if rules.declared() {
+            positive = mask != 0;
+        }
+        let (user, item) = (users.id(&user), items.id(&item));
+        if positive {
+            rows.push(Row { user, item, time, outcomes: mask });
+        } else {
+            removed.not_positive += 1;
+            if negative {
+                feedback_rows.push(Row { user, item, time, outcomes: 0 });
             }
         }
-        rows.push(Row { user: users.id(&user), item: items.id(&item), time });
         Ok(())
     })?;
     let filters = Filters {
@@ -80,13 +97,14 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
     let kept = log::keep(&rows, users.names.len(), items.names.len(), filters);
     removed.repeated = kept.repeated;
     removed.by_minimums = kept.by_minimums;
+    let not_positive = if rules.declared() { "meeting no outcome" } else { "below min_rating" };
     if kept.interactions.is_empty() {
         bail!(
-            "{}: no interactions left: {} rows read, {} below min_rating, {} repeated (user, item) pairs dropped \
+            "{}: no interactions left: {} rows read, {} {not_positive}, {} repeated (user, item) pairs dropped \
              (dedup = {}), {} removed by min_user_interactions = {} / min_item_interactions = {}",
             path.display(),
             removed.read,
-            removed.below_min_rating,
+            removed.not_positive,
             removed.repeated,
             format!("{:?}", p.dedup).to_lowercase(),
             removed.by_minimums,
@@ -94,15 +112,18 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
             p.min_item_interactions
         );
     }
+    let feedback = log::feedback(&feedback_rows, &kept);
     let user_raw_ids: Vec<String> = kept.users.iter().map(|&u| std::mem::take(&mut users.names[u as usize])).collect();
     let item_raw_ids: Vec<String> = kept.items.iter().map(|&i| std::mem::take(&mut items.names[i as usize])).collect();
     let interactions = kept.interactions;
+    let feedback_note =
+        if rules.negative.is_some() { format!(", {} negative feedback", feedback.len()) } else { String::new() };
     eprintln!(
-        "interactions: {} rows read from {}; {} below min_rating, {} repeated pairs, {} under the minimums dropped; \
-         {} positives, {} users, {} items",
+        "interactions: {} rows read from {}; {} {not_positive}, {} repeated pairs, {} under the minimums dropped; \
+         {} positives{feedback_note}, {} users, {} items",
         removed.read,
         path.display(),
-        removed.below_min_rating,
+        removed.not_positive,
         removed.repeated,
         removed.by_minimums,
         interactions.len(),
@@ -128,7 +149,80 @@ pub fn load(p: &InteractionsParams) -> Result<LoadedDataset> {
         interactions,
         user_attributes,
         raw_rows: removed.read,
+        outcomes: rules.names(),
+        feedback,
     })
+}
+
+/// Where the columns the outcome rules read are among the cells of a row,
+/// and whether each is read as a number, as text, or both.
+struct RuleCells<'a> {
+    columns: Vec<&'a str>,
+    cells: Vec<usize>,
+    as_number: Vec<bool>,
+    as_text: Vec<bool>,
+}
+
+/// One row's values of the rule columns (buffers reused across rows).
+#[derive(Default)]
+struct RuleValues {
+    numbers: Vec<f64>,
+    texts: Vec<String>,
+}
+
+impl<'a> RuleCells<'a> {
+    /// Adds the rule columns to `wanted` (once each; one already read, such
+    /// as the rating, is shared).
+    fn new(rules: &'a OutcomeRules, wanted: &mut Vec<&'a str>) -> RuleCells<'a> {
+        let columns = rules.columns();
+        let cells = columns
+            .iter()
+            .map(|&c| {
+                wanted.iter().position(|w| *w == c).unwrap_or_else(|| {
+                    wanted.push(c);
+                    wanted.len() - 1
+                })
+            })
+            .collect();
+        let all = || rules.outcomes.iter().map(|(_, r)| r).chain(&rules.negative);
+        let reads = |c: &str, numeric: bool| all().any(|r| r.column == c && r.is_numeric() == numeric);
+        let as_number = columns.iter().map(|c| reads(c, true)).collect();
+        let as_text = columns.iter().map(|c| reads(c, false)).collect();
+        RuleCells { columns, cells, as_number, as_text }
+    }
+
+    /// The row's outcome mask and whether it is negative feedback; a cell a
+    /// numeric rule reads that is no number is an error naming file, row
+    /// and column.
+    fn classify<'c>(
+        &self,
+        rules: &OutcomeRules,
+        cells: &[Cell<'_>],
+        at: &impl Fn(usize) -> At<'c>,
+        values: &mut RuleValues,
+    ) -> Result<(u32, bool)> {
+        if self.columns.is_empty() {
+            return Ok((0, false));
+        }
+        values.numbers.resize(self.columns.len(), 0.0);
+        values.texts.resize(self.columns.len(), String::new());
+        for (k, &c) in self.cells.iter().enumerate() {
+            if self.as_number[k] {
+                values.numbers[k] = cells[c].number(at(c))?;
+            }
+            if self.as_text[k] {
+                values.texts[k] = cells[c].category();
+            }
+        }
+        Ok(rules.classify(|rule| {
+            let k = self.columns.iter().position(|c| *c == rule.column).expect("every rule column is read");
+            if rule.is_numeric() {
+                rule.matches_number(values.numbers[k])
+            } else {
+                rule.matches_text(&values.texts[k])
+            }
+        }))
+    }
 }
 
 /// Adds an optional column to those read; its index among them.

@@ -4,7 +4,10 @@
 //! and user features.
 //!
 //! A row is a positive when it has no rating column, or when its rating is
-//! at least `min_rating`. Repeated (user, item) pairs are kept per `dedup`;
+//! at least `min_rating`; or, with `outcomes` declared, when it meets at
+//! least one outcome rule (its outcomes are the rules it meets). Rows that
+//! are no positive but meet `negative_feedback` are explicit negative
+//! feedback. Repeated (user, item) pairs are kept per `dedup`;
 //! then users and items below their minimum counts are dropped, again and
 //! again until none is (a k-core). Users and items get dense indices in
 //! order of first appearance among the kept rows, which stay in file order.
@@ -17,8 +20,10 @@ pub mod log;
 mod read;
 mod time;
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Result};
-use funnel_api::{BuildCx, Dataset, LoadedDataset, Registry};
+use funnel_api::{BuildCx, Dataset, LoadedDataset, OutcomeRules, Registry};
 use serde::{Deserialize, Serialize};
 
 pub use read::Format;
@@ -62,8 +67,21 @@ pub struct InteractionsParams {
     #[param(default = "unix")]
     pub timestamp_format: String,
     /// A row whose rating is at least this is a positive; the rest are
-    /// dropped. Unset: every row is a positive.
+    /// dropped. Unset: every row is a positive. Must be unset with `outcomes`.
     pub min_rating: Option<f64>,
+    /// Named outcomes, each a rule over a column of the log: "<column> <op>
+    /// <value>" with op >=, >, <=, <, == or != (e.g. purchase = "event ==
+    /// purchase", liked = "stars >= 4"). A row meeting at least one is a
+    /// positive carrying those outcomes; the rest are dropped. A number
+    /// compares the column as a number, other text compares its text.
+    /// Empty: positives as `min_rating` says.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outcomes: BTreeMap<String, String>,
+    /// A rule (as in `outcomes`) for explicit negative feedback: a row that
+    /// is no positive but meets it says the user did not want the item
+    /// (e.g. "stars <= 2").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_feedback: Option<String>,
     /// A (user, item) pair seen more than once: "first" keeps the earliest,
     /// "last" the latest, "all" every one (repeat consumption).
     #[param(default = Dedup::First)]
@@ -207,6 +225,20 @@ impl InteractionsParams {
                 bail!("key `min_rating`: needs `columns.rating`, the column it applies to");
             }
         }
+        let rules = self.rules()?;
+        if rules.declared() && self.min_rating.is_some() {
+            bail!(
+                "key `min_rating`: with `outcomes` declared, a positive is a row meeting an outcome rule; declare the \
+                 threshold as an outcome rule (e.g. liked = \"{} >= 4\") and unset min_rating",
+                self.columns.rating.as_deref().unwrap_or("rating")
+            );
+        }
+        if rules.negative.is_some() && !rules.declared() && self.min_rating.is_none() {
+            bail!(
+                "key `negative_feedback`: every row is a positive (no `outcomes`, no `min_rating`), so none can be \
+                 negative feedback; declare `outcomes` or `min_rating`"
+            );
+        }
         if let Some(items) = &self.items {
             read::delimiter(items.delimiter.as_deref(), Format::Csv)
                 .map_err(|e| anyhow::anyhow!("key `items.delimiter`: {e}"))?;
@@ -216,6 +248,12 @@ impl InteractionsParams {
                 .map_err(|e| anyhow::anyhow!("key `users.delimiter`: {e}"))?;
         }
         Ok(())
+    }
+
+    /// `outcomes` and `negative_feedback`, parsed; their columns are checked
+    /// against the log when it is read.
+    fn rules(&self) -> Result<OutcomeRules> {
+        OutcomeRules::parse(&self.outcomes, self.negative_feedback.as_deref(), None)
     }
 }
 

@@ -279,3 +279,160 @@ fn bad_input_names_file_row_column_and_value() {
     assert!(bad("path = \"x\"\ndedup = \"some\"").contains("dedup"));
     assert!(bad("path = \"x\"\ncolumns = { user = \"u\", itm = \"i\" }").contains("itm"));
 }
+
+/// A log with no rating: `columns` user, item, time and whatever `extra` adds.
+fn events_spec(path: &Path, extra: &str) -> String {
+    format!(
+        "path = {:?}\ncolumns = {{ user = \"user\", item = \"item\", timestamp = \"time\" }}\n\
+         min_user_interactions = 1\n{extra}",
+        path.display().to_string()
+    )
+}
+
+/// (user id, item id, time) of every negative feedback row.
+fn feedback_rows(d: &LoadedDataset) -> Vec<(String, String, i64)> {
+    let f = &d.feedback;
+    (0..f.len())
+        .map(|k| {
+            (
+                d.user_raw_ids[f.users[k] as usize].clone(),
+                d.catalog.raw_ids[f.items[k] as usize].clone(),
+                f.timestamps[k],
+            )
+        })
+        .collect()
+}
+
+fn owned(rows: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
+    rows.iter().map(|(u, i, t)| (u.to_string(), i.to_string(), *t)).collect()
+}
+
+#[test]
+fn event_types_become_outcomes_and_dislikes_feedback() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.csv");
+    std::fs::write(
+        &path,
+        "user,item,time,event\n\
+         u1,i1,1,click\n\
+         u1,i1,2,add_to_cart\n\
+         u1,i1,3,purchase\n\
+         u1,i2,4,click\n\
+         u1,i3,5,click\n\
+         u2,i1,1,purchase\n\
+         u2,i2,2,click\n\
+         u2,i3,4,dislike\n\
+         u2,i3,3,dislike\n\
+         u2,i2,7,view\n\
+         u1,i2,6,dislike\n\
+         u3,i1,1,dislike\n\
+         u2,i4,8,dislike\n",
+    )
+    .unwrap();
+    let d = load(&events_spec(
+        &path,
+        "negative_feedback = \"event == dislike\"\n\
+         [outcomes]\nclick = \"event == click\"\nadd_to_cart = \"event == add_to_cart\"\npurchase = \"event == purchase\"\n",
+    ))
+    .unwrap();
+    // Bits in name order: add_to_cart 1, click 2, purchase 4.
+    assert_eq!(d.outcomes, ["add_to_cart", "click", "purchase"]);
+    assert_eq!(d.raw_rows, 13);
+    assert_eq!(rows(&d), owned(&[("u1", "i1", 1), ("u1", "i2", 4), ("u1", "i3", 5), ("u2", "i1", 1), ("u2", "i2", 2)]));
+    // dedup first keeps u1's click on i1 with the outcomes of all its rows.
+    assert_eq!(d.interactions.outcomes, [0b111, 0b010, 0b010, 0b100, 0b010]);
+    // u2's dislikes of i3: the earlier stays. u1 likes i2 (a positive), u3
+    // has no positive, i4 is no catalog item: dropped. A view is neither.
+    assert_eq!(feedback_rows(&d), owned(&[("u2", "i3", 3)]));
+    assert!(d.feedback.outcomes.is_empty());
+    // "all" keeps every positive row with its own outcome.
+    let all = load(&events_spec(
+        &path,
+        "dedup = \"all\"\n[outcomes]\nclick = \"event == click\"\nadd_to_cart = \"event == add_to_cart\"\n\
+         purchase = \"event == purchase\"\n",
+    ))
+    .unwrap();
+    assert_eq!(all.interactions.outcomes, [0b010, 0b001, 0b100, 0b010, 0b010, 0b100, 0b010]);
+    assert!(all.feedback.is_empty());
+}
+
+#[test]
+fn numeric_outcomes_read_native_numbers_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_csv(&d.join("log.csv"), ',');
+    write_jsonl(&d.join("log.jsonl"));
+    write_parquet(&d.join("log.parquet"));
+    write_arrow(&d.join("log.arrow"));
+    for file in ["log.csv", "log.jsonl", "log.parquet", "log.arrow"] {
+        let data = load(&spec(
+            &d.join(file),
+            "negative_feedback = \"stars <= 3\"\n[outcomes]\nliked = \"stars >= 4\"\nloved = \"stars >= 5\"\n",
+        ))
+        .unwrap();
+        assert_eq!(data.outcomes, ["liked", "loved"], "{file}");
+        // (u1,i1,120,3) meets no outcome; (u1,i9,140,1) neither, and i9 goes.
+        assert_eq!(rows(&data).len(), 8, "{file}");
+        assert_eq!(data.interactions.outcomes, [3, 1, 1, 3, 1, 3, 1, 1], "{file}");
+        // Both stars <= 3 rows are a positive pair or an item without positives.
+        assert!(data.feedback.is_empty(), "{file}");
+    }
+}
+
+#[test]
+fn negative_feedback_beside_min_rating() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.csv");
+    std::fs::write(&path, "user,item,time,stars\na,x,1,5\na,y,2,4\nb,x,3,4\nb,y,4,1\na,z,5,2\nb,x,6,2\n").unwrap();
+    let d = load(&spec(&path, "min_rating = 4.0\nnegative_feedback = \"stars <= 2\"")).unwrap();
+    assert_eq!(rows(&d), owned(&[("a", "x", 1), ("a", "y", 2), ("b", "x", 3)]));
+    assert!(d.outcomes.is_empty() && d.interactions.outcomes.is_empty());
+    assert_eq!(feedback_rows(&d), owned(&[("b", "y", 4)]));
+    // Without the rule nothing changes but the feedback.
+    let plain = load(&spec(&path, "min_rating = 4.0")).unwrap();
+    assert_eq!(rows(&plain), rows(&d));
+    assert!(plain.feedback.is_empty());
+}
+
+#[test]
+fn outcome_rules_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let error = |file: &str, body: &str, extra: &str| {
+        let path = d.join(file);
+        std::fs::write(&path, body).unwrap();
+        format!("{:#}", load(&events_spec(&path, extra)).unwrap_err())
+    };
+    // A rule column the log lacks, in each reader.
+    let e = error("a.csv", "user,item,time\nu,i,1\n", "[outcomes]\nbuy = \"event == purchase\"");
+    assert!(e.contains("a.csv: no column `event`; its columns are: user, item, time"), "{e}");
+    let parquet = d.join("log.parquet");
+    write_parquet(&parquet);
+    let e = format!("{:#}", load(&events_spec(&parquet, "[outcomes]\nbuy = \"event == purchase\"")).unwrap_err());
+    assert!(e.contains("log.parquet: no column `event`; its columns are: user, item, time, stars"), "{e}");
+    let e = error(
+        "b.jsonl",
+        "{\"user\": \"u\", \"item\": \"i\", \"time\": 1}\n",
+        "[outcomes]\nbuy = \"event == purchase\"",
+    );
+    assert!(e.contains("b.jsonl: no column `event`"), "{e}");
+    // A numeric rule on a cell that is no number.
+    let e = error("c.csv", "user,item,time,score\nu,i,1,5\nu,j,2,lots\n", "[outcomes]\ngood = \"score >= 4\"");
+    assert!(e.contains("c.csv, row 2, column `score`: \"lots\" is not a number"), "{e}");
+    // What is checked before reading.
+    let bad = |text: &str| {
+        let table: toml::Table = text.parse().unwrap();
+        format!("{:#}", registry().build_dataset("interactions", table, &BuildCx::default()).err().unwrap())
+    };
+    let e =
+        bad("path = \"x\"\ncolumns = { rating = \"stars\" }\nmin_rating = 4.0\noutcomes = { liked = \"stars >= 4\" }");
+    assert!(
+        e.starts_with("key `min_rating`: with `outcomes` declared")
+            && e.contains("declare the threshold as an outcome rule"),
+        "{e}"
+    );
+    let e = bad("path = \"x\"\nnegative_feedback = \"stars <= 2\"");
+    assert!(e.starts_with("key `negative_feedback`: every row is a positive"), "{e}");
+    let e = bad("path = \"x\"\noutcomes = { liked = \"stars ~ 4\" }");
+    assert!(e.starts_with("key `outcomes.liked`: rule \"stars ~ 4\""), "{e}");
+}

@@ -70,6 +70,8 @@ pub(crate) struct Provenance<'a> {
     pub checksum: String,
     pub ratings_file: &'a Path,
     pub min_rating: f32,
+    /// The declared outcomes' names (then `min_rating` is not used).
+    pub outcomes: Vec<String>,
     pub min_user_interactions: usize,
 }
 
@@ -93,27 +95,42 @@ pub(crate) fn assemble(
     // filtering and final indices are the path every dataset shares.
     let mut users = FirstSeen::for_ids(&pos.users);
     let mut items = FirstSeen::for_ids(&pos.items);
+    // Masks are empty without outcomes: every row's is then 0.
+    let masks = pos.outcomes.iter().copied().chain(std::iter::repeat(0));
     let rows: Vec<Row> = pos
         .users
         .iter()
         .zip(&pos.items)
         .zip(&pos.timestamps)
-        .map(|((&u, &i), &time)| Row { user: users.index(u), item: items.index(i), time })
+        .zip(masks)
+        .map(|(((&u, &i), &time), outcomes)| Row { user: users.index(u), item: items.index(i), time, outcomes })
         .collect();
     let filters =
         Filters { dedup: Dedup::All, min_user_interactions: prov.min_user_interactions, min_item_interactions: 1 };
     let kept = log::keep(&rows, users.raw.len(), items.raw.len(), filters);
+    drop(rows);
     if kept.interactions.is_empty() {
+        let positives = if prov.outcomes.is_empty() {
+            format!("min_rating = {}", prov.min_rating)
+        } else {
+            format!("outcomes {}", prov.outcomes.join(", "))
+        };
         bail!(
-            "no positive interactions left in {} after min_rating = {} and min_user_interactions = {} \
+            "no positive interactions left in {} after {positives} and min_user_interactions = {} \
              ({} rows read, {} positives)",
             prov.ratings_file.display(),
-            prov.min_rating,
             prov.min_user_interactions,
             pos.raw_rows,
             pos.users.len()
         );
     }
+    // Feedback on a user or movie without positives is dropped anyway.
+    let feedback_rows: Vec<Row> = pos
+        .feedback
+        .iter()
+        .filter_map(|&(u, i, time)| Some(Row { user: users.get(u)?, item: items.get(i)?, time, outcomes: 0 }))
+        .collect();
+    let feedback = log::feedback(&feedback_rows, &kept);
     let user_raw_ids: Vec<u64> = kept.users.iter().map(|&u| users.raw[u as usize]).collect();
     let interactions = kept.interactions;
 
@@ -146,6 +163,8 @@ pub(crate) fn assemble(
         interactions,
         user_attributes,
         raw_rows: pos.raw_rows,
+        outcomes: prov.outcomes,
+        feedback,
     })
 }
 
@@ -179,6 +198,7 @@ mod tests {
             checksum: "c".into(),
             ratings_file: Path::new("r.dat"),
             min_rating: 4.0,
+            outcomes: Vec::new(),
             min_user_interactions,
         }
     }
@@ -186,7 +206,7 @@ mod tests {
     fn positives(rows: &[(u64, u64, i64)]) -> Positives {
         let mut p = Positives::default();
         for &(u, i, t) in rows {
-            p.push(u, i, t);
+            p.push(u, i, t, 0);
         }
         p.raw_rows = rows.len() + 3;
         p

@@ -18,6 +18,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use sha2::{Digest, Sha256};
 
+use crate::classify::Classifier;
 use crate::parse::{self, line_error, shown, Movie, Positives, RowFormat};
 
 pub(crate) const RATINGS_HEADER: &str = "userId,movieId,rating,timestamp";
@@ -46,9 +47,9 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Reads `ratings.csv`, keeping rows with rating >= `min_rating`; returns
-/// them with the hex sha256 of the whole file.
-pub(crate) fn read_ratings(path: &Path, min_rating: f32) -> Result<(Positives, String)> {
+/// Reads `ratings.csv`, keeping positives and feedback as `classes` says;
+/// returns them with the hex sha256 of the whole file.
+pub(crate) fn read_ratings(path: &Path, classes: &Classifier) -> Result<(Positives, String)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hashing = HashingReader { inner: file, hasher: Sha256::new() };
     let mut out = Positives::default();
@@ -69,7 +70,7 @@ pub(crate) fn read_ratings(path: &Path, min_rating: f32) -> Result<(Positives, S
             .with_context(|| format!("reading {}", path.display()))?;
         for batch in batches {
             let batch = batch.map_err(|e| diagnose(path, RATINGS_HEADER, check_rating_row, Some(e)))?;
-            append_ratings(&batch, min_rating, &mut out)
+            append_ratings(&batch, classes, &mut out)
                 .map_err(|()| diagnose(path, RATINGS_HEADER, check_rating_row, None))?;
         }
     }
@@ -80,7 +81,7 @@ pub(crate) fn read_ratings(path: &Path, min_rating: f32) -> Result<(Positives, S
 
 /// Appends one batch's positives; `Err` when a value is missing or not finite,
 /// which the caller turns into a located error.
-fn append_ratings(batch: &RecordBatch, min_rating: f32, out: &mut Positives) -> std::result::Result<(), ()> {
+fn append_ratings(batch: &RecordBatch, classes: &Classifier, out: &mut Positives) -> std::result::Result<(), ()> {
     if batch.columns().iter().any(|c| c.null_count() > 0) {
         return Err(());
     }
@@ -91,9 +92,17 @@ fn append_ratings(batch: &RecordBatch, min_rating: f32, out: &mut Positives) -> 
     if ratings.iter().any(|r| !r.is_finite()) {
         return Err(());
     }
-    for i in 0..batch.num_rows() {
-        if ratings[i] >= min_rating {
-            out.push(users[i], items[i], timestamps[i]);
+    // The default (a threshold alone) keeps the plain comparison: ml-25m's
+    // 25 million rows pass through here.
+    if let Some(min_rating) = classes.threshold_only() {
+        for i in 0..batch.num_rows() {
+            if ratings[i] >= min_rating {
+                out.push(users[i], items[i], timestamps[i], 0);
+            }
+        }
+    } else {
+        for i in 0..batch.num_rows() {
+            out.add(classes.classify(ratings[i]), users[i], items[i], timestamps[i]);
         }
     }
     out.raw_rows += batch.num_rows();

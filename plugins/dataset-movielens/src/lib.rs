@@ -1,11 +1,15 @@
 //! The `movielens` dataset plugin: its parameters, its registration, and the
 //! `Dataset` that reads a MovieLens release as implicit positive interactions.
 //!
-//! A rating >= `min_rating` is a positive; users with fewer than
-//! `min_user_interactions` positives are dropped; users and items get dense
-//! indices in order of first appearance among the kept rows, which stay in
-//! file order. The release is read from `path`, `$FUNNEL_DATA_DIR/<variant>`
-//! or the download cache, or downloaded from GroupLens and verified.
+//! A rating >= `min_rating` is a positive, or, with `outcomes` declared
+//! (liked = "rating >= 4", loved = "rating >= 5"), a rating meeting at
+//! least one outcome rule, carrying those outcomes; a rating that is no
+//! positive but meets `negative_feedback` is explicit negative feedback.
+//! Users with fewer than `min_user_interactions` positives are dropped;
+//! users and items get dense indices in order of first appearance among the
+//! kept rows, which stay in file order. The release is read from `path`,
+//! `$FUNNEL_DATA_DIR/<variant>` or the download cache, or downloaded from
+//! GroupLens and verified.
 //!
 //! ml-100k (`u.user`) and ml-1m (`users.dat`) also describe their users:
 //! `user_attributes` gets `gender`, `age`, `occupation` and `zip` exactly as
@@ -16,17 +20,19 @@
 #![forbid(unsafe_code)]
 
 mod assemble;
+mod classify;
 mod csv;
 mod download;
 mod locate;
 mod parse;
 mod variant;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use funnel_api::{BuildCx, Dataset, LoadedDataset, Registry};
+use funnel_api::{BuildCx, Dataset, LoadedDataset, OutcomeRules, Registry};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -47,7 +53,7 @@ fn build(params: MovieLensParams, _cx: &BuildCx) -> Result<Box<dyn Dataset>> {
 }
 
 /// Parameters of `movielens`.
-#[funnel_api::params]
+#[funnel_api::params(unused = MovieLensParams::unused_keys)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MovieLensParams {
     /// MovieLens release: "ml-100k", "ml-1m", "ml-20m", "ml-25m",
@@ -60,8 +66,20 @@ pub struct MovieLensParams {
     /// download.
     pub path: Option<String>,
     /// A rating >= this is a positive interaction; the rest are dropped.
+    /// Not used when `outcomes` are declared.
     #[param(default = 4.0)]
     pub min_rating: f32,
+    /// Named outcomes, each a rule over the rating: "rating <op> <number>"
+    /// with op >=, >, <=, <, == or != (e.g. liked = "rating >= 4", loved =
+    /// "rating >= 5"). A rating meeting at least one is a positive carrying
+    /// those outcomes; the rest are dropped. Empty: positives by `min_rating`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outcomes: BTreeMap<String, String>,
+    /// A rule over the rating (as in `outcomes`) for explicit negative
+    /// feedback: a rating that is no positive but meets it says the user
+    /// did not want the movie (e.g. "rating <= 2").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub negative_feedback: Option<String>,
     /// Users with fewer positives than this are dropped.
     #[param(default = 5)]
     pub min_user_interactions: usize,
@@ -70,25 +88,50 @@ pub struct MovieLensParams {
     pub cache_dir: Option<String>,
 }
 
+impl MovieLensParams {
+    /// Keys trackers leave out: the threshold once outcomes replace it.
+    fn unused_keys(&self) -> Vec<&'static str> {
+        if self.outcomes.is_empty() {
+            Vec::new()
+        } else {
+            vec!["min_rating"]
+        }
+    }
+}
+
 /// A MovieLens release as a `Dataset`.
 #[derive(Debug, Clone)]
 pub struct MovieLens {
     params: MovieLensParams,
     variant: Variant,
+    rules: OutcomeRules,
 }
 
 impl MovieLens {
-    /// Checks the parameters (variant name, threshold, an explicit `path`)
-    /// without reading any data.
+    /// Checks the parameters (variant name, threshold, outcome rules, an
+    /// explicit `path`) without reading any data.
     pub fn new(params: MovieLensParams) -> Result<MovieLens> {
         let variant = Variant::parse(&params.variant)?;
         if !params.min_rating.is_finite() {
             bail!("min_rating must be a finite number, not {}", params.min_rating);
         }
+        let rules = OutcomeRules::parse(&params.outcomes, params.negative_feedback.as_deref(), Some(&["rating"]))?;
+        let keyed = params
+            .outcomes
+            .keys()
+            .map(|name| format!("outcomes.{name}"))
+            .chain(params.negative_feedback.is_some().then(|| "negative_feedback".to_string()));
+        for (key, rule) in keyed.zip(rules.outcomes.iter().map(|(_, r)| r).chain(&rules.negative)) {
+            if !rule.is_numeric() {
+                bail!(
+                    "key `{key}`: the rating is a number; compare it with one (e.g. \"rating >= 4\"), not \"{rule}\""
+                );
+            }
+        }
         if let Some(path) = &params.path {
             locate::check_explicit(Path::new(path), variant)?;
         }
-        Ok(MovieLens { params, variant })
+        Ok(MovieLens { params, variant, rules })
     }
 
     pub fn variant(&self) -> Variant {
@@ -124,14 +167,15 @@ impl MovieLens {
         let layout = self.variant.layout();
         let ratings_path = dir.join(layout.ratings_file());
         let min_rating = self.params.min_rating;
+        let classes = classify::Classifier::new(min_rating, self.rules.clone());
         let (positives, checksum) = match layout {
             Layout::Tab | Layout::DoubleColon => {
                 let bytes = fs::read(&ratings_path).with_context(|| format!("reading {}", ratings_path.display()))?;
                 let fmt = if layout == Layout::Tab { &parse::TAB } else { &parse::DOUBLE_COLON };
-                let positives = parse::parse_ratings(&bytes, fmt, &ratings_path, min_rating)?;
+                let positives = parse::parse_ratings(&bytes, fmt, &ratings_path, &classes)?;
                 (positives, download::hex(&Sha256::digest(&bytes)))
             }
-            Layout::Csv => csv::read_ratings(&ratings_path, min_rating)?,
+            Layout::Csv => csv::read_ratings(&ratings_path, &classes)?,
         };
         let movies = read_movies(dir, layout)?;
         let users = read_users(dir, layout)?;
@@ -145,6 +189,7 @@ impl MovieLens {
                 checksum,
                 ratings_file: &ratings_path,
                 min_rating,
+                outcomes: self.rules.names(),
                 min_user_interactions: self.params.min_user_interactions,
             },
         )

@@ -8,21 +8,43 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Positive ratings (rating >= threshold) in file order, with raw ids.
+use crate::classify::{Class, Classifier};
+
+/// Positive ratings in file order, with raw ids, and the explicit negative
+/// feedback beside them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Positives {
     pub users: Vec<u64>,
     pub items: Vec<u64>,
     pub timestamps: Vec<i64>,
+    /// Each positive's outcomes; empty when none are declared.
+    pub outcomes: Vec<u32>,
+    /// Negative feedback rows (user, item, timestamp) in file order.
+    pub feedback: Vec<(u64, u64, i64)>,
     /// Data rows read, positive or not.
     pub raw_rows: usize,
 }
 
 impl Positives {
-    pub fn push(&mut self, user: u64, item: u64, timestamp: i64) {
+    /// Adds a positive; `outcomes` is 0 exactly when none are declared (a
+    /// declared positive meets one), so masks are kept only when they are.
+    pub fn push(&mut self, user: u64, item: u64, timestamp: i64, outcomes: u32) {
         self.users.push(user);
         self.items.push(item);
         self.timestamps.push(timestamp);
+        if outcomes != 0 {
+            self.outcomes.push(outcomes);
+        }
+    }
+
+    /// Files a row by what its rating says.
+    #[inline]
+    pub fn add(&mut self, class: Class, user: u64, item: u64, timestamp: i64) {
+        match class {
+            Class::Positive(outcomes) => self.push(user, item, timestamp, outcomes),
+            Class::Feedback => self.feedback.push((user, item, timestamp)),
+            Class::Dropped => {}
+        }
     }
 }
 
@@ -191,8 +213,8 @@ pub(crate) fn parse_row(line: &[u8], fmt: &RowFormat) -> std::result::Result<(u6
     Ok((user, item, rating, timestamp))
 }
 
-/// Reads a whole `u.data` or `ratings.dat` and keeps rows with rating >= `min_rating`.
-pub(crate) fn parse_ratings(bytes: &[u8], fmt: &RowFormat, file: &Path, min_rating: f32) -> Result<Positives> {
+/// Reads a whole `u.data` or `ratings.dat`, keeping positives and feedback as `classes` says.
+pub(crate) fn parse_ratings(bytes: &[u8], fmt: &RowFormat, file: &Path, classes: &Classifier) -> Result<Positives> {
     let mut out = Positives::default();
     // About 20-25 bytes a row in both layouts; most rows are kept at the
     // default threshold, so this avoids most regrowth without overshooting far.
@@ -204,9 +226,7 @@ pub(crate) fn parse_ratings(bytes: &[u8], fmt: &RowFormat, file: &Path, min_rati
         let (user, item, rating, timestamp) =
             parse_row(line, fmt).map_err(|reason| line_error(file, line_no, fmt.expected, line, &reason))?;
         out.raw_rows += 1;
-        if rating >= min_rating {
-            out.push(user, item, timestamp);
-        }
+        out.add(classes.classify(rating), user, item, timestamp);
     }
     Ok(out)
 }
@@ -377,7 +397,7 @@ mod tests {
     #[test]
     fn ratings_keep_positive_rows_in_file_order_and_skip_blank_lines() {
         let text = b"1::10::5::100\r\n2::20::3::100\n1::30::4::100\n\n  \n";
-        let p = parse_ratings(text, &DOUBLE_COLON, file(), 4.0).unwrap();
+        let p = parse_ratings(text, &DOUBLE_COLON, file(), &Classifier::threshold(4.0)).unwrap();
         assert_eq!(p.raw_rows, 3);
         assert_eq!(p.users, [1, 1]);
         assert_eq!(p.items, [10, 30]);
@@ -397,7 +417,7 @@ mod tests {
         for (bad, reason) in cases {
             let mut text = b"1::10::5::100\n\n".to_vec();
             text.extend_from_slice(bad);
-            let e = parse_ratings(&text, &DOUBLE_COLON, file(), 4.0).unwrap_err().to_string();
+            let e = parse_ratings(&text, &DOUBLE_COLON, file(), &Classifier::threshold(4.0)).unwrap_err().to_string();
             let want = format!(
                 "ratings.dat:3: expected `UserID::MovieID::Rating::Timestamp`, found `{}` ({reason}",
                 String::from_utf8_lossy(bad)
@@ -408,7 +428,9 @@ mod tests {
 
     #[test]
     fn tab_rows_show_their_tabs_escaped() {
-        let e = parse_ratings(b"1\t2\tx\t4\n", &TAB, Path::new("u.data"), 4.0).unwrap_err().to_string();
+        let e = parse_ratings(b"1\t2\tx\t4\n", &TAB, Path::new("u.data"), &Classifier::threshold(4.0))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "u.data:1: expected `user id\\titem id\\trating\\ttimestamp`, found `1\\t2\\tx\\t4` \

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Result};
 use funnel_api::{
     BuildCx, Categorical, Example, ExampleSet, Features, ItemEncoding, LoadedDataset, Registry, SideInputs,
+    UserFeedback,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -176,11 +177,11 @@ const SPLIT_STREAM: u64 = 0x7370_6c69_7473_706c;
 impl Features for WatchHistory {
     fn build(&self, data: &LoadedDataset) -> Result<ExampleSet> {
         let p = &self.params;
-        let (mut sequences, mut times) = time_ordered_sequences(data);
+        let (mut sequences, mut times, mut outcomes) = time_ordered_sequences(data)?;
         let mut set = ExampleSet { max_history: p.max_history, ..Default::default() };
         let mut rng = StdRng::seed_from_u64(self.seed ^ EXAMPLES_STREAM);
         let mut split_rng = StdRng::seed_from_u64(self.seed ^ SPLIT_STREAM);
-        let assigned = split::assign(&p.split, &mut sequences, &mut times, &mut split_rng)?;
+        let assigned = split::assign(&p.split, &mut sequences, &mut times, &mut outcomes, &mut split_rng)?;
         set.validation = assigned.validation;
         set.test = assigned.test;
         set.protocol = assigned.protocol;
@@ -217,6 +218,9 @@ impl Features for WatchHistory {
         }
         set.sequences = sequences;
         set.timestamps = times;
+        set.outcomes.clone_from(&data.outcomes);
+        set.target_outcomes = outcomes;
+        set.feedback = user_feedback(data);
         Ok(set)
     }
 }
@@ -231,24 +235,62 @@ impl WatchHistory {
         let item_fields = p.item_features.iter().map(|name| item_feature(data, name)).collect::<Result<_>>()?;
         let user_fields =
             p.user_features.iter().map(|name| user_feature(data, name, p.zip_prefix)).collect::<Result<_>>()?;
-        Ok(SideInputs { items, item_fields, user_fields, example_age: p.example_age })
+        Ok(SideInputs { items, item_fields, user_fields, example_age: p.example_age, outcomes: 0 })
     }
 }
 
-/// Each user's items sorted by time, with their timestamps; the sort is
-/// stable so ties keep file order.
-fn time_ordered_sequences(data: &LoadedDataset) -> (Vec<Vec<u32>>, Vec<Vec<i64>>) {
+/// Each user's items, timestamps and outcome masks.
+type Sequences = (Vec<Vec<u32>>, Vec<Vec<i64>>, Vec<Vec<u32>>);
+
+/// Each user's items sorted by time, with their timestamps and, when the
+/// dataset declares outcomes, their outcome masks (else no masks at all);
+/// the sort is stable so ties keep file order.
+fn time_ordered_sequences(data: &LoadedDataset) -> Result<Sequences> {
     let it = &data.interactions;
-    let mut rows: Vec<Vec<(i64, u32)>> = vec![Vec::new(); data.n_users()];
+    let with_outcomes = !data.outcomes.is_empty();
+    if with_outcomes && it.outcomes.len() != it.len() {
+        bail!(
+            "dataset {} declares outcomes but gives {} outcome masks for {} positives",
+            data.name,
+            it.outcomes.len(),
+            it.len()
+        );
+    }
+    let mut rows: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); data.n_users()];
     for i in 0..it.len() {
-        rows[it.users[i] as usize].push((it.timestamps[i], it.items[i]));
+        let mask = if with_outcomes { it.outcomes[i] } else { 0 };
+        rows[it.users[i] as usize].push((it.timestamps[i], it.items[i], mask));
+    }
+    let (mut sequences, mut times, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
+    for mut r in rows {
+        r.sort_by_key(|&(t, _, _)| t);
+        sequences.push(r.iter().map(|&(_, item, _)| item).collect());
+        times.push(r.iter().map(|&(t, _, _)| t).collect());
+        if with_outcomes {
+            outcomes.push(r.iter().map(|&(_, _, mask)| mask).collect());
+        }
+    }
+    Ok((sequences, times, outcomes))
+}
+
+/// Each user's explicit negative feedback sorted by time (stable, so ties
+/// keep file order); none at all when the dataset has none.
+fn user_feedback(data: &LoadedDataset) -> Vec<UserFeedback> {
+    let f = &data.feedback;
+    if f.is_empty() {
+        return Vec::new();
+    }
+    let mut rows: Vec<Vec<(i64, u32)>> = vec![Vec::new(); data.n_users()];
+    for k in 0..f.len() {
+        rows[f.users[k] as usize].push((f.timestamps[k], f.items[k]));
     }
     rows.into_iter()
         .map(|mut r| {
             r.sort_by_key(|&(t, _)| t);
-            r.into_iter().map(|(t, item)| (item, t)).unzip()
+            let (times, items) = r.into_iter().unzip();
+            UserFeedback { items, times }
         })
-        .unzip()
+        .collect()
 }
 
 /// Age of every position: `(end - t) / (end - start)` clamped to `[0, 1]`,
@@ -399,6 +441,7 @@ mod tests {
                 users: rows.iter().map(|r| r.0).collect(),
                 items: rows.iter().map(|r| r.1).collect(),
                 timestamps: rows.iter().map(|r| r.2).collect(),
+                ..Default::default()
             },
             ..Default::default()
         }
@@ -470,6 +513,79 @@ mod tests {
         let err =
             with(WatchHistoryParams::default(), 0).build(&dataset(&[(0, 1, 1), (0, 2, 2), (0, 3, 3)])).unwrap_err();
         assert!(err.to_string().contains("no training examples"), "{err}");
+    }
+
+    /// `rows` with outcomes "click" (bit 0) and "purchase" (bit 1): each
+    /// row's mask is its fourth field.
+    fn with_outcomes(rows: &[(u32, u32, i64, u32)]) -> LoadedDataset {
+        let mut d = dataset(&rows.iter().map(|r| (r.0, r.1, r.2)).collect::<Vec<_>>());
+        d.outcomes = vec!["click".into(), "purchase".into()];
+        d.interactions.outcomes = rows.iter().map(|r| r.3).collect();
+        d
+    }
+
+    #[test]
+    fn outcomes_and_feedback_follow_their_items_in_time_order() {
+        // User 0 at t = 4, 1, 2, 5, 3 (file order); user 1 ties at t = 7.
+        let mut d = with_outcomes(&[
+            (0, 13, 4, 0b01),
+            (0, 10, 1, 0b11),
+            (1, 20, 7, 0b10),
+            (0, 11, 2, 0b01),
+            (0, 14, 5, 0b10),
+            (1, 21, 7, 0b01),
+            (0, 12, 3, 0b01),
+            (1, 22, 9, 0b11),
+        ]);
+        // User 1 dislikes 14 at t = 8, then 10 and 11 tied at t = 3; user 0 nothing.
+        d.feedback = Interactions {
+            users: vec![1, 1, 1],
+            items: vec![14, 10, 11],
+            timestamps: vec![8, 3, 3],
+            outcomes: Vec::new(),
+        };
+        let set = build_from(&d, WatchHistoryParams::default());
+        assert_eq!(set.sequences, [vec![10, 11, 12, 13, 14], vec![20, 21, 22]]);
+        assert_eq!(set.outcomes, ["click", "purchase"]);
+        assert_eq!(set.target_outcomes, [vec![0b11, 0b01, 0b01, 0b01, 0b10], vec![0b10, 0b01, 0b11]]);
+        assert_eq!(set.target_outcomes(set.test[0]), 0b10);
+        assert_eq!(set.target_outcomes(set.validation[1]), 0b01);
+        assert_eq!(
+            set.feedback,
+            [UserFeedback::default(), UserFeedback { items: vec![10, 11, 14], times: vec![3, 3, 8] }]
+        );
+
+        // Without outcomes or feedback there are none, and each target is bit 0.
+        let plain = build(30, &[(0, 13, 4), (0, 10, 1), (0, 11, 2), (0, 14, 5)]);
+        assert!(plain.outcomes.is_empty() && plain.target_outcomes.is_empty() && plain.feedback.is_empty());
+        assert_eq!(plain.target_outcomes(plain.test[0]), 1);
+    }
+
+    fn build_from(d: &LoadedDataset, p: WatchHistoryParams) -> ExampleSet {
+        with(p, 0).build(d).unwrap()
+    }
+
+    #[test]
+    fn random_holdout_keeps_each_outcome_with_its_item() {
+        // Two users of 12 positives; item i carries mask i % 3 + 1.
+        let rows: Vec<_> = (0..2).flat_map(|u| (0..12).map(move |i| (u, i, i as i64, i % 3 + 1))).collect();
+        let p = WatchHistoryParams { split: Split::RandomHoldout { fraction: 0.3 }, ..Default::default() };
+        let set = build_from(&with_outcomes(&rows), p);
+        for (seq, masks) in set.sequences.iter().zip(&set.target_outcomes) {
+            assert_ne!(*seq, (0..12).collect::<Vec<_>>(), "held-out items moved last");
+            assert_eq!(*masks, seq.iter().map(|i| i % 3 + 1).collect::<Vec<_>>());
+        }
+        for &ex in set.test.iter().chain(&set.validation) {
+            assert_eq!(set.target_outcomes(ex), set.target(ex) % 3 + 1);
+        }
+    }
+
+    #[test]
+    fn outcomes_without_a_mask_per_positive_are_an_error() {
+        let mut d = with_outcomes(&[(0, 0, 1, 1), (0, 1, 2, 1), (0, 2, 3, 1), (0, 3, 4, 1)]);
+        d.interactions.outcomes.pop();
+        let e = with(WatchHistoryParams::default(), 0).build(&d).unwrap_err().to_string();
+        assert_eq!(e, "dataset fixture declares outcomes but gives 3 outcome masks for 4 positives");
     }
 
     #[test]
@@ -760,7 +876,7 @@ mod tests {
         // (35 - t) / 20, clamped.
         assert_eq!(set.ages, [vec![1.0, 0.75, 0.25, 0.0, 0.0], vec![1.0, 1.0, 0.5, 0.0, 0.0, 0.0]]);
         let mut q = Queries::new(30);
-        set.train.iter().for_each(|&ex| set.push_training_query(&mut q, ex));
+        set.train.iter().for_each(|&ex| set.push_training_query(&mut q, ex, 0));
         assert_eq!(q.ages, [0.75, 0.25, 1.0, 0.5, 0.0]);
         assert_eq!(set.serving_queries(&set.test).ages, [0.0, 0.0]);
 

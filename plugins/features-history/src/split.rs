@@ -112,9 +112,17 @@ pub struct Assigned {
     pub protocol: String,
 }
 
-/// Splits `sequences` (time-ordered, with `times`); may reorder a user's
-/// sequence (random holdout moves the held-out positives last).
-pub fn assign(split: &Split, sequences: &mut [Vec<u32>], times: &mut [Vec<i64>], rng: &mut StdRng) -> Result<Assigned> {
+/// Splits `sequences` (time-ordered, with `times` and, when the dataset has
+/// outcomes, `outcomes`; else that is empty); may reorder a user's sequence
+/// (random holdout moves the held-out positives last), and its times and
+/// outcomes with it.
+pub fn assign(
+    split: &Split,
+    sequences: &mut [Vec<u32>],
+    times: &mut [Vec<i64>],
+    outcomes: &mut [Vec<u32>],
+    rng: &mut StdRng,
+) -> Result<Assigned> {
     let n_users = sequences.len();
     let mut out = Assigned {
         train: vec![Vec::new(); n_users],
@@ -158,6 +166,9 @@ pub fn assign(split: &Split, sequences: &mut [Vec<u32>], times: &mut [Vec<i64>],
                 let order: Vec<usize> = (0..n).filter(|&i| !is_held[i]).chain(held.iter().copied()).collect();
                 *seq = order.iter().map(|&i| seq[i]).collect();
                 *ts = order.iter().map(|&i| ts[i]).collect();
+                if let Some(masks) = outcomes.get_mut(user as usize) {
+                    *masks = order.iter().map(|&i| masks[i]).collect();
+                }
                 let first_held = (n - k) as u32;
                 out.train[user as usize] = (1..first_held).collect();
                 out.validation.push(Example { user, position: first_held, ahead: 0 });
@@ -221,7 +232,7 @@ mod tests {
     fn run(split: &Split, seqs: &[&[(u32, i64)]]) -> (Assigned, Vec<Vec<u32>>) {
         let mut sequences: Vec<Vec<u32>> = seqs.iter().map(|s| s.iter().map(|p| p.0).collect()).collect();
         let mut times: Vec<Vec<i64>> = seqs.iter().map(|s| s.iter().map(|p| p.1).collect()).collect();
-        let a = assign(split, &mut sequences, &mut times, &mut StdRng::seed_from_u64(1)).unwrap();
+        let a = assign(split, &mut sequences, &mut times, &mut [], &mut StdRng::seed_from_u64(1)).unwrap();
         (a, sequences)
     }
 
@@ -266,7 +277,7 @@ mod tests {
         let split = Split::Temporal { test_start: Cutoff::Quantile(0.5), validation_start: Cutoff::Quantile(0.9) };
         let mut s = vec![vec![1, 2, 3]];
         let mut t = vec![vec![1, 2, 3]];
-        let e = assign(&split, &mut s, &mut t, &mut StdRng::seed_from_u64(1)).err().unwrap().to_string();
+        let e = assign(&split, &mut s, &mut t, &mut [], &mut StdRng::seed_from_u64(1)).err().unwrap().to_string();
         assert!(e.contains("validation_start") && e.contains("after"), "{e}");
         let bad =
             Split::Temporal { test_start: Cutoff::Quantile(1.5), validation_start: Cutoff::Date("yesterday".into()) };
@@ -315,5 +326,19 @@ mod tests {
         assert_eq!(counts[0], 0);
         assert!(counts[1..].iter().all(|&c| (780..=1020).contains(&c)), "{counts:?}");
         assert!(Split::RandomHoldout { fraction: 1.0 }.validate().unwrap_err().to_string().contains("split.fraction"));
+    }
+
+    #[test]
+    fn random_holdout_moves_times_and_outcomes_with_their_items() {
+        // Item i at time 10 i with outcomes i + 100, so each stays recognisable.
+        let mut sequences = vec![(0..11).collect::<Vec<u32>>()];
+        let mut times = vec![(0..11).map(|i| 10 * i).collect::<Vec<i64>>()];
+        let mut outcomes = vec![(0..11).map(|i| i + 100).collect::<Vec<u32>>()];
+        let split = Split::RandomHoldout { fraction: 0.3 };
+        assign(&split, &mut sequences, &mut times, &mut outcomes, &mut StdRng::seed_from_u64(1)).unwrap();
+        assert_ne!(sequences[0], (0..11).collect::<Vec<_>>(), "held-out items moved last");
+        for (k, &item) in sequences[0].iter().enumerate() {
+            assert_eq!((times[0][k], outcomes[0][k]), (10 * i64::from(item), item + 100));
+        }
     }
 }

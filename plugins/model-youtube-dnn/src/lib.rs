@@ -8,6 +8,9 @@
 //!   by an LSTM or by causal self-attention (SASRec, Kang & McAuley 2018),
 //!   which can train on every position of a window at once. Items may be hash-encoded (several
 //!   hashed rows summed) when the features say so.
+//!   With two or more outcomes to train, a learned embedding of the outcome
+//!   a query asks about joins the tower's input (ItemSage, Baltescu et al.
+//!   2022), so one model serves each outcome.
 //! - `two_tower`: the same user tower and an item tower over item ID + item
 //!   features, so item vectors come from features.
 //! - `matrix_factorization`: a user-ID embedding, the same loss.
@@ -325,6 +328,13 @@ fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
     }
     if p.user_input == UserInput::UserId && cx.n_users == 0 {
         bail!("matrix_factorization needs the dataset's users");
+    }
+    if p.user_input == UserInput::UserId && cx.inputs.outcomes >= 2 {
+        bail!(
+            "matrix_factorization has no query tower to condition on an outcome: train one outcome (`[train] \
+             outcomes`), not {}",
+            cx.inputs.outcomes
+        );
     }
     if p.params.temperature.is_nan() || p.params.temperature <= 0.0 {
         bail!("key `temperature`: must be positive, got {}", p.params.temperature);

@@ -93,6 +93,9 @@ pub struct CandidateModel<D: Device<f32>> {
     history_fields: Vec<FieldTable>,
     user_fields: Vec<FieldTable>,
     example_age: bool,
+    /// One row per outcome a query may ask about, in the query features
+    /// (ItemSage): `None` with fewer than two outcomes.
+    outcome: Option<EmbeddingTable>,
     /// The history's encoder when it is not the mean.
     recurrent: Option<Recurrent>,
     attention: Option<SelfAttention>,
@@ -122,6 +125,9 @@ pub fn parameter_estimate(cfg: &Config, cx: &BuildCx) -> u128 {
             n += layers(&tower_widths(user_width, &cfg.params.hidden, cfg.params.dim));
             n += rows * d * if cfg.params.share_embeddings { 1 } else { 2 };
             n += s * (cardinality(&cx.inputs.item_fields) + cardinality(&cx.inputs.user_fields));
+            if conditions_on_outcome(cfg, cx) {
+                n += s * cx.inputs.outcomes as u128;
+            }
             let p = &cfg.params;
             n += match p.sequence_encoder {
                 SequenceEncoder::Mean => 0,
@@ -152,12 +158,19 @@ fn widths(cfg: &Config, cx: &BuildCx) -> (usize, usize) {
                 SequenceEncoder::Lstm => cfg.params.lstm_hidden,
                 SequenceEncoder::Mean | SequenceEncoder::SelfAttention => d,
             };
-            let fields = cx.inputs.item_fields.len() + cx.inputs.user_fields.len();
+            let fields =
+                cx.inputs.item_fields.len() + cx.inputs.user_fields.len() + conditions_on_outcome(cfg, cx) as usize;
             history + s * fields + if cx.inputs.example_age { AGE_WIDTH } else { 0 }
         }
     };
     let item = if cfg.params.item_hidden.is_empty() { d } else { d + s * cx.inputs.item_fields.len() };
     (user, item)
+}
+
+/// Whether the query embeds the outcome it asks about: with two outcomes
+/// or more, given a tower to feed it to.
+fn conditions_on_outcome(cfg: &Config, cx: &BuildCx) -> bool {
+    cfg.user_input == UserInput::History && cx.inputs.outcomes >= 2
 }
 
 /// The self-attention encoder's shape under `cfg` for histories of `max_history`.
@@ -202,6 +215,7 @@ impl<D: Device<f32>> CandidateModel<D> {
             history_fields: Vec::new(),
             user_fields: Vec::new(),
             example_age: false,
+            outcome: None,
             recurrent: None,
             attention: None,
             tower: Vec::new(),
@@ -246,6 +260,10 @@ impl<D: Device<f32>> CandidateModel<D> {
             m.item_fields = fields(&cx.inputs.item_fields, &mut rng);
             m.item_tower = layers(tower_widths(item_width, &cfg.params.item_hidden, d), &mut rng);
         }
+        // Last, so a model without it draws the same weights.
+        if conditions_on_outcome(&cfg, cx) {
+            m.outcome = Some(EmbeddingTable::normal(cx.inputs.outcomes, s, std, &mut rng));
+        }
         m
     }
 
@@ -258,13 +276,14 @@ impl<D: Device<f32>> CandidateModel<D> {
     }
 
     /// Width of the host-built query features: the averaged history (mean
-    /// encoder), each side feature's embedding, the example age.
+    /// encoder), each side feature's embedding, the example age, the
+    /// outcome's embedding.
     fn query_width(&self) -> usize {
         let mean = match (&self.input, self.averages_history()) {
             (Some(t), true) => t.dim(),
             _ => 0,
         };
-        let fields = self.history_fields.len() + self.user_fields.len();
+        let fields = self.history_fields.len() + self.user_fields.len() + usize::from(self.outcome.is_some());
         mean + self.cfg.params.side_dim * fields + if self.example_age { AGE_WIDTH } else { 0 }
     }
 
@@ -290,6 +309,7 @@ impl<D: Device<f32>> CandidateModel<D> {
             user_fields: &self.user_fields,
             side_dim: self.cfg.params.side_dim,
             example_age: self.example_age,
+            outcome: self.outcome.as_ref(),
             width: self.query_width(),
         }
     }
@@ -317,6 +337,10 @@ impl<D: Device<f32>> CandidateModel<D> {
             for f in &mut self.user_fields {
                 f.accumulate_mean(&[q.users[r]], &g[at..at + s]);
                 at += s;
+            }
+            if let Some(t) = &mut self.outcome {
+                at += if self.example_age { AGE_WIDTH } else { 0 };
+                t.accumulate(asked(q, r), &g[at..at + s], 1.0);
             }
         }
     }
@@ -346,6 +370,11 @@ impl<D: Device<f32>> CandidateModel<D> {
                 Some(self.dev.tensor_from_vec(out, (b, table.dim)))
             }
         };
+        if let Some(t) = &self.outcome {
+            if let Some(r) = rows.clone().find(|&r| asked(q, r) as usize >= t.rows()) {
+                bail!("query {r} asks about outcome {}, but the model knows {} outcomes", asked(q, r), t.rows());
+            }
+        }
         if let Some(w) = windows {
             ensure!(
                 rows == (0..q.len()) && w.queries.len() == q.len(),
@@ -480,6 +509,17 @@ impl<D: Device<f32>> CandidateModel<D> {
         ensure!(b > 0, "empty batch");
         ensure!(batch.queries.len() == b, "batch has {b} positives but {} queries", batch.queries.len());
         ensure!(cands.per_row.len().is_multiple_of(b), "{} per-row negatives for {b} rows", cands.per_row.len());
+        ensure!(
+            cands.explicit <= cands.per_row.len() / b,
+            "{} explicit negatives per row, but only {} own negatives per row",
+            cands.explicit,
+            cands.per_row.len() / b
+        );
+        ensure!(
+            batch.weights.is_empty() || batch.weights.len() == b,
+            "{} row weights for {b} rows",
+            batch.weights.len()
+        );
         let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
         Ok(Prepared {
             query: self.query_leaves(batch.queries, 0..b, batch.windows, true)?,
@@ -572,7 +612,12 @@ impl<D: Device<f32>> CandidateModel<D> {
         let groups = window_groups(batch);
         let loss_value = objective::loss(
             how,
-            &Batch { positives: batch.positives, candidates: batch.candidates, groups: groups.as_deref() },
+            &Batch {
+                positives: batch.positives,
+                candidates: batch.candidates,
+                groups: groups.as_deref(),
+                weights: batch.weights,
+            },
             d,
             (&u_values, v_values.as_deref().unwrap_or(&p.v), r_values.as_deref().unwrap_or(&p.r)),
             &mut self.workspace,
@@ -668,6 +713,9 @@ impl<D: Device<f32>> CandidateModel<D> {
         if let Some(t) = &self.users {
             out.push(("user_embeddings".to_string(), ParamRef::Table(t)));
         }
+        if let Some(t) = &self.outcome {
+            out.push(("outcome_embeddings".to_string(), ParamRef::Table(t)));
+        }
         let fields = [
             ("history_field", &self.history_fields),
             ("user_field", &self.user_fields),
@@ -699,6 +747,9 @@ impl<D: Device<f32>> CandidateModel<D> {
         }
         if let Some(t) = &mut self.users {
             out.push(("user_embeddings".to_string(), ParamMut::Table(t)));
+        }
+        if let Some(t) = &mut self.outcome {
+            out.push(("outcome_embeddings".to_string(), ParamMut::Table(t)));
         }
         let fields = [
             ("history_field", &mut self.history_fields),
@@ -738,10 +789,20 @@ impl<D: Device<f32>> CandidateModel<D> {
         let v = self.candidate_vectors::<NoneTape>(&p.v, &t).out.map(|o| o.as_vec());
         let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| o.as_vec());
         let groups = window_groups(batch);
-        let batch = Batch { positives: batch.positives, candidates: batch.candidates, groups: groups.as_deref() };
+        let batch = Batch {
+            positives: batch.positives,
+            candidates: batch.candidates,
+            groups: groups.as_deref(),
+            weights: batch.weights,
+        };
         let vectors = (&u[..], v.as_deref().unwrap_or(&p.v), r.as_deref().unwrap_or(&p.r));
         objective::loss(self.logits(), &batch, self.cfg.params.dim, vectors, &mut Workspace::default(), None)
     }
+}
+
+/// The outcome query row `r` asks about (0 when `q` names none).
+fn asked(q: &Queries, r: usize) -> u32 {
+    q.outcomes.get(r).copied().unwrap_or(0)
 }
 
 /// The window of each row of a batch trained on windows.
@@ -877,6 +938,7 @@ struct QueryTables<'a> {
     user_fields: &'a [FieldTable],
     side_dim: usize,
     example_age: bool,
+    outcome: Option<&'a EmbeddingTable>,
     width: usize,
 }
 
@@ -930,6 +992,10 @@ impl QueryTables<'_> {
             if self.example_age {
                 row[at] = q.ages[r];
                 row[at + 1] = q.ages[r] * q.ages[r];
+                at += AGE_WIDTH;
+            }
+            if let Some(t) = self.outcome {
+                row[at..at + s].copy_from_slice(t.row(asked(q, r)));
             }
         }
     }
@@ -1024,14 +1090,25 @@ mod tests {
     }
 
     fn check_batch_gradients(
-        mut m: Tiny,
+        m: Tiny,
         h: &Queries,
         positives: &[ItemIdx],
         cands: Candidates,
         windows: Option<&Windows>,
     ) {
+        check_weighted_gradients(m, h, positives, cands, windows, &[]);
+    }
+
+    fn check_weighted_gradients(
+        mut m: Tiny,
+        h: &Queries,
+        positives: &[ItemIdx],
+        cands: Candidates,
+        windows: Option<&Windows>,
+        weights: &[f32],
+    ) {
         let in_batch = cands.in_batch;
-        let batch = TrainBatch { queries: h, positives, candidates: &cands, windows };
+        let batch = TrainBatch { queries: h, positives, candidates: &cands, windows, weights };
         m.forward_backward(&batch).unwrap();
         // Small enough that no ReLU crosses its kink between the two probes.
         let eps = 1e-3f32;
@@ -1091,7 +1168,7 @@ mod tests {
         let h = histories(&[&[0, 1]]);
         let mut cands = candidates(&[2, 3], false, 1);
         cands.log_q_correction = false;
-        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands, windows: None };
+        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands, windows: None, weights: &[] };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
         let s: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_kernels::dot(u.row(0), items.row(i))).collect();
@@ -1124,7 +1201,7 @@ mod tests {
         let h = histories(&[&[0, 1]]);
         let mut cands = candidates(&[2, 3], false, 1);
         cands.log_q_correction = false;
-        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands, windows: None };
+        let batch = TrainBatch { queries: &h, positives: &[6], candidates: &cands, windows: None, weights: &[] };
         let u = m.user_vectors(&h).unwrap();
         let items = m.item_vectors().unwrap();
         let logits: Vec<f32> = [6, 2, 3].iter().map(|&i| funnel_kernels::dot(u.row(0), items.row(i))).collect();
@@ -1137,7 +1214,7 @@ mod tests {
         let mut m = tiny(false, 1.0);
         let h = histories(&[&[0, 1], &[2]]);
         let cands = candidates(&[3, 6], false, 2);
-        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands, windows: None };
+        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands, windows: None, weights: &[] };
         let first = m.loss(&batch);
         for _ in 0..200 {
             m.train_step(&batch).unwrap();
@@ -1150,7 +1227,7 @@ mod tests {
         // Train a, snapshot, train both a and a restored copy: same weights.
         let h = histories(&[&[0, 1], &[2]]);
         let cands = candidates(&[3, 6], false, 2);
-        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands, windows: None };
+        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands, windows: None, weights: &[] };
         let mut a = tiny(false, 1.0);
         for _ in 0..5 {
             a.train_step(&batch).unwrap();
@@ -1190,6 +1267,7 @@ mod tests {
             item_fields: vec![Categorical::from_lists("genres", 4, genres)],
             user_fields: vec![Categorical::from_lists("gender", 2, [vec![0], vec![1], vec![]])],
             example_age,
+            outcomes: 0,
         }
     }
 
@@ -1404,7 +1482,7 @@ mod tests {
     fn the_same_seed_trains_the_same_self_attention_model() {
         let (w, q, positives) = windows();
         let c = candidates(&[2, 3], true, positives.len());
-        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w) };
+        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w), weights: &[] };
         let train = || {
             let mut m =
                 tiny_model(encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.3).into(), SideInputs::default());
@@ -1442,5 +1520,188 @@ mod tests {
                 check_batch_gradients(m, &q, &positives, c, Some(&w));
             }
         }
+    }
+
+    fn asking(mut q: Queries, outcomes: &[u32]) -> Queries {
+        q.outcomes = outcomes.to_vec();
+        q
+    }
+
+    fn with_outcomes(mut inputs: SideInputs, outcomes: usize) -> SideInputs {
+        inputs.outcomes = outcomes;
+        inputs
+    }
+
+    /// Candidates for positives [4, 5] whose last two own negatives per
+    /// row are explicit: row 0's 2 (weight 2) and 4 (its positive:
+    /// padding), row 1's 3 (weight 0.5) and 0 (weight 1).
+    fn explicit_candidates(correction: bool) -> Candidates {
+        let ln2 = std::f32::consts::LN_2;
+        let mut c = candidates(&[2, 3], true, 2);
+        c.per_row = vec![6, 2, 4, 1, 3, 0];
+        c.per_row_log_q = vec![-1.0, -ln2, 0.0, -2.0, ln2, 0.0];
+        c.explicit = 2;
+        c.log_q_correction = correction;
+        c
+    }
+
+    #[test]
+    fn outcome_conditioned_queries_get_exact_gradients_with_weights_and_explicit_negatives() {
+        let cfg: Config = tiny_params(false, 0.5, Loss::Softmax, false).into();
+        let m = tiny_model(cfg.clone(), with_outcomes(side_inputs(true, true), 3));
+        assert_eq!(m.state()["outcome_embeddings"].len(), 3 * 2, "3 outcomes of side_dim 2");
+        // Tower input: history mean 3 + genres 2 + gender 2 + [age, age²] 2 + outcome 2.
+        assert_eq!(m.tower[0].fan_in, 11);
+        let q = asking(with_ages(histories(&[&[0, 1, 2], &[]]), &[0.25, 0.75]), &[2, 0]);
+        for correction in [true, false] {
+            let m = tiny_model(cfg.clone(), with_outcomes(side_inputs(true, true), 3));
+            check_weighted_gradients(m, &q, &[4, 5], explicit_candidates(correction), None, &[0.5, 2.0]);
+        }
+        // The logistic loss, and outcomes alone in the query features of a GRU.
+        let bce =
+            tiny_model(tiny_params(false, 1.0, Loss::Bce, false).into(), with_outcomes(side_inputs(false, false), 2));
+        check_weighted_gradients(
+            bce,
+            &asking(histories(&[&[3], &[6]]), &[1, 1]),
+            &[4, 5],
+            explicit_candidates(true),
+            None,
+            &[1.5, 0.25],
+        );
+        let gru = recurrent_params(SequenceEncoder::Gru, Pooling::Last);
+        let m = tiny_model(gru.into(), with_outcomes(SideInputs::default(), 2));
+        assert_eq!(m.tower[0].fan_in, 2 + 2, "hidden 2 + outcome 2");
+        check_weighted_gradients(
+            m,
+            &asking(histories(&[&[0, 1], &[2]]), &[1, 0]),
+            &[4, 5],
+            explicit_candidates(false),
+            None,
+            &[2.0, 0.5],
+        );
+    }
+
+    #[test]
+    fn outcome_conditioned_encoders_over_windows_get_exact_gradients_with_weights_and_explicit_negatives() {
+        let (w, q, positives) = windows();
+        // Positives [1, 6, 5, 4]; each row's last own negative is explicit,
+        // row 0's being its positive (padding).
+        let ln2 = std::f32::consts::LN_2;
+        let mut c = candidates(&[2, 3], true, positives.len());
+        c.per_row = vec![6, 1, 4, 2, 0, 3, 2, 6];
+        c.per_row_log_q = vec![-1.0, 0.0, -1.5, -ln2, -2.0, -ln2, -0.5, 0.0];
+        c.explicit = 1;
+        let q = asking(q, &[1, 0, 2, 1]);
+        let weights = [0.5, 2.0, 1.0, 1.5];
+        let encoders = [
+            encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.0),
+            encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.25),
+            recurrent_params(SequenceEncoder::Gru, Pooling::Last),
+            recurrent_params(SequenceEncoder::Lstm, Pooling::Max),
+        ];
+        for p in encoders {
+            let m = tiny_model(p.into(), with_outcomes(side_inputs(false, false), 3));
+            assert!(m.state().contains_key("outcome_embeddings"));
+            // One pass over the windows reads each query's own outcome.
+            let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), false).unwrap();
+            let one_pass = m.user_graph::<NoneTape>(&leaves, &m.dense_tensors()).as_vec();
+            let separate = m.user_vectors(&q).unwrap();
+            for (a, b) in one_pass.iter().zip(&separate.data) {
+                assert!((a - b).abs() < 1e-5, "{one_pass:?} vs {:?}", separate.data);
+            }
+            check_weighted_gradients(m, &q, &positives, c.clone(), Some(&w), &weights);
+        }
+    }
+
+    #[test]
+    fn one_outcome_is_the_model_without_outcomes() {
+        let variants: Vec<Config> = vec![
+            tiny_params(false, 1.0, Loss::Softmax, false).into(),
+            recurrent_params(SequenceEncoder::Gru, Pooling::Max).into(),
+            encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.2).into(),
+            YoutubeDnnParams { item_hidden: vec![4], ..tiny_params(false, 1.0, Loss::Bce, true) }.into(),
+            crate::MatrixFactorizationParams { dim: 3, ..Default::default() }.into(),
+        ];
+        let q = histories(&[&[0, 1, 2], &[], &[6]]);
+        let c = mixed_candidates();
+        for cfg in variants {
+            let none = tiny_model(cfg.clone(), side_inputs(false, true));
+            let one = tiny_model(cfg.clone(), with_outcomes(side_inputs(false, true), 1));
+            assert_eq!(one.state(), none.state(), "{cfg:?}");
+            assert_eq!(one.parameter_count(), none.parameter_count());
+            assert_eq!(one.user_vectors(&q).unwrap().data, none.user_vectors(&q).unwrap().data);
+            let h = histories(&[&[0, 1, 2], &[]]);
+            let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &c, windows: None, weights: &[] };
+            assert_eq!(one.loss(&batch).to_bits(), none.loss(&batch).to_bits());
+            // Weights of 1 are no weights, to the bit.
+            let ones = TrainBatch { weights: &[1.0, 1.0], ..batch };
+            assert_eq!(one.loss(&ones).to_bits(), none.loss(&batch).to_bits());
+            // Two outcomes keep every draw before the outcome table's.
+            if cfg.user_input == UserInput::History {
+                let two = tiny_model(cfg.clone(), with_outcomes(side_inputs(false, true), 2));
+                assert_eq!(two.state()["input_embeddings"], none.state()["input_embeddings"]);
+                assert_eq!(
+                    two.parameter_count(),
+                    none.parameter_count() + 2 * 2 + 2 * 4,
+                    "table 2x2, layer0 2 inputs more"
+                );
+                let cx = BuildCx {
+                    n_items: 7,
+                    n_users: 3,
+                    max_history: 3,
+                    inputs: std::sync::Arc::new(with_outcomes(side_inputs(false, true), 2)),
+                    ..Default::default()
+                };
+                assert_eq!(parameter_estimate(&cfg, &cx), two.parameter_count() as u128);
+            }
+        }
+    }
+
+    #[test]
+    fn two_outcomes_give_different_user_vectors_for_the_same_history() {
+        let encoders = [
+            tiny_params(false, 1.0, Loss::Softmax, false),
+            recurrent_params(SequenceEncoder::Gru, Pooling::Last),
+            encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.2),
+        ];
+        for p in encoders {
+            let m = tiny_model(p.into(), with_outcomes(side_inputs(false, true), 2));
+            let q = asking(histories(&[&[0, 1], &[0, 1], &[0, 1]]), &[0, 1, 0]);
+            let u = m.user_vectors(&q).unwrap();
+            assert_ne!(u.row(0), u.row(1));
+            // Users 0 and 2 differ in gender: ask for user 0 three times.
+            let mut same = Queries::new(3);
+            for outcome in [0, 1, 0] {
+                same.push_asking(&[0, 1], 0, 0.0, outcome);
+            }
+            let u = m.user_vectors(&same).unwrap();
+            assert_ne!(u.row(0), u.row(1));
+            assert_eq!(u.row(0), u.row(2));
+            // A query naming no outcome asks about outcome 0.
+            let unnamed = asking(same.clone(), &[]);
+            assert_eq!(m.user_vectors(&unnamed).unwrap().row(1), u.row(0));
+            let beyond = asking(same, &[0, 2, 0]);
+            let err = m.user_vectors(&beyond).unwrap_err().to_string();
+            assert!(err.contains("outcome 2") && err.contains("2 outcomes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn matrix_factorization_refuses_to_condition_on_an_outcome() {
+        let mf = || crate::MatrixFactorizationParams { dim: 3, ..Default::default() }.into();
+        let cx = |outcomes: usize| BuildCx {
+            n_items: 7,
+            n_users: 3,
+            inputs: std::sync::Arc::new(with_outcomes(SideInputs::default(), outcomes)),
+            ..Default::default()
+        };
+        let err = crate::build(mf(), &cx(2)).err().expect("two outcomes are refused").to_string();
+        assert_eq!(
+            err,
+            "matrix_factorization has no query tower to condition on an outcome: train one outcome (`[train] \
+             outcomes`), not 2"
+        );
+        assert!(crate::build(mf(), &cx(1)).is_ok());
+        assert!(crate::build(tiny_params(false, 1.0, Loss::Softmax, false).into(), &cx(2)).is_ok());
     }
 }

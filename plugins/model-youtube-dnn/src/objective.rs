@@ -66,6 +66,8 @@ pub struct Batch<'a> {
     /// its own column) hold that user's other positives, known hits rather
     /// than negatives, and are masked.
     pub groups: Option<&'a [u32]>,
+    /// Each row's weight in the mean loss; empty means 1 for every row.
+    pub weights: &'a [f32],
 }
 
 impl Batch<'_> {
@@ -96,15 +98,27 @@ impl Batch<'_> {
         }
     }
 
+    /// Additive term of row `row`'s own negative `j`: as for a shared one,
+    /// except that the last `explicit` are explicit negatives whose `-ln w`
+    /// is always subtracted (their weight is not a sampling correction).
     #[inline]
     fn own_offset(&self, row: usize, j: usize) -> f32 {
         let c = self.candidates;
         let k = c.per_row.len() / self.positives.len();
+        let log_q = c.per_row_log_q[row * k + j];
         if c.per_row[row * k + j] == self.positives[row] {
             MASKED
+        } else if j + c.explicit >= k {
+            -log_q
         } else {
-            self.correct(c.per_row_log_q[row * k + j])
+            self.correct(log_q)
         }
+    }
+
+    /// Row `row`'s factor in the mean loss.
+    #[inline]
+    fn weight(&self, row: usize) -> f32 {
+        self.weights.get(row).copied().unwrap_or(1.0)
     }
 
     #[inline]
@@ -210,6 +224,7 @@ fn normalize_backward(y: &[f32], dy: &[f32], norms: &[f32], d: usize, dx: &mut V
 /// The mean loss over the batch of user vectors `u` (`[B, d]`) against the
 /// shared candidate vectors `v` (`[S, d]`) and each row's own `r`
 /// (`[B * k, d]`, possibly empty); row `i`'s positive is shared column `i`.
+/// Rows count by their weights: `sum_r w_r loss_r / B`.
 /// With `grads`, also fills the gradients with respect to `u`, `v` and `r`.
 pub fn loss(
     how: Logits,
@@ -290,6 +305,9 @@ fn loss_lanes(
     let scale = inv_t / b as f32;
     let mut total = 0.0f64;
     for row in 0..b {
+        // Weight 1 (no weights) leaves every product's bits unchanged.
+        let weight = batch.weight(row);
+        let scale = scale * weight;
         let pos = batch.positives[row];
         let shared = &mut ws.logits[row * s..(row + 1) * s];
         let own = &mut ws.own[row * k..(row + 1) * k];
@@ -318,7 +336,7 @@ fn loss_lanes(
                 let max = max(shared).max(max(own));
                 let positive = shared[row];
                 let sum = exp_shifted(shared, max) + exp_shifted(own, max);
-                total += (sum.ln() + max - positive) as f64;
+                total += (sum.ln() + max - positive) as f64 * weight as f64;
                 let factor = scale / sum;
                 shared.iter_mut().chain(own.iter_mut()).for_each(|z| *z *= factor);
                 shared[row] -= scale;
@@ -333,7 +351,7 @@ fn loss_lanes(
                     let sigmoid = 1.0 / (1.0 + (-*z).exp());
                     *z = (sigmoid - y) * scale;
                 }
-                total += row_loss as f64;
+                total += row_loss as f64 * weight as f64;
             }
         }
     }
@@ -416,7 +434,7 @@ mod tests {
 
     /// Every row's additive terms: shared columns, then its own.
     fn offsets(positives: &[ItemIdx], c: &Candidates) -> Vec<f32> {
-        let batch = Batch { positives, candidates: c, groups: None };
+        let batch = Batch { positives, candidates: c, groups: None, weights: &[] };
         let (b, k) = (positives.len(), c.per_row.len() / positives.len());
         let mut out = Vec::new();
         for row in 0..b {
@@ -455,6 +473,17 @@ mod tests {
         c.per_row = vec![6, 4, 5, 0];
         c.per_row_log_q = vec![-1.0; 4];
         assert_eq!(offsets(&[4, 5], &c), vec![0.0, MASKED, 0.0, MASKED, MASKED, 0.0, MASKED, 0.0]);
+        // The last own negative of each row is explicit (weight e^1 and
+        // e^0.5): its -ln w is subtracted though correction is off, and
+        // row 1's (its own positive) is padding, masked.
+        c.explicit = 1;
+        c.per_row = vec![6, 4, 0, 5];
+        c.per_row_log_q = vec![-1.0, -1.0, -1.0, -0.5];
+        assert_eq!(offsets(&[4, 5], &c), vec![0.0, MASKED, 0.0, MASKED, MASKED, 0.0, 0.0, MASKED]);
+        c.per_row = vec![6, 2, 0, 1];
+        assert_eq!(offsets(&[4, 5], &c), vec![0.0, MASKED, 0.0, 1.0, MASKED, 0.0, 0.0, 0.5]);
+        c.log_q_correction = true;
+        assert_eq!(offsets(&[4, 5], &c), vec![1.0, MASKED, 1.0, 1.0, MASKED, 1.0, 1.0, 0.5]);
     }
 
     #[test]
@@ -462,7 +491,8 @@ mod tests {
         // One row, d = 1: u = 2, candidates v = [1 (positive), -1, 0.5],
         // temperature 0.5, no correction: logits 4, -4, 2.
         let c = candidates(&[8, 9], &[0.0, 0.0], &[0.0]);
-        let batch = Batch { positives: &[7], candidates: &Candidates { log_q_correction: false, ..c }, groups: None };
+        let c = Candidates { log_q_correction: false, ..c };
+        let batch = Batch { positives: &[7], candidates: &c, groups: None, weights: &[] };
         let how = Logits { temperature: 0.5, normalize: false, loss: Loss::Softmax };
         let mut g = VectorGradients::default();
         let l = loss(how, &batch, 1, (&[2.0], &[1.0, -1.0, 0.5], &[]), &mut Workspace::default(), Some(&mut g));
@@ -474,6 +504,55 @@ mod tests {
         let du = ((p[0] - 1.0) * 1.0 - p[1] + p[2] * 0.5) / 0.5;
         assert!((g.u[0] - du).abs() < 1e-5, "{} vs {du}", g.u[0]);
         let dv = [(p[0] - 1.0) * 2.0 / 0.5, p[1] * 2.0 / 0.5, p[2] * 2.0 / 0.5];
+        for (a, b) in g.v.iter().zip(dv) {
+            assert!((a - b).abs() < 1e-5, "{:?} vs {dv:?}", g.v);
+        }
+    }
+
+    #[test]
+    fn weighted_softmax_with_explicit_negatives_matches_a_hand_computation() {
+        // d = 1, T = 1, no log q correction, no in-batch negatives. Row 0:
+        // u = 2, positive 7 (v = 1), shared negative 8 (v = -1), own
+        // negatives 9 (sampled, r = 0.5), 5 (explicit, weight 2, r = 0.25)
+        // and 7 (explicit padding, r = 3). Row 1: u = -1, positive 6
+        // (v = 0.5), own 4 (r = 1), 3 (explicit, weight 2, r = -2), 6
+        // (padding, r = 1). Row weights 0.5 and 2.
+        let ln2 = std::f32::consts::LN_2;
+        let c = Candidates {
+            shared: vec![8],
+            shared_log_q: vec![-3.0],
+            per_row: vec![9, 5, 7, 4, 3, 6],
+            per_row_log_q: vec![-0.5, -ln2, 0.0, -0.5, -ln2, 0.0],
+            positive_log_q: vec![-1.0, -1.0],
+            explicit: 2,
+            ..Default::default()
+        };
+        let weights = [0.5f32, 2.0];
+        let batch = Batch { positives: &[7, 6], candidates: &c, groups: None, weights: &weights };
+        let how = Logits { temperature: 1.0, normalize: false, loss: Loss::Softmax };
+        let (u, v, r) = ([2.0f32, -1.0], [1.0f32, 0.5, -1.0], [0.5f32, 0.25, 3.0, 1.0, -2.0, 1.0]);
+        let mut g = VectorGradients::default();
+        let l = loss(how, &batch, 1, (&u, &v, &r), &mut Workspace::default(), Some(&mut g));
+        // Logits of [own positive, shared negative, sampled, explicit]: the
+        // explicit one gains ln 2, counting twice in the sum.
+        let rows = [[2.0f32, -2.0, 1.0, 0.5 + ln2], [-0.5, 1.0, -1.0, 2.0 + ln2]];
+        let lse = |z: &[f32; 4]| z.iter().map(|z| z.exp()).sum::<f32>().ln();
+        let expected = (0.5 * (lse(&rows[0]) - 2.0) + 2.0 * (lse(&rows[1]) + 0.5)) / 2.0;
+        assert!((l - expected).abs() < 1e-5, "{l} vs {expected}");
+        // dL/dz = w (p - onehot) / B; dz/du is the candidate's vector, dz/dr is u.
+        let p = |row: usize| rows[row].map(|z| (z - lse(&rows[row])).exp());
+        let (p0, p1) = (p(0), p(1));
+        let du0 = 0.25 * ((p0[0] - 1.0) - p0[1] + p0[2] * 0.5 + p0[3] * 0.25);
+        let du1 = (p1[0] - 1.0) * 0.5 - p1[1] + p1[2] - p1[3] * 2.0;
+        for (a, b) in g.u.iter().zip([du0, du1]) {
+            assert!((a - b).abs() < 1e-5, "{:?} vs {:?}", g.u, [du0, du1]);
+        }
+        let dr = [0.25 * p0[2] * 2.0, 0.25 * p0[3] * 2.0, 0.0, -p1[2], -p1[3], 0.0];
+        for (a, b) in g.r.iter().zip(dr) {
+            assert!((a - b).abs() < 1e-5, "{:?} vs {dr:?}", g.r);
+        }
+        // Row 0's positive 7 in the shared columns: row 1 masks it.
+        let dv = [0.25 * (p0[0] - 1.0) * 2.0, 1.0 - p1[0], 0.25 * p0[1] * 2.0 - p1[1]];
         for (a, b) in g.v.iter().zip(dv) {
             assert!((a - b).abs() < 1e-5, "{:?} vs {dv:?}", g.v);
         }
@@ -497,14 +576,15 @@ mod tests {
             z.extend((0..k).map(|j| {
                 dot(ur, &r[(row * k + j) * d..(row * k + j + 1) * d]) / how.temperature + batch.own_offset(row, j)
             }));
-            total += match how.loss {
-                Loss::Softmax => z.iter().map(|x| x.exp()).sum::<f32>().ln() - z[row],
-                Loss::Bce => z
-                    .iter()
-                    .enumerate()
-                    .map(|(c, &x)| if c == row { (1.0 + (-x).exp()).ln() } else { (1.0 + x.exp()).ln() })
-                    .sum(),
-            };
+            total += batch.weight(row)
+                * match how.loss {
+                    Loss::Softmax => z.iter().map(|x| x.exp()).sum::<f32>().ln() - z[row],
+                    Loss::Bce => z
+                        .iter()
+                        .enumerate()
+                        .map(|(c, &x)| if c == row { (1.0 + (-x).exp()).ln() } else { (1.0 + x.exp()).ln() })
+                        .sum(),
+                };
         }
         total / b as f32
     }
@@ -519,8 +599,13 @@ mod tests {
         let u: Vec<f32> = (0..3).flat_map(|i| vector(i + 11)).collect();
         let v: Vec<f32> = (0..5).flat_map(vector).collect();
         let r: Vec<f32> = (0..6).flat_map(|i| vector(i + 20)).collect();
-        // Rows 1 and 2 from one window, or no windows.
-        for (in_batch, groups) in [(false, None), (true, None), (true, Some(&[0u32, 1, 1][..]))] {
+        // Rows 1 and 2 from one window, or no windows; unweighted, or
+        // weighted with each row's last own negative explicit (row 1's is
+        // padding).
+        let cases = [(false, None), (true, None), (true, Some(&[0u32, 1, 1][..]))].into_iter().flat_map(
+            |(in_batch, groups)| [(in_batch, groups, 0, &[][..]), (in_batch, groups, 1, &[0.5, 2.0, 1.5][..])],
+        );
+        for (in_batch, groups, explicit, weights) in cases {
             for correction in [false, true] {
                 for (loss_kind, normalize) in [(Loss::Softmax, false), (Loss::Softmax, true), (Loss::Bce, false)] {
                     let c = Candidates {
@@ -531,15 +616,16 @@ mod tests {
                         in_batch,
                         positive_log_q: vec![-1.2, -0.7, -1.2],
                         log_q_correction: correction,
+                        explicit,
                     };
-                    let batch = Batch { positives: &positives, candidates: &c, groups };
+                    let batch = Batch { positives: &positives, candidates: &c, groups, weights };
                     let how = Logits { temperature: 0.7, normalize, loss: loss_kind };
                     let mut g = VectorGradients::default();
                     let fused = loss(how, &batch, d, (&u, &v, &r), &mut Workspace::default(), Some(&mut g));
                     let expected = reference_loss(how, &batch, d, &u, &v, &r);
                     assert!(
                         (fused - expected).abs() < 1e-5,
-                        "{fused} vs {expected} ({in_batch}, {correction}, {how:?})"
+                        "{fused} vs {expected} ({in_batch}, {correction}, {explicit}, {how:?})"
                     );
                     // The baseline build of the sweeps gives the same bits.
                     let mut g4 = VectorGradients::default();

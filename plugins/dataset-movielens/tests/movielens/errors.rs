@@ -42,6 +42,8 @@ fn defaults_and_docs_are_registered() {
             ("variant", "\"ml-1m\""),
             ("path", "(unset)"),
             ("min_rating", "4.0"),
+            ("outcomes", "(unset)"),
+            ("negative_feedback", "(unset)"),
             ("min_user_interactions", "5"),
             ("cache_dir", "(unset)"),
         ]

@@ -3,6 +3,7 @@
 
 mod errors;
 mod layouts;
+mod outcomes;
 mod real_data;
 
 use std::path::Path;
@@ -22,7 +23,7 @@ pub fn load(
         path: Some(dir.to_str().expect("temporary paths are UTF-8").to_string()),
         min_rating,
         min_user_interactions,
-        cache_dir: None,
+        ..MovieLensParams::default()
     };
     MovieLens::new(params)?.load()
 }

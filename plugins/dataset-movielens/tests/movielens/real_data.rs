@@ -10,6 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use funnel_api::Dataset;
+use funnel_dataset_movielens::{MovieLens, MovieLensParams};
+
 use crate::load;
 
 fn shared(variant: &str) -> Option<PathBuf> {
@@ -42,6 +45,23 @@ fn ml_100k_counts_and_titles() {
     assert_eq!(d.catalog.raw_ids[toy], "1");
     assert_eq!(d.catalog.genres[toy], ["Animation", "Children's", "Comedy"]);
     assert!(d.catalog.titles.iter().all(|t| !t.is_empty()));
+
+    // Outcomes over the same positives: 21,199 of the kept rows rate 5, and
+    // 16,951 rows of kept users on kept items rate <= 2 (no pair is rated twice):
+    // awk -F'\t' '$3>=4{c[$1]++} {u[NR]=$1; i[NR]=$2; r[NR]=$3} END{for(n=1;n<=NR;n++) if(c[u[n]]>=5 && r[n]>=4)
+    //   {items[i[n]]=1; if(r[n]==5) l++} for(n=1;n<=NR;n++) if(c[u[n]]>=5 && r[n]<=2 && (i[n] in items)) f++; print l, f}'
+    let params = MovieLensParams {
+        variant: "ml-100k".into(),
+        path: Some(dir.display().to_string()),
+        outcomes: [("liked", "rating >= 4"), ("loved", "rating >= 5")].map(|(k, v)| (k.into(), v.into())).into(),
+        negative_feedback: Some("rating <= 2".into()),
+        ..MovieLensParams::default()
+    };
+    let o = MovieLens::new(params).unwrap().load().unwrap();
+    assert_eq!((o.interactions.items.as_slice(), o.user_raw_ids.len()), (d.interactions.items.as_slice(), 938));
+    assert!(o.interactions.outcomes.iter().all(|&m| m & 1 == 1));
+    assert_eq!(o.interactions.outcomes.iter().filter(|&&m| m == 0b11).count(), 21_199);
+    assert_eq!(o.feedback.len(), 16_951);
 
     let all = load(&dir, "ml-100k", 1.0, 1).unwrap();
     assert_eq!((all.interactions.len(), all.n_users(), all.n_items()), (100_000, 943, 1_682));
