@@ -77,6 +77,20 @@ impl OutcomePlan {
         Ok(OutcomePlan { primary: select.unwrap_or(first_trained), names, weights, select })
     }
 
+    /// What trains, in words for the log: `liked (weight 1), loved (weight
+    /// 2); the query asks about the outcome`.
+    pub fn describe(&self) -> String {
+        let trained: Vec<String> = self
+            .names
+            .iter()
+            .zip(&self.weights)
+            .filter(|(_, &w)| w > 0.0)
+            .map(|(n, w)| format!("{n} (weight {w})"))
+            .collect();
+        let how = if self.conditioned() { "the query asks about the outcome" } else { "one query for every outcome" };
+        format!("{}; {how}", trained.join(", "))
+    }
+
     /// Whether the dataset declares outcomes.
     pub fn declared(&self) -> bool {
         !self.names.is_empty()
@@ -315,6 +329,7 @@ mod tests {
         let ex = s.train[0];
         assert_eq!(all.trained(&s, ex).collect::<Vec<_>>(), [(0, 1.0), (1, 1.0)]);
 
+        assert_eq!(all.describe(), "liked (weight 1), loved (weight 1); the query asks about the outcome");
         let loved = OutcomePlan::new(&cfg(&[("loved", 2.0)], "loved"), &s).unwrap();
         assert!(!loved.conditioned() && !loved.unweighted());
         assert_eq!((loved.primary, loved.evaluated()), (1, vec![0, 1]));
@@ -345,7 +360,12 @@ mod tests {
         let mut ex = ExplicitNegatives::new(&c, &s).unwrap();
         // User 0's last training target is at t = 30: items 7 (t 5) and 8 (t 25), not 9 (t 35).
         assert_eq!(ex.total(), 2);
-        let mut cands = Candidates { per_row: vec![3, 3], per_row_log_q: vec![-1.0, -1.0], ..Default::default() };
+        let mut cands = Candidates {
+            per_row: vec![3, 3],
+            per_row_log_q: vec![-1.0, -1.0],
+            positive_log_q: vec![0.0; 2],
+            ..Default::default()
+        };
         let mut rng = StdRng::seed_from_u64(0);
         ex.append(&mut cands, &[1, 5], &[0, 1], &mut rng);
         assert_eq!(cands.per_row, [3, 7, 8, 3, 5, 5]);

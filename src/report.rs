@@ -408,7 +408,13 @@ impl Report {
         for m in &self.headline {
             let _ = write!(s, " {m} |");
         }
-        let selection = &self.selection_metric;
+        // Baselines answer no outcome's query: the column is the metric over
+        // every validation case, as the overall test metrics are.
+        let prefix = format!("{}/", crate::outcomes::PREFIX);
+        let selection = match self.selection_metric.strip_prefix(&prefix).and_then(|r| r.split_once('/')) {
+            Some((_, metric)) => metric,
+            None => self.selection_metric.as_str(),
+        };
         let _ = writeln!(s, " parameters | fit seconds | validation {selection} |");
         let _ = writeln!(s, "|---|{}---|---|---|", "---|".repeat(self.headline.len()));
         let train_seconds: f64 = self.epochs.iter().map(|r| r.train_seconds).sum();

@@ -315,6 +315,9 @@ fn stages(
     let mut examples = clock.time("examples", || build_examples(ctx, &cx, data))?;
     let plan = OutcomePlan::new(&ctx.spec().train, &examples)?;
     plan.apply(&mut examples);
+    if plan.declared() {
+        eprintln!("outcomes trained: {}", plan.describe());
+    }
     let examples = examples;
     cx.learn_examples(&examples);
     let mut parts = build_components(ctx, &cx)?;

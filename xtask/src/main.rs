@@ -457,11 +457,12 @@ fn compare_experiments(c: &Comparison, features: &[String], args: &[String]) -> 
 
 /// The arms of `cargo xtask outcomes`: name, what differs, and the `--set`s
 /// over experiments/outcomes.toml (ml-100k, liked and loved trained together,
-/// negative feedback on).
+/// negative feedback on). A `--set` table merges into the file's, so a
+/// single-outcome arm sets the other outcome's weight to 0.
 const OUTCOME_ARMS: [(&str, &str, &[&str]); 7] = [
     ("ml100k-both", "ml-100k: one model trained on liked and loved, conditioned on the outcome", &[]),
-    ("ml100k-liked", "ml-100k: liked alone", &["train.outcomes={liked=1.0}", "train.select_outcome=liked"]),
-    ("ml100k-loved", "ml-100k: loved alone", &["train.outcomes={loved=1.0}", "train.select_outcome=loved"]),
+    ("ml100k-liked", "ml-100k: liked alone", &["train.outcomes={liked=1.0, loved=0.0}", "train.select_outcome=liked"]),
+    ("ml100k-loved", "ml-100k: loved alone", &["train.outcomes={liked=0.0, loved=1.0}", "train.select_outcome=loved"]),
     (
         "ml100k-both-no-feedback",
         "ml-100k: liked and loved, negative feedback off",
@@ -471,12 +472,12 @@ const OUTCOME_ARMS: [(&str, &str, &[&str]); 7] = [
     (
         "ml1m-liked",
         "ml-1m: liked alone",
-        &["dataset.variant=ml-1m", "train.outcomes={liked=1.0}", "train.select_outcome=liked"],
+        &["dataset.variant=ml-1m", "train.outcomes={liked=1.0, loved=0.0}", "train.select_outcome=liked"],
     ),
     (
         "ml1m-loved",
         "ml-1m: loved alone",
-        &["dataset.variant=ml-1m", "train.outcomes={loved=1.0}", "train.select_outcome=loved"],
+        &["dataset.variant=ml-1m", "train.outcomes={liked=0.0, loved=1.0}", "train.select_outcome=loved"],
     ),
 ];
 

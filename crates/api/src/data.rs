@@ -115,6 +115,19 @@ impl LoadedDataset {
     pub fn n_items(&self) -> usize {
         self.catalog.len()
     }
+
+    /// Each explicit negative feedback row as the data writes it: raw user
+    /// id, raw item id, time.
+    pub fn raw_feedback(&self) -> impl Iterator<Item = (&str, &str, i64)> + '_ {
+        let f = &self.feedback;
+        (0..f.len()).map(move |k| {
+            (
+                self.user_raw_ids[f.users[k] as usize].as_str(),
+                self.catalog.raw_ids[f.items[k] as usize].as_str(),
+                f.timestamps[k],
+            )
+        })
+    }
 }
 
 /// One example or held-out case: predict `sequences[user][position +

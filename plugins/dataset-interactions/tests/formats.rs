@@ -289,20 +289,6 @@ fn events_spec(path: &Path, extra: &str) -> String {
     )
 }
 
-/// (user id, item id, time) of every negative feedback row.
-fn feedback_rows(d: &LoadedDataset) -> Vec<(String, String, i64)> {
-    let f = &d.feedback;
-    (0..f.len())
-        .map(|k| {
-            (
-                d.user_raw_ids[f.users[k] as usize].clone(),
-                d.catalog.raw_ids[f.items[k] as usize].clone(),
-                f.timestamps[k],
-            )
-        })
-        .collect()
-}
-
 fn owned(rows: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
     rows.iter().map(|(u, i, t)| (u.to_string(), i.to_string(), *t)).collect()
 }
@@ -343,7 +329,7 @@ fn event_types_become_outcomes_and_dislikes_feedback() {
     assert_eq!(d.interactions.outcomes, [0b111, 0b010, 0b010, 0b100, 0b010]);
     // u2's dislikes of i3: the earlier stays. u1 likes i2 (a positive), u3
     // has no positive, i4 is no catalog item: dropped. A view is neither.
-    assert_eq!(feedback_rows(&d), owned(&[("u2", "i3", 3)]));
+    assert_eq!(d.raw_feedback().collect::<Vec<_>>(), [("u2", "i3", 3)]);
     assert!(d.feedback.outcomes.is_empty());
     // "all" keeps every positive row with its own outcome.
     let all = load(&events_spec(
@@ -387,7 +373,7 @@ fn negative_feedback_beside_min_rating() {
     let d = load(&spec(&path, "min_rating = 4.0\nnegative_feedback = \"stars <= 2\"")).unwrap();
     assert_eq!(rows(&d), owned(&[("a", "x", 1), ("a", "y", 2), ("b", "x", 3)]));
     assert!(d.outcomes.is_empty() && d.interactions.outcomes.is_empty());
-    assert_eq!(feedback_rows(&d), owned(&[("b", "y", 4)]));
+    assert_eq!(d.raw_feedback().collect::<Vec<_>>(), [("b", "y", 4)]);
     // Without the rule nothing changes but the feedback.
     let plain = load(&spec(&path, "min_rating = 4.0")).unwrap();
     assert_eq!(rows(&plain), rows(&d));

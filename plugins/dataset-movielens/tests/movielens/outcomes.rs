@@ -53,24 +53,6 @@ fn liked_loved(min_rating: f32) -> MovieLensParams {
     }
 }
 
-/// (user, item, timestamp) of each feedback row, raw ids.
-fn feedback(d: &LoadedDataset) -> Vec<(String, String, i64)> {
-    let f = &d.feedback;
-    (0..f.len())
-        .map(|k| {
-            (
-                d.user_raw_ids[f.users[k] as usize].clone(),
-                d.catalog.raw_ids[f.items[k] as usize].clone(),
-                f.timestamps[k],
-            )
-        })
-        .collect()
-}
-
-fn owned(rows: &[(&str, &str, i64)]) -> Vec<(String, String, i64)> {
-    rows.iter().map(|(u, i, t)| (u.to_string(), i.to_string(), *t)).collect()
-}
-
 #[test]
 fn liked_loved_and_disliked_in_every_layout() {
     for (variant, file, ratings) in layouts() {
@@ -87,7 +69,7 @@ fn liked_loved_and_disliked_in_every_layout() {
         assert_eq!(d.interactions.outcomes, [0b11, 0b01, 0b01, 0b11], "{variant}");
         // User 3 is dropped, movie 50 has no positive, and of user 1's two
         // dislikes of movie 30 the earlier stays; file order.
-        assert_eq!(feedback(&d), owned(&[("2", "10", 120), ("1", "30", 90)]), "{variant}");
+        assert_eq!(d.raw_feedback().collect::<Vec<_>>(), [("2", "10", 120), ("1", "30", 90)], "{variant}");
         assert!(d.feedback.outcomes.is_empty());
 
         // A negative rule alone: positives by min_rating, as without it.
@@ -99,7 +81,7 @@ fn liked_loved_and_disliked_in_every_layout() {
             (&d.interactions.users, &d.interactions.items, &d.interactions.timestamps),
             (&plain.interactions.users, &plain.interactions.items, &plain.interactions.timestamps)
         );
-        assert_eq!(feedback(&d), owned(&[("2", "10", 120), ("1", "30", 90)]), "{variant}");
+        assert_eq!(d.raw_feedback().collect::<Vec<_>>(), [("2", "10", 120), ("1", "30", 90)], "{variant}");
         // The default declares neither.
         assert!(plain.outcomes.is_empty() && plain.interactions.outcomes.is_empty() && plain.feedback.is_empty());
     }
