@@ -88,13 +88,16 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], columns: &[String], 
         ));
     }
     let baselines = runs.first().map(|r| &r.metrics.baselines);
-    for (name, b) in baselines.into_iter().flatten() {
+    // A baseline with none of the columns (e.g. per-outcome metrics) says nothing here.
+    let shown = |b: &crate::run_folder::BaselineResult| columns.iter().any(|c| b.test.contains_key(c));
+    for (name, b) in baselines.into_iter().flatten().filter(|(_, b)| shown(b)) {
         s.push_str(&format!("| {name} (baseline) | {} | none |", if b.kind.is_empty() { name } else { &b.kind }));
         for c in &columns {
             s.push_str(&format!(" {} |", cell(b.test.get(c).copied())));
         }
         s.push_str(&format!(" {} | n/a | n/a | n/a |\n", b.parameters));
     }
+    s.push_str(&spread_table(runs, &columns));
     s.push_str(&funnel_table(runs));
     s.push_str("\nRows, in order:\n\n");
     for r in runs {
@@ -108,6 +111,48 @@ pub fn render(title: &str, intro: &str, runs: &[RunRecord], columns: &[String], 
     }
     let reading = previous.and_then(kept_reading).unwrap_or_else(|| "(No reading written yet.)".to_string());
     s.push_str(&format!("\n## Reading\n\n{READING_START}\n{}\n{READING_END}\n", reading.trim()));
+    s
+}
+
+/// When several runs share an experiment name (seeds of one
+/// configuration): each name's mean ± sample standard deviation over its
+/// runs, per column; empty when every name is one run.
+fn spread_table(runs: &[RunRecord], columns: &[String]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for r in runs {
+        if !names.contains(&r.metrics.experiment.as_str()) {
+            names.push(&r.metrics.experiment);
+        }
+    }
+    fn of<'r>(runs: &'r [RunRecord], name: &'r str) -> impl Iterator<Item = &'r RunRecord> {
+        runs.iter().filter(move |r| r.metrics.experiment == name)
+    }
+    if names.iter().all(|n| of(runs, n).count() < 2) {
+        return String::new();
+    }
+    let mut s =
+        String::from("\nMean ± standard deviation over the runs of each experiment (seeds):\n\n| experiment | runs |");
+    for c in columns {
+        s.push_str(&format!(" test {c} |"));
+    }
+    s.push_str(&format!("\n|---|---|{}\n", "---|".repeat(columns.len())));
+    for name in names {
+        s.push_str(&format!("| {name} | {} |", of(runs, name).count()));
+        for c in columns {
+            let values: Vec<f64> = of(runs, name).filter_map(|r| r.test(c)).collect();
+            let cell = match values.len() {
+                0 => "n/a".to_string(),
+                1 => format!("{:.4}", values[0]),
+                n => {
+                    let mean = values.iter().sum::<f64>() / n as f64;
+                    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+                    format!("{mean:.4} ± {:.4}", var.sqrt())
+                }
+            };
+            s.push_str(&format!(" {cell} |"));
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -219,6 +264,14 @@ mod tests {
     }
 
     #[test]
+    fn runs_sharing_a_name_get_their_mean_and_spread() {
+        let text = render("T", "Intro.", &[run("a", 0.1), run("a", 0.2), run("b", 0.3)], &[], None);
+        assert!(text.contains("| a | 2 | 0.1500 ± 0.0707 |"), "{text}");
+        assert!(text.contains("| b | 1 | 0.3000 |"), "{text}");
+        assert!(!render("T", "Intro.", &[run("a", 0.1), run("b", 0.2)], &[], None).contains("Mean ±"));
+    }
+
+    #[test]
     fn named_columns_replace_the_headline_and_missing_ones_say_so() {
         let columns = ["ndcg@10".to_string(), "disliked@10".to_string()];
         let text = render("T", "Intro.", &[run("a", 0.1)], &columns, None);
@@ -227,5 +280,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("| a | youtube_dnn | mixed | 0.0700 | n/a | 1000 |"), "{text}");
+        let only_outcomes = ["outcome/loved/recall@10".to_string()];
+        let text = render("T", "Intro.", &[run("a", 0.1)], &only_outcomes, None);
+        assert!(!text.contains("(baseline)"), "a baseline with no column is left out:\n{text}");
     }
 }

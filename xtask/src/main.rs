@@ -459,7 +459,7 @@ fn compare_experiments(c: &Comparison, features: &[String], args: &[String]) -> 
 /// over experiments/outcomes.toml (ml-100k, liked and loved trained together,
 /// negative feedback on). A `--set` table merges into the file's, so a
 /// single-outcome arm sets the other outcome's weight to 0.
-const OUTCOME_ARMS: [(&str, &str, &[&str]); 7] = [
+const OUTCOME_ARMS: [(&str, &str, &[&str]); 8] = [
     ("ml100k-both", "ml-100k: one model trained on liked and loved, conditioned on the outcome", &[]),
     ("ml100k-liked", "ml-100k: liked alone", &["train.outcomes={liked=1.0, loved=0.0}", "train.select_outcome=liked"]),
     ("ml100k-loved", "ml-100k: loved alone", &["train.outcomes={liked=0.0, loved=1.0}", "train.select_outcome=loved"]),
@@ -467,6 +467,11 @@ const OUTCOME_ARMS: [(&str, &str, &[&str]); 7] = [
         "ml100k-both-no-feedback",
         "ml-100k: liked and loved, negative feedback off",
         &["train.negative_feedback_weight=0.0"],
+    ),
+    (
+        "ml100k-both-feedback-x4",
+        "ml-100k: liked and loved, each dislike counted 4 times",
+        &["train.negative_feedback_weight=4.0"],
     ),
     ("ml1m-both", "ml-1m: liked and loved", &["dataset.variant=ml-1m"]),
     (
