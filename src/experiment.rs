@@ -382,6 +382,12 @@ fn check_train(t: &TrainConfig) -> Result<()> {
     if !(t.lr > 0.0 && t.lr.is_finite()) {
         bail!("key `lr`: must be a positive number, found {}", t.lr);
     }
+    if !(0.0..=1.0).contains(&t.lr_final_fraction) {
+        bail!(
+            "key `lr_final_fraction`: must be a number from 0 to 1 (a fraction of `lr`), found {}",
+            t.lr_final_fraction
+        );
+    }
     if t.max_grad_norm.is_nan() || t.max_grad_norm <= 0.0 {
         bail!("key `max_grad_norm`: must be a positive number, found {}", t.max_grad_norm);
     }

@@ -116,6 +116,10 @@ fn train(
         );
     }
     let n_batches = units.units.len().div_ceil(cfg.batch_size);
+    let total_steps = n_batches * cfg.epochs;
+    if cfg.lr_varies() {
+        model.set_learning_rate(cfg.lr_at(0, total_steps))?;
+    }
     let validation = validation_sample(&examples.validation, evaluator.validation_cases(), seed);
     if validation.len() < examples.validation.len() {
         eprintln!(
@@ -177,6 +181,10 @@ fn train(
                         cfg.max_grad_norm
                     );
                 }
+                if cfg.lr_varies() {
+                    // The step size follows from the global step alone, so resumes repeat it.
+                    model.set_learning_rate(cfg.lr_at((epoch - 1) * n_batches + step, total_steps))?;
+                }
                 model.apply_gradients();
                 loss_sum += stats.loss as f64 * buf.positives.len() as f64;
                 // The builder may already have stopped after the last batch.
@@ -215,7 +223,11 @@ fn train(
             "epoch {epoch}/{}: loss {:.4}, {:.0} examples/s, validation {selection} {score:.4}",
             cfg.epochs, record.loss, record.examples_per_second
         );
-        tracker.log_metrics(epoch as u64, &epoch_metrics(&record))?;
+        let mut logged = epoch_metrics(&record);
+        if cfg.lr_varies() {
+            logged.insert("epoch/lr".into(), cfg.lr_at(epoch * n_batches - 1, total_steps));
+        }
+        tracker.log_metrics(epoch as u64, &logged)?;
         if best.as_ref().is_none_or(|(_, s, _)| score > *s) {
             best = Some((epoch, score, model.state()));
         }

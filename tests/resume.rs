@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 fn experiment(dir: &Path) {
-    let text = experiment_toml(&shared_data().join("ml-100k"), 6).replace("batch_size = 128", "batch_size = 16");
+    // A decaying step size with warmup: the resumed run must pick up the
+    // schedule where the killed one stopped.
+    let text = experiment_toml(&shared_data().join("ml-100k"), 6).replace(
+        "batch_size = 128",
+        "batch_size = 16\nlr_schedule = \"cosine\"\nlr_warmup_steps = 50\nlr_final_fraction = 0.1",
+    );
     write(&dir.join("exp.toml"), &text);
 }
 

@@ -11,6 +11,7 @@ mod movielens;
 mod outcomes;
 mod resume;
 mod retrieval;
+mod schedule;
 mod slurm;
 mod sweep;
 mod util;

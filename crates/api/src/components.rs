@@ -82,6 +82,18 @@ pub trait Model {
     /// Applies the gradients of the last `compute_gradients`.
     fn apply_gradients(&mut self);
 
+    /// Sets the optimizer's step size for the steps that follow. The trainer
+    /// calls it before each step when `[train] lr_schedule` or
+    /// `lr_warmup_steps` make the step size vary, and once before training
+    /// to find out early whether the model can follow a schedule.
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        let _ = lr;
+        anyhow::bail!(
+            "[train] lr_schedule / lr_warmup_steps: this model keeps the step size it was built with; \
+             use lr_schedule = \"constant\" and lr_warmup_steps = 0"
+        )
+    }
+
     /// One optimisation step: gradients computed and applied.
     fn train_step(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
         let stats = self.compute_gradients(batch)?;

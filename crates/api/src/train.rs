@@ -18,6 +18,18 @@ pub enum Targets {
     AllPositions,
 }
 
+/// How the learning rate moves over training (`[train] lr_schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `lr` at every step (after any warmup).
+    Constant,
+    /// Half a cosine from `lr` down to `lr * lr_final_fraction` at the last step.
+    Cosine,
+    /// A straight line from `lr` down to `lr * lr_final_fraction` at the last step.
+    Linear,
+}
+
 /// `[train]`.
 #[crate::params]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -40,6 +52,19 @@ pub struct TrainConfig {
     /// Step size of the model's optimizer (Adam for the built-in models).
     #[param(default = 1e-3)]
     pub lr: f64,
+    /// "constant", "cosine" or "linear": how the step size moves from `lr`
+    /// (reached after the warmup) to `lr * lr_final_fraction` at the run's
+    /// last step. Decaying lets the last epochs settle instead of hopping
+    /// around a minimum at full step size.
+    #[param(default = LrSchedule::Constant)]
+    pub lr_schedule: LrSchedule,
+    /// Steps over which the step size rises linearly from `lr /
+    /// lr_warmup_steps` to `lr` (any schedule); 0 starts at `lr`.
+    #[param(default = 0)]
+    pub lr_warmup_steps: usize,
+    /// Where a decaying schedule ends, as a fraction of `lr` (0 to 1).
+    #[param(default = 0.0)]
+    pub lr_final_fraction: f64,
     /// Where the model keeps its parameters: "cpu", "cuda" or "cuda:N".
     #[param(default = "cpu")]
     pub device: String,
@@ -75,4 +100,86 @@ pub struct TrainConfig {
     /// the user's when they have more).
     #[param(default = 8)]
     pub negative_feedback_per_query: usize,
+}
+
+impl TrainConfig {
+    /// Whether the step size ever differs from `lr` (a model is then told
+    /// each step's).
+    pub fn lr_varies(&self) -> bool {
+        self.lr_schedule != LrSchedule::Constant || self.lr_warmup_steps > 0
+    }
+
+    /// The step size of optimisation step `step` (0-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let warm = self.lr_warmup_steps;
+        if step < warm {
+            return self.lr * (step + 1) as f64 / warm as f64;
+        }
+        // Progress from the end of the warmup (0) to the last step (1).
+        let span = total.saturating_sub(warm + 1);
+        let progress = if span == 0 { 1.0 } else { ((step - warm) as f64 / span as f64).min(1.0) };
+        let floor = self.lr * self.lr_final_fraction;
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            LrSchedule::Linear => self.lr - (self.lr - floor) * progress,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(schedule: LrSchedule, warmup: usize, fraction: f64) -> TrainConfig {
+        TrainConfig {
+            lr: 0.01,
+            lr_schedule: schedule,
+            lr_warmup_steps: warmup,
+            lr_final_fraction: fraction,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn constant_without_warmup_is_lr_throughout() {
+        let c = cfg(LrSchedule::Constant, 0, 0.0);
+        assert!(!c.lr_varies());
+        assert!((0..10).all(|s| c.lr_at(s, 10) == 0.01));
+    }
+
+    #[test]
+    fn warmup_rises_linearly_then_holds() {
+        let c = cfg(LrSchedule::Constant, 4, 0.0);
+        assert!(c.lr_varies());
+        let lrs: Vec<f64> = (0..6).map(|s| c.lr_at(s, 6)).collect();
+        let want = [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01];
+        for (a, b) in lrs.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{lrs:?}");
+        }
+    }
+
+    #[test]
+    fn cosine_and_linear_by_hand() {
+        // 2 warmup steps, then steps 2..=6 span progress 0, 1/4, 1/2, 3/4, 1.
+        let cos = cfg(LrSchedule::Cosine, 2, 0.1);
+        let lin = cfg(LrSchedule::Linear, 2, 0.1);
+        let floor = 0.001;
+        let cos_want = [
+            0.005,
+            0.01,
+            0.01,
+            floor + 0.009 * 0.5 * (1.0 + std::f64::consts::FRAC_1_SQRT_2),
+            floor + 0.009 * 0.5,
+            floor + 0.009 * 0.5 * (1.0 - std::f64::consts::FRAC_1_SQRT_2),
+            floor,
+        ];
+        let lin_want = [0.005, 0.01, 0.01, 0.00775, 0.0055, 0.00325, 0.001];
+        for s in 0..7 {
+            assert!((cos.lr_at(s, 7) - cos_want[s]).abs() < 1e-12, "cosine step {s}");
+            assert!((lin.lr_at(s, 7) - lin_want[s]).abs() < 1e-12, "linear step {s}");
+        }
+        // Past the end (never asked by the trainer) it stays at the floor.
+        assert!((lin.lr_at(9, 7) - floor).abs() < 1e-12);
+    }
 }

@@ -836,6 +836,11 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
         self.apply();
     }
 
+    fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
+        self.adam.lr = lr as f32;
+        Ok(())
+    }
+
     fn user_vectors(&self, queries: &Queries) -> Result<Matrix> {
         let d = self.cfg.params.dim;
         let t = self.dense_tensors();
