@@ -153,10 +153,11 @@ impl SelfAttention {
         }
     }
 
-    pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &AttentionTensors<D>) {
+    /// Keeps (or with `add`, adds) the step's gradients of the dense parameters.
+    pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &AttentionTensors<D>, add: bool) {
         let norm = |n: &mut Norm, t: &(Vector<D>, Vector<D>)| {
-            n.gain.grad = grads.get(&t.0).as_vec();
-            n.bias.grad = grads.get(&t.1).as_vec();
+            n.gain.keep_gradient(grads.get(&t.0).as_vec(), add);
+            n.bias.keep_gradient(grads.get(&t.1).as_vec(), add);
         };
         for (b, t) in self.blocks.iter_mut().zip(&t.blocks) {
             norm(&mut b.attention_norm, &t.attention_norm);
@@ -169,7 +170,7 @@ impl SelfAttention {
                 &mut b.feed_forward_in,
                 &mut b.feed_forward_out,
             ];
-            layers.into_iter().zip(&t.layers).for_each(|(l, t)| l.take_gradients(grads, t));
+            layers.into_iter().zip(&t.layers).for_each(|(l, t)| l.take_gradients(grads, t, add));
         }
         norm(&mut self.final_norm, &t.final_norm);
     }

@@ -20,6 +20,15 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// Keeps `g` as this step's gradient, or adds it to the one kept.
+    pub fn keep_gradient(&mut self, g: Vec<f32>, add: bool) {
+        if add {
+            self.grad.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+        } else {
+            self.grad = g;
+        }
+    }
+
     /// `n` copies of `value` (a layer norm's gain and bias).
     pub fn filled(n: usize, value: f32) -> Dense {
         Dense { values: vec![value; n], grad: vec![0.0; n], moments: Moments::zeros(n) }
@@ -69,10 +78,11 @@ impl Layer {
         )
     }
 
-    /// Keeps the gradients `grads` holds for this layer's tensors of the step.
-    pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &LayerTensors<D>) {
-        self.weight.grad = grads.get(&t.0).as_vec();
-        self.bias.grad = grads.get(&t.1).as_vec();
+    /// Keeps the gradients `grads` holds for this layer's tensors of the
+    /// step, or adds them to those kept (`add`: a batch encoded in parts).
+    pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &LayerTensors<D>, add: bool) {
+        self.weight.keep_gradient(grads.get(&t.0).as_vec(), add);
+        self.bias.keep_gradient(grads.get(&t.1).as_vec(), add);
     }
 
     pub fn params<'a>(&'a self, name: &str, out: &mut Vec<(String, ParamRef<'a>)>) {

@@ -6,14 +6,15 @@
 //! back into the embedding tables row by row.
 
 use std::ops::Range;
+use std::sync::mpsc;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 // A glob: dfdx's tensor methods come from dozens of traits. Local imports
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
 use funnel_api::{
     BuildCx, Histories, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch,
-    TrainingState, Windows,
+    TrainingState, WindowQuery, Windows,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -54,8 +55,7 @@ struct QueryLeaves<D: Device<f32>> {
 }
 
 /// One batch's inputs (see [`CandidateModel::prepare`]).
-struct Prepared<D: Device<f32>> {
-    query: QueryLeaves<D>,
+struct Prepared {
     /// Item inputs of the positives, then the shared negatives, row-major.
     v: Vec<f32>,
     /// Item inputs of each row's own negatives, `[B * k, item_width]`.
@@ -194,7 +194,8 @@ fn tower_widths(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
     w
 }
 
-impl<D: Device<f32>> CandidateModel<D> {
+// Send + Sync: a batch of windows is encoded on two threads (dfdx's `Cpu` and `Cuda` both are).
+impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
     pub fn new(dev: D, cfg: Config, cx: &BuildCx) -> CandidateModel<D> {
         keep_tower_products_on_one_thread();
         let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -347,13 +348,14 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     /// The user tower's leaves for `rows` of `q`; a self-attention encoder
     /// reads them from `windows` when given (then `rows` is all of `q`).
-    /// `training` draws dropout.
+    /// `dropout` (training: the part of the batch, 0 for a whole one) draws
+    /// dropout, each part its own masks.
     fn query_leaves(
         &self,
         q: &Queries,
         rows: Range<usize>,
         windows: Option<&Windows>,
-        training: bool,
+        dropout: Option<u64>,
     ) -> Result<QueryLeaves<D>> {
         let b = rows.len();
         let users = match &self.users {
@@ -454,7 +456,11 @@ impl<D: Device<f32>> CandidateModel<D> {
                     }
                 }
                 let read = reads.into_iter().map(|(row, p)| row * width + p).collect();
-                let seed = training.then(|| self.seed ^ (self.adam.t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let seed = dropout.map(|part| {
+                    self.seed
+                        ^ (self.adam.t + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        ^ part.wrapping_mul(0xd1b5_4a32_d192_ed03)
+                });
                 Some(attention.sequences(&self.dev, x, lengths, width, read, seed))
             }
             _ => None,
@@ -503,7 +509,8 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// The batch's inputs: the user tower's leaves, the item inputs of the
     /// shared candidates `v` (positives, then shared negatives) and of the
     /// per-row negatives `r`.
-    fn prepare(&self, batch: &TrainBatch<'_>) -> Result<Prepared<D>> {
+    /// Checks the batch and builds its candidates' item inputs.
+    fn prepare(&self, batch: &TrainBatch<'_>) -> Result<Prepared> {
         let b = batch.positives.len();
         let cands = batch.candidates;
         ensure!(b > 0, "empty batch");
@@ -521,12 +528,7 @@ impl<D: Device<f32>> CandidateModel<D> {
             batch.weights.len()
         );
         let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
-        Ok(Prepared {
-            query: self.query_leaves(batch.queries, 0..b, batch.windows, true)?,
-            v: self.item_inputs(&shared_ids),
-            r: self.item_inputs(&cands.per_row),
-            shared_ids,
-        })
+        Ok(Prepared { v: self.item_inputs(&shared_ids), r: self.item_inputs(&cands.per_row), shared_ids })
     }
 
     /// Candidate vectors from item inputs `x`: through the item tower when
@@ -596,59 +598,163 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// (`objective.rs`), whose gradients with respect to the user and
     /// candidate vectors re-enter dfdx through the surrogate
     /// `sum(u * dL/du) + sum(v * dL/dv)`, whose gradient is exactly theirs.
+    /// A batch of several sequence windows is encoded in two parts on two
+    /// threads (the encoder's operations run on one core each), joined for
+    /// the loss, whose in-batch negatives span the whole batch.
     fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
         type Taped<D> = OwnedTape<f32, D>;
         let d = self.cfg.params.dim;
-        let p = self.prepare(batch)?;
+        let items = self.prepare(batch)?;
         let t = self.dense_tensors();
-        let u = self.user_graph::<Taped<D>>(&p.query, &t);
-        let v = self.candidate_vectors::<Taped<D>>(&p.v, &t);
-        let r = self.candidate_vectors::<Taped<D>>(&p.r, &t);
-        let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(dfdx::tensor::Tensor::as_vec);
-        let (v_values, r_values) = (values(&v), values(&r));
-        let u_values = u.as_vec();
+        let parts = split_windows(batch);
         let how = self.logits();
-        let mut g = std::mem::take(&mut self.vector_grads);
         let groups = window_groups(batch);
-        let loss_value = objective::loss(
-            how,
-            &Batch {
-                positives: batch.positives,
-                candidates: batch.candidates,
-                groups: groups.as_deref(),
-                weights: batch.weights,
-            },
-            d,
-            (&u_values, v_values.as_deref().unwrap_or(&p.v), r_values.as_deref().unwrap_or(&p.r)),
-            &mut self.workspace,
-            Some(&mut g),
-        );
-        let shape = *u.shape();
-        let mut surrogate = (u * self.dev.tensor_from_vec(g.u.clone(), shape)).sum::<(), _>();
-        let (v_leaf, r_leaf) = (v.leaf, r.leaf);
-        for (out, grad) in [(v.out, &g.v), (r.out, &g.r)] {
-            if let Some(out) = out {
-                let shape = *out.shape();
-                surrogate = surrogate + (out * self.dev.tensor_from_vec(grad.clone(), shape)).sum::<(), _>();
+        let mut g = std::mem::take(&mut self.vector_grads);
+        let mut workspace = std::mem::take(&mut self.workspace);
+        let this = &*self;
+        let step = std::thread::scope(|scope| -> Result<Step<D>> {
+            let (u_tx, u_rx) = mpsc::channel::<Vec<f32>>();
+            let (g_tx, g_rx) = mpsc::channel::<Vec<f32>>();
+            let second = parts.as_ref().map(|[_, b]| {
+                let t = &t;
+                scope.spawn(move || this.encode_part(b, t, u_tx, g_rx))
+            });
+            let (queries, windows) = match &parts {
+                Some([a, _]) => (&a.queries, Some(&a.windows)),
+                None => (batch.queries, batch.windows),
+            };
+            let leaves = this.query_leaves(queries, 0..queries.len(), windows, Some(0))?;
+            let u = this.user_graph::<Taped<D>>(&leaves, &t);
+            let v = this.candidate_vectors::<Taped<D>>(&items.v, &t);
+            let r = this.candidate_vectors::<Taped<D>>(&items.r, &t);
+            let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(dfdx::tensor::Tensor::as_vec);
+            let (v_values, r_values) = (values(&v), values(&r));
+            let mine = u.as_vec();
+            let u_values = match &parts {
+                None => mine,
+                Some([a, b]) => {
+                    let Ok(theirs) = u_rx.recv() else {
+                        // The other part stopped before its encoding: its error says why.
+                        return Err(match second.map(|h| h.join()) {
+                            Some(Ok(Err(e))) => e,
+                            _ => anyhow!("the second encoder thread stopped"),
+                        });
+                    };
+                    let mut all = vec![0.0f32; batch.positives.len() * d];
+                    scatter_rows(&mine, &a.rows, d, &mut all);
+                    scatter_rows(&theirs, &b.rows, d, &mut all);
+                    all
+                }
+            };
+            let loss = objective::loss(
+                how,
+                &Batch {
+                    positives: batch.positives,
+                    candidates: batch.candidates,
+                    groups: groups.as_deref(),
+                    weights: batch.weights,
+                },
+                d,
+                (&u_values, v_values.as_deref().unwrap_or(&items.v), r_values.as_deref().unwrap_or(&items.r)),
+                &mut workspace,
+                Some(&mut g),
+            );
+            let g_mine = match &parts {
+                None => g.u.clone(),
+                Some([a, b]) => {
+                    // A send fails only if the other part has stopped; its join says why.
+                    let _ = g_tx.send(gather_rows(&g.u, &b.rows, d));
+                    gather_rows(&g.u, &a.rows, d)
+                }
+            };
+            let shape = *u.shape();
+            let mut surrogate = (u * this.dev.tensor_from_vec(g_mine, shape)).sum::<(), _>();
+            for (out, grad) in [(v.out, &g.v), (r.out, &g.r)] {
+                if let Some(out) = out {
+                    let shape = *out.shape();
+                    surrogate = surrogate + (out * this.dev.tensor_from_vec(grad.clone(), shape)).sum::<(), _>();
+                }
             }
+            let grads = surrogate.backward();
+            let second = match second {
+                Some(h) => Some(h.join().map_err(|_| anyhow!("the second encoder thread panicked"))??),
+                None => None,
+            };
+            Ok(Step { loss, leaves, grads, second, v_leaf: v.leaf, r_leaf: r.leaf })
+        });
+        self.workspace = workspace;
+        let step = match step {
+            Ok(step) => step,
+            Err(e) => {
+                self.vector_grads = g;
+                return Err(e);
+            }
+        };
+        match (&parts, &step.second) {
+            (Some([a, b]), Some((leaves, grads))) => {
+                self.take_query_gradients(&a.queries, Some(&a.windows), &step.leaves, &step.grads, &t, false);
+                self.take_query_gradients(&b.queries, Some(&b.windows), leaves, grads, &t, true);
+            }
+            _ => self.take_query_gradients(batch.queries, batch.windows, &step.leaves, &step.grads, &t, false),
         }
-        let grads = surrogate.backward();
+        let grads = &step.grads;
+        self.item_tower.iter_mut().zip(&t.item_tower).for_each(|(l, t)| l.take_gradients(grads, t, false));
+        // Item inputs' gradients: the tower's leaf gradient, or the loss's own
+        // (read in place: for the full softmax it covers the whole catalog).
+        let gv = step.v_leaf.map(|l| grads.get(&l).as_vec());
+        let gr = step.r_leaf.map(|l| grads.get(&l).as_vec());
+        self.scatter_item_gradient(items.shared_ids.iter(), gv.as_deref().unwrap_or(&g.v));
+        self.scatter_item_gradient(batch.candidates.per_row.iter(), gr.as_deref().unwrap_or(&g.r));
+        self.vector_grads = g;
+        let norm: f64 = self.params().iter().map(|(_, p)| p.gradient_sq_norm()).sum();
+        Ok(StepStats { loss: step.loss, grad_norm: norm.sqrt() as f32 })
+    }
 
-        self.tower.iter_mut().zip(&t.tower).for_each(|(l, t)| l.take_gradients(&grads, t));
-        self.item_tower.iter_mut().zip(&t.item_tower).for_each(|(l, t)| l.take_gradients(&grads, t));
+    /// The second part of a batch split over windows (on its own thread):
+    /// encodes it, sends the user vectors, waits for their gradient and runs
+    /// the part's backward pass.
+    fn encode_part(
+        &self,
+        part: &QueryPart,
+        t: &DenseTensors<D>,
+        u_tx: mpsc::Sender<Vec<f32>>,
+        g_rx: mpsc::Receiver<Vec<f32>>,
+    ) -> Result<(QueryLeaves<D>, Gradients<f32, D>)> {
+        let leaves = self.query_leaves(&part.queries, 0..part.queries.len(), Some(&part.windows), Some(1))?;
+        let u = self.user_graph::<OwnedTape<f32, D>>(&leaves, t);
+        let shape = *u.shape();
+        // A failed send means the step stopped; the receive below then fails too.
+        let _ = u_tx.send(u.as_vec());
+        let g = g_rx.recv().context("the step stopped before its loss")?;
+        let grads = (u * self.dev.tensor_from_vec(g, shape)).sum::<(), _>().backward();
+        Ok((leaves, grads))
+    }
+
+    /// Keeps the query side's gradients of one encoding: the user tower's
+    /// and encoder's dense parameters (added to those kept with `add`) and
+    /// the embedding rows its leaves read (always accumulated).
+    fn take_query_gradients(
+        &mut self,
+        queries: &Queries,
+        windows: Option<&Windows>,
+        leaves: &QueryLeaves<D>,
+        grads: &Gradients<f32, D>,
+        t: &DenseTensors<D>,
+        add: bool,
+    ) {
+        self.tower.iter_mut().zip(&t.tower).for_each(|(l, t)| l.take_gradients(grads, t, add));
         if let Some(gru) = &mut self.recurrent {
-            gru.take_gradients(&grads, &t.recurrent);
+            gru.take_gradients(grads, &t.recurrent, add);
         }
         if let (Some(attention), Some(t)) = (&mut self.attention, &t.attention) {
-            attention.take_gradients(&grads, t);
+            attention.take_gradients(grads, t, add);
         }
-        let queries = batch.queries;
-        if let Some(f) = &p.query.features {
+        if let Some(f) = &leaves.features {
             self.scatter_query_gradient(queries, &grads.get(f).as_vec());
         }
-        if let (Some(steps), Some(input)) = (&p.query.steps, self.input.as_mut()) {
+        if let (Some(steps), Some(input)) = (&leaves.steps, self.input.as_mut()) {
             let d = input.dim();
-            let histories = batch.windows.map_or(&queries.histories, |w| &w.histories);
+            let histories = windows.map_or(&queries.histories, |w| &w.histories);
             for (t, x) in steps.x.iter().enumerate() {
                 let g = grads.get(x).as_vec();
                 for (r, g) in g.chunks_exact(d).enumerate() {
@@ -659,11 +765,11 @@ impl<D: Device<f32>> CandidateModel<D> {
             }
         }
         if let (Some(s), Some(input), Some(attention)) =
-            (&p.query.sequences, self.input.as_mut(), self.attention.as_mut())
+            (&leaves.sequences, self.input.as_mut(), self.attention.as_mut())
         {
             // The leaf is item plus position embedding: its gradient goes to both.
-            let histories = batch.windows.map_or(&queries.histories, |w| &w.histories);
-            let rows = batch.windows.map_or(0..queries.len(), |w| 0..w.histories.len());
+            let histories = windows.map_or(&queries.histories, |w| &w.histories);
+            let rows = windows.map_or(0..queries.len(), |w| 0..w.histories.len());
             let (d, g) = (input.dim(), grads.get(&s.x).as_vec());
             for (i, r) in rows.enumerate() {
                 for (p, &item) in histories.row(r).iter().enumerate() {
@@ -673,21 +779,12 @@ impl<D: Device<f32>> CandidateModel<D> {
                 }
             }
         }
-        if let (Some(u), Some(table)) = (&p.query.users, self.users.as_mut()) {
+        if let (Some(u), Some(table)) = (&leaves.users, self.users.as_mut()) {
             let g = grads.get(u).as_vec();
             for (&user, g) in queries.users.iter().zip(g.chunks_exact(table.dim)) {
                 table.accumulate(user, g, 1.0);
             }
         }
-        // Item inputs' gradients: the tower's leaf gradient, or the loss's own
-        // (read in place: for the full softmax it covers the whole catalog).
-        let gv = v_leaf.map(|l| grads.get(&l).as_vec());
-        let gr = r_leaf.map(|l| grads.get(&l).as_vec());
-        self.scatter_item_gradient(p.shared_ids.iter(), gv.as_deref().unwrap_or(&g.v));
-        self.scatter_item_gradient(batch.candidates.per_row.iter(), gr.as_deref().unwrap_or(&g.r));
-        self.vector_grads = g;
-        let norm: f64 = self.params().iter().map(|(_, p)| p.gradient_sq_norm()).sum();
-        Ok(StepStats { loss: loss_value, grad_norm: norm.sqrt() as f32 })
     }
 
     fn apply(&mut self) {
@@ -785,7 +882,22 @@ impl<D: Device<f32>> CandidateModel<D> {
     fn loss(&self, batch: &TrainBatch<'_>) -> f32 {
         let p = self.prepare(batch).unwrap();
         let t = self.dense_tensors();
-        let u = self.user_graph::<NoneTape>(&p.query, &t).as_vec();
+        // Encoded as a step encodes it: in the same parts, with the same dropout.
+        let encode = |q: &Queries, w: Option<&Windows>, part: u64| {
+            let leaves = self.query_leaves(q, 0..q.len(), w, Some(part)).unwrap();
+            self.user_graph::<NoneTape>(&leaves, &t).as_vec()
+        };
+        let u = match split_windows(batch) {
+            None => encode(batch.queries, batch.windows, 0),
+            Some(parts) => {
+                let mut all = vec![0.0f32; batch.positives.len() * self.cfg.params.dim];
+                for (k, part) in parts.iter().enumerate() {
+                    let u = encode(&part.queries, Some(&part.windows), k as u64);
+                    scatter_rows(&u, &part.rows, self.cfg.params.dim, &mut all);
+                }
+                all
+            }
+        };
         let v = self.candidate_vectors::<NoneTape>(&p.v, &t).out.map(|o| o.as_vec());
         let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| o.as_vec());
         let groups = window_groups(batch);
@@ -811,6 +923,83 @@ fn window_groups(batch: &TrainBatch<'_>) -> Option<Vec<u32>> {
 }
 
 /// Rows of `m` scaled to unit length, on the host.
+/// What one training step's forward and backward passes leave.
+struct Step<D: Device<f32>> {
+    loss: f32,
+    /// The (first part's) query leaves and the gradients of the whole step
+    /// but the second part's.
+    leaves: QueryLeaves<D>,
+    grads: Gradients<f32, D>,
+    /// The second part's leaves and gradients, when split.
+    second: Option<(QueryLeaves<D>, Gradients<f32, D>)>,
+    v_leaf: Option<Mat<D>>,
+    r_leaf: Option<Mat<D>>,
+}
+
+/// Whole windows of a batch and their queries, encoded apart.
+struct QueryPart {
+    queries: Queries,
+    windows: Windows,
+    /// Each query's row in the batch, ascending.
+    rows: Vec<usize>,
+}
+
+/// The batch's windows in two parts of about equal positions, for two
+/// threads; `None` without windows, with one, or with one thread.
+fn split_windows(batch: &TrainBatch<'_>) -> Option<[QueryPart; 2]> {
+    let w = batch.windows?;
+    let n = w.histories.len();
+    if n < 2 || funnel_kernels::par::threads() < 2 {
+        return None;
+    }
+    let mut per_window = vec![0usize; n];
+    w.queries.iter().for_each(|wq| per_window[wq.row as usize] += 1);
+    // The first `cut` windows hold at least half the positions; each part keeps one window at least.
+    let (mut cut, mut acc) = (1, 0);
+    for (r, &c) in per_window[..n - 1].iter().enumerate() {
+        acc += c;
+        cut = r + 1;
+        if 2 * acc >= w.queries.len() {
+            break;
+        }
+    }
+    let q = batch.queries;
+    let mut parts = [0, 1].map(|_| QueryPart {
+        queries: Queries::new(q.histories.width),
+        windows: Windows::new(w.histories.width),
+        rows: Vec::new(),
+    });
+    for r in 0..n {
+        parts[usize::from(r >= cut)].windows.histories.push(w.histories.row(r));
+    }
+    for (i, wq) in w.queries.iter().enumerate() {
+        let second = wq.row as usize >= cut;
+        let part = &mut parts[usize::from(second)];
+        part.queries.push_asking(
+            q.histories.row(i),
+            q.users[i],
+            q.ages.get(i).copied().unwrap_or(0.0),
+            q.outcomes.get(i).copied().unwrap_or(0),
+        );
+        let row = if second { wq.row - cut as u32 } else { wq.row };
+        part.windows.queries.push(WindowQuery { row, prefix: wq.prefix });
+        part.rows.push(i);
+    }
+    parts.iter().all(|p| !p.rows.is_empty()).then_some(parts)
+}
+
+/// Row `i` of `part` (`d` wide) into row `rows[i]` of `all`.
+fn scatter_rows(part: &[f32], rows: &[usize], d: usize, all: &mut [f32]) {
+    for (&r, x) in rows.iter().zip(part.chunks_exact(d)) {
+        all[r * d..][..d].copy_from_slice(x);
+    }
+}
+
+/// Rows `rows` of `all` (`d` wide), in that order.
+fn gather_rows(all: &[f32], rows: &[usize], d: usize) -> Vec<f32> {
+    rows.iter().flat_map(|&r| &all[r * d..][..d]).copied().collect()
+}
+
 fn normalize_rows(m: &mut Matrix) {
     for r in 0..m.rows {
         let row = m.row_mut(r);
@@ -819,7 +1008,7 @@ fn normalize_rows(m: &mut Matrix) {
     }
 }
 
-impl<D: Device<f32>> Model for CandidateModel<D> {
+impl<D: Device<f32> + Send + Sync> Model for CandidateModel<D> {
     fn dim(&self) -> usize {
         self.cfg.params.dim
     }
@@ -852,7 +1041,7 @@ impl<D: Device<f32>> Model for CandidateModel<D> {
             None => INFERENCE_CHUNK,
         };
         for start in (0..queries.len()).step_by(chunk) {
-            let leaves = self.query_leaves(queries, start..(start + chunk).min(queries.len()), None, false)?;
+            let leaves = self.query_leaves(queries, start..(start + chunk).min(queries.len()), None, None)?;
             out.extend(self.user_graph::<NoneTape>(&leaves, &t).as_vec());
         }
         let mut m = Matrix::from_vec(queries.len(), d, out);
@@ -1456,7 +1645,7 @@ mod tests {
         let (w, q, _) = windows();
         let p = encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.2);
         let m = tiny_model(p.into(), side_inputs(false, false));
-        let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), false).unwrap();
+        let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), None).unwrap();
         let t = m.dense_tensors();
         let one_pass = m.user_graph::<NoneTape>(&leaves, &t).as_vec();
         let separate = m.user_vectors(&q).unwrap();
@@ -1500,6 +1689,53 @@ mod tests {
     }
 
     #[test]
+    fn windows_split_over_two_threads_train_as_on_one() {
+        let (w, q, positives) = windows();
+        let c = candidates(&[2, 3], true, positives.len());
+        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w), weights: &[] };
+        for encoder in [SequenceEncoder::SelfAttention, SequenceEncoder::Gru, SequenceEncoder::Lstm] {
+            // One step's loss and every parameter's gradient (after a first
+            // step, so that the second starts from trained values).
+            let step = |threads: usize| {
+                funnel_kernels::par::with_threads(threads, || {
+                    assert_eq!(split_windows(&batch).is_some(), threads > 1, "the split follows the threads");
+                    let mut m = tiny_model(encoder_params(encoder, 4, 2, 0.0).into(), side_inputs(false, false));
+                    m.train_step(&batch).unwrap();
+                    let loss = m.compute_gradients(&batch).unwrap().loss;
+                    let grads: Vec<(String, Vec<f32>)> =
+                        m.params().into_iter().map(|(name, p)| (name, p.gradient())).collect();
+                    (loss, grads)
+                })
+            };
+            let ((split_loss, split), (one_loss, one)) = (step(2), step(1));
+            assert!((split_loss - one_loss).abs() < 1e-5, "{encoder:?}: {split_loss} vs {one_loss}");
+            for ((name, a), (_, b)) in split.iter().zip(&one) {
+                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5), "{encoder:?}: {name}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_second_part_of_a_split_batch_keeps_its_row_order() {
+        let (w, q, positives) = windows();
+        let c = candidates(&[2, 3], true, positives.len());
+        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w), weights: &[] };
+        let [a, b] = funnel_kernels::par::with_threads(2, || split_windows(&batch)).expect("two windows, two threads");
+        assert_eq!((a.rows.clone(), b.rows.clone()), (vec![0, 1], vec![2, 3]));
+        assert_eq!((a.windows.histories.len(), b.windows.histories.len()), (1, 1));
+        assert_eq!(b.windows.histories.row(0), &[3, 5]);
+        // Rows renumbered within the part, prefixes kept.
+        let rows: Vec<(u32, u32)> = b.windows.queries.iter().map(|wq| (wq.row, wq.prefix)).collect();
+        assert_eq!(rows, vec![(0, 1), (0, 2)]);
+        assert_eq!(b.queries.histories.row(1), &[3, 5]);
+        let mut all = vec![0.0; 4];
+        scatter_rows(&[1.0, 2.0], &b.rows, 1, &mut all);
+        scatter_rows(&[3.0, 4.0], &a.rows, 1, &mut all);
+        assert_eq!(all, vec![3.0, 4.0, 1.0, 2.0]);
+        assert_eq!(gather_rows(&all, &b.rows, 1), vec![1.0, 2.0]);
+    }
+
+    #[test]
     fn self_attention_refuses_histories_longer_than_its_positions() {
         let m = tiny_model(encoder_params(SequenceEncoder::SelfAttention, 3, 1, 0.0).into(), SideInputs::default());
         let mut long = Queries::new(4);
@@ -1515,7 +1751,7 @@ mod tests {
             for pooling in [Pooling::Last, Pooling::Max] {
                 let p = recurrent_params(encoder, pooling);
                 let m = tiny_model(p.clone().into(), SideInputs::default());
-                let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), false).unwrap();
+                let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), None).unwrap();
                 let one_pass = m.user_graph::<NoneTape>(&leaves, &m.dense_tensors()).as_vec();
                 let separate = m.user_vectors(&q).unwrap();
                 for (a, b) in one_pass.iter().zip(&separate.data) {
@@ -1608,7 +1844,7 @@ mod tests {
             let m = tiny_model(p.into(), with_outcomes(side_inputs(false, false), 3));
             assert!(m.state().contains_key("outcome_embeddings"));
             // One pass over the windows reads each query's own outcome.
-            let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), false).unwrap();
+            let leaves = m.query_leaves(&q, 0..q.len(), Some(&w), None).unwrap();
             let one_pass = m.user_graph::<NoneTape>(&leaves, &m.dense_tensors()).as_vec();
             let separate = m.user_vectors(&q).unwrap();
             for (a, b) in one_pass.iter().zip(&separate.data) {

@@ -88,8 +88,8 @@ impl Recurrent {
         self.gates.iter().map(|g| g.tensors(dev)).collect()
     }
 
-    pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &[LayerTensors<D>]) {
-        self.gates.iter_mut().zip(t).for_each(|(g, t)| g.take_gradients(grads, t));
+    pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &[LayerTensors<D>], add: bool) {
+        self.gates.iter_mut().zip(t).for_each(|(g, t)| g.take_gradients(grads, t, add));
     }
 
     pub fn params<'a>(&'a self, out: &mut Vec<(String, ParamRef<'a>)>) {
