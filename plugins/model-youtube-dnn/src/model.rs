@@ -109,6 +109,9 @@ pub struct CandidateModel<D: Device<f32>> {
     vector_grads: VectorGradients,
     /// Seeds dropout's masks, with the step count.
     seed: u64,
+    /// Encode a batch of several windows in two parts on two threads (the
+    /// same on any machine, whatever its cores; off only to test against).
+    encode_in_parts: bool,
 }
 
 /// Parameters (not optimizer state) of `cfg` over `cx`'s catalog and side inputs.
@@ -229,6 +232,7 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
             adam: Adam::new(cx.train.lr as f32),
             workspace: Workspace::default(),
             vector_grads: VectorGradients::default(),
+            encode_in_parts: true,
             seed: cx.seed,
         };
         // Draw order: the tables and tower of the plain model first, so its
@@ -606,7 +610,7 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
         let d = self.cfg.params.dim;
         let items = self.prepare(batch)?;
         let t = self.dense_tensors();
-        let parts = split_windows(batch);
+        let parts = self.encode_in_parts.then(|| split_windows(batch)).flatten();
         let how = self.logits();
         let groups = window_groups(batch);
         let mut g = std::mem::take(&mut self.vector_grads);
@@ -887,7 +891,7 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
             let leaves = self.query_leaves(q, 0..q.len(), w, Some(part)).unwrap();
             self.user_graph::<NoneTape>(&leaves, &t).as_vec()
         };
-        let u = match split_windows(batch) {
+        let u = match self.encode_in_parts.then(|| split_windows(batch)).flatten() {
             None => encode(batch.queries, batch.windows, 0),
             Some(parts) => {
                 let mut all = vec![0.0f32; batch.positives.len() * self.cfg.params.dim];
@@ -945,11 +949,12 @@ struct QueryPart {
 }
 
 /// The batch's windows in two parts of about equal positions, for two
-/// threads; `None` without windows, with one, or with one thread.
+/// threads; `None` without windows or with one. It does not depend on the
+/// machine's cores, so a seed trains the same model everywhere.
 fn split_windows(batch: &TrainBatch<'_>) -> Option<[QueryPart; 2]> {
     let w = batch.windows?;
     let n = w.histories.len();
-    if n < 2 || funnel_kernels::par::threads() < 2 {
+    if n < 2 {
         return None;
     }
     let mut per_window = vec![0usize; n];
@@ -1689,25 +1694,23 @@ mod tests {
     }
 
     #[test]
-    fn windows_split_over_two_threads_train_as_on_one() {
+    fn windows_encoded_in_two_parts_get_the_gradients_of_one() {
         let (w, q, positives) = windows();
         let c = candidates(&[2, 3], true, positives.len());
         let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w), weights: &[] };
         for encoder in [SequenceEncoder::SelfAttention, SequenceEncoder::Gru, SequenceEncoder::Lstm] {
             // One step's loss and every parameter's gradient (after a first
             // step, so that the second starts from trained values).
-            let step = |threads: usize| {
-                funnel_kernels::par::with_threads(threads, || {
-                    assert_eq!(split_windows(&batch).is_some(), threads > 1, "the split follows the threads");
-                    let mut m = tiny_model(encoder_params(encoder, 4, 2, 0.0).into(), side_inputs(false, false));
-                    m.train_step(&batch).unwrap();
-                    let loss = m.compute_gradients(&batch).unwrap().loss;
-                    let grads: Vec<(String, Vec<f32>)> =
-                        m.params().into_iter().map(|(name, p)| (name, p.gradient())).collect();
-                    (loss, grads)
-                })
+            let step = |in_parts: bool| {
+                let mut m = tiny_model(encoder_params(encoder, 4, 2, 0.0).into(), side_inputs(false, false));
+                m.encode_in_parts = in_parts;
+                m.train_step(&batch).unwrap();
+                let loss = m.compute_gradients(&batch).unwrap().loss;
+                let grads: Vec<(String, Vec<f32>)> =
+                    m.params().into_iter().map(|(name, p)| (name, p.gradient())).collect();
+                (loss, grads)
             };
-            let ((split_loss, split), (one_loss, one)) = (step(2), step(1));
+            let ((split_loss, split), (one_loss, one)) = (step(true), step(false));
             assert!((split_loss - one_loss).abs() < 1e-5, "{encoder:?}: {split_loss} vs {one_loss}");
             for ((name, a), (_, b)) in split.iter().zip(&one) {
                 assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5), "{encoder:?}: {name}: {a:?} vs {b:?}");
@@ -1720,7 +1723,7 @@ mod tests {
         let (w, q, positives) = windows();
         let c = candidates(&[2, 3], true, positives.len());
         let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w), weights: &[] };
-        let [a, b] = funnel_kernels::par::with_threads(2, || split_windows(&batch)).expect("two windows, two threads");
+        let [a, b] = split_windows(&batch).expect("two windows, two parts");
         assert_eq!((a.rows.clone(), b.rows.clone()), (vec![0, 1], vec![2, 3]));
         assert_eq!((a.windows.histories.len(), b.windows.histories.len()), (1, 1));
         assert_eq!(b.windows.histories.row(0), &[3, 5]);
