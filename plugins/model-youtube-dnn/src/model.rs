@@ -639,7 +639,7 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
                 Some([a, b]) => {
                     let Ok(theirs) = u_rx.recv() else {
                         // The other part stopped before its encoding: its error says why.
-                        return Err(match second.map(|h| h.join()) {
+                        return Err(match second.map(std::thread::ScopedJoinHandle::join) {
                             Some(Ok(Err(e))) => e,
                             _ => anyhow!("the second encoder thread stopped"),
                         });
