@@ -197,8 +197,7 @@ fn tower_widths(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
     w
 }
 
-// Send + Sync: a batch of windows is encoded on two threads (dfdx's `Cpu` and `Cuda` both are).
-impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
+impl<D: Device<f32>> CandidateModel<D> {
     pub fn new(dev: D, cfg: Config, cx: &BuildCx) -> CandidateModel<D> {
         keep_tower_products_on_one_thread();
         let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
@@ -595,7 +594,10 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
             mlp(x, &p.item_tower)
         }
     }
+}
 
+#[allow(private_bounds)]
+impl<D: EncoderThreads> CandidateModel<D> {
     /// Forward and backward pass; leaves gradients in the tables and layers.
     ///
     /// The towers run on dfdx; the loss over the candidates runs on the host
@@ -610,7 +612,7 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
         let d = self.cfg.params.dim;
         let items = self.prepare(batch)?;
         let t = self.dense_tensors();
-        let parts = self.encode_in_parts.then(|| split_windows(batch)).flatten();
+        let parts = (D::IN_PARTS && self.encode_in_parts).then(|| split_windows(batch)).flatten();
         let how = self.logits();
         let groups = window_groups(batch);
         let mut g = std::mem::take(&mut self.vector_grads);
@@ -619,10 +621,7 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
         let step = std::thread::scope(|scope| -> Result<Step<D>> {
             let (u_tx, u_rx) = mpsc::channel::<Vec<f32>>();
             let (g_tx, g_rx) = mpsc::channel::<Vec<f32>>();
-            let second = parts.as_ref().map(|[_, b]| {
-                let t = &t;
-                scope.spawn(move || this.encode_part(b, t, u_tx, g_rx))
-            });
+            let second = parts.as_ref().and_then(|[_, b]| D::spawn_part(scope, this, b, &t, u_tx, g_rx));
             let (queries, windows) = match &parts {
                 Some([a, _]) => (&a.queries, Some(&a.windows)),
                 None => (batch.queries, batch.windows),
@@ -713,7 +712,9 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
         let norm: f64 = self.params().iter().map(|(_, p)| p.gradient_sq_norm()).sum();
         Ok(StepStats { loss: step.loss, grad_norm: norm.sqrt() as f32 })
     }
+}
 
+impl<D: Device<f32>> CandidateModel<D> {
     /// The second part of a batch split over windows (on its own thread):
     /// encodes it, sends the user vectors, waits for their gradient and runs
     /// the part's backward pass.
@@ -880,9 +881,12 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
             "output_embeddings"
         }
     }
+}
 
+#[cfg(test)]
+#[allow(private_bounds)]
+impl<D: EncoderThreads> CandidateModel<D> {
     /// Loss of a batch without touching any state (gradient checks).
-    #[cfg(test)]
     fn loss(&self, batch: &TrainBatch<'_>) -> f32 {
         let p = self.prepare(batch).unwrap();
         let t = self.dense_tensors();
@@ -891,7 +895,7 @@ impl<D: Device<f32> + Send + Sync> CandidateModel<D> {
             let leaves = self.query_leaves(q, 0..q.len(), w, Some(part)).unwrap();
             self.user_graph::<NoneTape>(&leaves, &t).as_vec()
         };
-        let u = match self.encode_in_parts.then(|| split_windows(batch)).flatten() {
+        let u = match (D::IN_PARTS && self.encode_in_parts).then(|| split_windows(batch)).flatten() {
             None => encode(batch.queries, batch.windows, 0),
             Some(parts) => {
                 let mut all = vec![0.0f32; batch.positives.len() * self.cfg.params.dim];
@@ -927,6 +931,57 @@ fn window_groups(batch: &TrainBatch<'_>) -> Option<Vec<u32>> {
 }
 
 /// Rows of `m` scaled to unit length, on the host.
+/// Whether a device's step may encode a batch's windows in two parts on two
+/// threads: its tensors, tapes' results and the model on it must cross
+/// threads. dfdx's `Cpu` can; its `Cuda` holds a raw stream and cannot, so a
+/// CUDA step encodes the whole batch at once.
+trait EncoderThreads: Device<f32> {
+    const IN_PARTS: bool;
+
+    /// Starts the second part's encoding ([`CandidateModel::encode_part`])
+    /// on a thread of `scope`; `None` where the device cannot.
+    #[allow(clippy::type_complexity)]
+    fn spawn_part<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        model: &'env CandidateModel<Self>,
+        part: &'env QueryPart,
+        t: &'env DenseTensors<Self>,
+        u_tx: mpsc::Sender<Vec<f32>>,
+        g_rx: mpsc::Receiver<Vec<f32>>,
+    ) -> Option<std::thread::ScopedJoinHandle<'scope, Result<(QueryLeaves<Self>, Gradients<f32, Self>)>>>;
+}
+
+impl EncoderThreads for Cpu {
+    const IN_PARTS: bool = true;
+
+    fn spawn_part<'scope, 'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        model: &'env CandidateModel<Cpu>,
+        part: &'env QueryPart,
+        t: &'env DenseTensors<Cpu>,
+        u_tx: mpsc::Sender<Vec<f32>>,
+        g_rx: mpsc::Receiver<Vec<f32>>,
+    ) -> Option<std::thread::ScopedJoinHandle<'scope, Result<(QueryLeaves<Cpu>, Gradients<f32, Cpu>)>>> {
+        Some(scope.spawn(move || model.encode_part(part, t, u_tx, g_rx)))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl EncoderThreads for dfdx::tensor::Cuda {
+    const IN_PARTS: bool = false;
+
+    fn spawn_part<'scope, 'env>(
+        _scope: &'scope std::thread::Scope<'scope, 'env>,
+        _model: &'env CandidateModel<Self>,
+        _part: &'env QueryPart,
+        _t: &'env DenseTensors<Self>,
+        _u_tx: mpsc::Sender<Vec<f32>>,
+        _g_rx: mpsc::Receiver<Vec<f32>>,
+    ) -> Option<std::thread::ScopedJoinHandle<'scope, Result<(QueryLeaves<Self>, Gradients<f32, Self>)>>> {
+        None
+    }
+}
+
 /// What one training step's forward and backward passes leave.
 struct Step<D: Device<f32>> {
     loss: f32,
@@ -1013,7 +1068,9 @@ fn normalize_rows(m: &mut Matrix) {
     }
 }
 
-impl<D: Device<f32> + Send + Sync> Model for CandidateModel<D> {
+// The bound is private: which devices encode in parts is this module's affair.
+#[allow(private_bounds)]
+impl<D: EncoderThreads> Model for CandidateModel<D> {
     fn dim(&self) -> usize {
         self.cfg.params.dim
     }
