@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::sync::mpsc;
+use std::thread::{Scope, ScopedJoinHandle};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 // A glob: dfdx's tensor methods come from dozens of traits. Local imports
@@ -621,7 +622,9 @@ impl<D: EncoderThreads> CandidateModel<D> {
         let step = std::thread::scope(|scope| -> Result<Step<D>> {
             let (u_tx, u_rx) = mpsc::channel::<Vec<f32>>();
             let (g_tx, g_rx) = mpsc::channel::<Vec<f32>>();
-            let second = parts.as_ref().and_then(|[_, b]| D::spawn_part(scope, this, b, &t, u_tx, g_rx));
+            let second = parts
+                .as_ref()
+                .and_then(|[_, b]| D::spawn_part(scope, PartJob { model: this, part: b, t: &t, u_tx, g_rx }));
             let (queries, windows) = match &parts {
                 Some([a, _]) => (&a.queries, Some(&a.windows)),
                 None => (batch.queries, batch.windows),
@@ -938,31 +941,38 @@ fn window_groups(batch: &TrainBatch<'_>) -> Option<Vec<u32>> {
 trait EncoderThreads: Device<f32> {
     const IN_PARTS: bool;
 
-    /// Starts the second part's encoding ([`CandidateModel::encode_part`])
-    /// on a thread of `scope`; `None` where the device cannot.
-    #[allow(clippy::type_complexity)]
+    /// Starts `job` on a thread of `scope`; `None` where the device cannot.
     fn spawn_part<'scope, 'env>(
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-        model: &'env CandidateModel<Self>,
-        part: &'env QueryPart,
-        t: &'env DenseTensors<Self>,
-        u_tx: mpsc::Sender<Vec<f32>>,
-        g_rx: mpsc::Receiver<Vec<f32>>,
-    ) -> Option<std::thread::ScopedJoinHandle<'scope, Result<(QueryLeaves<Self>, Gradients<f32, Self>)>>>;
+        scope: &'scope Scope<'scope, 'env>,
+        job: PartJob<'env, Self>,
+    ) -> Option<PartHandle<'scope, Self>>;
 }
+
+/// The second part's encoding ([`CandidateModel::encode_part`]) and what it reads.
+struct PartJob<'env, D: Device<f32>> {
+    model: &'env CandidateModel<D>,
+    part: &'env QueryPart,
+    t: &'env DenseTensors<D>,
+    u_tx: mpsc::Sender<Vec<f32>>,
+    g_rx: mpsc::Receiver<Vec<f32>>,
+}
+
+impl<D: Device<f32>> PartJob<'_, D> {
+    fn run(self) -> Result<(QueryLeaves<D>, Gradients<f32, D>)> {
+        self.model.encode_part(self.part, self.t, self.u_tx, self.g_rx)
+    }
+}
+
+type PartHandle<'scope, D> = ScopedJoinHandle<'scope, Result<(QueryLeaves<D>, Gradients<f32, D>)>>;
 
 impl EncoderThreads for Cpu {
     const IN_PARTS: bool = true;
 
     fn spawn_part<'scope, 'env>(
-        scope: &'scope std::thread::Scope<'scope, 'env>,
-        model: &'env CandidateModel<Cpu>,
-        part: &'env QueryPart,
-        t: &'env DenseTensors<Cpu>,
-        u_tx: mpsc::Sender<Vec<f32>>,
-        g_rx: mpsc::Receiver<Vec<f32>>,
-    ) -> Option<std::thread::ScopedJoinHandle<'scope, Result<(QueryLeaves<Cpu>, Gradients<f32, Cpu>)>>> {
-        Some(scope.spawn(move || model.encode_part(part, t, u_tx, g_rx)))
+        scope: &'scope Scope<'scope, 'env>,
+        job: PartJob<'env, Cpu>,
+    ) -> Option<PartHandle<'scope, Cpu>> {
+        Some(scope.spawn(move || job.run()))
     }
 }
 
@@ -971,13 +981,9 @@ impl EncoderThreads for dfdx::tensor::Cuda {
     const IN_PARTS: bool = false;
 
     fn spawn_part<'scope, 'env>(
-        _scope: &'scope std::thread::Scope<'scope, 'env>,
-        _model: &'env CandidateModel<Self>,
-        _part: &'env QueryPart,
-        _t: &'env DenseTensors<Self>,
-        _u_tx: mpsc::Sender<Vec<f32>>,
-        _g_rx: mpsc::Receiver<Vec<f32>>,
-    ) -> Option<std::thread::ScopedJoinHandle<'scope, Result<(QueryLeaves<Self>, Gradients<f32, Self>)>>> {
+        _: &'scope Scope<'scope, 'env>,
+        _: PartJob<'env, Self>,
+    ) -> Option<PartHandle<'scope, Self>> {
         None
     }
 }
