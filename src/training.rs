@@ -195,6 +195,7 @@ fn train(
             }
             Ok(loss_sum)
         })?;
+        model.finish_steps().with_context(|| format!("after the steps of epoch {epoch}"))?;
         if let Some(bar) = bar.as_mut() {
             kdam::BarExt::refresh(bar).ok();
             eprintln!();

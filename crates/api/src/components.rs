@@ -101,6 +101,15 @@ pub trait Model {
         Ok(stats)
     }
 
+    /// Brings parameters that training steps keep elsewhere (a device
+    /// holding the whole step, say) back to where the reading methods see
+    /// them. The core calls it after each epoch's steps, before it
+    /// evaluates or saves; a model whose steps leave nothing elsewhere
+    /// keeps the default.
+    fn finish_steps(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// One user vector per query row.
     fn user_vectors(&self, queries: &Queries) -> Result<Matrix>;
 

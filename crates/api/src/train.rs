@@ -30,6 +30,20 @@ pub enum LrSchedule {
     Linear,
 }
 
+/// Where a training step runs (`[train] engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// "device" on a GPU when the model supports it, "host" otherwise.
+    Auto,
+    /// Batch inputs gathered, loss and optimizer run on the host; the
+    /// towers on the device.
+    Host,
+    /// The whole step on the model's device: parameters and optimizer state
+    /// stay there, only the batch's indices go up.
+    Device,
+}
+
 /// `[train]`.
 #[crate::params]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -68,6 +82,13 @@ pub struct TrainConfig {
     /// Where the model keeps its parameters: "cpu", "cuda" or "cuda:N".
     #[param(default = "cpu")]
     pub device: String,
+    /// "host": a step gathers the batch's rows, computes the loss and steps
+    /// the optimizer on the host, the towers on `device` (fastest on a CPU).
+    /// "device": the whole step on `device`, parameters and optimizer state
+    /// staying there (what a GPU needs; the model names what it does not
+    /// cover). "auto": "device" on a GPU where the model allows, else "host".
+    #[param(default = Engine::Auto)]
+    pub engine: Engine,
     /// Write a checkpoint every this many epochs and after the last; 0 never.
     #[param(default = 1)]
     pub checkpoint_every: usize,

@@ -65,10 +65,10 @@ impl Adam {
 
 /// One step's Adam coefficients (see [`Adam::row_step`]).
 pub struct RowStep {
-    beta1: f32,
-    beta2: f32,
-    step: f32,
-    eps: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub step: f32,
+    pub eps: f32,
 }
 
 impl RowStep {

@@ -30,6 +30,7 @@ mod fields;
 mod model;
 mod objective;
 mod recurrent;
+mod resident;
 mod table;
 
 use anyhow::{bail, Result};
@@ -356,8 +357,9 @@ fn build(p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
             (MAX_TRAINING_FLOATS * 4) >> 30
         );
     }
+    let on_device = model::steps_on_device(&p, cx)?;
     match cx.train.device.as_str() {
-        "cpu" => Ok(Box::new(CandidateModel::new(dfdx::tensor::Cpu::default(), p, cx))),
+        "cpu" => Ok(Box::new(CandidateModel::new(dfdx::tensor::Cpu::default(), p, cx).with_steps_on_device(on_device))),
         d if d == "cuda" || d.starts_with("cuda:") => cuda(d, p, cx),
         other => bail!("[train] device \"{other}\" is not known; expected \"cpu\", \"cuda\" or \"cuda:N\""),
     }
@@ -371,7 +373,8 @@ fn cuda(device: &str, p: Config, cx: &BuildCx) -> Result<Box<dyn Model>> {
     };
     let dev = dfdx::tensor::Cuda::try_build(ordinal, cx.seed)
         .map_err(|e| anyhow::anyhow!("opening CUDA device {ordinal}: {e:?}"))?;
-    Ok(Box::new(CandidateModel::new(dev, p, cx)))
+    let on_device = model::steps_on_device(&p, cx)?;
+    Ok(Box::new(CandidateModel::new(dev, p, cx).with_steps_on_device(on_device)))
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 // below (`Adam`, `Model`) shadow its names of the same spelling.
 use dfdx::prelude::*;
 use funnel_api::{
-    BuildCx, Histories, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch,
+    BuildCx, Engine, Histories, ItemEncoding, ItemIdx, Matrix, Model, ModelState, Queries, StepStats, TrainBatch,
     TrainingState, WindowQuery, Windows,
 };
 use rand::rngs::StdRng;
@@ -26,6 +26,7 @@ use crate::dense::{mlp, Layer, LayerTensors, Mat, ParamMut, ParamRef};
 use crate::fields::{FieldTable, ItemTable};
 use crate::objective::{self, Batch, Logits, VectorGradients, Workspace};
 use crate::recurrent::{Cell, Recurrent, Steps};
+use crate::resident::{self, HostParams, Objective, Resident};
 use crate::table::{EmbeddingTable, PREFETCH_AHEAD};
 use crate::{Config, SequenceEncoder, UserInput};
 
@@ -113,6 +114,45 @@ pub struct CandidateModel<D: Device<f32>> {
     /// Encode a batch of several windows in two parts on two threads (the
     /// same on any machine, whatever its cores; off only to test against).
     encode_in_parts: bool,
+    /// Whether steps run on the device ([`Resident`], `[train] engine`).
+    on_device: bool,
+    /// The parameters on the device, made at the first device step.
+    resident: Option<Resident<D>>,
+}
+
+/// What `[train] engine` resolves to for `cfg`: whether steps run on the
+/// device; an error when "device" is asked of a model it does not cover.
+pub fn steps_on_device(cfg: &Config, cx: &BuildCx) -> Result<bool> {
+    let encoding = &cx.inputs.items;
+    let parts = resident::Parts {
+        mean_history: cfg.user_input == UserInput::History && cfg.params.sequence_encoder == SequenceEncoder::Mean,
+        side_features: cfg.user_input == UserInput::History
+            && (!cx.inputs.item_fields.is_empty() || !cx.inputs.user_fields.is_empty() || cx.inputs.example_age),
+        outcomes: conditions_on_outcome(cfg, cx),
+        item_tower: !cfg.params.item_hidden.is_empty(),
+        hashed_items: encoding.items() != 0 && *encoding != ItemEncoding::identity(cx.n_items),
+    };
+    let missing = resident::unsupported(&parts);
+    let gpu = cx.train.device != "cpu";
+    match cx.train.engine {
+        Engine::Host => Ok(false),
+        Engine::Auto => Ok(gpu && missing.is_none()),
+        Engine::Device => match missing {
+            None => {
+                // Item IDs are compared as f32 on the device (exact below 2^24).
+                ensure!(
+                    cx.n_items < 1 << 24,
+                    "[train] engine = \"device\": {} items; the device step handles fewer than 2^24",
+                    cx.n_items
+                );
+                Ok(true)
+            }
+            Some(what) => bail!(
+                "[train] engine = \"device\" covers the mean of the history under the tower with plain item IDs; \
+                 this model has {what} (use engine = \"host\")"
+            ),
+        },
+    }
 }
 
 /// Parameters (not optimizer state) of `cfg` over `cx`'s catalog and side inputs.
@@ -234,6 +274,8 @@ impl<D: Device<f32>> CandidateModel<D> {
             vector_grads: VectorGradients::default(),
             encode_in_parts: true,
             seed: cx.seed,
+            on_device: false,
+            resident: None,
         };
         // Draw order: the tables and tower of the plain model first, so its
         // initial weights do not depend on which extras exist.
@@ -270,6 +312,12 @@ impl<D: Device<f32>> CandidateModel<D> {
             m.outcome = Some(EmbeddingTable::normal(cx.inputs.outcomes, s, std, &mut rng));
         }
         m
+    }
+
+    /// Runs training steps on the device (see [`steps_on_device`]).
+    pub fn with_steps_on_device(mut self, on: bool) -> CandidateModel<D> {
+        self.on_device = on;
+        self
     }
 
     fn output_table(&self) -> &ItemTable {
@@ -515,6 +563,51 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// per-row negatives `r`.
     /// Checks the batch and builds its candidates' item inputs.
     fn prepare(&self, batch: &TrainBatch<'_>) -> Result<Prepared> {
+        check_batch(batch)?;
+        let cands = batch.candidates;
+        let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
+        Ok(Prepared { v: self.item_inputs(&shared_ids), r: self.item_inputs(&cands.per_row), shared_ids })
+    }
+
+    /// The host parameters the device step holds (see [`steps_on_device`]).
+    fn host_params(&mut self) -> HostParams<'_> {
+        let name = self.output_name();
+        HostParams {
+            input: &mut self.input.as_mut().expect("the device step needs a history model").table,
+            output: self.output.as_mut().map(|t| (name, &mut t.table)),
+            tower: &mut self.tower,
+        }
+    }
+
+    /// A step on the device ([`Resident`]), which is made from the host
+    /// parameters at the first step and after any load.
+    fn device_step(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
+        check_batch(batch)?;
+        if self.resident.is_none() {
+            let (dev, how) = (self.dev.clone(), self.cfg.params.embedding_optimizer);
+            self.resident = Some(Resident::new(&dev, self.host_params(), how));
+        }
+        let p = &self.cfg.params;
+        let how = Objective { temperature: p.temperature, normalize: p.normalize, loss: p.loss };
+        let resident = self.resident.as_mut().expect("made above");
+        let (loss, grad_norm) = resident.forward_backward(batch, how)?;
+        Ok(StepStats { loss, grad_norm })
+    }
+
+    /// Refuses to read host parameters the device has moved past.
+    fn ensure_host_current(&self) -> Result<()> {
+        ensure!(
+            !self.resident.as_ref().is_some_and(|r| r.ahead),
+            "the model's parameters on the device are ahead of the host's: Model::finish_steps must run after \
+             training steps and before reading the model"
+        );
+        Ok(())
+    }
+}
+
+/// Checks a batch's shapes against each other.
+fn check_batch(batch: &TrainBatch<'_>) -> Result<()> {
+    {
         let b = batch.positives.len();
         let cands = batch.candidates;
         ensure!(b > 0, "empty batch");
@@ -531,10 +624,11 @@ impl<D: Device<f32>> CandidateModel<D> {
             "{} row weights for {b} rows",
             batch.weights.len()
         );
-        let shared_ids: Vec<ItemIdx> = batch.positives.iter().chain(&cands.shared).copied().collect();
-        Ok(Prepared { v: self.item_inputs(&shared_ids), r: self.item_inputs(&cands.per_row), shared_ids })
+        Ok(())
     }
+}
 
+impl<D: Device<f32>> CandidateModel<D> {
     /// Candidate vectors from item inputs `x`: through the item tower when
     /// there is one.
     fn candidate_vectors<T: Tape<f32, D> + Merge<T>>(&self, x: &[f32], p: &DenseTensors<D>) -> CandidateVectors<D, T> {
@@ -1086,11 +1180,30 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
     }
 
     fn compute_gradients(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
+        if self.on_device {
+            return self.device_step(batch);
+        }
         self.forward_backward(batch)
     }
 
     fn apply_gradients(&mut self) {
-        self.apply();
+        match &mut self.resident {
+            Some(r) if self.on_device => {
+                self.adam.begin_step();
+                r.apply(&self.adam);
+            }
+            _ => self.apply(),
+        }
+    }
+
+    fn finish_steps(&mut self) -> Result<()> {
+        if let Some(mut r) = self.resident.take() {
+            if r.ahead {
+                r.download_into(self.host_params());
+            }
+            self.resident = Some(r);
+        }
+        Ok(())
     }
 
     fn set_learning_rate(&mut self, lr: f64) -> Result<()> {
@@ -1099,6 +1212,7 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
     }
 
     fn user_vectors(&self, queries: &Queries) -> Result<Matrix> {
+        self.ensure_host_current()?;
         let d = self.cfg.params.dim;
         let t = self.dense_tensors();
         let mut out = Vec::with_capacity(queries.len() * d);
@@ -1120,6 +1234,7 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
     }
 
     fn item_vectors(&self) -> Result<Matrix> {
+        self.ensure_host_current()?;
         let d = self.cfg.params.dim;
         let mut m = if self.item_tower.is_empty() {
             Matrix::from_vec(self.n_items, d, self.output_table().vectors(self.n_items))
@@ -1140,10 +1255,14 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
     }
 
     fn state(&self) -> ModelState {
+        if let Some(r) = self.resident.as_ref().filter(|r| r.ahead) {
+            return r.snapshot().into_iter().map(|(name, [values, ..])| (name, values)).collect();
+        }
         self.params().into_iter().map(|(name, p)| (name, p.values().to_vec())).collect()
     }
 
     fn load_state(&mut self, state: &ModelState) -> Result<()> {
+        self.resident = None;
         for (name, mut p) in self.params_mut() {
             let src = state.get(&name).with_context(|| format!("model state lacks `{name}`"))?;
             ensure!(src.len() == p.len(), "model state `{name}` has {} values, expected {}", src.len(), p.len());
@@ -1154,10 +1273,20 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
 
     fn training_state(&self) -> TrainingState {
         let mut s = TrainingState { f32s: self.state(), ..Default::default() };
-        for (name, p) in self.params() {
-            let (m, v) = p.moments();
-            s.f32s.insert(format!("{name}.adam_m"), m.to_vec());
-            s.f32s.insert(format!("{name}.adam_v"), v.to_vec());
+        let moments: Vec<(String, [Vec<f32>; 2])> = match self.resident.as_ref().filter(|r| r.ahead) {
+            Some(r) => r.snapshot().into_iter().map(|(name, [_, m, v])| (name, [m, v])).collect(),
+            None => self
+                .params()
+                .into_iter()
+                .map(|(name, p)| {
+                    let (m, v) = p.moments();
+                    (name, [m.into_owned(), v.into_owned()])
+                })
+                .collect(),
+        };
+        for (name, [m, v]) in moments {
+            s.f32s.insert(format!("{name}.adam_m"), m);
+            s.f32s.insert(format!("{name}.adam_v"), v);
         }
         s.u64s.insert("adam.t".into(), vec![self.adam.t]);
         s
@@ -2010,5 +2139,174 @@ mod tests {
         );
         assert!(crate::build(mf(), &cx(1)).is_ok());
         assert!(crate::build(tiny_params(false, 1.0, Loss::Softmax, false).into(), &cx(2)).is_ok());
+    }
+
+    /// Two identical models, one stepping on the device.
+    fn host_and_device(params: YoutubeDnnParams) -> (Tiny, Tiny) {
+        let host = tiny_model(params.clone().into(), SideInputs::default());
+        let device = tiny_model(params.into(), SideInputs::default()).with_steps_on_device(true);
+        (host, device)
+    }
+
+    fn gradients_by_name(m: &Tiny) -> Vec<(String, Vec<f32>)> {
+        m.params().into_iter().map(|(n, p)| (n, p.gradient())).collect()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: host {x} vs device {y}");
+        }
+    }
+
+    /// Three steps of the same batch on both engines: the same loss,
+    /// gradient norm, every gradient and, after each Adam step, every
+    /// weight and moment.
+    fn check_device_step(
+        params: YoutubeDnnParams,
+        h: &Queries,
+        positives: &[ItemIdx],
+        cands: Candidates,
+        windows: Option<&Windows>,
+        weights: &[f32],
+    ) {
+        let (mut host, mut device) = host_and_device(params);
+        let batch = TrainBatch { queries: h, positives, candidates: &cands, windows, weights };
+        for step in 0..3 {
+            let a = host.compute_gradients(&batch).unwrap();
+            let b = device.compute_gradients(&batch).unwrap();
+            assert_close(&format!("step {step} loss"), &[a.loss], &[b.loss], 1e-5);
+            assert_close(&format!("step {step} gradient norm"), &[a.grad_norm], &[b.grad_norm], 1e-5);
+            let on_device = device.resident.as_ref().unwrap().gradients();
+            for (name, g) in gradients_by_name(&host) {
+                let (_, d) = on_device.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no {name}"));
+                assert_close(&format!("step {step} gradient of {name}"), &g, d, 1e-5);
+            }
+            host.apply_gradients();
+            device.apply_gradients();
+            let (hs, ds) = (host.training_state(), device.training_state());
+            assert_eq!(hs.f32s.keys().collect::<Vec<_>>(), ds.f32s.keys().collect::<Vec<_>>());
+            for (name, v) in &hs.f32s {
+                assert_close(&format!("step {step} {name}"), v, &ds.f32s[name], 1e-5);
+            }
+            assert_eq!(hs.u64s, ds.u64s);
+        }
+    }
+
+    fn device_params(share: bool, loss: Loss, normalize: bool, optimizer: EmbeddingOptimizer) -> YoutubeDnnParams {
+        YoutubeDnnParams { embedding_optimizer: optimizer, ..tiny_params(share, 0.5, loss, normalize) }
+    }
+
+    #[test]
+    fn the_device_step_equals_the_host_step_for_every_sampler_and_loss() {
+        let h = histories(&[&[0, 1, 2], &[]]);
+        let lazy = EmbeddingOptimizer::LazyAdam;
+        for (share, loss, normalize, optimizer) in [
+            (false, Loss::Softmax, true, lazy),
+            (false, Loss::Softmax, false, EmbeddingOptimizer::Adam),
+            (true, Loss::Softmax, true, lazy),
+            (false, Loss::Bce, true, lazy),
+            (true, Loss::Bce, false, EmbeddingOptimizer::Adam),
+        ] {
+            let p = || device_params(share, loss, normalize, optimizer);
+            // In-batch with shared negatives (one an accidental hit), shared
+            // negatives alone, per-row ones beside them, without logQ.
+            check_device_step(p(), &h, &[4, 5], candidates(&[6, 4, 1], true, 2), None, &[]);
+            check_device_step(p(), &h, &[4, 5], candidates(&[6, 4, 1], false, 2), None, &[]);
+            check_device_step(p(), &h, &[4, 5], mixed_candidates(), None, &[]);
+            let mut uncorrected = candidates(&[6, 4, 1], true, 2);
+            uncorrected.log_q_correction = false;
+            check_device_step(p(), &h, &[4, 5], uncorrected, None, &[]);
+            // Two rows with the same positive: each other's accidental hit.
+            check_device_step(p(), &h, &[4, 4], candidates(&[6, 3], true, 2), None, &[]);
+            // The full catalog as shared negatives.
+            check_device_step(p(), &h, &[4, 5], candidates(&[0, 1, 2, 3, 4, 5, 6], false, 2), None, &[]);
+            // Explicit negatives (one padding), row weights.
+            check_device_step(p(), &h, &[4, 5], explicit_candidates(false), None, &[2.0, 0.5]);
+            check_device_step(p(), &h, &[4, 5], explicit_candidates(true), None, &[1.5, 1.0]);
+            // Windows: in-batch columns of the same window are masked.
+            let (w, q, positives) = windows();
+            check_device_step(p(), &q, &positives, candidates(&[2, 3], true, 4), Some(&w), &[]);
+        }
+    }
+
+    #[test]
+    fn the_device_step_gets_exact_gradients() {
+        let h = histories(&[&[0, 1, 2], &[]]);
+        let batch_cands = explicit_candidates(true);
+        let batch = TrainBatch {
+            queries: &h,
+            positives: &[4, 5],
+            candidates: &batch_cands,
+            windows: None,
+            weights: &[1.5, 1.0],
+        };
+        let (_, mut m) = host_and_device(device_params(false, Loss::Softmax, true, EmbeddingOptimizer::LazyAdam));
+        m.compute_gradients(&batch).unwrap();
+        let analytic = m.resident.as_ref().unwrap().gradients();
+        let eps = 1e-3f32;
+        for (name, i) in coordinates(&m) {
+            let base = m.state();
+            let loss_at = |delta: f32, m: &mut Tiny| {
+                let mut s = base.clone();
+                s.get_mut(&name).unwrap()[i] += delta;
+                m.load_state(&s).unwrap();
+                m.compute_gradients(&batch).unwrap().loss
+            };
+            let numeric = (loss_at(eps, &mut m) - loss_at(-eps, &mut m)) / (2.0 * eps);
+            m.load_state(&base).unwrap();
+            let a = analytic.iter().find(|(n, _)| *n == name).unwrap().1[i];
+            assert!(
+                (a - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs(),
+                "{name}[{i}]: analytic {a} vs numeric {numeric}"
+            );
+        }
+    }
+
+    #[test]
+    fn device_steps_reach_the_host_copy_when_finished_and_resume_exactly() {
+        let h = histories(&[&[0, 1, 2], &[3]]);
+        let cands = mixed_candidates();
+        let batch = TrainBatch { queries: &h, positives: &[4, 5], candidates: &cands, windows: None, weights: &[] };
+        let params = device_params(false, Loss::Softmax, true, EmbeddingOptimizer::LazyAdam);
+        let (_, mut m) = host_and_device(params.clone());
+        m.train_step(&batch).unwrap();
+        // The host copy is behind: reading it is refused, snapshots come from the device.
+        let err = m.user_vectors(&h).unwrap_err().to_string();
+        assert!(err.contains("finish_steps"), "{err}");
+        let (state, training) = (m.state(), m.training_state());
+        m.finish_steps().unwrap();
+        assert_eq!(m.state(), state);
+        assert_eq!(m.training_state().f32s, training.f32s);
+        assert!(m.user_vectors(&h).is_ok() && m.item_vectors().is_ok());
+        // A model restored from the snapshot continues as the original does.
+        let (_, mut resumed) = host_and_device(params);
+        resumed.load_training_state(&training).unwrap();
+        for _ in 0..2 {
+            let a = m.train_step(&batch).unwrap();
+            let b = resumed.train_step(&batch).unwrap();
+            assert_eq!(a.loss, b.loss);
+        }
+        assert_eq!(m.state(), resumed.state());
+    }
+
+    #[test]
+    fn the_device_engine_names_what_it_does_not_cover() {
+        let cx = |engine: Engine, device: &str| BuildCx {
+            n_items: 7,
+            n_users: 3,
+            max_history: 3,
+            train: funnel_api::TrainConfig { engine, device: device.into(), ..Default::default() },
+            ..Default::default()
+        };
+        let mean: Config = tiny_params(false, 0.5, Loss::Softmax, true).into();
+        let gru: Config = recurrent_params(SequenceEncoder::Gru, Pooling::Last).into();
+        assert!(steps_on_device(&mean, &cx(Engine::Device, "cpu")).unwrap());
+        assert!(!steps_on_device(&mean, &cx(Engine::Auto, "cpu")).unwrap());
+        assert!(steps_on_device(&mean, &cx(Engine::Auto, "cuda")).unwrap());
+        assert!(!steps_on_device(&gru, &cx(Engine::Auto, "cuda")).unwrap());
+        assert!(!steps_on_device(&mean, &cx(Engine::Host, "cuda")).unwrap());
+        let err = steps_on_device(&gru, &cx(Engine::Device, "cpu")).unwrap_err().to_string();
+        assert!(err.contains("engine = \"device\"") && err.contains("sequence encoder"), "{err}");
     }
 }
