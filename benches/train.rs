@@ -15,7 +15,9 @@
 //! Options: `--epochs N` (3), `--losses in_batch,mixed,full`, `--catalogs
 //! 10000,100000,1000000,1000000/10000` (synthetic; `N/M`: N items, histories
 //! and positives drawn from M of them; `--catalogs none` skips them),
-//! `--peer-python PATH` with `--peer-script PATH`.
+//! `--peer-python PATH` with `--peer-script PATH`, `--engines host,device`
+//! (`[train] engine`; with both, each loss also prints how far the device
+//! step's epoch losses and test Recall@10 are from the host's).
 //!
 //! With a peer (`cargo xtask bench train --peer` finds the venv that
 //! `../shared/peer/README.md` describes), each loss's funnel run is followed
@@ -45,6 +47,7 @@ struct Options {
     catalogs: Vec<Catalog>,
     /// The Python with torch and the peer's script.
     peer: Option<(String, String)>,
+    engines: Vec<String>,
 }
 
 /// A synthetic catalog: `items` rows in the model, histories and positives
@@ -77,6 +80,7 @@ fn options() -> Result<Options> {
         losses: vec!["in_batch".into(), "mixed".into(), "full".into()],
         catalogs: ["10000", "100000", "1000000", "1000000/10000"].map(|c| c.parse().expect("valid")).to_vec(),
         peer: None,
+        engines: vec!["host".into()],
     };
     let (mut python, mut script) = (None, None);
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -91,6 +95,7 @@ fn options() -> Result<Options> {
                 o.catalogs =
                     if v == "none" { Vec::new() } else { v.split(',').map(str::parse).collect::<Result<_>>()? };
             }
+            "--engines" => o.engines = value()?.split(',').map(str::to_string).collect(),
             "--peer-python" => python = Some(value()?.clone()),
             "--peer-script" => script = Some(value()?.clone()),
             other => bail!("unknown option `{other}` (see the header of benches/train.rs)"),
@@ -149,6 +154,8 @@ struct Measured {
     peak_rss_mb: f64,
     test_recall_at_10: f64,
     items: usize,
+    /// Each epoch's mean training loss, in order.
+    losses: Vec<f64>,
 }
 
 /// Runs `funnel run exp.toml` in `dir`, polling the child's peak RSS.
@@ -166,11 +173,14 @@ fn train(dir: &Path, toml: &str) -> Result<Measured> {
     }
     let peak_kb = watched.peak_bytes / 1024;
     let run_dir = std::fs::read_dir(dir.join("runs/bench"))?.next().context("no run folder")??.path();
-    let mut per_epoch = Vec::new();
+    let (mut per_epoch, mut losses) = (Vec::new(), Vec::new());
     for line in std::fs::read_to_string(run_dir.join("journal.jsonl"))?.lines() {
         let e: serde_json::Value = serde_json::from_str(line)?;
         if let Some(v) = e["metrics"]["epoch/examples_per_second"].as_f64() {
             per_epoch.push(v);
+        }
+        if let Some(v) = e["metrics"]["epoch/loss"].as_f64() {
+            losses.push(v);
         }
     }
     per_epoch.sort_by(f64::total_cmp);
@@ -181,14 +191,15 @@ fn train(dir: &Path, toml: &str) -> Result<Measured> {
         peak_rss_mb: peak_kb as f64 / 1024.0,
         test_recall_at_10: metrics["test"]["recall@10"].as_f64().unwrap_or(f64::NAN),
         items,
+        losses,
     })
 }
 
-fn experiment(dataset: &str, sampler: &str, epochs: usize, extra_model: &str) -> String {
+fn experiment(dataset: &str, sampler: &str, epochs: usize, extra_model: &str, engine: &str) -> String {
     format!(
         "[experiment]\nname = \"bench\"\nseed = 42\n\n[dataset]\n{dataset}\n\n[features]\ntype = \"watch_history\"\n\
          max_history = 30\n\n[sampler]\n{sampler}\n\n[model]\ntype = \"youtube_dnn\"\ndim = {DIM}\nhidden = [{HIDDEN}]\n\
-         {extra_model}\n[train]\nepochs = {epochs}\nbatch_size = {BATCH}\nlr = 0.001\ncheckpoint_every = 0\n\n\
+         {extra_model}\n[train]\nepochs = {epochs}\nbatch_size = {BATCH}\nlr = 0.001\ncheckpoint_every = 0\nengine = \"{engine}\"\n\n\
          [evaluation]\ntype = \"full_ranking\"\nks = [10]\n\n[index]\ntype = \"exact\"\n\n[tracking]\ntype = \"local\"\n"
     )
 }
@@ -339,8 +350,9 @@ fn run() -> Result<()> {
     );
     println!("\nml-1m, d = {DIM}, hidden [{HIDDEN}], batch {BATCH}, median of {} epochs", o.epochs);
     println!(
-        "{:<10} {:>12} {:>10} {:>8} {:>12} {:>14}{}",
+        "{:<10} {:<7} {:>12} {:>10} {:>8} {:>12} {:>14}{}",
         "loss",
+        "engine",
         "examples/s",
         "GFLOP/s",
         "% peak",
@@ -349,25 +361,41 @@ fn run() -> Result<()> {
         if o.peer.is_some() { format!(" {:>12} {:>8}", "peer ex/s", "ratio") } else { String::new() }
     );
     for loss in &o.losses {
-        let dir = tempfile::tempdir()?;
-        let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
-        let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER))?;
-        let flops = (6 * DIM * candidates(loss, m.items) + 12 * DIM * HIDDEN) as f64;
-        let gflops = flops * m.examples_per_second / 1e9;
-        let versus = match &o.peer {
-            Some((python, script)) => {
-                let theirs = peer(python, script, &ml1m, loss)?;
-                format!(" {theirs:>12.0} {:>7.2}x", m.examples_per_second / theirs)
+        let mut host: Option<Measured> = None;
+        for engine in &o.engines {
+            let dir = tempfile::tempdir()?;
+            let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
+            let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER, engine))?;
+            let flops = (6 * DIM * candidates(loss, m.items) + 12 * DIM * HIDDEN) as f64;
+            let gflops = flops * m.examples_per_second / 1e9;
+            let versus = match &o.peer {
+                Some((python, script)) => {
+                    let theirs = peer(python, script, &ml1m, loss)?;
+                    format!(" {theirs:>12.0} {:>7.2}x", m.examples_per_second / theirs)
+                }
+                None => String::new(),
+            };
+            println!(
+                "{loss:<10} {engine:<7} {:>12.0} {gflops:>10.1} {:>7.0}% {:>12.0} {:>14.4}{versus}",
+                m.examples_per_second,
+                100.0 * gflops / peak,
+                m.peak_rss_mb,
+                m.test_recall_at_10
+            );
+            match &host {
+                Some(h) if engine != "host" => {
+                    let worst = h.losses.iter().zip(&m.losses).map(|(a, b)| ((a - b) / a).abs()).fold(0.0, f64::max);
+                    println!(
+                        "{:<18} epoch losses within {worst:.1e} relative of the host's, test R@10 {:+.4}, {:.2}x its examples/s",
+                        format!("  {engine} vs host:"),
+                        m.test_recall_at_10 - h.test_recall_at_10,
+                        m.examples_per_second / h.examples_per_second
+                    );
+                }
+                _ if engine == "host" => host = Some(m),
+                _ => {}
             }
-            None => String::new(),
-        };
-        println!(
-            "{loss:<10} {:>12.0} {gflops:>10.1} {:>7.0}% {:>12.0} {:>14.4}{versus}",
-            m.examples_per_second,
-            100.0 * gflops / peak,
-            m.peak_rss_mb,
-            m.test_recall_at_10
-        );
+        }
     }
     if !o.catalogs.is_empty() {
         println!(

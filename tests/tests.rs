@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod baselines;
+mod engine;
 mod interactions;
 mod loader_fuzz;
 mod mlflow;
