@@ -166,7 +166,12 @@ impl EmbeddingTable {
 
     /// Applies and clears this step's gradient.
     pub fn apply(&mut self, adam: &Adam, how: EmbeddingOptimizer) {
-        let parallel = self.worth_two_threads(self.touched.len());
+        let parallel = match how {
+            // Every row is computed (a square root and a division per
+            // weight), in the caches or not: enough rows pay for a thread.
+            EmbeddingOptimizer::Adam => self.n_rows >= PARALLEL_ROWS,
+            EmbeddingOptimizer::LazyAdam => self.worth_two_threads(self.touched.len()),
+        };
         self.apply_with(adam, how, parallel);
     }
 
@@ -176,10 +181,26 @@ impl EmbeddingTable {
             // Untouched rows have a zero gradient; their moments still decay
             // and their weights still move, as in a dense Adam step.
             EmbeddingOptimizer::Adam => {
-                let zero = vec![0.0; d];
-                for (block, &slot) in self.blocks.chunks_exact_mut(3 * d).zip(&self.slot_of) {
-                    let g = if slot == UNTOUCHED { &zero[..] } else { &self.grads[slot as usize * d..][..d] };
-                    update_block(&step, block, g);
+                let grads = &self.grads[..];
+                let rows = |blocks: &mut [f32], slots: &[u32]| {
+                    let zero = vec![0.0; d];
+                    for (block, &slot) in blocks.chunks_exact_mut(3 * d).zip(slots) {
+                        let g = if slot == UNTOUCHED { &zero[..] } else { &grads[slot as usize * d..][..d] };
+                        update_block(&step, block, g);
+                    }
+                };
+                if parallel {
+                    // Two halves of the rows, each on its own thread: the
+                    // same operations on each row, so the same bits.
+                    let half = self.n_rows / 2;
+                    let (first, second) = self.blocks.split_at_mut(half * 3 * d);
+                    let (first_slots, second_slots) = self.slot_of.split_at(half);
+                    std::thread::scope(|s| {
+                        s.spawn(|| rows(second, second_slots));
+                        rows(first, first_slots);
+                    });
+                } else {
+                    rows(&mut self.blocks, &self.slot_of);
                 }
             }
             EmbeddingOptimizer::LazyAdam => {
@@ -319,6 +340,29 @@ mod tests {
                 let moved = before[r * 3..r * 3 + 3] != after[r * 3..r * 3 + 3];
                 assert_eq!(moved, r as u32 % 3 != step, "row {r} at step {step}");
             }
+        }
+        assert_eq!(one.weights(), two.weights());
+        assert_eq!(one.moments(), two.moments());
+    }
+
+    #[test]
+    fn dense_adam_moves_every_row_and_two_threads_give_the_same_bits_as_one() {
+        let mut adam = Adam::new(0.1);
+        let (mut one, mut two) = (table(5001), table(5001));
+        for step in 0..3u32 {
+            adam.begin_step();
+            for t in [&mut one, &mut two] {
+                for r in (0..5001u32).filter(|r| r % 3 != step) {
+                    t.accumulate(r, &[r as f32 * 0.001, -1.0, 0.5], 1.0);
+                }
+            }
+            let before = one.weights();
+            one.apply_with(&adam, EmbeddingOptimizer::Adam, false);
+            two.apply_with(&adam, EmbeddingOptimizer::Adam, true);
+            let after = one.weights();
+            // After the first step every row has momentum, touched or not.
+            let moved = (0..5001).filter(|r| before[r * 3..r * 3 + 3] != after[r * 3..r * 3 + 3]).count();
+            assert_eq!(moved, if step == 0 { 5001 - 1667 } else { 5001 }, "step {step}");
         }
         assert_eq!(one.weights(), two.weights());
         assert_eq!(one.moments(), two.moments());
