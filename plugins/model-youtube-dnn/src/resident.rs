@@ -60,6 +60,9 @@ impl<S: Shape, D: Device<f32>> Slot<S, D> {
     }
 }
 
+/// A tower layer's weight and bias.
+type LayerSlots<D> = (Slot<(usize, usize), D>, Slot<(usize,), D>);
+
 /// An embedding table on the device, with what finds the rows a step read.
 struct TableSlot<D: Device<f32>> {
     slot: Slot<(usize, usize), D>,
@@ -89,7 +92,7 @@ pub struct Resident<D: Device<f32>> {
     input: TableSlot<D>,
     /// Candidate rows; `None` when they share `input`.
     output: Option<TableSlot<D>>,
-    tower: Vec<(Slot<(usize, usize), D>, Slot<(usize,), D>)>,
+    tower: Vec<LayerSlots<D>>,
     /// The last step's gradients, until they are applied.
     pending: Option<Gradients<f32, D>>,
     /// Whether the device holds steps the host copy has not seen.
