@@ -22,8 +22,11 @@
 //! With a peer (`cargo xtask bench train --peer` finds the venv that
 //! `../shared/peer/README.md` describes), each loss's funnel run is followed
 //! by the PyTorch peer's run of the same loss on the same data (400 steps of
-//! one epoch, 2 threads), and the table gains the peer's examples/s and the
-//! ratio: speed is only comparable within one run on one machine.
+//! one epoch, 2 threads), `--rounds N` times (3) alternating, and the table
+//! gains the peer's examples/s and the ratio, medians over the rounds (each
+//! round's ratio compares neighbouring runs): speed is only comparable
+//! within one run on one machine, and on a shared machine both sides drift
+//! within minutes.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -48,6 +51,14 @@ struct Options {
     /// The Python with torch and the peer's script.
     peer: Option<(String, String)>,
     engines: Vec<String>,
+    /// With a peer: funnel and peer runs alternated this many times per loss.
+    rounds: usize,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// A synthetic catalog: `items` rows in the model, histories and positives
@@ -81,6 +92,7 @@ fn options() -> Result<Options> {
         catalogs: ["10000", "100000", "1000000", "1000000/10000"].map(|c| c.parse().expect("valid")).to_vec(),
         peer: None,
         engines: vec!["host".into()],
+        rounds: 3,
     };
     let (mut python, mut script) = (None, None);
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -95,6 +107,7 @@ fn options() -> Result<Options> {
                 o.catalogs =
                     if v == "none" { Vec::new() } else { v.split(',').map(str::parse).collect::<Result<_>>()? };
             }
+            "--rounds" => o.rounds = value()?.parse::<usize>().context("--rounds")?.max(1),
             "--engines" => o.engines = value()?.split(',').map(str::to_string).collect(),
             "--peer-python" => python = Some(value()?.clone()),
             "--peer-script" => script = Some(value()?.clone()),
@@ -362,18 +375,49 @@ fn run() -> Result<()> {
     );
     for loss in &o.losses {
         let mut host: Option<Measured> = None;
-        for engine in &o.engines {
-            let dir = tempfile::tempdir()?;
-            let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
-            let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER, engine))?;
+        let mut theirs: Option<f64> = None;
+        let mut ratio: Option<f64> = None;
+        for (i, engine) in o.engines.iter().enumerate() {
+            // The first engine alternates with the peer for `rounds` rounds:
+            // both drift by up to half within minutes on a shared machine,
+            // so each round's ratio compares neighbours, and the table shows
+            // medians.
+            let rounds = if i == 0 && o.peer.is_some() { o.rounds } else { 1 };
+            let (mut ours, mut peers, mut ratios, mut last) = (Vec::new(), Vec::new(), Vec::new(), None);
+            for _ in 0..rounds {
+                let dir = tempfile::tempdir()?;
+                let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
+                let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER, engine))?;
+                if let (Some((python, script)), 0) = (&o.peer, i) {
+                    let p = peer(python, script, &ml1m, loss)?;
+                    peers.push(p);
+                    ratios.push(m.examples_per_second / p);
+                }
+                ours.push(m.examples_per_second);
+                last = Some(m);
+            }
+            let mut m = last.context("at least one round")?;
+            m.examples_per_second = median(&ours);
+            if i == 0 && !peers.is_empty() {
+                theirs = Some(median(&peers));
+                ratio = Some(median(&ratios));
+                let list =
+                    |v: &[f64], digits: usize| v.iter().map(|x| format!("{x:.digits$}")).collect::<Vec<_>>().join(", ");
+                println!(
+                    "{:<18} funnel {}; peer {}; ratios {}",
+                    format!("  {loss} rounds:"),
+                    list(&ours, 0),
+                    list(&peers, 0),
+                    list(&ratios, 2)
+                );
+            } else if let Some(t) = theirs {
+                ratio = Some(m.examples_per_second / t);
+            }
             let flops = (6 * DIM * candidates(loss, m.items) + 12 * DIM * HIDDEN) as f64;
             let gflops = flops * m.examples_per_second / 1e9;
-            let versus = match &o.peer {
-                Some((python, script)) => {
-                    let theirs = peer(python, script, &ml1m, loss)?;
-                    format!(" {theirs:>12.0} {:>7.2}x", m.examples_per_second / theirs)
-                }
-                None => String::new(),
+            let versus = match (theirs, ratio) {
+                (Some(theirs), Some(ratio)) => format!(" {theirs:>12.0} {ratio:>7.2}x"),
+                _ => String::new(),
             };
             println!(
                 "{loss:<10} {engine:<7} {:>12.0} {gflops:>10.1} {:>7.0}% {:>12.0} {:>14.4}{versus}",
