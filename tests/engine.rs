@@ -11,14 +11,7 @@ fn run(dir: &Path, runs: &str, sampler: &str, sets: &[&str]) -> PathBuf {
     let toml = experiment_toml(&shared_data().join("ml-100k"), 3);
     let uniform = "type = \"uniform\"\nnum_negatives = 200";
     assert!(toml.contains(uniform));
-    write(&dir.join("exp.toml"), &toml.replace(uniform, sampler));
-    let mut args = vec!["run", "exp.toml", "--runs-dir", runs, "--reports-dir", "reports"];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    funnel(dir, &args).assert_success();
-    let parent = dir.join(runs).join("itest");
-    std::fs::read_dir(&parent).unwrap().next().unwrap().unwrap().path()
+    run_itest(dir, runs, &toml.replace(uniform, sampler), sets)
 }
 
 fn test_recall(run_dir: &Path) -> f64 {
@@ -28,12 +21,7 @@ fn test_recall(run_dir: &Path) -> f64 {
 }
 
 fn epoch_losses(run_dir: &Path) -> Vec<f64> {
-    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
-    journal
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|e| e["metrics"]["epoch/loss"].as_f64())
-        .collect()
+    journal_metric(run_dir, "epoch/loss")
 }
 
 #[test]

@@ -7,14 +7,7 @@ use crate::util::*;
 
 /// Runs 3 epochs with `sets` into `runs`; returns the run folder.
 fn run(dir: &Path, runs: &str, sets: &[&str]) -> std::path::PathBuf {
-    write(&dir.join("exp.toml"), &experiment_toml(&shared_data().join("ml-100k"), 3));
-    let mut args = vec!["run", "exp.toml", "--runs-dir", runs, "--reports-dir", "reports"];
-    for s in sets {
-        args.extend(["--set", s]);
-    }
-    funnel(dir, &args).assert_success();
-    let parent = dir.join(runs).join("itest");
-    std::fs::read_dir(&parent).unwrap().next().unwrap().unwrap().path()
+    run_itest(dir, runs, &experiment_toml(&shared_data().join("ml-100k"), 3), sets)
 }
 
 fn test_metrics(run_dir: &Path) -> serde_json::Value {
@@ -25,12 +18,7 @@ fn test_metrics(run_dir: &Path) -> serde_json::Value {
 
 /// `epoch/lr` of each epoch, from the run's journal.
 fn logged_lrs(run_dir: &Path) -> Vec<f64> {
-    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
-    journal
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|e| e["metrics"]["epoch/lr"].as_f64())
-        .collect()
+    journal_metric(run_dir, "epoch/lr")
 }
 
 #[test]

@@ -137,3 +137,26 @@ pub fn synthetic_ml100k(dir: &Path, users: u32, per_user: u32) {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
+
+/// Runs `funnel run` on `toml` (written as `dir/exp.toml`) with `--set`s,
+/// runs into `runs`; returns the run folder of the `itest` experiment.
+pub fn run_itest(dir: &Path, runs: &str, toml: &str, sets: &[&str]) -> std::path::PathBuf {
+    write(&dir.join("exp.toml"), toml);
+    let mut args = vec!["run", "exp.toml", "--runs-dir", runs, "--reports-dir", "reports"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    funnel(dir, &args).assert_success();
+    let parent = dir.join(runs).join("itest");
+    std::fs::read_dir(&parent).unwrap().next().unwrap().unwrap().path()
+}
+
+/// Each epoch's value of `metric` in a run folder's journal, in order.
+pub fn journal_metric(run_dir: &Path, metric: &str) -> Vec<f64> {
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["metrics"][metric].as_f64())
+        .collect()
+}

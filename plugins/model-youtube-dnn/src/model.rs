@@ -1501,22 +1501,34 @@ mod tests {
         let in_batch = cands.in_batch;
         let batch = TrainBatch { queries: h, positives, candidates: &cands, windows, weights };
         m.forward_backward(&batch).unwrap();
+        let grads: Vec<(String, Vec<f32>)> = m.params().into_iter().map(|(n, p)| (n, p.gradient())).collect();
+        assert_finite_differences(&mut m, &grads, |m| m.loss(&batch), &format!("in_batch = {in_batch}"));
+    }
+
+    /// Each coordinate of `grads` (by parameter name) against the central
+    /// difference of `loss` around `m`'s state.
+    fn assert_finite_differences(
+        m: &mut Tiny,
+        grads: &[(String, Vec<f32>)],
+        loss: impl Fn(&mut Tiny) -> f32,
+        what: &str,
+    ) {
         // Small enough that no ReLU crosses its kink between the two probes.
         let eps = 1e-3f32;
-        for (name, i) in coordinates(&m) {
+        for (name, i) in coordinates(m) {
             let base = m.state();
             let loss_at = |delta: f32, m: &mut Tiny| {
                 let mut s = base.clone();
                 s.get_mut(&name).unwrap()[i] += delta;
                 m.load_state(&s).unwrap();
-                m.loss(&batch)
+                loss(m)
             };
-            let numeric = (loss_at(eps, &mut m) - loss_at(-eps, &mut m)) / (2.0 * eps);
+            let numeric = (loss_at(eps, m) - loss_at(-eps, m)) / (2.0 * eps);
             m.load_state(&base).unwrap();
-            let a = analytic(&m, &name, i);
+            let a = grads.iter().find(|(n, _)| *n == name).unwrap_or_else(|| panic!("no gradient of {name}")).1[i];
             assert!(
                 (a - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs(),
-                "{name}[{i}]: analytic {a} vs numeric {numeric} (in_batch = {in_batch})"
+                "{name}[{i}]: analytic {a} vs numeric {numeric} ({what})"
             );
         }
     }
@@ -2244,23 +2256,7 @@ mod tests {
         let (_, mut m) = host_and_device(device_params(false, Loss::Softmax, true, EmbeddingOptimizer::LazyAdam));
         m.compute_gradients(&batch).unwrap();
         let analytic = m.resident.as_ref().unwrap().gradients();
-        let eps = 1e-3f32;
-        for (name, i) in coordinates(&m) {
-            let base = m.state();
-            let loss_at = |delta: f32, m: &mut Tiny| {
-                let mut s = base.clone();
-                s.get_mut(&name).unwrap()[i] += delta;
-                m.load_state(&s).unwrap();
-                m.compute_gradients(&batch).unwrap().loss
-            };
-            let numeric = (loss_at(eps, &mut m) - loss_at(-eps, &mut m)) / (2.0 * eps);
-            m.load_state(&base).unwrap();
-            let a = analytic.iter().find(|(n, _)| *n == name).unwrap().1[i];
-            assert!(
-                (a - numeric).abs() <= 2e-3 + 2e-2 * numeric.abs(),
-                "{name}[{i}]: analytic {a} vs numeric {numeric}"
-            );
-        }
+        assert_finite_differences(&mut m, &analytic, |m| m.compute_gradients(&batch).unwrap().loss, "device");
     }
 
     #[test]
