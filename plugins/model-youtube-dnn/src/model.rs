@@ -1462,10 +1462,6 @@ mod tests {
         m.state().into_iter().flat_map(|(k, v)| (0..v.len()).map(move |i| (k.clone(), i))).collect()
     }
 
-    fn analytic(m: &Tiny, name: &str, i: usize) -> f32 {
-        m.params().into_iter().find(|(n, _)| n == name).unwrap().1.gradient()[i]
-    }
-
     fn check_gradients(m: Tiny, in_batch: bool) {
         check_gradients_of(m, candidates(&[6, 4, 1], in_batch, 2));
     }
