@@ -34,6 +34,7 @@ pub fn check(exp: &Experiment, reg: &Registry, data: &LoadedDataset) -> Result<(
         .and_then(|f| f.build(data))
         .with_context(|| within(ComponentKind::Features))?;
     crate::outcomes::OutcomePlan::new(&spec.train, &examples)?.apply(&mut examples);
+    crate::training::check_windows(&spec.train, examples.max_history)?;
     cx.learn_examples(&examples);
     let c = &spec.sampler;
     reg.build_sampler(&c.kind, c.params.clone(), &cx).with_context(|| within(ComponentKind::Sampler))?;

@@ -97,7 +97,8 @@ fn train(
         best = Some((c.best_epoch, c.best_score, c.best_state));
         eprintln!("resuming after epoch {}", c.epoch);
     }
-    let units = TrainingUnits::new(examples, cfg.targets, plan);
+    check_windows(cfg, examples.max_history)?;
+    let units = TrainingUnits::new(examples, cfg.targets, cfg.window_overlap, plan);
     let mut explicit = ExplicitNegatives::new(cfg, examples);
     if let Some(e) = &explicit {
         eprintln!(
@@ -258,7 +259,9 @@ fn train(
 struct TrainingUnits<'p> {
     mode: Targets,
     /// With `targets = "last"`, each example once per trained outcome its
-    /// target meets (the outcome beside it); windows' ends otherwise.
+    /// target meets (the outcome beside it); otherwise windows' ends, each
+    /// beside the last position that is context only (its targets after it
+    /// are trained).
     units: Vec<(Example, u32)>,
     plan: &'p OutcomePlan,
     /// Training positions of each user, ascending (all positions only).
@@ -268,7 +271,7 @@ struct TrainingUnits<'p> {
 }
 
 impl<'p> TrainingUnits<'p> {
-    fn new(examples: &ExampleSet, mode: Targets, plan: &'p OutcomePlan) -> TrainingUnits<'p> {
+    fn new(examples: &ExampleSet, mode: Targets, overlap: usize, plan: &'p OutcomePlan) -> TrainingUnits<'p> {
         match mode {
             Targets::Last => {
                 let units: Vec<(Example, u32)> = examples
@@ -290,13 +293,16 @@ impl<'p> TrainingUnits<'p> {
                     positions.sort_unstable();
                     positions.dedup();
                     // From the most recent back: a window ending at `end`
-                    // covers the targets after its first item, so the next
-                    // window ends at that item or before it.
+                    // covers the targets after its first item (after its
+                    // first `overlap + 1` items unless it starts the
+                    // sequence), so the next window ends at that item or
+                    // before it.
                     let mut next = positions.len();
                     while next > 0 {
                         let end = positions[next - 1];
                         let start = window_start(end, examples.max_history);
-                        let covered = positions[..next].partition_point(|&p| p <= start);
+                        let context = if start > 0 { (start + overlap as u32).min(end - 1) } else { 0 };
+                        let covered = positions[..next].partition_point(|&p| p <= context);
                         targets += positions[covered..next]
                             .iter()
                             .map(|&p| {
@@ -304,7 +310,7 @@ impl<'p> TrainingUnits<'p> {
                             })
                             .sum::<usize>();
                         if end > start {
-                            units.push((Example { user: user as u32, position: end, ahead: 0 }, 0));
+                            units.push((Example { user: user as u32, position: end, ahead: 0 }, context));
                         }
                         next = covered.min(next - 1);
                     }
@@ -314,6 +320,19 @@ impl<'p> TrainingUnits<'p> {
             }
         }
     }
+}
+
+/// `[train] window_overlap` against the history length (known once the
+/// features are built): a window must train at least one target.
+pub fn check_windows(cfg: &TrainConfig, max_history: usize) -> Result<()> {
+    if cfg.window_overlap > 0 && cfg.window_overlap >= max_history {
+        bail!(
+            "[train] window_overlap = {}: must be below [features] max_history ({max_history}), the items a \
+             window holds, so that each window trains at least one target",
+            cfg.window_overlap
+        );
+    }
+    Ok(())
 }
 
 /// First position of the window that ends with the target at `end`.
@@ -369,12 +388,12 @@ impl BatchBuffers {
             Targets::AllPositions => {
                 let windows = self.windows.get_or_insert_with(|| Windows::new(examples.max_history));
                 windows.clear();
-                for (row, &(ex, _)) in chunk.iter().enumerate() {
+                for (row, &(ex, context)) in chunk.iter().enumerate() {
                     let seq = &examples.sequences[ex.user as usize];
                     let (start, end) = (window_start(ex.position, examples.max_history) as usize, ex.position as usize);
                     windows.histories.push(&seq[start..end]);
                     let trained = &units.trained[ex.user as usize];
-                    for t in start + 1..=end {
+                    for t in (start.max(context as usize)) + 1..=end {
                         if trained.binary_search(&(t as u32)).is_err() {
                             continue;
                         }
@@ -506,7 +525,7 @@ mod tests {
         let plan = OutcomePlan::new(&cfg, &set).unwrap();
         let mut rng = StdRng::seed_from_u64(0);
         for mode in [Targets::Last, Targets::AllPositions] {
-            let units = TrainingUnits::new(&set, mode, &plan);
+            let units = TrainingUnits::new(&set, mode, 0, &plan);
             assert_eq!(units.targets, 4, "{mode:?}");
             let mut buf = BatchBuffers::new(3, 8);
             buf.fill(&set, &units, &units.units, &mut Nothing, &mut rng);
@@ -526,7 +545,7 @@ mod tests {
         // Only loved trained: one query, no weights needed.
         let loved = TrainConfig { outcomes: [("loved".to_string(), 1.0)].into(), ..TrainConfig::default() };
         let plan = OutcomePlan::new(&loved, &set).unwrap();
-        let units = TrainingUnits::new(&set, Targets::Last, &plan);
+        let units = TrainingUnits::new(&set, Targets::Last, 0, &plan);
         let mut buf = BatchBuffers::new(3, 8);
         buf.fill(&set, &units, &units.units, &mut Nothing, &mut rng);
         assert_eq!((buf.positives.clone(), buf.weights.is_empty()), (vec![1, 3], true));
@@ -569,7 +588,7 @@ mod tests {
             ..Default::default()
         };
         let plan = OutcomePlan::new(&TrainConfig::default(), &set).unwrap();
-        let units = TrainingUnits::new(&set, Targets::AllPositions, &plan);
+        let units = TrainingUnits::new(&set, Targets::AllPositions, 0, &plan);
         // Windows of user 0 end at 9 (items 5..=9), 5 (1..=5), 1 (0..=1).
         assert_eq!(
             units.units.iter().map(|(e, _)| (e.user, e.position)).collect::<Vec<_>>(),
@@ -585,7 +604,48 @@ mod tests {
         assert!(covered.contains(&(0, 9, vec![5, 6, 7, 8])));
         assert!(covered.contains(&(0, 2, vec![1])), "the window 1..=5 starts at item 1");
 
-        let last = TrainingUnits::new(&set, Targets::Last, &plan);
+        let last = TrainingUnits::new(&set, Targets::Last, 0, &plan);
         assert_eq!((last.units.len(), last.targets), (11, 11));
+    }
+
+    #[test]
+    fn overlapping_windows_give_every_later_target_the_overlap_as_context() {
+        // User 0: positions 1..=11 trained; windows of 4 items sharing 2.
+        let set = ExampleSet {
+            sequences: vec![(0..12).collect()],
+            max_history: 4,
+            train: (1..12).map(|position| Example { user: 0, position, ahead: 0 }).collect(),
+            ..Default::default()
+        };
+        let plan = OutcomePlan::new(&TrainConfig::default(), &set).unwrap();
+        let units = TrainingUnits::new(&set, Targets::AllPositions, 2, &plan);
+        // Windows end at 11 (items 7..=11, targets 10, 11), 9 (5..=9: 8, 9),
+        // 7 (3..=7: 6, 7), 5 (1..=5: 4, 5) and 3 (0..=3, the first: 1..=3).
+        assert_eq!(
+            units.units.iter().map(|(e, c)| (e.position, *c)).collect::<Vec<_>>(),
+            [(3, 0), (5, 3), (7, 5), (9, 7), (11, 9)]
+        );
+        assert_eq!(units.targets, 11);
+        let covered = window_targets(&set, &units);
+        let positions: Vec<u32> = covered.iter().map(|(_, p, _)| *p).collect();
+        assert_eq!(positions, (1..12).collect::<Vec<u32>>(), "every training target once");
+        // Past the first window a target sees at least 2 items, at most 4.
+        for (_, p, h) in &covered {
+            assert!(h.len() <= 4 && h.len() >= (*p as usize).min(3), "target {p}: {h:?}");
+            assert_eq!(h.last(), Some(&(*p - 1)));
+        }
+        assert!(covered.contains(&(0, 10, vec![7, 8, 9])) && covered.contains(&(0, 4, vec![1, 2, 3])));
+        // Without overlap the target 8 (window 5..=9's first) sees one item.
+        let tiled = window_targets(&set, &TrainingUnits::new(&set, Targets::AllPositions, 0, &plan));
+        assert!(tiled.contains(&(0, 8, vec![7])));
+        assert_eq!(tiled.len(), 11);
+    }
+
+    #[test]
+    fn an_overlap_as_long_as_the_history_is_refused() {
+        let cfg = TrainConfig { window_overlap: 4, ..TrainConfig::default() };
+        let e = check_windows(&cfg, 4).unwrap_err().to_string();
+        assert!(e.contains("window_overlap = 4") && e.contains("max_history (4)"), "{e}");
+        check_windows(&TrainConfig { window_overlap: 3, ..cfg }, 4).unwrap();
     }
 }

@@ -167,6 +167,12 @@ fn broken_experiments_each_get_one_clear_error() {
         ("lr = 0.002", "lr = 0.002\ntargets = \"every\"", &[], &["exp.toml", "targets", "all_positions"]),
         ("lr = 0.002", "lr = 0.002\nlr_schedule = \"step\"", &[], &["exp.toml", "lr_schedule", "cosine"]),
         ("lr = 0.002", "lr = 0.002\nengine = \"gpu\"", &[], &["exp.toml", "engine", "device"]),
+        (
+            "lr = 0.002",
+            "lr = 0.002\ntargets = \"all_positions\"\nwindow_overlap = 20",
+            &["run"],
+            &["window_overlap = 20", "max_history (20)"],
+        ),
         ("lr = 0.002", "lr = 0.002\nlr_final_fraction = 1.5", &[], &["exp.toml", "lr_final_fraction", "0 to 1"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\nheads = 5", &["run"], &["key `heads`", "32"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\ndropout = 1.0", &["run"], &["key `dropout`"]),

@@ -63,6 +63,16 @@ pub struct TrainConfig {
     /// item; a model may encode a window once for all its positions.
     #[param(default = Targets::Last)]
     pub targets: Targets,
+    /// With `targets = "all_positions"`: items a user's consecutive windows
+    /// share. A window's first `window_overlap` items are then context only
+    /// (the window before it trains their targets), so every target after a
+    /// user's first window is predicted from at least this many items, as a
+    /// served query with a long history is; without it the positions near a
+    /// window's start see only the few items before them. Encoder passes per
+    /// epoch grow by `max_history / (max_history - window_overlap)`. Below
+    /// `[features] max_history`.
+    #[param(default = 0)]
+    pub window_overlap: usize,
     /// Step size of the model's optimizer (Adam for the built-in models).
     #[param(default = 1e-3)]
     pub lr: f64,
