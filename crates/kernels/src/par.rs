@@ -18,3 +18,31 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
         Err(_) => f(),
     }
 }
+
+/// Runs `a` on the calling thread and `b` on the pool at the same time, and
+/// returns when both are done. Unlike `join` called from outside the pool
+/// (which sends both to the pool and puts the caller to sleep), the caller
+/// works: only `b` waits for a pool thread to wake.
+pub fn beside<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
+    rayon::in_place_scope(|scope| {
+        scope.spawn(|_| b());
+        a();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beside_runs_both_halves_before_returning() {
+        let (mut left, mut right) = (vec![0u32; 1000], vec![0u32; 1000]);
+        beside(|| left.iter_mut().enumerate().for_each(|(i, x)| *x = i as u32), || right.fill(7));
+        assert!(left.iter().enumerate().all(|(i, &x)| x == i as u32));
+        assert!(right.iter().all(|&x| x == 7));
+        // On a pool of one thread too (the spawned half runs there).
+        let (mut a, mut b) = (0, 0);
+        with_threads(1, || beside(|| a = 1, || b = 2));
+        assert_eq!((a, b), (1, 2));
+    }
+}

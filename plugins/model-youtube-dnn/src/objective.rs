@@ -38,6 +38,8 @@ pub struct Workspace {
     r_norm: Vec<f32>,
     logits: Vec<f32>,
     own: Vec<f32>,
+    /// Each row's weighted loss, added in row order.
+    losses: Vec<f64>,
     /// Per shared column: its item and its `-log q` term.
     column_items: Vec<ItemIdx>,
     column_offsets: Vec<f32>,
@@ -226,6 +228,12 @@ fn normalize_backward(y: &[f32], dy: &[f32], norms: &[f32], d: usize, dx: &mut V
 /// (`[B * k, d]`, possibly empty); row `i`'s positive is shared column `i`.
 /// Rows count by their weights: `sum_r w_r loss_r / B`.
 /// With `grads`, also fills the gradients with respect to `u`, `v` and `r`.
+///
+/// A batch with enough work runs on two threads: each takes half of the
+/// rows through their logits, sweep and user-vector gradient, then each
+/// takes half of the candidate-vector gradient's rows. Every output element
+/// is still one product summed in the same order, and the loss adds its
+/// rows in order, so the split gives the bits of one thread.
 pub fn loss(
     how: Logits,
     batch: &Batch<'_>,
@@ -234,40 +242,68 @@ pub fn loss(
     ws: &mut Workspace,
     grads: Option<&mut VectorGradients>,
 ) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has just been found to support AVX2.
-        return unsafe { loss_avx2(how, batch, d, vectors, ws, grads) };
-    }
-    loss_lanes(how, batch, d, vectors, ws, grads)
+    let parts = if batch.positives.len() >= 2
+        && batch.positives.len() * (vectors.1.len() + vectors.2.len()) >= TWO_PARTS_FROM
+    {
+        2
+    } else {
+        1
+    };
+    loss_in_parts(how, batch, d, vectors, ws, grads, parts, Sweep::Widest)
 }
 
-/// [`loss`]'s sweeps eight lanes at a time instead of four: the same
-/// operations in the same order, so the same bits.
-///
-/// # Safety
-/// The CPU must support AVX2 (`loss` checks before calling).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn loss_avx2(
+/// Multiply-adds of a batch's logits (rows x candidate values) from which
+/// the loss splits over two threads: below it, waking the second thread
+/// costs about what it saves.
+const TWO_PARTS_FROM: usize = 1 << 20;
+
+/// Which build of the row sweeps runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Sweep {
+    /// AVX2 where the CPU has it.
+    Widest,
+    /// The baseline x86-64 build (tests compare the two).
+    #[cfg(test)]
+    Baseline,
+}
+
+/// What every part of the batch reads.
+struct Common<'a> {
     how: Logits,
-    batch: &Batch<'_>,
+    batch: &'a Batch<'a>,
     d: usize,
-    vectors: (&[f32], &[f32], &[f32]),
-    ws: &mut Workspace,
-    grads: Option<&mut VectorGradients>,
-) -> f32 {
-    loss_lanes(how, batch, d, vectors, ws, grads)
+    s: usize,
+    k: usize,
+    un: &'a [f32],
+    vn: &'a [f32],
+    rn: &'a [f32],
+    column_items: &'a [ItemIdx],
+    column_offsets: &'a [f32],
+    grads: bool,
 }
 
-#[inline(always)]
-fn loss_lanes(
+/// One part's rows (`first..first + losses.len()`) and the buffers it
+/// fills: logits and own logits (then their gradients), each row's weighted
+/// loss, and with gradients the rows of `dUn` and `dRn`.
+struct Rows<'a> {
+    first: usize,
+    logits: &'a mut [f32],
+    own: &'a mut [f32],
+    losses: &'a mut [f64],
+    dun: &'a mut [f32],
+    drn: &'a mut [f32],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn loss_in_parts(
     how: Logits,
     batch: &Batch<'_>,
     d: usize,
     (u, v, r): (&[f32], &[f32], &[f32]),
     ws: &mut Workspace,
     grads: Option<&mut VectorGradients>,
+    parts: usize,
+    sweep: Sweep,
 ) -> f32 {
     let b = batch.positives.len();
     let s = v.len() / d;
@@ -280,100 +316,63 @@ fn loss_lanes(
     } else {
         (u, v, r)
     };
-    ws.logits.resize(b * s, 0.0);
-    gemm(b, d, s, (un, [d, 1]), (vn, [1, d]), &mut ws.logits);
-    ws.own.resize(b * k, 0.0);
-    for row in 0..b {
-        let ur = &un[row * d..(row + 1) * d];
-        for j in 0..k {
-            let rr = &rn[(row * k + j) * d..(row * k + j + 1) * d];
-            ws.own[row * k + j] = ur.iter().zip(rr).map(|(a, b)| a * b).sum();
-        }
-    }
-
     // Shared columns' items and correction terms, once per batch.
     let c = batch.candidates;
     ws.column_items.clear();
     ws.column_items.extend(batch.positives.iter().chain(&c.shared));
     ws.column_offsets.clear();
     ws.column_offsets.extend(c.positive_log_q.iter().chain(&c.shared_log_q).map(|&q| batch.correct(q)));
-
-    // Logits in place, then (per row) the gradient of the mean loss with
-    // respect to each dot product, in place.
-    let inv_t = 1.0 / how.temperature;
-    // d loss / d dot = (d loss / d logit) / T, averaged over rows.
-    let scale = inv_t / b as f32;
-    let mut total = 0.0f64;
-    for row in 0..b {
-        // Weight 1 (no weights) leaves every product's bits unchanged.
-        let weight = batch.weight(row);
-        let scale = scale * weight;
-        let pos = batch.positives[row];
-        let shared = &mut ws.logits[row * s..(row + 1) * s];
-        let own = &mut ws.own[row * k..(row + 1) * k];
-        // Every column holding the row's positive is an accidental hit,
-        // except the row's own column; without in-batch negatives the other
-        // rows' positives are masked too. (A branch-free sweep, so it vectorizes.)
-        let own_dot = shared[row];
-        for ((z, &item), &offset) in shared.iter_mut().zip(&ws.column_items).zip(&ws.column_offsets) {
-            let logit = *z * inv_t + offset;
-            *z = if item == pos { MASKED } else { logit };
-        }
-        if !c.in_batch {
-            shared[..b].fill(MASKED);
-        } else if let Some(groups) = batch.groups {
-            let mine = groups[row];
-            for (z, &g) in shared[..b].iter_mut().zip(groups) {
-                *z = if g == mine { MASKED } else { *z };
-            }
-        }
-        shared[row] = own_dot * inv_t + ws.column_offsets[row];
-        for (j, z) in own.iter_mut().enumerate() {
-            *z = *z * inv_t + batch.own_offset(row, j);
-        }
-        match how.loss {
-            Loss::Softmax => {
-                let max = max(shared).max(max(own));
-                let positive = shared[row];
-                let sum = exp_shifted(shared, max) + exp_shifted(own, max);
-                total += (sum.ln() + max - positive) as f64 * weight as f64;
-                let factor = scale / sum;
-                shared.iter_mut().chain(own.iter_mut()).for_each(|z| *z *= factor);
-                shared[row] -= scale;
-            }
-            Loss::Bce => {
-                // Masked candidates sit at -1e9: target 0, loss and gradient 0.
-                let mut row_loss = 0.0f32;
-                for (col, z) in shared.iter_mut().enumerate().chain(own.iter_mut().enumerate().map(|(j, z)| (s + j, z)))
-                {
-                    let y = if col == row { 1.0 } else { 0.0 };
-                    row_loss += z.max(0.0) - *z * y + (-z.abs()).exp().ln_1p();
-                    let sigmoid = 1.0 / (1.0 + (-*z).exp());
-                    *z = (sigmoid - y) * scale;
-                }
-                total += row_loss as f64 * weight as f64;
-            }
-        }
+    ws.logits.resize(b * s, 0.0);
+    ws.own.resize(b * k, 0.0);
+    ws.losses.resize(b, 0.0);
+    let with_grads = grads.is_some();
+    let (dun_len, drn_len) = if with_grads { (b * d, b * k * d) } else { (0, 0) };
+    ws.dun.resize(dun_len, 0.0);
+    ws.drn.resize(drn_len, 0.0);
+    let common = Common {
+        how,
+        batch,
+        d,
+        s,
+        k,
+        un,
+        vn,
+        rn,
+        column_items: &ws.column_items,
+        column_offsets: &ws.column_offsets,
+        grads: with_grads,
+    };
+    let whole = Rows {
+        first: 0,
+        logits: &mut ws.logits,
+        own: &mut ws.own,
+        losses: &mut ws.losses,
+        dun: &mut ws.dun,
+        drn: &mut ws.drn,
+    };
+    if parts == 2 && b >= 2 {
+        let (first, second) = whole.split(b / 2, &common);
+        funnel_kernels::par::beside(|| rows(&common, first, sweep), || rows(&common, second, sweep));
+    } else {
+        rows(&common, whole, sweep);
     }
+    // In row order, as one thread adds them.
+    let total = ws.losses.iter().fold(0.0f64, |sum, &l| sum + l);
     let loss = (total / b as f64) as f32;
     let Some(g) = grads else { return loss };
 
-    // dUn = dL V + dOwn R (row-wise); dVn = dL^T U; dRn = dOwn * U.
-    ws.dun.resize(b * d, 0.0);
-    gemm(b, s, d, (&ws.logits, [s, 1]), (vn, [d, 1]), &mut ws.dun);
+    // dVn = dL^T Un, by rows of dVn (each part sums over every batch row).
     ws.dvn.resize(s * d, 0.0);
-    gemm(s, b, d, (&ws.logits, [1, s]), (un, [d, 1]), &mut ws.dvn);
-    ws.drn.resize(b * k * d, 0.0);
-    for row in 0..b {
-        let ur = &un[row * d..(row + 1) * d];
-        for j in 0..k {
-            let w = ws.own[row * k + j];
-            let rr = &rn[(row * k + j) * d..(row * k + j + 1) * d];
-            let du = &mut ws.dun[row * d..(row + 1) * d];
-            du.iter_mut().zip(rr).for_each(|(a, &x)| *a += w * x);
-            let dr = &mut ws.drn[(row * k + j) * d..(row * k + j + 1) * d];
-            dr.iter_mut().zip(ur).for_each(|(a, &x)| *a = w * x);
-        }
+    let logits = &ws.logits;
+    if parts == 2 && s >= 2 {
+        let half = s / 2;
+        let (top, bottom) = ws.dvn.split_at_mut(half * d);
+        funnel_kernels::par::beside(
+            || gemm(half, b, d, (logits, [1, s]), (un, [d, 1]), top),
+            || gemm(s - half, b, d, (&logits[half..], [1, s]), (un, [d, 1]), bottom),
+        );
+    } else {
+        gemm(s, b, d, (logits, [1, s]), (un, [d, 1]), &mut ws.dvn);
     }
     if how.normalize {
         normalize_backward(un, &ws.dun, &ws.u_norm, d, &mut g.u);
@@ -385,6 +384,133 @@ fn loss_lanes(
         g.r.clone_from(&ws.drn);
     }
     loss
+}
+
+impl<'a> Rows<'a> {
+    /// The first `m` rows and the rest.
+    fn split(self, m: usize, c: &Common<'_>) -> (Rows<'a>, Rows<'a>) {
+        let (logits, logits2) = self.logits.split_at_mut(m * c.s);
+        let (own, own2) = self.own.split_at_mut(m * c.k);
+        let (losses, losses2) = self.losses.split_at_mut(m);
+        let (dun, dun2) = self.dun.split_at_mut(if c.grads { m * c.d } else { 0 });
+        let (drn, drn2) = self.drn.split_at_mut(if c.grads { m * c.k * c.d } else { 0 });
+        (
+            Rows { first: self.first, logits, own, losses, dun, drn },
+            Rows { first: self.first + m, logits: logits2, own: own2, losses: losses2, dun: dun2, drn: drn2 },
+        )
+    }
+}
+
+fn rows(c: &Common<'_>, part: Rows<'_>, sweep: Sweep) {
+    #[cfg(target_arch = "x86_64")]
+    if sweep == Sweep::Widest && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has just been found to support AVX2.
+        return unsafe { rows_avx2(c, part) };
+    }
+    let _ = sweep;
+    rows_lanes(c, part)
+}
+
+/// [`rows_lanes`]'s sweeps eight lanes at a time instead of four: the same
+/// operations in the same order, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 (`rows` checks before calling).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn rows_avx2(c: &Common<'_>, part: Rows<'_>) {
+    rows_lanes(c, part)
+}
+
+/// One part's rows: logits, the per-row sweep that turns them into the loss
+/// and (in place) its gradient with respect to each dot product, then with
+/// gradients `dUn = dL V + dOwn R` and `dRn = dOwn * U` for these rows.
+#[inline(always)]
+fn rows_lanes(c: &Common<'_>, part: Rows<'_>) {
+    let Common { how, batch, d, s, k, un, vn, rn, column_items, column_offsets, grads } = *c;
+    let Rows { first, logits, own, losses, dun, drn } = part;
+    let m = losses.len();
+    let b = batch.positives.len();
+    let un_part = &un[first * d..(first + m) * d];
+    gemm(m, d, s, (un_part, [d, 1]), (vn, [1, d]), logits);
+    for i in 0..m {
+        let ur = &un_part[i * d..(i + 1) * d];
+        for j in 0..k {
+            let rr = &rn[((first + i) * k + j) * d..((first + i) * k + j + 1) * d];
+            own[i * k + j] = ur.iter().zip(rr).map(|(a, b)| a * b).sum();
+        }
+    }
+    let candidates = batch.candidates;
+    let inv_t = 1.0 / how.temperature;
+    // d loss / d dot = (d loss / d logit) / T, averaged over rows.
+    let scale = inv_t / b as f32;
+    for i in 0..m {
+        let row = first + i;
+        // Weight 1 (no weights) leaves every product's bits unchanged.
+        let weight = batch.weight(row);
+        let scale = scale * weight;
+        let pos = batch.positives[row];
+        let shared = &mut logits[i * s..(i + 1) * s];
+        let own = &mut own[i * k..(i + 1) * k];
+        // Every column holding the row's positive is an accidental hit,
+        // except the row's own column; without in-batch negatives the other
+        // rows' positives are masked too. (A branch-free sweep, so it vectorizes.)
+        let own_dot = shared[row];
+        for ((z, &item), &offset) in shared.iter_mut().zip(column_items).zip(column_offsets) {
+            let logit = *z * inv_t + offset;
+            *z = if item == pos { MASKED } else { logit };
+        }
+        if !candidates.in_batch {
+            shared[..b].fill(MASKED);
+        } else if let Some(groups) = batch.groups {
+            let mine = groups[row];
+            for (z, &g) in shared[..b].iter_mut().zip(groups) {
+                *z = if g == mine { MASKED } else { *z };
+            }
+        }
+        shared[row] = own_dot * inv_t + column_offsets[row];
+        for (j, z) in own.iter_mut().enumerate() {
+            *z = *z * inv_t + batch.own_offset(row, j);
+        }
+        losses[i] = match how.loss {
+            Loss::Softmax => {
+                let max = max(shared).max(max(own));
+                let positive = shared[row];
+                let sum = exp_shifted(shared, max) + exp_shifted(own, max);
+                let factor = scale / sum;
+                shared.iter_mut().chain(own.iter_mut()).for_each(|z| *z *= factor);
+                shared[row] -= scale;
+                (sum.ln() + max - positive) as f64 * weight as f64
+            }
+            Loss::Bce => {
+                // Masked candidates sit at -1e9: target 0, loss and gradient 0.
+                let mut row_loss = 0.0f32;
+                for (col, z) in shared.iter_mut().enumerate().chain(own.iter_mut().enumerate().map(|(j, z)| (s + j, z)))
+                {
+                    let y = if col == row { 1.0 } else { 0.0 };
+                    row_loss += z.max(0.0) - *z * y + (-z.abs()).exp().ln_1p();
+                    let sigmoid = 1.0 / (1.0 + (-*z).exp());
+                    *z = (sigmoid - y) * scale;
+                }
+                row_loss as f64 * weight as f64
+            }
+        };
+    }
+    if !grads {
+        return;
+    }
+    gemm(m, s, d, (logits, [s, 1]), (vn, [d, 1]), dun);
+    for i in 0..m {
+        let ur = &un_part[i * d..(i + 1) * d];
+        for j in 0..k {
+            let w = own[i * k + j];
+            let rr = &rn[((first + i) * k + j) * d..((first + i) * k + j + 1) * d];
+            let du = &mut dun[i * d..(i + 1) * d];
+            du.iter_mut().zip(rr).for_each(|(a, &x)| *a += w * x);
+            let dr = &mut drn[(i * k + j) * d..(i * k + j + 1) * d];
+            dr.iter_mut().zip(ur).for_each(|(a, &x)| *a = w * x);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -590,6 +716,42 @@ mod tests {
     }
 
     #[test]
+    fn two_parts_give_the_bits_of_one_at_training_sizes() {
+        // Sizes where the products take several of matrixmultiply's blocks.
+        let (b, extra, k, d) = (301, 700, 3, 64);
+        let value = |i: usize| ((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 1000.0 - 0.5) * 0.4;
+        let positives: Vec<ItemIdx> = (0..b).map(|i| (i * 13 % 997) as ItemIdx).collect();
+        let c = Candidates {
+            shared: (0..extra).map(|i| (i * 7 % 1001) as ItemIdx).collect(),
+            shared_log_q: (0..extra).map(|i| -1.0 - value(i).abs()).collect(),
+            per_row: (0..b * k).map(|i| (i * 11 % 1003) as ItemIdx).collect(),
+            per_row_log_q: (0..b * k).map(|i| -2.0 - value(i + 5).abs()).collect(),
+            in_batch: true,
+            positive_log_q: (0..b).map(|i| -1.5 - value(i + 9).abs()).collect(),
+            log_q_correction: true,
+            explicit: 1,
+        };
+        let groups: Vec<u32> = (0..b as u32).map(|i| i / 20).collect();
+        let weights: Vec<f32> = (0..b).map(|i| 0.5 + (i % 3) as f32 * 0.5).collect();
+        let u: Vec<f32> = (0..b * d).map(value).collect();
+        let v: Vec<f32> = (0..(b + extra) * d).map(|i| value(i + 3)).collect();
+        let r: Vec<f32> = (0..b * k * d).map(|i| value(i + 7)).collect();
+        for (loss_kind, normalize) in [(Loss::Softmax, false), (Loss::Softmax, true), (Loss::Bce, false)] {
+            let how = Logits { temperature: 0.1, normalize, loss: loss_kind };
+            let batch = Batch { positives: &positives, candidates: &c, groups: Some(&groups), weights: &weights };
+            let run = |parts| {
+                let mut g = VectorGradients::default();
+                let ws = &mut Workspace::default();
+                let l = loss_in_parts(how, &batch, d, (&u, &v, &r), ws, Some(&mut g), parts, Sweep::Widest);
+                (l.to_bits(), g.u, g.v, g.r)
+            };
+            let (one, two) = (run(1), run(2));
+            assert!(one.1.iter().chain(&one.2).chain(&one.3).any(|&x| x != 0.0));
+            assert!(one == two, "{how:?}: two parts differ from one");
+        }
+    }
+
+    #[test]
     fn the_fused_sweep_equals_the_definition_on_every_masking_case() {
         // Positives with a duplicate (rows 0 and 2), a shared negative equal to
         // row 1's positive, per-row negatives hitting their row's positive.
@@ -629,9 +791,24 @@ mod tests {
                     );
                     // The baseline build of the sweeps gives the same bits.
                     let mut g4 = VectorGradients::default();
-                    let lanes = loss_lanes(how, &batch, d, (&u, &v, &r), &mut Workspace::default(), Some(&mut g4));
+                    let lanes = loss_in_parts(
+                        how,
+                        &batch,
+                        d,
+                        (&u, &v, &r),
+                        &mut Workspace::default(),
+                        Some(&mut g4),
+                        1,
+                        Sweep::Baseline,
+                    );
                     assert_eq!(lanes.to_bits(), fused.to_bits());
                     assert_eq!((&g4.u, &g4.v, &g4.r), (&g.u, &g.v, &g.r));
+                    // So do two parts (rows split at row 1, candidate rows at 2).
+                    let mut g2 = VectorGradients::default();
+                    let ws = &mut Workspace::default();
+                    let split = loss_in_parts(how, &batch, d, (&u, &v, &r), ws, Some(&mut g2), 2, Sweep::Widest);
+                    assert_eq!(split.to_bits(), fused.to_bits());
+                    assert_eq!((&g2.u, &g2.v, &g2.r), (&g.u, &g.v, &g.r));
                 }
             }
         }
