@@ -980,6 +980,45 @@ impl<D: Device<f32>> CandidateModel<D> {
     }
 }
 
+#[allow(private_bounds)]
+impl<D: EncoderThreads> CandidateModel<D> {
+    /// Every query's user vector, `chunk` rows a forward pass; with `halves`
+    /// and enough queries, the first half here and the second on another
+    /// thread where the device allows. A row's vector does not depend on
+    /// the rows encoded with it, so the halves give the bits of one thread.
+    fn encode_users(&self, queries: &Queries, chunk: usize, halves: bool) -> Result<Vec<f32>> {
+        let t = self.dense_tensors();
+        let n = queries.len();
+        if halves && n >= ENCODE_IN_HALVES_FROM {
+            if let Some(two) = D::encode_beside(self, queries, [0..n / 2, n / 2..n], chunk, &t) {
+                let [mut first, second] = two?;
+                first.extend(second);
+                return Ok(first);
+            }
+        }
+        self.encode_range(queries, 0..n, chunk, &t)
+    }
+
+    fn encode_range(
+        &self,
+        queries: &Queries,
+        rows: Range<usize>,
+        chunk: usize,
+        t: &DenseTensors<D>,
+    ) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(rows.len() * self.cfg.params.dim);
+        for start in rows.clone().step_by(chunk.max(1)) {
+            let leaves = self.query_leaves(queries, start..(start + chunk).min(rows.end), None, None)?;
+            out.extend(self.user_graph::<NoneTape>(&leaves, t).as_vec());
+        }
+        Ok(out)
+    }
+}
+
+/// Queries from which inference encodes two halves at once: below it, the
+/// second thread costs about what it saves.
+const ENCODE_IN_HALVES_FROM: usize = 256;
+
 #[cfg(test)]
 #[allow(private_bounds)]
 impl<D: EncoderThreads> CandidateModel<D> {
@@ -1040,6 +1079,16 @@ trait EncoderThreads: Device<f32> {
         scope: &'scope Scope<'scope, 'env>,
         job: PartJob<'env, Self>,
     ) -> Option<PartHandle<'scope, Self>>;
+
+    /// The user vectors of two ranges of queries, the first on this thread
+    /// and the second on another; `None` where the device cannot.
+    fn encode_beside(
+        model: &CandidateModel<Self>,
+        queries: &Queries,
+        halves: [Range<usize>; 2],
+        chunk: usize,
+        t: &DenseTensors<Self>,
+    ) -> Option<Result<[Vec<f32>; 2]>>;
 }
 
 /// The second part's encoding ([`CandidateModel::encode_part`]) and what it reads.
@@ -1068,6 +1117,21 @@ impl EncoderThreads for Cpu {
     ) -> Option<PartHandle<'scope, Cpu>> {
         Some(scope.spawn(move || job.run()))
     }
+
+    fn encode_beside(
+        model: &CandidateModel<Cpu>,
+        queries: &Queries,
+        [first, second]: [Range<usize>; 2],
+        chunk: usize,
+        t: &DenseTensors<Cpu>,
+    ) -> Option<Result<[Vec<f32>; 2]>> {
+        Some(std::thread::scope(|scope| {
+            let other = scope.spawn(|| model.encode_range(queries, second, chunk, t));
+            let mine = model.encode_range(queries, first, chunk, t)?;
+            let theirs = other.join().map_err(|_| anyhow!("an encoder thread panicked"))??;
+            Ok([mine, theirs])
+        }))
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -1078,6 +1142,16 @@ impl EncoderThreads for dfdx::tensor::Cuda {
         _: &'scope Scope<'scope, 'env>,
         _: PartJob<'env, Self>,
     ) -> Option<PartHandle<'scope, Self>> {
+        None
+    }
+
+    fn encode_beside(
+        _: &CandidateModel<Self>,
+        _: &Queries,
+        _: [Range<usize>; 2],
+        _: usize,
+        _: &DenseTensors<Self>,
+    ) -> Option<Result<[Vec<f32>; 2]>> {
         None
     }
 }
@@ -1213,20 +1287,13 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
 
     fn user_vectors(&self, queries: &Queries) -> Result<Matrix> {
         self.ensure_host_current()?;
-        let d = self.cfg.params.dim;
-        let t = self.dense_tensors();
-        let mut out = Vec::with_capacity(queries.len() * d);
         let chunk = match &self.attention {
             Some(a) => {
                 (INFERENCE_SCORES / (a.shape.heads * queries.histories.width.max(1).pow(2))).clamp(1, INFERENCE_CHUNK)
             }
             None => INFERENCE_CHUNK,
         };
-        for start in (0..queries.len()).step_by(chunk) {
-            let leaves = self.query_leaves(queries, start..(start + chunk).min(queries.len()), None, None)?;
-            out.extend(self.user_graph::<NoneTape>(&leaves, &t).as_vec());
-        }
-        let mut m = Matrix::from_vec(queries.len(), d, out);
+        let mut m = Matrix::from_vec(queries.len(), self.cfg.params.dim, self.encode_users(queries, chunk, true)?);
         if self.cfg.params.normalize {
             normalize_rows(&mut m);
         }
@@ -1770,6 +1837,49 @@ mod tests {
             let one = m.query_tables().features(&q, rows.clone(), false);
             assert_eq!(one.len(), rows.len() * m.query_width());
             assert_eq!(m.query_tables().features(&q, rows, true), one);
+        }
+    }
+
+    #[test]
+    fn user_vectors_do_not_depend_on_the_rows_encoded_with_them() {
+        // Training sizes, so the products take the same paths as in a run.
+        let (n_items, width, n) = (500, 50, 601);
+        let mut q = Queries::new(width);
+        for r in 0..n {
+            let len = if r % 7 == 0 { 0 } else { 1 + r * 13 % width };
+            let h: Vec<ItemIdx> = (0..len).map(|i| ((r * 31 + i * 17) % n_items) as ItemIdx).collect();
+            q.push(&h, 0, 0.0);
+        }
+        let base = YoutubeDnnParams { dim: 64, init_std: 0.1, ..tiny_params(false, 1.0, Loss::Softmax, false) };
+        let variants: Vec<YoutubeDnnParams> = vec![
+            YoutubeDnnParams { hidden: vec![256], ..base.clone() },
+            YoutubeDnnParams { sequence_encoder: SequenceEncoder::Gru, hidden: vec![], ..base.clone() },
+            YoutubeDnnParams {
+                sequence_encoder: SequenceEncoder::SelfAttention,
+                hidden: vec![],
+                layers: 2,
+                heads: 2,
+                feed_forward: 64,
+                ..base.clone()
+            },
+        ];
+        for p in variants {
+            let cx = BuildCx {
+                seed: 5,
+                n_items,
+                n_users: 1,
+                max_history: width,
+                train: funnel_api::TrainConfig { lr: 0.01, ..Default::default() },
+                ..Default::default()
+            };
+            let m = CandidateModel::new(Cpu::default(), p.clone().into(), &cx);
+            let whole = m.encode_users(&q, n, false).unwrap();
+            assert_eq!(whole.len(), n * 64);
+            assert!(whole.iter().all(|x| x.is_finite()) && whole.iter().any(|&x| x != 0.0));
+            for (chunk, halves) in [(n, true), (97, false), (97, true)] {
+                let other = m.encode_users(&q, chunk, halves).unwrap();
+                assert!(other == whole, "{:?}: chunks of {chunk}, halves {halves}", p.sequence_encoder);
+            }
         }
     }
 
