@@ -405,10 +405,11 @@ fn rows(c: &Common<'_>, part: Rows<'_>, sweep: Sweep) {
     #[cfg(target_arch = "x86_64")]
     if sweep == Sweep::Widest && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has just been found to support AVX2.
-        return unsafe { rows_avx2(c, part) };
+        unsafe { rows_avx2(c, part) };
+        return;
     }
     let _ = sweep;
-    rows_lanes(c, part)
+    rows_lanes(c, part);
 }
 
 /// [`rows_lanes`]'s sweeps eight lanes at a time instead of four: the same
@@ -419,7 +420,7 @@ fn rows(c: &Common<'_>, part: Rows<'_>, sweep: Sweep) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn rows_avx2(c: &Common<'_>, part: Rows<'_>) {
-    rows_lanes(c, part)
+    rows_lanes(c, part);
 }
 
 /// One part's rows: logits, the per-row sweep that turns them into the loss
