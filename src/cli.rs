@@ -167,6 +167,9 @@ enum Emit {
 /// Runs the command line in `std::env::args()` against `registry`: the whole
 /// `funnel` binary. Errors print as `error: ...` and exit with 2.
 pub fn main(registry: Registry) -> ExitCode {
+    // The thread that trains and evaluates works on its parallel loops
+    // itself instead of sleeping until the pool's threads finish them.
+    funnel_kernels::par::work_on_this_thread();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

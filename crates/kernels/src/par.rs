@@ -19,6 +19,23 @@ pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R 
     }
 }
 
+/// Makes the calling thread the global pool's first worker, beside one pool
+/// thread per other core. Parallel work this thread starts (a `join`, a
+/// parallel loop, the split products of the `gemm` crate inside dfdx) then
+/// runs partly on it: from outside the pool, rayon queues all of it for the
+/// pool's threads and puts the caller to sleep until they are done. Call it
+/// first thing in `main`, before anything uses the pool; it returns false
+/// (and changes nothing) once the pool exists.
+pub fn work_on_this_thread() -> bool {
+    ThreadPoolBuilder::new().use_current_thread().build_global().is_ok()
+}
+
+/// Whether the calling thread is a worker of a pool (the one
+/// [`work_on_this_thread`] made, or any other).
+pub fn on_pool() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
 /// Runs `a` on the calling thread and `b` on the pool at the same time, and
 /// returns when both are done. Unlike `join` called from outside the pool
 /// (which sends both to the pool and puts the caller to sleep), the caller
@@ -44,5 +61,11 @@ mod tests {
         let (mut a, mut b) = (0, 0);
         with_threads(1, || beside(|| a = 1, || b = 2));
         assert_eq!((a, b), (1, 2));
+    }
+
+    #[test]
+    fn a_pool_thread_knows_it_is_one() {
+        assert!(with_threads(2, on_pool));
+        assert!(!std::thread::spawn(on_pool).join().unwrap());
     }
 }

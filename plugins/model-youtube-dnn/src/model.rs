@@ -240,7 +240,6 @@ fn tower_widths(input: usize, hidden: &[usize], output: usize) -> Vec<usize> {
 
 impl<D: Device<f32>> CandidateModel<D> {
     pub fn new(dev: D, cfg: Config, cx: &BuildCx) -> CandidateModel<D> {
-        keep_tower_products_on_one_thread();
         let mut rng = StdRng::seed_from_u64(cx.seed ^ 0x9e37_79b9_7f4a_7c15);
         let (d, s, std) = (cfg.params.dim, cfg.params.side_dim, cfg.params.init_std as f32);
         let encoding =
@@ -708,6 +707,7 @@ impl<D: EncoderThreads> CandidateModel<D> {
         let items = self.prepare(batch)?;
         let t = self.dense_tensors();
         let parts = (D::IN_PARTS && self.encode_in_parts).then(|| split_windows(batch)).flatten();
+        split_tower_products(parts.is_none() && funnel_kernels::par::on_pool());
         let how = self.logits();
         let groups = window_groups(batch);
         let mut g = std::mem::take(&mut self.vector_grads);
@@ -989,7 +989,9 @@ impl<D: EncoderThreads> CandidateModel<D> {
     fn encode_users(&self, queries: &Queries, chunk: usize, halves: bool) -> Result<Vec<f32>> {
         let t = self.dense_tensors();
         let n = queries.len();
-        if halves && n >= ENCODE_IN_HALVES_FROM {
+        let halves = halves && n >= ENCODE_IN_HALVES_FROM;
+        split_tower_products(!halves && funnel_kernels::par::on_pool());
+        if halves {
             if let Some(two) = D::encode_beside(self, queries, [0..n / 2, n / 2..n], chunk, &t) {
                 let [mut first, second] = two?;
                 first.extend(second);
@@ -1373,17 +1375,22 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
 }
 
 /// dfdx multiplies on the CPU through the `gemm` crate with rayon
-/// parallelism, splitting any product above 48·48·256 multiply-adds over
-/// both cores. A tower layer of a training batch (256 x 64 by 64 x 256, say)
-/// is above that, and between two such products the second thread falls
-/// asleep: waking it costs more than it saves (reports/performance.md has
-/// the measurements). Each output element is summed in the same order either
-/// way, so results are bit-identical. Products of 2^25 multiply-adds and
-/// more (larger batches, wide layers) still use both cores.
-fn keep_tower_products_on_one_thread() {
+/// parallelism, splitting a product above 48·48·256 multiply-adds (a tower
+/// layer of a training batch, 256 x 64 by 64 x 256) over the cores. That pays
+/// when the step runs on a pool thread (the `funnel` binary's main thread is
+/// one, `par::work_on_this_thread`): the caller computes a share itself.
+/// From any other thread rayon puts the caller to sleep until the pool's
+/// threads are done, and the wake-ups cost more than the split saves; and a
+/// step whose windows are encoded in two parts already keeps both cores
+/// busy. Then only products of 2^25 multiply-adds and more (larger batches,
+/// wide layers) are split. Each output element is summed in the same order
+/// either way, so the bits do not depend on it.
+fn split_tower_products(on_both_cores: bool) {
     const ONE_THREAD_BELOW: usize = 1 << 25;
-    if gemm_common::gemm::get_threading_threshold() < ONE_THREAD_BELOW {
-        gemm_common::gemm::set_threading_threshold(ONE_THREAD_BELOW);
+    const GEMM_DEFAULT: usize = 48 * 48 * 256;
+    let threshold = if on_both_cores { GEMM_DEFAULT } else { ONE_THREAD_BELOW };
+    if gemm_common::gemm::get_threading_threshold() != threshold {
+        gemm_common::gemm::set_threading_threshold(threshold);
     }
 }
 
@@ -1409,10 +1416,10 @@ impl QueryTables<'_> {
         if two_threads {
             let half = rows.start + rows.len() / 2;
             let (first, second) = out.split_at_mut((half - rows.start) * w);
-            std::thread::scope(|s| {
-                s.spawn(|| self.fill(q, half..rows.end, second));
-                self.fill(q, rows.start..half, first);
-            });
+            funnel_kernels::par::beside(
+                || self.fill(q, rows.start..half, first),
+                || self.fill(q, half..rows.end, second),
+            );
         } else {
             self.fill(q, rows, &mut out);
         }
@@ -1881,6 +1888,55 @@ mod tests {
                 assert!(other == whole, "{:?}: chunks of {chunk}, halves {halves}", p.sequence_encoder);
             }
         }
+    }
+
+    #[test]
+    fn training_on_a_pool_thread_splits_tower_products_and_keeps_the_bits() {
+        // The bench's sizes: each tower product (256 x 64 by 64 x 256) is
+        // above gemm's threshold, so on a pool thread of two it is split.
+        let (n_items, width, b) = (3000, 30, 256);
+        let mut q = Queries::new(width);
+        for r in 0..b {
+            let h: Vec<ItemIdx> = (0..1 + r % width).map(|i| ((r * 31 + i * 17) % n_items) as ItemIdx).collect();
+            q.push(&h, 0, 0.0);
+        }
+        let positives: Vec<ItemIdx> = (0..b).map(|r| ((r * 7 + 3) % n_items) as ItemIdx).collect();
+        let cands = Candidates {
+            shared: (0..100).map(|i| (i * 29 % n_items) as ItemIdx).collect(),
+            shared_log_q: vec![-8.0; 100],
+            in_batch: true,
+            positive_log_q: vec![-7.5; b],
+            log_q_correction: true,
+            ..Default::default()
+        };
+        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &cands, windows: None, weights: &[] };
+        let params = YoutubeDnnParams {
+            dim: 64,
+            init_std: 0.1,
+            hidden: vec![256],
+            ..tiny_params(false, 1.0, Loss::Softmax, false)
+        };
+        let train = || {
+            assert!(funnel_kernels::par::on_pool());
+            let cx = BuildCx {
+                seed: 5,
+                n_items,
+                n_users: 1,
+                max_history: width,
+                train: funnel_api::TrainConfig { lr: 0.01, ..Default::default() },
+                ..Default::default()
+            };
+            let mut m = CandidateModel::new(Cpu::default(), params.clone().into(), &cx);
+            let losses: Vec<f32> = (0..3).map(|_| m.train_step(&batch).unwrap().loss).collect();
+            let vectors = m.user_vectors(&q).unwrap();
+            (losses, m.training_state(), vectors)
+        };
+        let one = funnel_kernels::par::with_threads(1, train);
+        let two = funnel_kernels::par::with_threads(2, train);
+        assert!(one.0.iter().all(|l| l.is_finite()));
+        assert_eq!(one.0, two.0);
+        assert!(one.1 == two.1, "weights or moments differ");
+        assert!(one.2 == two.2, "user vectors differ");
     }
 
     #[test]

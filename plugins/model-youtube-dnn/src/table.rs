@@ -8,6 +8,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::adam::{Adam, RowStep};
 use crate::EmbeddingOptimizer;
+use funnel_kernels::par;
 
 pub struct EmbeddingTable {
     pub dim: usize,
@@ -37,7 +38,7 @@ pub const PREFETCH_AHEAD: usize = 4;
 /// are visited on one thread; above it each visit waits on memory, and
 /// splitting the rows over two threads doubles the misses in flight.
 const PARALLEL_BYTES: usize = 32 << 20;
-/// Fewer row visits than this are not worth starting a thread for.
+/// Fewer row visits than this are not worth handing half to a second thread.
 const PARALLEL_ROWS: usize = 2048;
 
 /// Hints the CPU to load `data`'s cache lines (a no-op off x86-64).
@@ -159,7 +160,7 @@ impl EmbeddingTable {
 
     /// Whether `rows` scattered row visits are worth splitting over two
     /// threads: the table is beyond the caches, so each visit waits on
-    /// memory, and there are enough of them to pay for starting a thread.
+    /// memory, and there are enough of them to pay for a second thread.
     pub fn worth_two_threads(&self, rows: usize) -> bool {
         self.blocks.len() * std::mem::size_of::<f32>() >= PARALLEL_BYTES && rows >= PARALLEL_ROWS
     }
@@ -168,7 +169,7 @@ impl EmbeddingTable {
     pub fn apply(&mut self, adam: &Adam, how: EmbeddingOptimizer) {
         let parallel = match how {
             // Every row is computed (a square root and a division per
-            // weight), in the caches or not: enough rows pay for a thread.
+            // weight), in the caches or not: enough rows pay for a second thread.
             EmbeddingOptimizer::Adam => self.n_rows >= PARALLEL_ROWS,
             EmbeddingOptimizer::LazyAdam => self.worth_two_threads(self.touched.len()),
         };
@@ -190,15 +191,13 @@ impl EmbeddingTable {
                     }
                 };
                 if parallel {
-                    // Two halves of the rows, each on its own thread: the
-                    // same operations on each row, so the same bits.
+                    // Two halves of the rows, one on this thread and one on
+                    // the pool: the same operations on each row, so the
+                    // same bits.
                     let half = self.n_rows / 2;
                     let (first, second) = self.blocks.split_at_mut(half * 3 * d);
                     let (first_slots, second_slots) = self.slot_of.split_at(half);
-                    std::thread::scope(|s| {
-                        s.spawn(|| rows(second, second_slots));
-                        rows(first, first_slots);
-                    });
+                    par::beside(|| rows(first, first_slots), || rows(second, second_slots));
                 } else {
                     rows(&mut self.blocks, &self.slot_of);
                 }
@@ -209,10 +208,10 @@ impl EmbeddingTable {
                 if parallel {
                     let half = touched.len() / 2;
                     let (first, second) = (0..half, half..touched.len());
-                    std::thread::scope(|s| {
-                        s.spawn(|| rows.update(&step, touched, grads, second));
-                        rows.update(&step, touched, grads, first);
-                    });
+                    par::beside(
+                        || rows.update(&step, touched, grads, first),
+                        || rows.update(&step, touched, grads, second),
+                    );
                 } else {
                     rows.update(&step, touched, grads, 0..touched.len());
                 }
