@@ -74,6 +74,11 @@ pub struct RowStep {
 impl RowStep {
     pub fn update(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has just been found to support AVX-512F.
+            return unsafe { self.update_avx512(params, grads, m, v) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has just been found to support AVX2.
             return unsafe { self.update_avx2(params, grads, m, v) };
@@ -81,8 +86,8 @@ impl RowStep {
         self.update_baseline(params, grads, m, v);
     }
 
-    // Two compiled copies of one loop: the same IEEE operations, four or
-    // eight lanes at a time, identical bits. Neither is inlined into its
+    // Three compiled copies of one loop: the same IEEE operations (no fused
+    // multiply-adds), four, eight or sixteen lanes at a time, identical bits. Neither is inlined into its
     // caller: the compiler vectorizes only while it knows the four slices
     // are disjoint, which it knows of a function's own `&mut` arguments.
     /// # Safety
@@ -90,6 +95,14 @@ impl RowStep {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn update_avx2(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+        self.update_lanes(params, grads, m, v);
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F (`update` checks before calling).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn update_avx512(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
         self.update_lanes(params, grads, m, v);
     }
 
@@ -125,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn the_avx2_update_gives_the_same_bits_as_the_baseline_one() {
+    fn every_compiled_update_gives_the_same_bits() {
         let mut adam = Adam::new(0.01);
         adam.begin_step();
         let step = adam.row_step();
@@ -134,7 +147,25 @@ mod tests {
         let ((mut p1, mut m1, mut v1), (mut p2, mut m2, mut v2)) = (start(), start());
         step.update_baseline(&mut p1, &g, &mut m1, &mut v1);
         step.update(&mut p2, &g, &mut m2, &mut v2);
-        assert_eq!((p1, m1, v1), (p2, m2, v2));
+        assert_eq!((&p1, &m1, &v1), (&p2, &m2, &v2));
+        #[cfg(target_arch = "x86_64")]
+        for (wide, name) in [
+            (std::arch::is_x86_feature_detected!("avx2"), "avx2"),
+            (std::arch::is_x86_feature_detected!("avx512f"), "avx512f"),
+        ] {
+            if !wide {
+                continue;
+            }
+            let (mut p3, mut m3, mut v3) = start();
+            // SAFETY: the CPU supports the feature (checked just above).
+            unsafe {
+                match name {
+                    "avx2" => step.update_avx2(&mut p3, &g, &mut m3, &mut v3),
+                    _ => step.update_avx512(&mut p3, &g, &mut m3, &mut v3),
+                }
+            }
+            assert_eq!((&p1, &m1, &v1), (&p3, &m3, &v3), "{name}");
+        }
     }
 
     #[test]
