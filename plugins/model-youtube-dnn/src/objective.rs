@@ -260,9 +260,12 @@ const TWO_PARTS_FROM: usize = 1 << 20;
 /// Which build of the row sweeps runs.
 #[derive(Clone, Copy, PartialEq)]
 enum Sweep {
-    /// AVX2 where the CPU has it.
+    /// AVX-512 where the CPU has it, else AVX2 where it has that.
     Widest,
-    /// The baseline x86-64 build (tests compare the two).
+    /// The AVX2 build (tests compare the three).
+    #[cfg(test)]
+    Avx2,
+    /// The baseline x86-64 build.
     #[cfg(test)]
     Baseline,
 }
@@ -403,12 +406,38 @@ impl<'a> Rows<'a> {
 
 fn rows(c: &Common<'_>, part: Rows<'_>, sweep: Sweep) {
     #[cfg(target_arch = "x86_64")]
-    if sweep == Sweep::Widest && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has just been found to support AVX2.
-        unsafe { rows_avx2(c, part) };
-        return;
+    {
+        let (avx512, avx2) = match sweep {
+            Sweep::Widest => (true, true),
+            #[cfg(test)]
+            Sweep::Avx2 => (false, true),
+            #[cfg(test)]
+            Sweep::Baseline => (false, false),
+        };
+        if avx512 && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has just been found to support AVX-512F.
+            unsafe { rows_avx512(c, part) };
+            return;
+        }
+        if avx2 && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has just been found to support AVX2.
+            unsafe { rows_avx2(c, part) };
+            return;
+        }
     }
     let _ = sweep;
+    rows_lanes(c, part);
+}
+
+/// [`rows_lanes`]'s element-wise sweeps sixteen lanes at a time instead of
+/// four (its reductions keep eight explicit lanes): the same operations in
+/// the same order, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512F (`rows` checks before calling).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512(c: &Common<'_>, part: Rows<'_>) {
     rows_lanes(c, part);
 }
 
@@ -740,15 +769,17 @@ mod tests {
         for (loss_kind, normalize) in [(Loss::Softmax, false), (Loss::Softmax, true), (Loss::Bce, false)] {
             let how = Logits { temperature: 0.1, normalize, loss: loss_kind };
             let batch = Batch { positives: &positives, candidates: &c, groups: Some(&groups), weights: &weights };
-            let run = |parts| {
+            let run = |parts, sweep| {
                 let mut g = VectorGradients::default();
                 let ws = &mut Workspace::default();
-                let l = loss_in_parts(how, &batch, d, (&u, &v, &r), ws, Some(&mut g), parts, Sweep::Widest);
+                let l = loss_in_parts(how, &batch, d, (&u, &v, &r), ws, Some(&mut g), parts, sweep);
                 (l.to_bits(), g.u, g.v, g.r)
             };
-            let (one, two) = (run(1), run(2));
+            let (one, two) = (run(1, Sweep::Widest), run(2, Sweep::Widest));
             assert!(one.1.iter().chain(&one.2).chain(&one.3).any(|&x| x != 0.0));
             assert!(one == two, "{how:?}: two parts differ from one");
+            assert!(run(1, Sweep::Avx2) == one, "{how:?}: the AVX2 build differs");
+            assert!(run(1, Sweep::Baseline) == one, "{how:?}: the baseline build differs");
         }
     }
 
@@ -804,6 +835,12 @@ mod tests {
                     );
                     assert_eq!(lanes.to_bits(), fused.to_bits());
                     assert_eq!((&g4.u, &g4.v, &g4.r), (&g.u, &g.v, &g.r));
+                    // And the AVX2 one (where the widest is AVX-512).
+                    let mut g8 = VectorGradients::default();
+                    let ws = &mut Workspace::default();
+                    let avx2 = loss_in_parts(how, &batch, d, (&u, &v, &r), ws, Some(&mut g8), 1, Sweep::Avx2);
+                    assert_eq!(avx2.to_bits(), fused.to_bits());
+                    assert_eq!((&g8.u, &g8.v, &g8.r), (&g.u, &g.v, &g.r));
                     // So do two parts (rows split at row 1, candidate rows at 2).
                     let mut g2 = VectorGradients::default();
                     let ws = &mut Workspace::default();
