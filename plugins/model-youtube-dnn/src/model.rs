@@ -1847,6 +1847,19 @@ mod tests {
         }
     }
 
+    /// A model at training sizes over `n_items` items and histories of `width`.
+    fn sized_model(p: YoutubeDnnParams, n_items: usize, width: usize) -> Tiny {
+        let cx = BuildCx {
+            seed: 5,
+            n_items,
+            n_users: 1,
+            max_history: width,
+            train: funnel_api::TrainConfig { lr: 0.01, ..Default::default() },
+            ..Default::default()
+        };
+        CandidateModel::new(Cpu::default(), p.into(), &cx)
+    }
+
     #[test]
     fn user_vectors_do_not_depend_on_the_rows_encoded_with_them() {
         // Training sizes, so the products take the same paths as in a run.
@@ -1871,15 +1884,7 @@ mod tests {
             },
         ];
         for p in variants {
-            let cx = BuildCx {
-                seed: 5,
-                n_items,
-                n_users: 1,
-                max_history: width,
-                train: funnel_api::TrainConfig { lr: 0.01, ..Default::default() },
-                ..Default::default()
-            };
-            let m = CandidateModel::new(Cpu::default(), p.clone().into(), &cx);
+            let m = sized_model(p.clone(), n_items, width);
             let whole = m.encode_users(&q, n, false).unwrap();
             assert_eq!(whole.len(), n * 64);
             assert!(whole.iter().all(|x| x.is_finite()) && whole.iter().any(|&x| x != 0.0));
@@ -1918,15 +1923,7 @@ mod tests {
         };
         let train = || {
             assert!(funnel_kernels::par::on_pool());
-            let cx = BuildCx {
-                seed: 5,
-                n_items,
-                n_users: 1,
-                max_history: width,
-                train: funnel_api::TrainConfig { lr: 0.01, ..Default::default() },
-                ..Default::default()
-            };
-            let mut m = CandidateModel::new(Cpu::default(), params.clone().into(), &cx);
+            let mut m = sized_model(params.clone(), n_items, width);
             let losses: Vec<f32> = (0..3).map(|_| m.train_step(&batch).unwrap().loss).collect();
             let vectors = m.user_vectors(&q).unwrap();
             (losses, m.training_state(), vectors)
