@@ -87,6 +87,12 @@ pub struct YoutubeDnnParams {
     /// sampler's logQ correction is on).
     #[param(default = Loss::Softmax)]
     pub loss: Loss,
+    /// Items the user has consumed are not negatives for their query: the
+    /// query's history, or with `[train] targets = "all_positions"` every
+    /// item of its window. Evaluation and serving rank only items the user
+    /// has not seen, so the model need not learn to rank seen ones low.
+    #[param(default = false)]
+    pub exclude_seen: bool,
     /// "lazy_adam": only the rows a batch touches are updated, so a step
     /// costs what the batch reads, not the catalog; "adam": every row's
     /// moments decay each step, like PyTorch's dense Adam.

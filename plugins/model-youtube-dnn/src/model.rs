@@ -24,7 +24,7 @@ use crate::adam::Adam;
 use crate::attention::{self, AttentionTensors, SelfAttention, Sequences};
 use crate::dense::{mlp, Layer, LayerTensors, Mat, ParamMut, ParamRef};
 use crate::fields::{FieldTable, ItemTable};
-use crate::objective::{self, Batch, Logits, VectorGradients, Workspace};
+use crate::objective::{self, Batch, Logits, SeenColumns, VectorGradients, Workspace};
 use crate::recurrent::{Cell, Recurrent, Steps};
 use crate::resident::{self, HostParams, Objective, Resident};
 use crate::table::{EmbeddingTable, PREFETCH_AHEAD};
@@ -131,6 +131,7 @@ pub fn steps_on_device(cfg: &Config, cx: &BuildCx) -> Result<bool> {
         outcomes: conditions_on_outcome(cfg, cx),
         item_tower: !cfg.params.item_hidden.is_empty(),
         hashed_items: encoding.items() != 0 && *encoding != ItemEncoding::identity(cx.n_items),
+        exclude_seen: cfg.params.exclude_seen,
     };
     let missing = resident::unsupported(&parts);
     let gpu = cx.train.device != "cpu";
@@ -710,6 +711,7 @@ impl<D: EncoderThreads> CandidateModel<D> {
         split_tower_products(parts.is_none() && funnel_kernels::par::on_pool());
         let how = self.logits();
         let groups = window_groups(batch);
+        let seen = self.cfg.params.exclude_seen.then(|| seen_columns(batch, self.n_items));
         let mut g = std::mem::take(&mut self.vector_grads);
         let mut workspace = std::mem::take(&mut self.workspace);
         let this = &*self;
@@ -752,6 +754,7 @@ impl<D: EncoderThreads> CandidateModel<D> {
                     positives: batch.positives,
                     candidates: batch.candidates,
                     groups: groups.as_deref(),
+                    seen: seen.as_ref(),
                     weights: batch.weights,
                 },
                 d,
@@ -1047,10 +1050,12 @@ impl<D: EncoderThreads> CandidateModel<D> {
         let v = self.candidate_vectors::<NoneTape>(&p.v, &t).out.map(|o| o.as_vec());
         let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| o.as_vec());
         let groups = window_groups(batch);
+        let seen = self.cfg.params.exclude_seen.then(|| seen_columns(batch, self.n_items));
         let batch = Batch {
             positives: batch.positives,
             candidates: batch.candidates,
             groups: groups.as_deref(),
+            seen: seen.as_ref(),
             weights: batch.weights,
         };
         let vectors = (&u[..], v.as_deref().unwrap_or(&p.v), r.as_deref().unwrap_or(&p.r));
@@ -1061,6 +1066,49 @@ impl<D: EncoderThreads> CandidateModel<D> {
 /// The outcome query row `r` asks about (0 when `q` names none).
 fn asked(q: &Queries, r: usize) -> u32 {
     q.outcomes.get(r).copied().unwrap_or(0)
+}
+
+/// The candidates of each row that its user has consumed (`exclude_seen`):
+/// a window's items (its history and its rows' targets) for each of its
+/// rows, or a query's history without windows. Explicit negatives (items the
+/// user disliked) stay negatives.
+fn seen_columns(batch: &TrainBatch<'_>, n_items: usize) -> SeenColumns {
+    let (q, c) = (batch.queries, batch.candidates);
+    let b = batch.positives.len();
+    let k = c.per_row.len() / b.max(1);
+    // One set of items per window, or per query.
+    let (set_of_row, sets): (Vec<u32>, Vec<Vec<ItemIdx>>) = match batch.windows {
+        Some(w) => {
+            let mut sets: Vec<Vec<ItemIdx>> = (0..w.histories.len()).map(|r| w.histories.row(r).to_vec()).collect();
+            for (wq, &p) in w.queries.iter().zip(batch.positives) {
+                sets[wq.row as usize].push(p);
+            }
+            (w.queries.iter().map(|wq| wq.row).collect(), sets)
+        }
+        None => ((0..b as u32).collect(), (0..b).map(|r| q.histories.row(r).to_vec()).collect()),
+    };
+    let columns: Vec<ItemIdx> = batch.positives.iter().chain(&c.shared).copied().collect();
+    let mut rows_of_set = vec![Vec::new(); sets.len()];
+    set_of_row.iter().enumerate().for_each(|(r, &s)| rows_of_set[s as usize].push(r));
+    let mut own_of_row = vec![Vec::new(); b];
+    let mut mark = vec![false; n_items];
+    let mut out =
+        SeenColumns { set_of_row, starts: vec![0], columns: Vec::new(), own_starts: vec![0], own: Vec::new() };
+    for (items, rows) in sets.iter().zip(&rows_of_set) {
+        items.iter().for_each(|&i| mark[i as usize] = true);
+        out.columns.extend((0..columns.len() as u32).filter(|&col| mark[columns[col as usize] as usize]));
+        out.starts.push(out.columns.len());
+        for &r in rows {
+            own_of_row[r] =
+                (0..(k - c.explicit) as u32).filter(|&j| mark[c.per_row[r * k + j as usize] as usize]).collect();
+        }
+        items.iter().for_each(|&i| mark[i as usize] = false);
+    }
+    for own in own_of_row {
+        out.own.extend(own);
+        out.own_starts.push(out.own.len());
+    }
+    out
 }
 
 /// The window of each row of a batch trained on windows.
@@ -2463,5 +2511,71 @@ mod tests {
         assert!(!steps_on_device(&mean, &cx(Engine::Host, "cuda")).unwrap());
         let err = steps_on_device(&gru, &cx(Engine::Device, "cpu")).unwrap_err().to_string();
         assert!(err.contains("engine = \"device\"") && err.contains("sequence encoder"), "{err}");
+        let seen: Config =
+            YoutubeDnnParams { exclude_seen: true, ..tiny_params(false, 0.5, Loss::Softmax, true) }.into();
+        assert!(!steps_on_device(&seen, &cx(Engine::Auto, "cuda")).unwrap());
+        let err = steps_on_device(&seen, &cx(Engine::Device, "cpu")).unwrap_err().to_string();
+        assert!(err.contains("exclude_seen"), "{err}");
+    }
+
+    #[test]
+    fn seen_columns_hold_a_windows_items_or_a_querys_history() {
+        // Two windows: [1, 2] read by rows 0 (target 2) and 1 (target 4),
+        // and [5] read by row 2 (target 6). Shared columns: the positives
+        // 2, 4, 6, then the negatives 1, 5, 3. Each row has two own
+        // negatives, the last one explicit.
+        let mut w = Windows::new(2);
+        w.histories.push(&[1, 2]);
+        w.histories.push(&[5]);
+        w.queries = vec![
+            WindowQuery { row: 0, prefix: 1 },
+            WindowQuery { row: 0, prefix: 2 },
+            WindowQuery { row: 1, prefix: 1 },
+        ];
+        let mut q = Queries::new(2);
+        q.push(&[1], 0, 0.0);
+        q.push(&[1, 2], 0, 0.0);
+        q.push(&[5], 1, 0.0);
+        let positives = [2, 4, 6];
+        let c = Candidates {
+            shared: vec![1, 5, 3],
+            shared_log_q: vec![-1.0; 3],
+            per_row: vec![4, 1, 3, 2, 5, 6],
+            per_row_log_q: vec![-1.0; 6],
+            in_batch: true,
+            positive_log_q: vec![-1.0; 3],
+            explicit: 1,
+            ..Default::default()
+        };
+        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w), weights: &[] };
+        let seen = seen_columns(&batch, 8);
+        // Window 0 holds 1, 2, 4: columns 0 (2), 1 (4), 3 (1); window 1 holds 5, 6: columns 2 (6), 4 (5).
+        assert_eq!(seen.set_of_row, vec![0, 0, 1]);
+        assert_eq!((seen.starts.clone(), seen.columns.clone()), (vec![0, 3, 5], vec![0, 1, 3, 2, 4]));
+        // Own negatives: row 0's 4 (j = 0), row 1's 3 unseen, row 2's 5 (j = 0); explicit ones never.
+        assert_eq!((seen.own_starts.clone(), seen.own.clone()), (vec![0, 1, 1, 2], vec![0, 0]));
+        // Without windows, each query's history: row 0 has seen 1, row 1 items 1 and 2, row 2 item 5.
+        let seen = seen_columns(&TrainBatch { windows: None, ..batch }, 8);
+        assert_eq!(seen.set_of_row, vec![0, 1, 2]);
+        assert_eq!((seen.starts, seen.columns), (vec![0, 1, 3, 4], vec![3, 0, 3, 4]));
+        assert_eq!((seen.own_starts, seen.own), (vec![0, 0, 0, 1], vec![0]));
+    }
+
+    #[test]
+    fn excluding_seen_items_passes_the_gradient_check() {
+        let (w, q, positives) = windows();
+        let c = candidates(&[2, 3], true, positives.len());
+        let batch = TrainBatch { queries: &q, positives: &positives, candidates: &c, windows: Some(&w), weights: &[] };
+        let params =
+            YoutubeDnnParams { exclude_seen: true, ..encoder_params(SequenceEncoder::SelfAttention, 4, 2, 0.0) };
+        let mut m = tiny_model(params.into(), SideInputs::default());
+        let with = m.loss(&batch);
+        m.cfg.params.exclude_seen = false;
+        assert!(m.loss(&batch) != with, "the windows' items are among the candidates, so masking them moves the loss");
+        m.cfg.params.exclude_seen = true;
+        check_batch_gradients(m, &q, &positives, c, Some(&w));
+        // Without windows: each query's history.
+        let mean = YoutubeDnnParams { exclude_seen: true, ..tiny_params(false, 1.0, Loss::Softmax, false) };
+        check_gradients_of(tiny_model(mean.into(), SideInputs::default()), candidates(&[0, 2, 1], true, 2));
     }
 }

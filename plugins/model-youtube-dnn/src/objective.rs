@@ -19,6 +19,30 @@ use crate::Loss;
 /// off): far below any real logit, yet finite so no `inf - inf` appears.
 pub const MASKED: f32 = -1.0e9;
 
+/// The candidates each row must not take as negatives because its user has
+/// consumed them (`exclude_seen`): rows share sets (a window's rows read one
+/// window); set `s`'s shared columns are `columns[starts[s]..starts[s + 1]]`,
+/// row `r`'s own negatives `own[own_starts[r]..own_starts[r + 1]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenColumns {
+    pub set_of_row: Vec<u32>,
+    pub starts: Vec<usize>,
+    pub columns: Vec<u32>,
+    pub own_starts: Vec<usize>,
+    pub own: Vec<u32>,
+}
+
+impl SeenColumns {
+    fn shared(&self, row: usize) -> &[u32] {
+        let s = self.set_of_row[row] as usize;
+        &self.columns[self.starts[s]..self.starts[s + 1]]
+    }
+
+    fn own(&self, row: usize) -> &[u32] {
+        &self.own[self.own_starts[row]..self.own_starts[row + 1]]
+    }
+}
+
 /// How logits are formed from vectors.
 #[derive(Debug, Clone, Copy)]
 pub struct Logits {
@@ -68,6 +92,9 @@ pub struct Batch<'a> {
     /// its own column) hold that user's other positives, known hits rather
     /// than negatives, and are masked.
     pub groups: Option<&'a [u32]>,
+    /// Candidates each row's user has consumed, masked for that row (its
+    /// own column aside).
+    pub seen: Option<&'a SeenColumns>,
     /// Each row's weight in the mean loss; empty means 1 for every row.
     pub weights: &'a [f32],
 }
@@ -81,6 +108,9 @@ impl Batch<'_> {
         let c = self.candidates;
         let b = self.positives.len();
         let pos = self.positives[row];
+        if col != row && self.seen.is_some_and(|s| s.shared(row).contains(&(col as u32))) {
+            return MASKED;
+        }
         let (item, log_q) = if col < b {
             let same_window = self.groups.is_some_and(|g| g[col] == g[row]);
             if col != row && (!c.in_batch || self.positives[col] == pos || same_window) {
@@ -100,15 +130,16 @@ impl Batch<'_> {
         }
     }
 
-    /// Additive term of row `row`'s own negative `j`: as for a shared one,
-    /// except that the last `explicit` are explicit negatives whose `-ln w`
+    /// Additive term of row `row`'s own negative `j`: as for a shared one
+    /// (masked when it is the positive or seen), except that the last `explicit` are explicit negatives whose `-ln w`
     /// is always subtracted (their weight is not a sampling correction).
     #[inline]
     fn own_offset(&self, row: usize, j: usize) -> f32 {
         let c = self.candidates;
         let k = c.per_row.len() / self.positives.len();
         let log_q = c.per_row_log_q[row * k + j];
-        if c.per_row[row * k + j] == self.positives[row] {
+        let seen = || self.seen.is_some_and(|s| s.own(row).contains(&(j as u32)));
+        if c.per_row[row * k + j] == self.positives[row] || seen() {
             MASKED
         } else if j + c.explicit >= k {
             -log_q
@@ -498,10 +529,14 @@ fn rows_lanes(c: &Common<'_>, part: Rows<'_>) {
                 *z = if g == mine { MASKED } else { *z };
             }
         }
+        if let Some(seen) = batch.seen {
+            seen.shared(row).iter().for_each(|&col| shared[col as usize] = MASKED);
+        }
         shared[row] = own_dot * inv_t + column_offsets[row];
         for (j, z) in own.iter_mut().enumerate() {
             *z = *z * inv_t + batch.own_offset(row, j);
         }
+
         losses[i] = match how.loss {
             Loss::Softmax => {
                 let max = max(shared).max(max(own));
@@ -590,7 +625,7 @@ mod tests {
 
     /// Every row's additive terms: shared columns, then its own.
     fn offsets(positives: &[ItemIdx], c: &Candidates) -> Vec<f32> {
-        let batch = Batch { positives, candidates: c, groups: None, weights: &[] };
+        let batch = Batch { positives, candidates: c, groups: None, seen: None, weights: &[] };
         let (b, k) = (positives.len(), c.per_row.len() / positives.len());
         let mut out = Vec::new();
         for row in 0..b {
@@ -648,7 +683,7 @@ mod tests {
         // temperature 0.5, no correction: logits 4, -4, 2.
         let c = candidates(&[8, 9], &[0.0, 0.0], &[0.0]);
         let c = Candidates { log_q_correction: false, ..c };
-        let batch = Batch { positives: &[7], candidates: &c, groups: None, weights: &[] };
+        let batch = Batch { positives: &[7], candidates: &c, groups: None, seen: None, weights: &[] };
         let how = Logits { temperature: 0.5, normalize: false, loss: Loss::Softmax };
         let mut g = VectorGradients::default();
         let l = loss(how, &batch, 1, (&[2.0], &[1.0, -1.0, 0.5], &[]), &mut Workspace::default(), Some(&mut g));
@@ -684,7 +719,7 @@ mod tests {
             ..Default::default()
         };
         let weights = [0.5f32, 2.0];
-        let batch = Batch { positives: &[7, 6], candidates: &c, groups: None, weights: &weights };
+        let batch = Batch { positives: &[7, 6], candidates: &c, groups: None, seen: None, weights: &weights };
         let how = Logits { temperature: 1.0, normalize: false, loss: Loss::Softmax };
         let (u, v, r) = ([2.0f32, -1.0], [1.0f32, 0.5, -1.0], [0.5f32, 0.25, 3.0, 1.0, -2.0, 1.0]);
         let mut g = VectorGradients::default();
@@ -768,7 +803,8 @@ mod tests {
         let r: Vec<f32> = (0..b * k * d).map(|i| value(i + 7)).collect();
         for (loss_kind, normalize) in [(Loss::Softmax, false), (Loss::Softmax, true), (Loss::Bce, false)] {
             let how = Logits { temperature: 0.1, normalize, loss: loss_kind };
-            let batch = Batch { positives: &positives, candidates: &c, groups: Some(&groups), weights: &weights };
+            let batch =
+                Batch { positives: &positives, candidates: &c, groups: Some(&groups), seen: None, weights: &weights };
             let run = |parts, sweep| {
                 let mut g = VectorGradients::default();
                 let ws = &mut Workspace::default();
@@ -799,7 +835,18 @@ mod tests {
         let cases = [(false, None), (true, None), (true, Some(&[0u32, 1, 1][..]))].into_iter().flat_map(
             |(in_batch, groups)| [(in_batch, groups, 0, &[][..]), (in_batch, groups, 1, &[0.5, 2.0, 1.5][..])],
         );
-        for (in_batch, groups, explicit, weights) in cases {
+        // Seen candidates: rows 1 and 2 share a set holding item 8 (shared
+        // column 4) and row 0's positive (column 0); row 0's set holds item 5
+        // (columns 1 and 3) and its own negative 9 (j = 1).
+        let seen = SeenColumns {
+            set_of_row: vec![0, 1, 1],
+            starts: vec![0, 2, 4],
+            columns: vec![1, 3, 0, 4],
+            own_starts: vec![0, 1, 1, 1],
+            own: vec![1],
+        };
+        let cases = cases.flat_map(|case| [(case, None), (case, Some(&seen))]);
+        for ((in_batch, groups, explicit, weights), seen) in cases {
             for correction in [false, true] {
                 for (loss_kind, normalize) in [(Loss::Softmax, false), (Loss::Softmax, true), (Loss::Bce, false)] {
                     let c = Candidates {
@@ -812,14 +859,15 @@ mod tests {
                         log_q_correction: correction,
                         explicit,
                     };
-                    let batch = Batch { positives: &positives, candidates: &c, groups, weights };
+                    let batch = Batch { positives: &positives, candidates: &c, groups, seen, weights };
                     let how = Logits { temperature: 0.7, normalize, loss: loss_kind };
                     let mut g = VectorGradients::default();
                     let fused = loss(how, &batch, d, (&u, &v, &r), &mut Workspace::default(), Some(&mut g));
                     let expected = reference_loss(how, &batch, d, &u, &v, &r);
                     assert!(
                         (fused - expected).abs() < 1e-5,
-                        "{fused} vs {expected} ({in_batch}, {correction}, {explicit}, {how:?})"
+                        "{fused} vs {expected} ({in_batch}, {correction}, {explicit}, {}, {how:?})",
+                        seen.is_some()
                     );
                     // The baseline build of the sweeps gives the same bits.
                     let mut g4 = VectorGradients::default();
@@ -850,5 +898,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_seen_candidate_counts_as_if_it_were_absent() {
+        // Row 0 (positive 3) has seen items 5 and 8: shared columns 1 (row 1's
+        // positive) and 3 (negative 8) and its own negative 8 leave its
+        // softmax, which keeps column 0 (its positive), column 2 (negative 9)
+        // and its own negative 1. Row 1 (positive 5) has seen nothing.
+        let positives = [3, 5];
+        let c = Candidates {
+            shared: vec![9, 8],
+            shared_log_q: vec![0.0; 2],
+            per_row: vec![8, 1, 2, 6],
+            per_row_log_q: vec![0.0; 4],
+            in_batch: true,
+            positive_log_q: vec![0.0; 2],
+            ..Default::default()
+        };
+        let seen = SeenColumns {
+            set_of_row: vec![0, 1],
+            starts: vec![0, 2, 2],
+            columns: vec![1, 3],
+            own_starts: vec![0, 1, 1],
+            own: vec![0],
+        };
+        let d = 1;
+        let (u, v, r) = ([1.0f32, 0.5], [0.2f32, -0.4, 0.9, 0.3], [0.7f32, -0.1, 0.6, 0.8]);
+        let how = Logits { temperature: 1.0, normalize: false, loss: Loss::Softmax };
+        let batch = Batch { positives: &positives, candidates: &c, groups: None, seen: Some(&seen), weights: &[] };
+        let got = loss(how, &batch, d, (&u, &v, &r), &mut Workspace::default(), None);
+        // By hand: logit = u * vector; each row's loss is logsumexp - positive.
+        let row =
+            |u: f32, kept: &[f32], positive: f32| kept.iter().map(|x| (u * x).exp()).sum::<f32>().ln() - u * positive;
+        let row0 = row(1.0, &[0.2, 0.9, -0.1], 0.2);
+        let row1 = row(0.5, &[0.2, -0.4, 0.9, 0.3, 0.6, 0.8], -0.4);
+        assert!((got - (row0 + row1) / 2.0).abs() < 1e-6, "{got} vs {}", (row0 + row1) / 2.0);
     }
 }

@@ -115,6 +115,7 @@ pub fn unsupported(p: &Parts) -> Option<&'static str> {
         (p.outcomes, "outcome-conditioned queries"),
         (p.item_tower, "an item tower"),
         (p.hashed_items, "hashed item IDs"),
+        (p.exclude_seen, "seen items excluded from the negatives (exclude_seen)"),
     ]
     .into_iter()
     .find(|(has, _)| *has)
@@ -128,6 +129,7 @@ pub struct Parts {
     pub outcomes: bool,
     pub item_tower: bool,
     pub hashed_items: bool,
+    pub exclude_seen: bool,
 }
 
 /// The host parameters a [`Resident`] is made from and synced back to.
