@@ -66,6 +66,10 @@ impl MlflowServer {
             .arg("--artifacts-destination")
             .arg(self.dir.path().join("artifacts"))
             .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+            // Its telemetry thread sets and unsets an environment variable while
+            // the server copies the environment, which can fail the start; nothing
+            // here reports usage anyway.
+            .env("MLFLOW_DISABLE_TELEMETRY", "true")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())

@@ -63,6 +63,10 @@ pub fn up(root: &Path, port: u16) -> Result<String> {
         // MLflow 3's background job runner (GenAI evaluation jobs) starts
         // eight more Python processes, ~2 GB; experiment tracking needs none.
         .env("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        // Its telemetry thread sets and unsets an environment variable while
+        // the server copies the environment, which can fail the start; nothing
+        // here reports usage anyway.
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
