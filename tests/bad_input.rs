@@ -149,7 +149,7 @@ fn plugins_lists_every_component_with_defaults() {
 fn broken_experiments_each_get_one_clear_error() {
     type Case = (&'static str, &'static str, &'static [&'static str], &'static [&'static str]);
     let cases: &[Case] = &[
-        // (replace, with, extra args, needles)
+        // (replace, with, "run" (else `check`) and further args, needles)
         ("dim = 32", "dim = -1", &[], &["exp.toml", "key `dim`", "-1"]),
         ("epochs = 1", "epochs = 0", &[], &["exp.toml", "epochs", "at least 1"]),
         ("batch_size = 128", "batch_size = 1e400", &[], &["exp.toml"]),
@@ -179,6 +179,13 @@ fn broken_experiments_each_get_one_clear_error() {
         ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\nlayers = 0", &["run"], &["key `layers`"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"transformer\"", &[], &["exp.toml", "self_attention"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"lstm\"\nlstm_hidden = 0", &["run"], &["key `lstm_hidden`"]),
+        // The device engine does not cover exclude_seen: said before training.
+        (
+            "dim = 32",
+            "dim = 32\nexclude_seen = true",
+            &["run", "--set", "train.engine=device"],
+            &["engine = \"device\"", "exclude_seen"],
+        ),
         // Outcomes: a weight below zero, an outcome the dataset does not
         // declare (known once it loads), a rule on a column it lacks.
         ("lr = 0.002", "lr = 0.002\noutcomes = { liked = -1.0 }", &[], &["exp.toml", "`outcomes.liked`", ">= 0"]),
@@ -206,6 +213,7 @@ fn broken_experiments_each_get_one_clear_error() {
         edit(&exp, from, to);
         let mut argv = vec![if args.contains(&"run") { "run" } else { "check" }, "exp.toml"];
         argv.extend(["--runs-dir", "runs", "--reports-dir", "reports"]);
+        argv.extend(args.iter().filter(|a| **a != "run"));
         let out = funnel(dir.path(), &argv);
         assert_eq!(out.code, Some(2), "{to:?} should fail with exit code 2:\n{}", out.stderr);
         out.assert_error(needles);
