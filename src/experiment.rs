@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
-use funnel_api::{ComponentKind, ParamError, Registry};
+use funnel_api::{ComponentKind, ParamError, Registry, Targets, WindowCuts};
 use serde::{Deserialize, Serialize};
 
 /// `[experiment]`
@@ -386,6 +386,12 @@ fn check_train(t: &TrainConfig) -> Result<()> {
         bail!(
             "key `lr_final_fraction`: must be a number from 0 to 1 (a fraction of `lr`), found {}",
             t.lr_final_fraction
+        );
+    }
+    if t.window_cuts == WindowCuts::Random && t.targets != Targets::AllPositions {
+        bail!(
+            "key `window_cuts`: \"random\" cuts the sequence windows of `targets = \"all_positions\"`; with \
+             `targets = \"last\"` there are none (remove the key or train on every position)"
         );
     }
     if t.max_grad_norm.is_nan() || t.max_grad_norm <= 0.0 {

@@ -1,6 +1,7 @@
 //! The training loop: shuffled mini-batches, the sampler's candidates, one
 //! model step each, validation after every epoch, best epoch kept.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
@@ -8,11 +9,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use funnel_api::{
     Candidates, EvalCase, Evaluation, Evaluator, Example, ExampleSet, ItemIdx, Metrics, Model, ModelState, Queries,
-    Sampler, Targets, Tracker, TrainBatch, WindowQuery, Windows,
+    Sampler, Targets, Tracker, TrainBatch, WindowCuts, WindowQuery, Windows,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::experiment::TrainConfig;
@@ -98,7 +99,7 @@ fn train(
         eprintln!("resuming after epoch {}", c.epoch);
     }
     check_windows(cfg, examples.max_history)?;
-    let units = TrainingUnits::new(examples, cfg.targets, cfg.window_overlap, plan);
+    let units = TrainingUnits::new(examples, cfg, seed, plan);
     let mut explicit = ExplicitNegatives::new(cfg, examples);
     if let Some(e) = &explicit {
         eprintln!(
@@ -116,8 +117,11 @@ fn train(
             }
         );
     }
-    let n_batches = units.units.len().div_ceil(cfg.batch_size);
-    let total_steps = n_batches * cfg.epochs;
+    // Random cuts change an epoch's windows, and so its steps; the schedule
+    // counts every epoch's, known up front from the seed.
+    let batches: Vec<usize> =
+        (1..=cfg.epochs).map(|epoch| units.for_epoch(epoch).len().div_ceil(cfg.batch_size)).collect();
+    let total_steps: usize = batches.iter().sum();
     if cfg.lr_varies() {
         model.set_learning_rate(cfg.lr_at(0, total_steps))?;
     }
@@ -134,8 +138,9 @@ fn train(
         // Each epoch's randomness derives from the seed and the epoch alone,
         // so a run resumed from a checkpoint draws exactly what it would have.
         let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        let mut order: Vec<(Example, u32)> = units.units.clone();
+        let mut order: Vec<(Example, u32)> = units.for_epoch(epoch).into_owned();
         order.shuffle(&mut rng);
+        let (n_batches, steps_before) = (batches[epoch - 1], batches[..epoch - 1].iter().sum::<usize>());
         let (epoch_sampler, rng) = (&mut *sampler, &mut rng);
         let started = Instant::now();
         let mut bar = progress(n_batches, &format!("epoch {epoch}/{}", cfg.epochs));
@@ -184,7 +189,7 @@ fn train(
                 }
                 if cfg.lr_varies() {
                     // The step size follows from the global step alone, so resumes repeat it.
-                    model.set_learning_rate(cfg.lr_at((epoch - 1) * n_batches + step, total_steps))?;
+                    model.set_learning_rate(cfg.lr_at(steps_before + step, total_steps))?;
                 }
                 model.apply_gradients();
                 loss_sum += stats.loss as f64 * buf.positives.len() as f64;
@@ -227,7 +232,7 @@ fn train(
         );
         let mut logged = epoch_metrics(&record);
         if cfg.lr_varies() {
-            logged.insert("epoch/lr".into(), cfg.lr_at(epoch * n_batches - 1, total_steps));
+            logged.insert("epoch/lr".into(), cfg.lr_at(steps_before + n_batches - 1, total_steps));
         }
         tracker.log_metrics(epoch as u64, &logged)?;
         if best.as_ref().is_none_or(|(_, s, _)| score > *s) {
@@ -268,10 +273,12 @@ struct TrainingUnits<'p> {
     trained: Vec<Vec<u32>>,
     /// Targets an epoch trains: the examples/s and loss of an epoch count these.
     targets: usize,
+    cuts: Cuts,
 }
 
 impl<'p> TrainingUnits<'p> {
-    fn new(examples: &ExampleSet, mode: Targets, overlap: usize, plan: &'p OutcomePlan) -> TrainingUnits<'p> {
+    fn new(examples: &ExampleSet, cfg: &TrainConfig, seed: u64, plan: &'p OutcomePlan) -> TrainingUnits<'p> {
+        let mode = cfg.targets;
         match mode {
             Targets::Last => {
                 let units: Vec<(Example, u32)> = examples
@@ -279,7 +286,8 @@ impl<'p> TrainingUnits<'p> {
                     .iter()
                     .flat_map(|&ex| plan.trained(examples, ex).map(move |(o, _)| (ex, o)))
                     .collect();
-                TrainingUnits { mode, targets: units.len(), units, plan, trained: Vec::new() }
+                let cuts = Cuts { max_history: 0, overlap: 0, random: None };
+                TrainingUnits { mode, targets: units.len(), units, plan, trained: Vec::new(), cuts }
             }
             Targets::AllPositions => {
                 let mut trained = vec![Vec::new(); examples.sequences.len()];
@@ -288,37 +296,78 @@ impl<'p> TrainingUnits<'p> {
                         trained[ex.user as usize].push(ex.position + ex.ahead);
                     }
                 }
-                let (mut units, mut targets) = (Vec::new(), 0);
+                let mut targets = 0;
                 for (user, positions) in trained.iter_mut().enumerate() {
                     positions.sort_unstable();
                     positions.dedup();
-                    // From the most recent back: a window ending at `end`
-                    // covers the targets after its first item (after its
-                    // first `overlap + 1` items unless it starts the
-                    // sequence), so the next window ends at that item or
-                    // before it.
-                    let mut next = positions.len();
-                    while next > 0 {
-                        let end = positions[next - 1];
-                        let start = window_start(end, examples.max_history);
-                        let context = if start > 0 { (start + overlap as u32).min(end - 1) } else { 0 };
-                        let covered = positions[..next].partition_point(|&p| p <= context);
-                        targets += positions[covered..next]
-                            .iter()
-                            .map(|&p| {
-                                plan.trained(examples, Example { user: user as u32, position: p, ahead: 0 }).count()
-                            })
-                            .sum::<usize>();
-                        if end > start {
-                            units.push((Example { user: user as u32, position: end, ahead: 0 }, context));
-                        }
-                        next = covered.min(next - 1);
-                    }
+                    targets += positions
+                        .iter()
+                        .filter(|&&p| p > 0)
+                        .map(|&p| plan.trained(examples, Example { user: user as u32, position: p, ahead: 0 }).count())
+                        .sum::<usize>();
                 }
-                units.sort_unstable_by_key(|(e, _)| (e.user, e.position));
-                TrainingUnits { mode, units, plan, trained, targets }
+                let random = (cfg.window_cuts == WindowCuts::Random).then_some(seed);
+                let cuts = Cuts { max_history: examples.max_history, overlap: cfg.window_overlap, random };
+                let units = cuts.windows(&trained, None);
+                TrainingUnits { mode, units, plan, trained, targets, cuts }
             }
         }
+    }
+
+    /// What epoch `epoch` (1-based) shuffles: the same units every epoch,
+    /// or with `window_cuts = "random"` that epoch's windows.
+    fn for_epoch(&self, epoch: usize) -> Cow<'_, [(Example, u32)]> {
+        match self.cuts.random {
+            Some(seed) if self.mode == Targets::AllPositions => {
+                Cow::Owned(self.cuts.windows(&self.trained, Some((seed, epoch))))
+            }
+            _ => Cow::Borrowed(&self.units),
+        }
+    }
+}
+
+/// How a user's training positions are cut into windows.
+struct Cuts {
+    max_history: usize,
+    overlap: usize,
+    /// With random cuts: the run's seed, from which each epoch's shifts derive.
+    random: Option<u64>,
+}
+
+impl Cuts {
+    /// Windows' ends, each beside the last position that is context only,
+    /// sorted by user and end. With `shifted`'s seed and epoch, each user's
+    /// most recent window trains only its last `max_history - s` positions
+    /// (`s` drawn from 0 to `max_history - 1`), moving every cut before it.
+    fn windows(&self, trained: &[Vec<u32>], shifted: Option<(u64, usize)>) -> Vec<(Example, u32)> {
+        let mut rng = shifted.map(|(seed, epoch)| {
+            StdRng::seed_from_u64(seed ^ 0x6375_7473 ^ (epoch as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9))
+        });
+        let mut units = Vec::new();
+        for (user, positions) in trained.iter().enumerate() {
+            let shift = rng.as_mut().map_or(0, |r| r.gen_range(0..self.max_history.max(1)));
+            // From the most recent back: a window ending at `end` covers the
+            // targets after its first item (after its first `overlap + 1`
+            // items unless it starts the sequence), so the next window ends
+            // at that item or before it.
+            let mut next = positions.len();
+            let mut first = true;
+            while next > 0 {
+                let end = positions[next - 1];
+                let start = window_start(end, self.max_history);
+                let mut context = if start > 0 { (start + self.overlap as u32).min(end - 1) } else { 0 };
+                if std::mem::take(&mut first) && shift > 0 {
+                    context = context.max(end.saturating_sub((self.max_history - shift) as u32));
+                }
+                let covered = positions[..next].partition_point(|&p| p <= context);
+                if end > start {
+                    units.push((Example { user: user as u32, position: end, ahead: 0 }, context));
+                }
+                next = covered.min(next - 1);
+            }
+        }
+        units.sort_unstable_by_key(|(e, _)| (e.user, e.position));
+        units
     }
 }
 
@@ -525,7 +574,7 @@ mod tests {
         let plan = OutcomePlan::new(&cfg, &set).unwrap();
         let mut rng = StdRng::seed_from_u64(0);
         for mode in [Targets::Last, Targets::AllPositions] {
-            let units = TrainingUnits::new(&set, mode, 0, &plan);
+            let units = units_of(&set, mode, 0, &plan);
             assert_eq!(units.targets, 4, "{mode:?}");
             let mut buf = BatchBuffers::new(3, 8);
             buf.fill(&set, &units, &units.units, &mut Nothing, &mut rng);
@@ -545,17 +594,31 @@ mod tests {
         // Only loved trained: one query, no weights needed.
         let loved = TrainConfig { outcomes: [("loved".to_string(), 1.0)].into(), ..TrainConfig::default() };
         let plan = OutcomePlan::new(&loved, &set).unwrap();
-        let units = TrainingUnits::new(&set, Targets::Last, 0, &plan);
+        let units = units_of(&set, Targets::Last, 0, &plan);
         let mut buf = BatchBuffers::new(3, 8);
         buf.fill(&set, &units, &units.units, &mut Nothing, &mut rng);
         assert_eq!((buf.positives.clone(), buf.weights.is_empty()), (vec![1, 3], true));
     }
 
+    fn units_of<'p>(set: &ExampleSet, targets: Targets, overlap: usize, plan: &'p OutcomePlan) -> TrainingUnits<'p> {
+        let cfg = TrainConfig { targets, window_overlap: overlap, ..TrainConfig::default() };
+        TrainingUnits::new(set, &cfg, 0, plan)
+    }
+
     fn window_targets(set: &ExampleSet, units: &TrainingUnits<'_>) -> Vec<(u32, u32, Vec<ItemIdx>)> {
+        cut_targets(set, units, &units.units)
+    }
+
+    /// Each (user, target position, history) the windows `list` train.
+    fn cut_targets(
+        set: &ExampleSet,
+        units: &TrainingUnits<'_>,
+        list: &[(Example, u32)],
+    ) -> Vec<(u32, u32, Vec<ItemIdx>)> {
         let mut buf = BatchBuffers::new(set.max_history, 2);
         let mut out = Vec::new();
         let mut rng = StdRng::seed_from_u64(0);
-        for chunk in units.units.chunks(2) {
+        for chunk in list.chunks(2) {
             buf.fill(set, units, chunk, &mut Nothing, &mut rng);
             let w = buf.windows.as_ref().expect("all positions fill windows");
             assert_eq!(w.queries.len(), buf.positives.len());
@@ -588,7 +651,7 @@ mod tests {
             ..Default::default()
         };
         let plan = OutcomePlan::new(&TrainConfig::default(), &set).unwrap();
-        let units = TrainingUnits::new(&set, Targets::AllPositions, 0, &plan);
+        let units = units_of(&set, Targets::AllPositions, 0, &plan);
         // Windows of user 0 end at 9 (items 5..=9), 5 (1..=5), 1 (0..=1).
         assert_eq!(
             units.units.iter().map(|(e, _)| (e.user, e.position)).collect::<Vec<_>>(),
@@ -604,7 +667,7 @@ mod tests {
         assert!(covered.contains(&(0, 9, vec![5, 6, 7, 8])));
         assert!(covered.contains(&(0, 2, vec![1])), "the window 1..=5 starts at item 1");
 
-        let last = TrainingUnits::new(&set, Targets::Last, 0, &plan);
+        let last = units_of(&set, Targets::Last, 0, &plan);
         assert_eq!((last.units.len(), last.targets), (11, 11));
     }
 
@@ -618,7 +681,7 @@ mod tests {
             ..Default::default()
         };
         let plan = OutcomePlan::new(&TrainConfig::default(), &set).unwrap();
-        let units = TrainingUnits::new(&set, Targets::AllPositions, 2, &plan);
+        let units = units_of(&set, Targets::AllPositions, 2, &plan);
         // Windows end at 11 (items 7..=11, targets 10, 11), 9 (5..=9: 8, 9),
         // 7 (3..=7: 6, 7), 5 (1..=5: 4, 5) and 3 (0..=3, the first: 1..=3).
         assert_eq!(
@@ -636,9 +699,56 @@ mod tests {
         }
         assert!(covered.contains(&(0, 10, vec![7, 8, 9])) && covered.contains(&(0, 4, vec![1, 2, 3])));
         // Without overlap the target 8 (window 5..=9's first) sees one item.
-        let tiled = window_targets(&set, &TrainingUnits::new(&set, Targets::AllPositions, 0, &plan));
+        let tiled = window_targets(&set, &units_of(&set, Targets::AllPositions, 0, &plan));
         assert!(tiled.contains(&(0, 8, vec![7])));
         assert_eq!(tiled.len(), 11);
+    }
+
+    #[test]
+    fn random_cuts_move_each_epoch_and_still_train_every_target_once() {
+        // User 0: positions 1..=29 trained (30, 31 held out); user 1: 1..=3.
+        let set = ExampleSet {
+            sequences: vec![(0..32).collect(), vec![40, 41, 42, 43]],
+            max_history: 4,
+            train: (1..30)
+                .map(|position| Example { user: 0, position, ahead: 0 })
+                .chain((1..4).map(|position| Example { user: 1, position, ahead: 0 }))
+                .collect(),
+            ..Default::default()
+        };
+        let plan = OutcomePlan::new(&TrainConfig::default(), &set).unwrap();
+        let cfg =
+            TrainConfig { targets: Targets::AllPositions, window_cuts: WindowCuts::Random, ..TrainConfig::default() };
+        let units = TrainingUnits::new(&set, &cfg, 7, &plan);
+        assert_eq!(units.targets, 32);
+        let expected: Vec<(u32, u32)> = set.train.iter().map(|e| (e.user, e.position)).collect();
+        let mut cut_sets = std::collections::BTreeSet::new();
+        let mut last_window_trains = std::collections::BTreeSet::new();
+        for epoch in 1..=60 {
+            let list = units.for_epoch(epoch).into_owned();
+            assert_eq!(list, units.for_epoch(epoch).into_owned(), "an epoch's cuts follow from the seed");
+            let covered = cut_targets(&set, &units, &list);
+            let positions: Vec<(u32, u32)> = covered.iter().map(|(u, p, _)| (*u, *p)).collect();
+            assert_eq!(positions, expected, "epoch {epoch}: every training target once");
+            // A query reads the items right before its target, at most 4.
+            for (user, p, h) in &covered {
+                let seq = &set.sequences[*user as usize];
+                assert!(!h.is_empty() && h.len() <= 4, "{h:?}");
+                assert_eq!(h[..], seq[*p as usize - h.len()..*p as usize]);
+            }
+            let (end, context) = list.iter().rfind(|(e, _)| e.user == 0).map(|(e, c)| (e.position, *c)).unwrap();
+            assert_eq!(end, 29);
+            last_window_trains.insert(end - context);
+            cut_sets.insert(list.iter().map(|(e, c)| (e.user, e.position, *c)).collect::<Vec<_>>());
+        }
+        // The most recent window trains 4 - s positions, s uniform on 0..4.
+        assert_eq!(last_window_trains, [1, 2, 3, 4].into());
+        assert!(cut_sets.len() >= 8, "cuts move from epoch to epoch: {} distinct", cut_sets.len());
+        // Another seed draws other cuts; fixed cuts are the same every epoch.
+        let other = TrainingUnits::new(&set, &cfg, 8, &plan);
+        assert!((1..=10).any(|e| other.for_epoch(e) != units.for_epoch(e)));
+        let fixed = TrainingUnits::new(&set, &TrainConfig { window_cuts: WindowCuts::Fixed, ..cfg }, 7, &plan);
+        assert!((1..=10).all(|e| fixed.for_epoch(e)[..] == fixed.units[..]));
     }
 
     #[test]

@@ -173,6 +173,7 @@ fn broken_experiments_each_get_one_clear_error() {
             &["run"],
             &["window_overlap = 20", "max_history (20)"],
         ),
+        ("lr = 0.002", "lr = 0.002\nwindow_cuts = \"random\"", &[], &["exp.toml", "window_cuts", "all_positions"]),
         ("lr = 0.002", "lr = 0.002\nlr_final_fraction = 1.5", &[], &["exp.toml", "lr_final_fraction", "0 to 1"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\nheads = 5", &["run"], &["key `heads`", "32"]),
         ("dim = 32", "dim = 32\nsequence_encoder = \"self_attention\"\ndropout = 1.0", &["run"], &["key `dropout`"]),

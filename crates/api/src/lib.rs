@@ -26,7 +26,7 @@ pub use matrix::Matrix;
 pub use outcome::{Comparison, OutcomeRules, Rule, RuleValue, MAX_OUTCOMES};
 pub use params::{serialize_f32, NoParams, ParamDoc, Params};
 pub use registry::{documented, parse_params, BuildCx, ComponentKind, ParamError, ParamRow, PluginInfo, Registry};
-pub use train::{Engine, LrSchedule, Targets, TrainConfig};
+pub use train::{Engine, LrSchedule, Targets, TrainConfig, WindowCuts};
 
 /// Declares a plugin's parameters once: see [`Params`].
 pub use funnel_api_macros::params;

@@ -30,6 +30,16 @@ pub enum LrSchedule {
     Linear,
 }
 
+/// Where a user's sequence windows are cut (`[train] window_cuts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowCuts {
+    /// The same cuts every epoch.
+    Fixed,
+    /// Each epoch moves each user's cuts by a seeded random shift.
+    Random,
+}
+
 /// Where a training step runs (`[train] engine`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +83,16 @@ pub struct TrainConfig {
     /// `[features] max_history`.
     #[param(default = 0)]
     pub window_overlap: usize,
+    /// With `targets = "all_positions"`: "fixed" cuts a user's windows at
+    /// the same places every epoch; "random" makes each epoch's most recent
+    /// window train only its last `max_history - s` positions (its earlier
+    /// ones context only), `s` drawn per user and epoch from the run's seed,
+    /// and cuts the rest end to end before it. A target is then read after
+    /// contexts of different lengths from epoch to epoch rather than always
+    /// the same one; every target is still trained once an epoch, at about
+    /// one more encoder pass per user.
+    #[param(default = WindowCuts::Fixed)]
+    pub window_cuts: WindowCuts,
     /// Step size of the model's optimizer (Adam for the built-in models).
     #[param(default = 1e-3)]
     pub lr: f64,
