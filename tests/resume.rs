@@ -8,11 +8,16 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 fn experiment(dir: &Path) {
+    experiment_training(dir, "");
+}
+
+/// The test experiment with `train` added to its `[train]` table.
+fn experiment_training(dir: &Path, train: &str) {
     // A decaying step size with warmup: the resumed run must pick up the
     // schedule where the killed one stopped.
     let text = experiment_toml(&shared_data().join("ml-100k"), 6).replace(
         "batch_size = 128",
-        "batch_size = 16\nlr_schedule = \"cosine\"\nlr_warmup_steps = 50\nlr_final_fraction = 0.1",
+        &format!("batch_size = 16\nlr_schedule = \"cosine\"\nlr_warmup_steps = 50\nlr_final_fraction = 0.1{train}"),
     );
     write(&dir.join("exp.toml"), &text);
 }
@@ -36,11 +41,24 @@ fn outcome(run_dir: &Path) -> serde_json::Value {
 fn a_run_killed_mid_epoch_resumes_to_identical_metrics() {
     let dir = tempfile::tempdir().unwrap();
     experiment(dir.path());
-    funnel(dir.path(), &["run", "exp.toml", "--runs-dir", "whole", "--reports-dir", "reports"]).assert_success();
-    let whole = outcome(&the_run_dir(&dir.path().join("whole")).unwrap());
+    killed_and_resumed_equals_whole(dir.path());
+}
+
+#[test]
+fn random_window_cuts_resume_to_identical_metrics() {
+    // Each epoch's cuts, and so its number of steps and the step size's
+    // schedule, must follow from the seed alone.
+    let dir = tempfile::tempdir().unwrap();
+    experiment_training(dir.path(), "\ntargets = \"all_positions\"\nwindow_cuts = \"random\"");
+    killed_and_resumed_equals_whole(dir.path());
+}
+
+fn killed_and_resumed_equals_whole(dir: &Path) {
+    funnel(dir, &["run", "exp.toml", "--runs-dir", "whole", "--reports-dir", "reports"]).assert_success();
+    let whole = outcome(&the_run_dir(&dir.join("whole")).unwrap());
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_funnel"))
-        .current_dir(dir.path())
+        .current_dir(dir)
         .args(["run", "exp.toml", "--runs-dir", "cut", "--reports-dir", "reports"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -48,7 +66,7 @@ fn a_run_killed_mid_epoch_resumes_to_identical_metrics() {
         .unwrap();
     let started = Instant::now();
     let run_dir = loop {
-        if let Some(d) = the_run_dir(&dir.path().join("cut")) {
+        if let Some(d) = the_run_dir(&dir.join("cut")) {
             if completed_epochs(&d) >= 2 && d.join("checkpoint.bin").exists() {
                 break d;
             }
@@ -65,7 +83,7 @@ fn a_run_killed_mid_epoch_resumes_to_identical_metrics() {
     assert!(!run_dir.join("metrics.json").exists(), "a killed run must not look finished");
 
     let run_dir_arg = run_dir.display().to_string();
-    let out = funnel(dir.path(), &["run", "exp.toml", "--resume", &run_dir_arg, "--reports-dir", "reports"]);
+    let out = funnel(dir, &["run", "exp.toml", "--resume", &run_dir_arg, "--reports-dir", "reports"]);
     out.assert_success();
     assert!(out.stderr.contains("resuming after epoch"), "{}", out.stderr);
     assert_eq!(outcome(&run_dir), whole);
