@@ -167,39 +167,45 @@ fn train(
                     }
                 }
             });
-            let mut loss_sum = 0.0f64;
-            for step in 0..n_batches {
-                let buf = full_rx.recv().context("the batch builder stopped")?;
-                buf.candidates
-                    .check(buf.positives.len(), n_items)
-                    .with_context(|| format!("[sampler] at epoch {epoch}, step {}", step + 1))?;
-                let batch = buf.batch();
-                let stats =
-                    model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
-                if !stats.loss.is_finite() || !stats.grad_norm.is_finite() || stats.grad_norm as f64 > cfg.max_grad_norm
-                {
-                    bail!(
-                        "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
+            // The pool's other threads stay awake through the steps: each
+            // step forks and joins several times (kernels' `par::awake`).
+            funnel_kernels::par::awake(|| -> Result<f64> {
+                let mut loss_sum = 0.0f64;
+                for step in 0..n_batches {
+                    let buf = full_rx.recv().context("the batch builder stopped")?;
+                    buf.candidates
+                        .check(buf.positives.len(), n_items)
+                        .with_context(|| format!("[sampler] at epoch {epoch}, step {}", step + 1))?;
+                    let batch = buf.batch();
+                    let stats =
+                        model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
+                    if !stats.loss.is_finite()
+                        || !stats.grad_norm.is_finite()
+                        || stats.grad_norm as f64 > cfg.max_grad_norm
+                    {
+                        bail!(
+                            "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
                          (train.max_grad_norm = {}); the step was not applied and the last checkpoint is kept",
-                        step + 1,
-                        stats.loss,
-                        stats.grad_norm,
-                        cfg.max_grad_norm
-                    );
+                            step + 1,
+                            stats.loss,
+                            stats.grad_norm,
+                            cfg.max_grad_norm
+                        );
+                    }
+                    if cfg.lr_varies() {
+                        // The step size follows from the global step alone, so resumes repeat it.
+                        model.set_learning_rate(cfg.lr_at(steps_before + step, total_steps))?;
+                    }
+                    model.apply_gradients();
+                    loss_sum += stats.loss as f64 * buf.positives.len() as f64;
+                    // The builder may already have stopped after the last batch.
+                    let _ = empty_tx.send(buf);
+                    if let Some(bar) = bar.as_mut() {
+                        kdam::BarExt::update(bar, 1).ok();
+                    }
                 }
-                if cfg.lr_varies() {
-                    // The step size follows from the global step alone, so resumes repeat it.
-                    model.set_learning_rate(cfg.lr_at(steps_before + step, total_steps))?;
-                }
-                model.apply_gradients();
-                loss_sum += stats.loss as f64 * buf.positives.len() as f64;
-                // The builder may already have stopped after the last batch.
-                let _ = empty_tx.send(buf);
-                if let Some(bar) = bar.as_mut() {
-                    kdam::BarExt::update(bar, 1).ok();
-                }
-            }
-            Ok(loss_sum)
+                Ok(loss_sum)
+            })
         })?;
         model.finish_steps().with_context(|| format!("after the steps of epoch {epoch}"))?;
         if let Some(bar) = bar.as_mut() {

@@ -4,6 +4,8 @@
 pub use rayon::prelude::*;
 pub use rayon::{ThreadPool, ThreadPoolBuilder};
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 /// Threads of the global pool: the cores a parallel loop spreads over.
 pub fn threads() -> usize {
     rayon::current_num_threads()
@@ -47,6 +49,54 @@ pub fn beside<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
     });
 }
 
+/// Runs `f` while every other thread of the global pool looks for work
+/// without going to sleep, and returns what `f` returns.
+///
+/// A pool thread that finds no work yields a few dozen times and then sleeps
+/// on a futex; the next `beside` or split product must wake it, a system call
+/// on the caller's critical path and a scheduler round trip before the other
+/// half starts. A training step forks and joins several times, with gaps of
+/// single-threaded work between that outlast rayon's yielding, so nearly
+/// every fork pays the wake. Here each other pool thread runs a job that
+/// executes the pool's work as it appears (`rayon::yield_now`) and yields the
+/// core between looks, until `f` returns. The work and how it is split are
+/// unchanged, so results are bit for bit those without it.
+pub fn awake<R>(f: impl FnOnce() -> R) -> R {
+    let caller = rayon::current_thread_index();
+    let others = threads().saturating_sub(usize::from(caller.is_some()));
+    if others == 0 {
+        return f();
+    }
+    let stop = AtomicBool::new(false);
+    let started = AtomicUsize::new(0);
+    rayon::in_place_scope(|scope| {
+        for _ in 0..others {
+            scope.spawn(|_| {
+                // The caller may pop one of these while it waits inside `f`;
+                // it must not spin there, for `f` could never return.
+                if rayon::current_thread_index() == caller {
+                    return;
+                }
+                started.fetch_add(1, Ordering::AcqRel);
+                while !stop.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::thread::yield_now();
+                    }
+                }
+            });
+        }
+        // Give the sleeping threads a moment to take their jobs, so the
+        // caller does not pick one up itself; past that, run anyway.
+        let asked = std::time::Instant::now();
+        while started.load(Ordering::Acquire) < others && asked.elapsed() < std::time::Duration::from_millis(20) {
+            std::thread::yield_now();
+        }
+        let out = f();
+        stop.store(true, Ordering::Release);
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +111,30 @@ mod tests {
         let (mut a, mut b) = (0, 0);
         with_threads(1, || beside(|| a = 1, || b = 2));
         assert_eq!((a, b), (1, 2));
+    }
+
+    #[test]
+    fn work_started_while_awake_runs_and_the_pool_is_left_idle() {
+        // From a pool thread (as training runs) and from outside any pool.
+        for threads in [1, 2, 4] {
+            let sums = with_threads(threads, || {
+                awake(|| {
+                    (0..50)
+                        .map(|round| {
+                            let (mut a, mut b) = (0u64, 0u64);
+                            beside(|| a = (0..1000u64).sum(), || b = (0..1000u64).map(|x| x * round).sum());
+                            let c: u64 = (0..10_000u64).into_par_iter().sum();
+                            a + b + c
+                        })
+                        .sum::<u64>()
+                })
+            });
+            let want: u64 = (0..50u64).map(|r| 499_500 + 499_500 * r + 49_995_000).sum();
+            assert_eq!(sums, want, "{threads} threads");
+        }
+        assert_eq!(awake(|| 7), 7);
+        // Nested: an inner `awake` on a pool thread while the outer one holds the others.
+        assert_eq!(with_threads(2, || awake(|| awake(|| 3))), 3);
     }
 
     #[test]
