@@ -167,9 +167,7 @@ fn train(
                     }
                 }
             });
-            // The pool's other threads stay awake through the steps: each
-            // step forks and joins several times (kernels' `par::awake`).
-            funnel_kernels::par::awake(|| -> Result<f64> {
+            let mut steps = || -> Result<f64> {
                 let mut loss_sum = 0.0f64;
                 for step in 0..n_batches {
                     let buf = full_rx.recv().context("the batch builder stopped")?;
@@ -205,7 +203,17 @@ fn train(
                     }
                 }
                 Ok(loss_sum)
-            })
+            };
+            // A step forks and joins on the pool several times, so the pool's
+            // other threads poll through the steps instead of sleeping between
+            // forks (kernels' `par::awake`). Not for windows: a model may encode
+            // them on threads of its own (the built-in one does, in two parts),
+            // and a polling thread would take a core from those.
+            if cfg.targets == Targets::Last {
+                funnel_kernels::par::awake(steps)
+            } else {
+                steps()
+            }
         })?;
         model.finish_steps().with_context(|| format!("after the steps of epoch {epoch}"))?;
         if let Some(bar) = bar.as_mut() {
