@@ -1978,10 +1978,14 @@ mod tests {
         };
         let one = funnel_kernels::par::with_threads(1, train);
         let two = funnel_kernels::par::with_threads(2, train);
+        // As the trainer steps: the pool's other thread polling for work.
+        let awake = funnel_kernels::par::with_threads(2, || funnel_kernels::par::awake(train));
         assert!(one.0.iter().all(|l| l.is_finite()));
-        assert_eq!(one.0, two.0);
-        assert!(one.1 == two.1, "weights or moments differ");
-        assert!(one.2 == two.2, "user vectors differ");
+        for other in [&two, &awake] {
+            assert_eq!(one.0, other.0);
+            assert!(one.1 == other.1, "weights or moments differ");
+            assert!(one.2 == other.2, "user vectors differ");
+        }
     }
 
     #[test]
