@@ -91,10 +91,19 @@ pub fn awake<R>(f: impl FnOnce() -> R) -> R {
         while started.load(Ordering::Acquire) < others && asked.elapsed() < std::time::Duration::from_millis(20) {
             std::thread::yield_now();
         }
-        let out = f();
-        stop.store(true, Ordering::Release);
-        out
+        // Set on the way out however `f` leaves, a panic included: the scope
+        // waits for the pollers before it returns or unwinds.
+        let _stop = StopOnDrop(&stop);
+        f()
     })
+}
+
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +144,14 @@ mod tests {
         assert_eq!(awake(|| 7), 7);
         // Nested: an inner `awake` on a pool thread while the outer one holds the others.
         assert_eq!(with_threads(2, || awake(|| awake(|| 3))), 3);
+    }
+
+    #[test]
+    fn a_panic_inside_awake_unwinds_instead_of_leaving_the_pool_polling() {
+        let caught = with_threads(2, || std::panic::catch_unwind(|| awake(|| panic!("inside"))));
+        assert!(caught.is_err());
+        // The pool is usable afterwards.
+        assert_eq!(with_threads(2, || awake(|| 5)), 5);
     }
 
     #[test]
