@@ -164,18 +164,25 @@ impl Batch<'_> {
     }
 }
 
-/// Largest value of `x` (negative infinity when empty), in eight lanes so
-/// the compiler vectorizes it.
+/// Largest value of `x` (negative infinity when empty; NaNs are passed
+/// over, as `f32::max` does). The largest value does not depend on the
+/// order it is looked for in, so 64 lanes keep several independent
+/// comparisons in flight (eight lanes waited on one comparison's latency),
+/// and `if v > m` is one `max` instruction where `f32::max`'s NaN rule
+/// took three.
+#[inline(always)]
 fn max(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
+    const LANES: usize = 64;
+    let larger = |m: f32, v: f32| if v > m { v } else { m };
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = l.max(v);
+            *l = larger(*l, v);
         }
     }
-    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| larger(m, v))
 }
 
 /// Replaces each `z` by `exp(z - shift)` and returns their sum; `shift` is
@@ -188,17 +195,25 @@ fn max(x: &[f32]) -> f32 {
 /// in each, so both give identical bits.
 #[inline(always)]
 fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
-    // An element-wise pass (which the compiler vectorizes), then the sum.
-    x.iter_mut().for_each(|v| *v = exp_nonpositive(*v - shift));
+    // Lane `l` adds elements l, l + 8, l + 16, ... in that order. Sixteen
+    // values are exponentiated at a time and added in two groups of eight,
+    // in the same order, so the exponentials of the next group compute while
+    // the lanes' additions, one after another, wait on each other.
     let mut lanes = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v;
-        }
+    let mut add = |c: &[f32]| lanes.iter_mut().zip(c).for_each(|(l, &v)| *l += v);
+    let mut sixteens = x.chunks_exact_mut(16);
+    for c in &mut sixteens {
+        c.iter_mut().for_each(|v| *v = exp_nonpositive(*v - shift));
+        add(&c[..8]);
+        add(&c[8..]);
     }
-    lanes.iter().chain(tail).sum()
+    let rest = sixteens.into_remainder();
+    rest.iter_mut().for_each(|v| *v = exp_nonpositive(*v - shift));
+    let (eight, tail) = rest.split_at(rest.len() / 8 * 8);
+    if !eight.is_empty() {
+        add(eight);
+    }
+    lanes.iter().chain(tail.iter()).sum()
 }
 
 /// `exp(x)` for `x <= 0` to within about one unit in the last place (Cephes'
@@ -621,6 +636,34 @@ mod tests {
         }
         let exact: f64 = z.iter().map(|&v| (v as f64).exp()).sum();
         assert!((sum as f64 - exact).abs() / exact < 1e-6);
+    }
+
+    /// The sweep's reductions against their definitions: `f32::max` in any
+    /// order, and the exponentials summed in eight lanes, element `i` into
+    /// lane `i % 8` in index order, the lanes then the last `len % 8`.
+    #[test]
+    fn the_sweeps_reductions_give_the_bits_of_their_definitions() {
+        for len in (0..200).chain([1003, 1256, 3533]) {
+            let z: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * -0.031 + 0.5).collect();
+            let expected_max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            assert_eq!(max(&z).to_bits(), expected_max.to_bits(), "max of {len}");
+            let mut with_nan = z.clone();
+            if len > 3 {
+                with_nan[len / 2] = f32::NAN;
+                let expected = with_nan.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                assert_eq!(max(&with_nan).to_bits(), expected.to_bits(), "max of {len} with a NaN");
+            }
+            let shift = expected_max;
+            let exps: Vec<f32> = z.iter().map(|&v| exp_nonpositive(v - shift)).collect();
+            let mut lanes = [0.0f32; 8];
+            let whole = len / 8 * 8;
+            exps[..whole].iter().enumerate().for_each(|(i, &v)| lanes[i % 8] += v);
+            let expected_sum: f32 = lanes.iter().chain(&exps[whole..]).sum();
+            let mut x = z.clone();
+            assert_eq!(exp_shifted(&mut x, shift).to_bits(), expected_sum.to_bits(), "sum of {len}");
+            assert_eq!(x, exps);
+        }
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
     }
 
     /// Every row's additive terms: shared columns, then its own.
