@@ -166,13 +166,13 @@ impl Batch<'_> {
 
 /// Largest value of `x` (negative infinity when empty; NaNs are passed
 /// over, as `f32::max` does). The largest value does not depend on the
-/// order it is looked for in, so 64 lanes keep several independent
+/// order it is looked for in, so 32 lanes keep several independent
 /// comparisons in flight (eight lanes waited on one comparison's latency),
 /// and `if v > m` is one `max` instruction where `f32::max`'s NaN rule
 /// took three.
 #[inline(always)]
 fn max(x: &[f32]) -> f32 {
-    const LANES: usize = 64;
+    const LANES: usize = 32;
     let larger = |m: f32, v: f32| if v > m { v } else { m };
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
@@ -195,25 +195,17 @@ fn max(x: &[f32]) -> f32 {
 /// in each, so both give identical bits.
 #[inline(always)]
 fn exp_shifted(x: &mut [f32], shift: f32) -> f32 {
-    // Lane `l` adds elements l, l + 8, l + 16, ... in that order. Sixteen
-    // values are exponentiated at a time and added in two groups of eight,
-    // in the same order, so the exponentials of the next group compute while
-    // the lanes' additions, one after another, wait on each other.
+    // An element-wise pass (which the compiler vectorizes), then the sum.
+    x.iter_mut().for_each(|v| *v = exp_nonpositive(*v - shift));
     let mut lanes = [0.0f32; 8];
-    let mut add = |c: &[f32]| lanes.iter_mut().zip(c).for_each(|(l, &v)| *l += v);
-    let mut sixteens = x.chunks_exact_mut(16);
-    for c in &mut sixteens {
-        c.iter_mut().for_each(|v| *v = exp_nonpositive(*v - shift));
-        add(&c[..8]);
-        add(&c[8..]);
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
     }
-    let rest = sixteens.into_remainder();
-    rest.iter_mut().for_each(|v| *v = exp_nonpositive(*v - shift));
-    let (eight, tail) = rest.split_at(rest.len() / 8 * 8);
-    if !eight.is_empty() {
-        add(eight);
-    }
-    lanes.iter().chain(tail.iter()).sum()
+    lanes.iter().chain(tail).sum()
 }
 
 /// `exp(x)` for `x <= 0` to within about one unit in the last place (Cephes'
