@@ -770,12 +770,10 @@ impl<D: EncoderThreads> CandidateModel<D> {
                     gather_rows(&g.u, &a.rows, d)
                 }
             };
-            let shape = *u.shape();
-            let mut surrogate = (u * this.dev.tensor_from_vec(g_mine, shape)).sum::<(), _>();
+            let mut surrogate = D::seeded(u, g_mine);
             for (out, grad) in [(v.out, &g.v), (r.out, &g.r)] {
                 if let Some(out) = out {
-                    let shape = *out.shape();
-                    surrogate = surrogate + (out * this.dev.tensor_from_vec(grad.clone(), shape)).sum::<(), _>();
+                    surrogate = surrogate + D::seeded(out, grad.clone());
                 }
             }
             let grads = surrogate.backward();
@@ -1130,6 +1128,14 @@ trait EncoderThreads: Device<f32> {
         job: PartJob<'env, Self>,
     ) -> Option<PartHandle<'scope, Self>>;
 
+    /// A scalar whose backward pass gives `out` the gradient `g` (row-major,
+    /// `out`'s shape): the surrogate `sum(out * g)`.
+    fn seeded(out: Mat<Self, OwnedTape<f32, Self>>, g: Vec<f32>) -> Tensor<(), f32, Self, OwnedTape<f32, Self>> {
+        let shape = *out.shape();
+        let g = out.device().tensor_from_vec(g, shape);
+        (out * g).sum::<(), _>()
+    }
+
     /// The user vectors of two ranges of queries, the first on this thread
     /// and the second on another; `None` where the device cannot.
     fn encode_beside(
@@ -1160,6 +1166,20 @@ type PartHandle<'scope, D> = ScopedJoinHandle<'scope, Result<(QueryLeaves<D>, Gr
 
 impl EncoderThreads for Cpu {
     const IN_PARTS: bool = true;
+
+    /// A backward step that adds `g` to `out`'s gradient, as the product's
+    /// and the sum's backward steps would (`0 + g * 1`, the same bits),
+    /// without their element-wise passes and buffers.
+    fn seeded(out: Mat<Cpu, OwnedTape<f32, Cpu>>, g: Vec<f32>) -> Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>> {
+        let dev = out.device().clone();
+        let (out, mut tape) = out.split_tape();
+        tape.add_backward_op(move |grads| {
+            let grad = grads.get_or_alloc_mut(&out)?;
+            grad.iter_mut().zip(&g).for_each(|(a, &b)| *a += b);
+            Ok(())
+        });
+        dev.zeros::<Rank0>().put_tape(tape)
+    }
 
     fn spawn_part<'scope, 'env>(
         scope: &'scope Scope<'scope, 'env>,
