@@ -19,7 +19,7 @@ use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::dense::{affine, Dense, Layer, LayerTensors, Mat, ParamMut, ParamRef, Vector};
+use crate::dense::{affine, affine_relu, Dense, Layer, LayerTensors, Mat, ParamMut, ParamRef, Vector};
 use crate::table::EmbeddingTable;
 
 /// Added to the scores of keys a query may not see: exp() of it is 0.
@@ -308,7 +308,7 @@ impl SelfAttention {
             x = x + drop_slots(affine(context, &t.layers[3]));
             // The position-wise feed-forward network.
             let y = layer_norm(x.retaped::<T>(), &t.feed_forward_norm);
-            let f = affine(affine(y, &t.layers[4]).relu(), &t.layers[5]);
+            let f = affine(affine_relu(y, &t.layers[4]), &t.layers[5]);
             x = x + drop_slots(f);
         }
         layer_norm(x, &p.final_norm).gather(s.read.clone())
