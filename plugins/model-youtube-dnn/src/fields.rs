@@ -43,13 +43,19 @@ impl ItemTable {
 
     /// Appends item `item`'s vector to `out`.
     pub fn gather_into(&self, item: ItemIdx, out: &mut Vec<f32>) {
+        let start = out.len();
+        out.resize(start + self.dim(), 0.0);
+        self.write(item, &mut out[start..]);
+    }
+
+    /// Writes item `item`'s vector into `out` (`dim` values).
+    pub fn write(&self, item: ItemIdx, out: &mut [f32]) {
         if let [r] = self.encoding.ids(item) {
             // One row: copied, so plain IDs give exactly the table's values.
-            self.table.gather_into(*r, out);
+            out.copy_from_slice(self.table.row(*r));
         } else {
-            let start = out.len();
-            out.resize(start + self.dim(), 0.0);
-            self.add_to(item, 1.0, &mut out[start..]);
+            out.fill(0.0);
+            self.add_to(item, 1.0, out);
         }
     }
 

@@ -528,21 +528,30 @@ impl<D: Device<f32>> CandidateModel<D> {
         self.output_table().dim() + self.cfg.params.side_dim * self.item_fields.len()
     }
 
-    /// Item inputs of `items`, row-major `[items, item_width]`.
+    /// Item inputs of `items`, row-major `[items, item_width]`; a whole
+    /// catalog's (the full softmax) in two halves on two threads.
     fn item_inputs(&self, items: &[ItemIdx]) -> Vec<f32> {
-        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.params.side_dim);
-        let mut out = Vec::with_capacity(items.len() * w);
-        for (i, &item) in items.iter().enumerate() {
-            if let Some(&ahead) = items.get(i + PREFETCH_AHEAD) {
-                self.output_table().prefetch(ahead);
+        let (table, fields, s) = (self.output_table(), &self.item_fields[..], self.cfg.params.side_dim);
+        let w = self.item_width();
+        let mut out = vec![0.0f32; items.len() * w];
+        let fill = |items: &[ItemIdx], out: &mut [f32]| {
+            let d = table.dim();
+            for (i, (&item, row)) in items.iter().zip(out.chunks_exact_mut(w)).enumerate() {
+                if let Some(&ahead) = items.get(i + PREFETCH_AHEAD) {
+                    table.prefetch(ahead);
+                }
+                table.write(item, &mut row[..d]);
+                for (k, f) in fields.iter().enumerate() {
+                    f.mean_into(&[item], &mut row[d + k * s..d + (k + 1) * s]);
+                }
             }
-            self.output_table().gather_into(item, &mut out);
-            for f in &self.item_fields {
-                let at = out.len();
-                out.resize(at + s, 0.0);
-                f.mean_into(&[item], &mut out[at..]);
-            }
-            debug_assert_eq!(out.len() % w, 0, "{d} + fields");
+        };
+        if items.len() >= ITEM_INPUTS_IN_TWO_FROM {
+            let half = items.len() / 2;
+            let (first, second) = out.split_at_mut(half * w);
+            funnel_kernels::par::beside(|| fill(&items[..half], first), || fill(&items[half..], second));
+        } else {
+            fill(items, &mut out);
         }
         out
     }
@@ -1462,6 +1471,9 @@ fn split_tower_products(on_both_cores: bool) {
     }
 }
 
+/// Candidates from which their item inputs are copied on two threads.
+const ITEM_INPUTS_IN_TWO_FROM: usize = 2048;
+
 /// What the host-built query features read, borrowed apart from the model
 /// (whose device need not be shareable between threads).
 struct QueryTables<'a> {
@@ -1887,6 +1899,19 @@ mod tests {
         let normalised =
             tiny_model(YoutubeDnnParams { normalize: true, temperature: 0.2, ..p }.into(), side_inputs(true, false));
         check_gradients_on(normalised, &histories(&[&[0], &[3]]), candidates(&[6, 4, 1], true, 2));
+    }
+
+    #[test]
+    fn a_catalogs_item_inputs_copied_in_two_halves_equal_each_items_own() {
+        for hashed in [false, true] {
+            let p = YoutubeDnnParams { item_hidden: vec![4], ..tiny_params(false, 1.0, Loss::Softmax, false) };
+            let m = tiny_model(p.into(), side_inputs(hashed, false));
+            let items: Vec<ItemIdx> = (0..ITEM_INPUTS_IN_TWO_FROM as u32 + 5).map(|i| (i * 3) % 7).collect();
+            let one_by_one: Vec<f32> = items.iter().flat_map(|&i| m.item_inputs(&[i])).collect();
+            let whole = funnel_kernels::par::with_threads(2, || m.item_inputs(&items));
+            assert_eq!(whole, one_by_one, "hashed {hashed}");
+            assert!(whole.iter().any(|&x| x != 0.0));
+        }
     }
 
     #[test]
