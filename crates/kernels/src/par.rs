@@ -41,8 +41,9 @@ pub fn on_pool() -> bool {
 /// Runs `a` on the calling thread and `b` on the pool at the same time, and
 /// returns when both are done. Unlike `join` called from outside the pool
 /// (which sends both to the pool and puts the caller to sleep), the caller
-/// works: only `b` waits for a pool thread to wake.
-pub fn beside<A: FnOnce() + Send, B: FnOnce() + Send>(a: A, b: B) {
+/// works: only `b` waits for a pool thread to wake. `a` never leaves the
+/// calling thread, so it need not be `Send`.
+pub fn beside<A: FnOnce(), B: FnOnce() + Send>(a: A, b: B) {
     rayon::in_place_scope(|scope| {
         scope.spawn(|_| b());
         a();

@@ -324,10 +324,6 @@ impl<D: Device<f32>> CandidateModel<D> {
         self.output.as_ref().or(self.input.as_ref()).expect("every model has an item table")
     }
 
-    fn output_table_mut(&mut self) -> &mut ItemTable {
-        self.output.as_mut().or(self.input.as_mut()).expect("every model has an item table")
-    }
-
     /// Width of the host-built query features: the averaged history (mean
     /// encoder), each side feature's embedding, the example age, the
     /// outcome's embedding.
@@ -558,13 +554,12 @@ impl<D: Device<f32>> CandidateModel<D> {
 
     /// Scatters the gradient of [`CandidateModel::item_inputs`].
     fn scatter_item_gradient<'a>(&mut self, items: impl Iterator<Item = &'a ItemIdx>, g: &[f32]) {
-        let (w, d, s) = (self.item_width(), self.output_table().dim(), self.cfg.params.side_dim);
-        for (&item, g) in items.zip(g.chunks_exact(w)) {
-            self.output_table_mut().accumulate(item, &g[..d], 1.0);
-            for (f, g) in self.item_fields.iter_mut().zip(g[d..].chunks_exact(s)) {
-                f.accumulate_mean(&[item], g);
-            }
-        }
+        let s = self.cfg.params.side_dim;
+        let table = match (self.output.as_mut(), self.input.as_mut()) {
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => unreachable!("a model has an input or an output table"),
+        };
+        scatter_items(table, &mut self.item_fields, s, items, g);
     }
 
     /// The batch's inputs: the user tower's leaves, the item inputs of the
@@ -800,23 +795,46 @@ impl<D: EncoderThreads> CandidateModel<D> {
                 return Err(e);
             }
         };
-        match (&parts, &step.second) {
-            (Some([a, b]), Some((leaves, grads))) => {
-                self.take_query_gradients(&a.queries, Some(&a.windows), &step.leaves, &step.grads, &t, false);
-                self.take_query_gradients(&b.queries, Some(&b.windows), leaves, grads, &t, true);
-            }
-            _ => self.take_query_gradients(batch.queries, batch.windows, &step.leaves, &step.grads, &t, false),
-        }
         let grads = &step.grads;
         self.item_tower.iter_mut().zip(&t.item_tower).for_each(|(l, t)| l.take_gradients(grads, t, false));
         // Item inputs' gradients: the tower's leaf gradient, or the loss's own
         // (read in place: for the full softmax it covers the whole catalog).
         let gv = step.v_leaf.map(|l| grads.get(&l).as_vec());
         let gr = step.r_leaf.map(|l| grads.get(&l).as_vec());
-        self.scatter_item_gradient(items.shared_ids.iter(), gv.as_deref().unwrap_or(&g.v));
-        self.scatter_item_gradient(batch.candidates.per_row.iter(), gr.as_deref().unwrap_or(&g.r));
+        let (gv, gr) = (gv.as_deref().unwrap_or(&g.v), gr.as_deref().unwrap_or(&g.r));
+        let query_side = |this: &mut Self| match (&parts, &step.second) {
+            (Some([a, b]), Some((leaves, grads))) => {
+                this.take_query_gradients(&a.queries, Some(&a.windows), &step.leaves, &step.grads, &t, false);
+                this.take_query_gradients(&b.queries, Some(&b.windows), leaves, grads, &t, true);
+            }
+            _ => this.take_query_gradients(batch.queries, batch.windows, &step.leaves, &step.grads, &t, false),
+        };
+        match self.output.take() {
+            // The candidates' rows are in a table of their own: their gradients
+            // are scattered beside the query side's, each table in its order.
+            Some(mut output) => {
+                let (mut fields, s) = (std::mem::take(&mut self.item_fields), self.cfg.params.side_dim);
+                funnel_kernels::par::beside(
+                    || query_side(self),
+                    || {
+                        scatter_items(&mut output, &mut fields, s, items.shared_ids.iter(), gv);
+                        scatter_items(&mut output, &mut fields, s, batch.candidates.per_row.iter(), gr);
+                    },
+                );
+                self.output = Some(output);
+                self.item_fields = fields;
+            }
+            None => {
+                query_side(self);
+                self.scatter_item_gradient(items.shared_ids.iter(), gv);
+                self.scatter_item_gradient(batch.candidates.per_row.iter(), gr);
+            }
+        }
         self.vector_grads = g;
-        let norm: f64 = self.params().iter().map(|(_, p)| p.gradient_sq_norm()).sum();
+        // Each buffer's sum of squares on either thread, added in order.
+        use funnel_kernels::par::{IntoParallelRefIterator, ParallelIterator};
+        let norms: Vec<f64> = self.params().par_iter().map(|(_, p)| p.gradient_sq_norm()).collect();
+        let norm: f64 = norms.iter().sum();
         Ok(StepStats { loss: step.loss, grad_norm: norm.sqrt() as f32 })
     }
 }
@@ -1468,6 +1486,25 @@ fn split_tower_products(on_both_cores: bool) {
     let threshold = if on_both_cores { GEMM_DEFAULT } else { ONE_THREAD_BELOW };
     if gemm_common::gemm::get_threading_threshold() != threshold {
         gemm_common::gemm::set_threading_threshold(threshold);
+    }
+}
+
+/// Scatters the gradient of item inputs (see [`CandidateModel::item_inputs`])
+/// into the candidates' table and item fields.
+fn scatter_items<'a>(
+    table: &mut ItemTable,
+    fields: &mut [FieldTable],
+    s: usize,
+    items: impl Iterator<Item = &'a ItemIdx>,
+    g: &[f32],
+) {
+    let d = table.dim();
+    let w = d + s * fields.len();
+    for (&item, g) in items.zip(g.chunks_exact(w)) {
+        table.accumulate(item, &g[..d], 1.0);
+        for (f, g) in fields.iter_mut().zip(g[d..].chunks_exact(s)) {
+            f.accumulate_mean(&[item], g);
+        }
     }
 }
 
