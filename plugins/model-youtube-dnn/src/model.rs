@@ -555,9 +555,8 @@ impl<D: Device<f32>> CandidateModel<D> {
     /// Scatters the gradient of [`CandidateModel::item_inputs`].
     fn scatter_item_gradient<'a>(&mut self, items: impl Iterator<Item = &'a ItemIdx>, g: &[f32]) {
         let s = self.cfg.params.side_dim;
-        let table = match (self.output.as_mut(), self.input.as_mut()) {
-            (Some(t), _) | (None, Some(t)) => t,
-            (None, None) => unreachable!("a model has an input or an output table"),
+        let Some(table) = self.output.as_mut().or(self.input.as_mut()) else {
+            unreachable!("every model has an item table")
         };
         scatter_items(table, &mut self.item_fields, s, items, g);
     }
