@@ -524,8 +524,9 @@ impl<D: Device<f32>> CandidateModel<D> {
         self.output_table().dim() + self.cfg.params.side_dim * self.item_fields.len()
     }
 
-    /// Item inputs of `items`, row-major `[items, item_width]`; a whole
-    /// catalog's (the full softmax) in two halves on two threads.
+    /// Item inputs of `items`, row-major `[items, item_width]`; a thousand
+    /// candidates or more (mixed negatives, the full softmax) in two halves
+    /// on two threads.
     fn item_inputs(&self, items: &[ItemIdx]) -> Vec<f32> {
         let (table, fields, s) = (self.output_table(), &self.item_fields[..], self.cfg.params.side_dim);
         let w = self.item_width();
@@ -1508,7 +1509,7 @@ fn scatter_items<'a>(
 }
 
 /// Candidates from which their item inputs are copied on two threads.
-const ITEM_INPUTS_IN_TWO_FROM: usize = 2048;
+const ITEM_INPUTS_IN_TWO_FROM: usize = 1024;
 
 /// What the host-built query features read, borrowed apart from the model
 /// (whose device need not be shareable between threads).
