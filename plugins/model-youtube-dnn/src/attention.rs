@@ -156,8 +156,8 @@ impl SelfAttention {
     /// Keeps (or with `add`, adds) the step's gradients of the dense parameters.
     pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &AttentionTensors<D>, add: bool) {
         let norm = |n: &mut Norm, t: &(Vector<D>, Vector<D>)| {
-            n.gain.keep_gradient(grads.get(&t.0).as_vec(), add);
-            n.bias.keep_gradient(grads.get(&t.1).as_vec(), add);
+            n.gain.keep_gradient(crate::dense::to_host(&grads.get(&t.0)), add);
+            n.bias.keep_gradient(crate::dense::to_host(&grads.get(&t.1)), add);
         };
         for (b, t) in self.blocks.iter_mut().zip(&t.blocks) {
             norm(&mut b.attention_norm, &t.attention_norm);

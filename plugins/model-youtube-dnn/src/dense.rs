@@ -13,6 +13,22 @@ use crate::table::EmbeddingTable;
 pub type Mat<D, T = NoneTape> = Tensor<(usize, usize), f32, D, T>;
 pub type Vector<D, T = NoneTape> = Tensor<(usize,), f32, D, T>;
 
+/// A tensor's values in row-major order, for a tensor stored row-major in a
+/// buffer of its own size: an operation's result other than a permutation
+/// or a broadcast, a gradient of such a tensor, a tensor made from a vector
+/// (dfdx keeps strides private, so the caller vouches for it; the crate's
+/// tests check every use against `as_vec`). dfdx's `as_vec` walks a tensor
+/// element by element through its strides; this copies the buffer at once.
+pub fn to_host<S: Shape, D: Device<f32>, T>(t: &Tensor<S, f32, D, T>) -> Vec<f32> {
+    let mut out = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut out);
+    if cfg!(test) {
+        let walked: Vec<u32> = t.as_vec().iter().map(|x| x.to_bits()).collect();
+        assert_eq!(out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), walked, "a tensor not stored row-major");
+    }
+    out
+}
+
 /// One dense parameter tensor, flat.
 pub struct Dense {
     pub values: Vec<f32>,
@@ -82,8 +98,8 @@ impl Layer {
     /// Keeps the gradients `grads` holds for this layer's tensors of the
     /// step, or adds them to those kept (`add`: a batch encoded in parts).
     pub fn take_gradients<D: Device<f32>>(&mut self, grads: &Gradients<f32, D>, t: &LayerTensors<D>, add: bool) {
-        self.weight.keep_gradient(grads.get(&t.0).as_vec(), add);
-        self.bias.keep_gradient(grads.get(&t.1).as_vec(), add);
+        self.weight.keep_gradient(to_host(&grads.get(&t.0)), add);
+        self.bias.keep_gradient(to_host(&grads.get(&t.1)), add);
     }
 
     pub fn params<'a>(&'a self, name: &str, out: &mut Vec<(String, ParamRef<'a>)>) {
@@ -160,8 +176,8 @@ fn dfdx_with_bias<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(y: Mat<D, T>, b: &
 /// [`with_bias`] on the host, as one tape operation.
 fn host_with_bias<D: Device<f32>, T: Tape<f32, D>>(y: Mat<Cpu>, b: &Vector<Cpu>, relu: bool, tape: &mut T) -> Mat<Cpu> {
     let (n, m) = *y.shape();
-    let bias = b.as_vec();
-    let mut out = y.as_vec();
+    let bias = to_host(b);
+    let mut out = to_host(&y);
     for row in out.chunks_exact_mut(m) {
         for (o, &c) in row.iter_mut().zip(&bias) {
             let pre = *o + c;

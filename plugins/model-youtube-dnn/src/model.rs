@@ -22,7 +22,7 @@ use rand::SeedableRng;
 
 use crate::adam::Adam;
 use crate::attention::{self, AttentionTensors, SelfAttention, Sequences};
-use crate::dense::{mlp, Layer, LayerTensors, Mat, ParamMut, ParamRef};
+use crate::dense::{mlp, to_host, Layer, LayerTensors, Mat, ParamMut, ParamRef};
 use crate::fields::{FieldTable, ItemTable};
 use crate::objective::{self, Batch, Logits, SeenColumns, VectorGradients, Workspace};
 use crate::recurrent::{Cell, Recurrent, Steps};
@@ -733,9 +733,9 @@ impl<D: EncoderThreads> CandidateModel<D> {
             let u = this.user_graph::<Taped<D>>(&leaves, &t);
             let v = this.candidate_vectors::<Taped<D>>(&items.v, &t);
             let r = this.candidate_vectors::<Taped<D>>(&items.r, &t);
-            let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(dfdx::tensor::Tensor::as_vec);
+            let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(to_host);
             let (v_values, r_values) = (values(&v), values(&r));
-            let mine = u.as_vec();
+            let mine = to_host(&u);
             let u_values = match &parts {
                 None => mine,
                 Some([a, b]) => {
@@ -799,8 +799,8 @@ impl<D: EncoderThreads> CandidateModel<D> {
         self.item_tower.iter_mut().zip(&t.item_tower).for_each(|(l, t)| l.take_gradients(grads, t, false));
         // Item inputs' gradients: the tower's leaf gradient, or the loss's own
         // (read in place: for the full softmax it covers the whole catalog).
-        let gv = step.v_leaf.map(|l| grads.get(&l).as_vec());
-        let gr = step.r_leaf.map(|l| grads.get(&l).as_vec());
+        let gv = step.v_leaf.map(|l| to_host(&grads.get(&l)));
+        let gr = step.r_leaf.map(|l| to_host(&grads.get(&l)));
         let (gv, gr) = (gv.as_deref().unwrap_or(&g.v), gr.as_deref().unwrap_or(&g.r));
         let query_side = |this: &mut Self| match (&parts, &step.second) {
             (Some([a, b]), Some((leaves, grads))) => {
@@ -854,7 +854,7 @@ impl<D: Device<f32>> CandidateModel<D> {
         let u = self.user_graph::<OwnedTape<f32, D>>(&leaves, t);
         let shape = *u.shape();
         // A failed send means the step stopped; the receive below then fails too.
-        let _ = u_tx.send(u.as_vec());
+        let _ = u_tx.send(to_host(&u));
         let g = g_rx.recv().context("the step stopped before its loss")?;
         let grads = (u * self.dev.tensor_from_vec(g, shape)).sum::<(), _>().backward();
         Ok((leaves, grads))
@@ -880,13 +880,13 @@ impl<D: Device<f32>> CandidateModel<D> {
             attention.take_gradients(grads, t, add);
         }
         if let Some(f) = &leaves.features {
-            self.scatter_query_gradient(queries, &grads.get(f).as_vec());
+            self.scatter_query_gradient(queries, &to_host(&grads.get(f)));
         }
         if let (Some(steps), Some(input)) = (&leaves.steps, self.input.as_mut()) {
             let d = input.dim();
             let histories = windows.map_or(&queries.histories, |w| &w.histories);
             for (t, x) in steps.x.iter().enumerate() {
-                let g = grads.get(x).as_vec();
+                let g = to_host(&grads.get(x));
                 for (r, g) in g.chunks_exact(d).enumerate() {
                     if let Some(&item) = histories.row(r).get(t) {
                         input.accumulate(item, g, 1.0);
@@ -900,7 +900,7 @@ impl<D: Device<f32>> CandidateModel<D> {
             // The leaf is item plus position embedding: its gradient goes to both.
             let histories = windows.map_or(&queries.histories, |w| &w.histories);
             let rows = windows.map_or(0..queries.len(), |w| 0..w.histories.len());
-            let (d, g) = (input.dim(), grads.get(&s.x).as_vec());
+            let (d, g) = (input.dim(), to_host(&grads.get(&s.x)));
             for (i, r) in rows.enumerate() {
                 for (p, &item) in histories.row(r).iter().enumerate() {
                     let g = &g[(i * s.width + p) * d..][..d];
@@ -910,7 +910,7 @@ impl<D: Device<f32>> CandidateModel<D> {
             }
         }
         if let (Some(u), Some(table)) = (&leaves.users, self.users.as_mut()) {
-            let g = grads.get(u).as_vec();
+            let g = to_host(&grads.get(u));
             for (&user, g) in queries.users.iter().zip(g.chunks_exact(table.dim)) {
                 table.accumulate(user, g, 1.0);
             }
@@ -1039,7 +1039,7 @@ impl<D: EncoderThreads> CandidateModel<D> {
         let mut out = Vec::with_capacity(rows.len() * self.cfg.params.dim);
         for start in rows.clone().step_by(chunk.max(1)) {
             let leaves = self.query_leaves(queries, start..(start + chunk).min(rows.end), None, None)?;
-            out.extend(self.user_graph::<NoneTape>(&leaves, t).as_vec());
+            out.extend(to_host(&self.user_graph::<NoneTape>(&leaves, t)));
         }
         Ok(out)
     }
@@ -1059,7 +1059,7 @@ impl<D: EncoderThreads> CandidateModel<D> {
         // Encoded as a step encodes it: in the same parts, with the same dropout.
         let encode = |q: &Queries, w: Option<&Windows>, part: u64| {
             let leaves = self.query_leaves(q, 0..q.len(), w, Some(part)).unwrap();
-            self.user_graph::<NoneTape>(&leaves, &t).as_vec()
+            to_host(&self.user_graph::<NoneTape>(&leaves, &t))
         };
         let u = match (D::IN_PARTS && self.encode_in_parts).then(|| split_windows(batch)).flatten() {
             None => encode(batch.queries, batch.windows, 0),
@@ -1072,8 +1072,8 @@ impl<D: EncoderThreads> CandidateModel<D> {
                 all
             }
         };
-        let v = self.candidate_vectors::<NoneTape>(&p.v, &t).out.map(|o| o.as_vec());
-        let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| o.as_vec());
+        let v = self.candidate_vectors::<NoneTape>(&p.v, &t).out.map(|o| to_host(&o));
+        let r = self.candidate_vectors::<NoneTape>(&p.r, &t).out.map(|o| to_host(&o));
         let groups = window_groups(batch);
         let seen = self.cfg.params.exclude_seen.then(|| seen_columns(batch, self.n_items));
         let batch = Batch {
@@ -1408,7 +1408,7 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
             let mut out = Vec::with_capacity(self.n_items * d);
             for chunk in ids.chunks(INFERENCE_CHUNK) {
                 let x = self.dev.tensor_from_vec(self.item_inputs(chunk), (chunk.len(), w));
-                out.extend(self.item_graph::<NoneTape>(&x, &t).as_vec());
+                out.extend(to_host(&self.item_graph::<NoneTape>(&x, &t)));
             }
             Matrix::from_vec(self.n_items, d, out)
         };
