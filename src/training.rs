@@ -144,60 +144,70 @@ fn train(
         let (epoch_sampler, rng) = (&mut *sampler, &mut rng);
         let started = Instant::now();
         let mut bar = progress(n_batches, &format!("epoch {epoch}/{}", cfg.epochs));
-        let loss_sum = std::thread::scope(|scope| -> Result<f64> {
-            // Batches are built (histories copied, candidates sampled) on a
-            // second thread one step ahead of the model; buffers travel back
-            // for reuse, so the steady state allocates nothing. The sampler
-            // draws from the epoch's RNG in batch order, as it would inline.
-            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<BatchBuffers>(1);
-            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<BatchBuffers>();
-            for _ in 0..2 {
-                empty_tx.send(BatchBuffers::new(examples.max_history, cfg.batch_size)).expect("receiver alive");
-            }
-            let (order, units, explicit) = (&order, &units, &mut explicit);
-            scope.spawn(move || {
-                for chunk in order.chunks(cfg.batch_size) {
-                    let Ok(mut buf) = empty_rx.recv() else { return };
-                    buf.fill(examples, units, chunk, epoch_sampler, rng);
-                    if let Some(e) = explicit.as_mut() {
-                        e.append(&mut buf.candidates, &buf.positives, &buf.queries.users, rng);
-                    }
-                    if full_tx.send(buf).is_err() {
-                        return;
-                    }
+        let loss_sum = {
+            // Batches are built (histories copied, candidates sampled) one
+            // step ahead of the model, as a job on the thread pool beside the
+            // step: a pool thread takes it while the step's own work keeps this
+            // thread busy (a builder thread of its own, woken each step, took
+            // the core from the step). Two buffers take turns, so the steady
+            // state allocates nothing. The sampler draws from the epoch's RNG
+            // in batch order, as it would inline.
+            let mut bufs = [(); 2].map(|_| BatchBuffers::new(examples.max_history, cfg.batch_size));
+            let (mut chunks, explicit, units) = (order.chunks(cfg.batch_size), &mut explicit, &units);
+            let mut build = move |buf: &mut BatchBuffers, chunk: &[(Example, u32)]| {
+                buf.fill(examples, units, chunk, epoch_sampler, rng);
+                if let Some(e) = explicit.as_mut() {
+                    e.append(&mut buf.candidates, &buf.positives, &buf.queries.users, rng);
                 }
-            });
+            };
+            if let Some(chunk) = chunks.next() {
+                build(&mut bufs[0], chunk);
+            }
             let mut steps = || -> Result<f64> {
                 let mut loss_sum = 0.0f64;
                 for step in 0..n_batches {
-                    let buf = full_rx.recv().context("the batch builder stopped")?;
-                    buf.candidates
-                        .check(buf.positives.len(), n_items)
-                        .with_context(|| format!("[sampler] at epoch {epoch}, step {}", step + 1))?;
-                    let batch = buf.batch();
-                    let stats =
-                        model.compute_gradients(&batch).with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
-                    if !stats.loss.is_finite()
-                        || !stats.grad_norm.is_finite()
-                        || stats.grad_norm as f64 > cfg.max_grad_norm
-                    {
-                        bail!(
-                            "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
-                         (train.max_grad_norm = {}); the step was not applied and the last checkpoint is kept",
-                            step + 1,
-                            stats.loss,
-                            stats.grad_norm,
-                            cfg.max_grad_norm
-                        );
-                    }
-                    if cfg.lr_varies() {
-                        // The step size follows from the global step alone, so resumes repeat it.
-                        model.set_learning_rate(cfg.lr_at(steps_before + step, total_steps))?;
-                    }
-                    model.apply_gradients();
+                    let [a, b] = &mut bufs;
+                    let (buf, next) = if step % 2 == 0 { (a, b) } else { (b, a) };
+                    let next_chunk = chunks.next();
+                    let build = &mut build;
+                    let mut step_result = None;
+                    let mut one_step = || -> Result<_> {
+                        buf.candidates
+                            .check(buf.positives.len(), n_items)
+                            .with_context(|| format!("[sampler] at epoch {epoch}, step {}", step + 1))?;
+                        let stats = model
+                            .compute_gradients(&buf.batch())
+                            .with_context(|| format!("epoch {epoch}, step {}", step + 1))?;
+                        if !stats.loss.is_finite()
+                            || !stats.grad_norm.is_finite()
+                            || stats.grad_norm as f64 > cfg.max_grad_norm
+                        {
+                            bail!(
+                                "training diverged at epoch {epoch}, step {}: loss {}, gradient norm {} \
+                             (train.max_grad_norm = {}); the step was not applied and the last checkpoint is kept",
+                                step + 1,
+                                stats.loss,
+                                stats.grad_norm,
+                                cfg.max_grad_norm
+                            );
+                        }
+                        if cfg.lr_varies() {
+                            // The step size follows from the global step alone, so resumes repeat it.
+                            model.set_learning_rate(cfg.lr_at(steps_before + step, total_steps))?;
+                        }
+                        model.apply_gradients();
+                        Ok(stats)
+                    };
+                    funnel_kernels::par::beside(
+                        || step_result = Some(one_step()),
+                        || {
+                            if let Some(chunk) = next_chunk {
+                                build(next, chunk);
+                            }
+                        },
+                    );
+                    let stats = step_result.expect("beside ran the step")?;
                     loss_sum += stats.loss as f64 * buf.positives.len() as f64;
-                    // The builder may already have stopped after the last batch.
-                    let _ = empty_tx.send(buf);
                     if let Some(bar) = bar.as_mut() {
                         kdam::BarExt::update(bar, 1).ok();
                     }
@@ -214,7 +224,7 @@ fn train(
             } else {
                 steps()
             }
-        })?;
+        }?;
         model.finish_steps().with_context(|| format!("after the steps of epoch {epoch}"))?;
         if let Some(bar) = bar.as_mut() {
             kdam::BarExt::refresh(bar).ok();

@@ -8,6 +8,8 @@
 //! AVX2; this kernel uses AVX-512 where the CPU has it and reports that it
 //! does not run elsewhere (the caller keeps dfdx's product there).
 
+use std::ops::Range;
+
 use crate::linalg::Strides;
 use crate::par;
 
@@ -57,50 +59,68 @@ pub fn chained_gemm(
     if m == 0 || n == 0 || (k == 0 && accumulate) {
         return true;
     }
-    let c = Columns(c.as_mut_ptr());
-    // Panels `from..to` of `c`: `b`'s panels packed (read in place when its
-    // rows are contiguous), then every row.
-    let panels = |from: usize, to: usize| {
-        let packed;
-        let (panels, stride) = if sb[1] == 1 {
-            (&b[from * PANEL..], sb[0])
-        } else {
-            packed = pack(k, n, b, sb, from..to);
-            (&packed[..], PANEL)
+    let c = Block(c.as_mut_ptr());
+    // `b`'s rows are read in place when contiguous, else packed.
+    let in_place = sb[1] == 1;
+    // Rows `rows` of `c` by panels `panels` of its columns, from `b`'s
+    // panels packed once for both threads (`shared`) or here.
+    let block = |rows: Range<usize>, panels: Range<usize>, shared: Option<&[f32]>| {
+        let own;
+        let from = match (in_place, shared) {
+            (true, _) => Panels::InPlace(&b[panels.start * PANEL..], sb[0]),
+            (false, Some(all)) => Panels::Packed(&all[panels.start * k * PANEL..]),
+            (false, None) => {
+                own = pack(k, n, b, sb, panels.clone());
+                Panels::Packed(&own)
+            }
         };
-        let c = &c;
+        let (a, c) = (&a[rows.start * sa[0]..], &c);
         // SAFETY: AVX-512 is present (checked above); `a` holds `m` rows of
-        // `k` and `b` `k` rows of `n` (checked above), as `panels` does from
-        // panel `from` on through `stride`; `c` holds `m` rows of `n`, and the
-        // columns of panels `from..to` are written by this call alone.
+        // `k` and `b` `k` rows of `n` (checked above), `from` has `k` rows
+        // of panels `panels` from its start; `c` holds `m` rows of `n`, and
+        // the block `rows` x `panels` of it is written by this call alone.
         #[cfg(target_arch = "x86_64")]
         unsafe {
-            avx512::rows(m, k, n, a, sa, (panels, stride), (from, to), c.0, accumulate);
+            avx512::rows(rows.len(), k, n, a, sa, from, panels, c.0.add(rows.start * n), accumulate);
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = (a, c, panels, stride);
+        let _ = (a, c, from);
     };
     let all = n.div_ceil(PANEL);
+    // Each thread packs and computes its own columns; a single panel is
+    // split by rows instead, packed once for both.
     if split && all >= 2 {
-        // Each thread packs and computes its own columns.
         let half = all / 2;
-        par::beside(|| panels(0, half), || panels(half, all));
+        par::beside(|| block(0..m, 0..half, None), || block(0..m, half..all, None));
+    } else if split && m >= 2 * ROWS {
+        let shared = (!in_place).then(|| pack(k, n, b, sb, 0..all));
+        let half = (m / 2).div_ceil(ROWS) * ROWS;
+        par::beside(|| block(0..half, 0..all, shared.as_deref()), || block(half..m, 0..all, shared.as_deref()));
     } else {
-        panels(0, all);
+        block(0..m, 0..all, None);
     }
     true
 }
 
-/// `c`'s buffer, whose disjoint column ranges two threads write.
-struct Columns(*mut f32);
+/// `c`'s buffer, whose disjoint blocks two threads write.
+struct Block(*mut f32);
 
-// SAFETY: `chained_gemm` hands each thread columns no other thread touches,
-// and `c`'s borrow outlives both.
-unsafe impl Sync for Columns {}
+// SAFETY: `chained_gemm` hands each thread a block of `c` no other thread
+// touches, and `c`'s borrow outlives both.
+unsafe impl Sync for Block {}
+
+/// Where the micro-kernel reads `b`'s panels from, first panel first.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// `b` itself, its rows this far apart.
+    InPlace(&'a [f32], usize),
+    /// Packed by [`pack`].
+    Packed(&'a [f32]),
+}
 
 /// Panels `which` of `b`, [`PANEL`] columns each, each `k` rows of them
 /// contiguous, the last panel's missing columns zero.
-fn pack(k: usize, n: usize, b: &[f32], [rs, cs]: Strides, which: std::ops::Range<usize>) -> Vec<f32> {
+fn pack(k: usize, n: usize, b: &[f32], [rs, cs]: Strides, which: Range<usize>) -> Vec<f32> {
     let mut out = vec![0.0; which.len() * k * PANEL];
     for (j, panel) in which.zip(out.chunks_exact_mut(k * PANEL)) {
         let cols = (n - j * PANEL).min(PANEL);
@@ -117,16 +137,17 @@ fn pack(k: usize, n: usize, b: &[f32], [rs, cs]: Strides, which: std::ops::Range
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Strides, PANEL, ROWS};
+    use std::ops::Range;
 
-    /// All `m` rows of `c` (row-major, `n` columns) by panels `which` of
-    /// `b`, read from `panels` (panel `which.start`'s first row) through
-    /// the row stride given with it.
+    use super::{Panels, Strides, PANEL, ROWS};
+
+    /// `m` rows of `c` (row-major, `n` columns, from where it points) by
+    /// panels `which` of its columns, `a` from its first row.
     ///
     /// # Safety
-    /// AVX-512 is present, `a` holds `m` rows of `k` through `sa`, `panels`
-    /// holds `k` rows through its stride of each panel's columns that are
-    /// inside `n`, and `c` (not offset) holds `m` rows of `n`.
+    /// AVX-512 is present, `a` holds `m` rows of `k` through `sa`, `from`
+    /// holds `k` rows of each panel's columns that are inside `n`, and `c`
+    /// `m` rows of `n`.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn rows(
@@ -135,30 +156,32 @@ mod avx512 {
         n: usize,
         a: &[f32],
         sa: Strides,
-        (panels, stride): (&[f32], usize),
-        which: (usize, usize),
+        from: Panels<'_>,
+        which: Range<usize>,
         c: *mut f32,
         accumulate: bool,
     ) {
         let a = a.as_ptr();
-        let packed = stride == PANEL && panels.len() == (which.1 - which.0) * k * PANEL;
-        for j in which.0..which.1 {
+        for (i, j) in which.enumerate() {
             let cols = (n - j * PANEL).min(PANEL);
             let mask = if cols == PANEL { u32::MAX } else { (1u32 << cols) - 1 };
             let masks = [mask as u16, (mask >> 16) as u16];
-            let panel = if packed { (j - which.0) * k * PANEL } else { (j - which.0) * PANEL };
-            let tile = Tile { k, n, sa, panel: panels.as_ptr().wrapping_add(panel), stride, masks, accumulate };
-            // SAFETY: rows `i..i + R` of `a` and `c` exist (the loop bounds),
+            let (panel, stride) = match from {
+                Panels::InPlace(b, rs) => (b.as_ptr().wrapping_add(i * PANEL), rs),
+                Panels::Packed(p) => (p.as_ptr().wrapping_add(i * k * PANEL), PANEL),
+            };
+            let tile = Tile { k, n, sa, panel, stride, masks, accumulate };
+            // SAFETY: rows `r..r + R` of `a` and `c` exist (the loop bounds),
             // and panel `j`'s columns start inside every row of `c`.
             unsafe {
                 let c = c.add(j * PANEL);
-                let mut i = 0;
-                while i + ROWS <= m {
-                    tile.run::<ROWS>(a.add(i * sa[0]), c.add(i * n));
-                    i += ROWS;
+                let mut r = 0;
+                while r + ROWS <= m {
+                    tile.run::<ROWS>(a.add(r * sa[0]), c.add(r * n));
+                    r += ROWS;
                 }
-                let (a, c) = (a.add(i * sa[0]), c.add(i * n));
-                match m - i {
+                let (a, c) = (a.add(r * sa[0]), c.add(r * n));
+                match m - r {
                     1 => tile.run::<1>(a, c),
                     2 => tile.run::<2>(a, c),
                     3 => tile.run::<3>(a, c),
@@ -249,6 +272,7 @@ mod tests {
 
     #[test]
     fn every_output_is_its_fused_chain_for_every_shape_layout_and_split() {
+        // Splits by columns (two panels or more) and by rows (one panel).
         if !chained_gemm_runs() {
             // Nothing is computed, and `c` is left as it was.
             let mut c = [1.0f32; 4];
@@ -257,7 +281,8 @@ mod tests {
             return;
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let shapes = [(1, 1, 1), (3, 5, 7), (8, 3, 32), (9, 17, 33), (17, 64, 16), (31, 100, 65), (64, 256, 96)];
+        let shapes =
+            [(1, 1, 1), (3, 5, 7), (8, 3, 32), (9, 17, 33), (17, 64, 16), (40, 30, 20), (31, 100, 65), (64, 256, 96)];
         for (m, k, n) in shapes {
             let a: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.gen_range(-1.0..1.0)).collect();
