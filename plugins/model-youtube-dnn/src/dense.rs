@@ -115,52 +115,56 @@ impl Layer {
 
 /// `x W + b` with the parameters joining `x`'s tape.
 pub fn affine<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>, layer: &LayerTensors<D>) -> Mat<D, T> {
-    affine_then(x, layer, false)
+    layers(x, &[(layer, false)])
 }
 
 /// `max(x W + b, 0)`.
 pub fn affine_relu<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>, layer: &LayerTensors<D>) -> Mat<D, T> {
-    affine_then(x, layer, true)
+    layers(x, &[(layer, true)])
 }
 
 /// ReLU after every layer but the last, which is linear.
-pub fn mlp<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(mut x: Mat<D, T>, layers: &[LayerTensors<D>]) -> Mat<D, T> {
-    for (i, layer) in layers.iter().enumerate() {
-        x = if i + 1 < layers.len() { affine_relu(x, layer) } else { affine(x, layer) };
-    }
-    x
+pub fn mlp<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>, tower: &[LayerTensors<D>]) -> Mat<D, T> {
+    let stack: Vec<_> = tower.iter().enumerate().map(|(i, layer)| (layer, i + 1 < tower.len())).collect();
+    layers(x, &stack)
 }
 
-/// `x W + b` on every row, then ReLU when `relu`.
+/// Layers `x W + b` one after another, each then ReLU when its flag says.
 ///
 /// On dfdx's `Cpu` this is one operation of our own on the tape: dfdx's
 /// broadcast add and ReLU walk their tensors element by element through
 /// index arithmetic, forward and backward, on one core, and its product
 /// allocates and zeroes a buffer for each result and gradient; in a tower
-/// step all that took longer than the products themselves. The products
-/// give the bits of the `gemm` calls dfdx makes ([`product`]); the forward
-/// pass adds and clamps as dfdx's
-/// operations do (`y + b`, `f32::max(·, 0)`), and the backward pass
-/// accumulates as their backward steps would (the ReLU's `0 + [pre > 0] g`,
-/// the product's output gradient `0 + that` in a fresh buffer, the bias's
-/// gradient plus each row in order, then `x`'s and `W`'s gradients), so the
-/// bits are dfdx's. Other devices keep dfdx's operations.
-fn affine_then<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
-    x: Mat<D, T>,
-    layer: &LayerTensors<D>,
-    relu: bool,
-) -> Mat<D, T> {
-    let host =
-        (&layer.0 as &dyn Any).downcast_ref::<Mat<Cpu>>().zip((&layer.1 as &dyn Any).downcast_ref::<Vector<Cpu>>());
+/// step all that took longer than the products themselves. Activations
+/// between layers stay on the host, outside dfdx. The products give the
+/// bits of the `gemm` calls dfdx makes ([`product`]); the forward pass adds
+/// and clamps as dfdx's operations do (`y + b`, `f32::max(·, 0)`), and the
+/// backward pass accumulates as their backward steps would, layer by layer
+/// from the last (the ReLU's `0 + [pre > 0] g`, the product's output
+/// gradient `0 + that` in a fresh buffer, the bias's gradient plus each row
+/// in order, then the layer input's gradient and `W`'s), so the bits are
+/// dfdx's. Other devices keep dfdx's operations.
+fn layers<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(x: Mat<D, T>, stack: &[(&LayerTensors<D>, bool)]) -> Mat<D, T> {
+    let host: Option<Vec<HostLayer<'_>>> = stack
+        .iter()
+        .map(|&((w, b), relu)| {
+            let w = (w as &dyn Any).downcast_ref::<Mat<Cpu>>()?;
+            let b = (b as &dyn Any).downcast_ref::<Vector<Cpu>>()?;
+            Some((w, b, relu))
+        })
+        .collect();
     match host {
-        Some((w, b)) => {
+        Some(host) if !host.is_empty() => {
             let (x, mut tape) = x.split_tape();
-            let out = host_affine::<D, T>(on_cpu(x), w, b, relu, &mut tape);
+            let out = host_layers::<D, T>(on_cpu(x), &host, &mut tape);
             from_cpu::<D>(out).put_tape(tape)
         }
-        None => dfdx_affine(x, layer, relu),
+        _ => stack.iter().fold(x, |x, &(layer, relu)| dfdx_affine(x, layer, relu)),
     }
 }
+
+/// A layer's weight and bias on the `Cpu`, and whether ReLU follows.
+type HostLayer<'a> = (&'a Mat<Cpu>, &'a Vector<Cpu>, bool);
 
 /// A matrix of a device known to be `Cpu` (its parameters are).
 fn on_cpu<D: Device<f32>>(x: Mat<D>) -> Mat<Cpu> {
@@ -172,7 +176,7 @@ fn from_cpu<D: Device<f32>>(x: Mat<Cpu>) -> Mat<D> {
     *(Box::new(x) as Box<dyn Any>).downcast::<Mat<D>>().unwrap_or_else(|_| unreachable!("D is Cpu"))
 }
 
-/// [`affine_then`] as dfdx's own operations.
+/// One of [`layers`] as dfdx's own operations.
 fn dfdx_affine<D: Device<f32>, T: Tape<f32, D> + Merge<T>>(
     x: Mat<D, T>,
     layer: &LayerTensors<D>,
@@ -261,29 +265,41 @@ fn product(
     }
 }
 
-/// [`affine_then`] on the host, as one tape operation.
-fn host_affine<D: Device<f32>, T: Tape<f32, D>>(
-    x: Mat<Cpu>,
-    w: &Mat<Cpu>,
-    b: &Vector<Cpu>,
-    relu: bool,
-    tape: &mut T,
-) -> Mat<Cpu> {
-    let ((m, k), n) = (*x.shape(), w.shape().1);
-    let (xs, ws, bias) = (to_host(&x), to_host(w), to_host(b));
-    let mut out = vec![0.0; m * n];
-    product(m, k, n, (&xs, [k, 1]), (&ws, [n, 1]), &mut out, false);
-    for row in out.chunks_exact_mut(n) {
-        for (o, &c) in row.iter_mut().zip(&bias) {
-            let pre = *o + c;
-            *o = if relu { pre.max(0.0) } else { pre };
+/// [`layers`] on the host, as one tape operation.
+fn host_layers<D: Device<f32>, T: Tape<f32, D>>(x: Mat<Cpu>, stack: &[HostLayer<'_>], tape: &mut T) -> Mat<Cpu> {
+    let m = x.shape().0;
+    // Each layer's input (the first is `x`), weight, shape, and where its
+    // ReLU passed (kept for the backward pass).
+    let mut inputs = vec![to_host(&x)];
+    let (mut weights, mut shapes, mut active) = (Vec::new(), Vec::new(), Vec::new());
+    for &(w, b, relu) in stack {
+        let (k, n) = *w.shape();
+        let (ws, bias) = (to_host(w), to_host(b));
+        let mut out = vec![0.0; m * n];
+        product(m, k, n, (inputs.last().expect("x is the first input"), [k, 1]), (&ws, [n, 1]), &mut out, false);
+        let keep = relu && T::OWNS_TAPE;
+        let mut on = Vec::with_capacity(if keep { m * n } else { 0 });
+        for row in out.chunks_exact_mut(n) {
+            for (o, &c) in row.iter_mut().zip(&bias) {
+                let pre = *o + c;
+                *o = if relu { pre.max(0.0) } else { pre };
+            }
+            if keep {
+                // `out > 0` exactly where `pre > 0` (NaN included: both false).
+                on.extend(row.iter().map(|&o| o > 0.0));
+            }
         }
+        inputs.push(out);
+        weights.push(ws);
+        shapes.push((k, n));
+        active.push(on);
     }
-    // `out > 0` exactly where `pre > 0` (NaN included: both false).
-    let active: Vec<bool> = if relu && T::OWNS_TAPE { out.iter().map(|&o| o > 0.0).collect() } else { Vec::new() };
-    let result: Mat<Cpu> = x.device().tensor_from_vec(out, (m, n));
+    let (_, n) = shapes[shapes.len() - 1];
+    let result: Mat<Cpu> = x.device().tensor_from_vec(inputs.pop().expect("a layer's output"), (m, n));
     if T::OWNS_TAPE {
-        let (w, b, result) = (w.clone(), b.clone(), result.clone());
+        let params: Vec<(Mat<Cpu>, Vector<Cpu>, bool)> =
+            stack.iter().map(|&(w, b, relu)| (w.clone(), b.clone(), relu)).collect();
+        let result_id = result.clone();
         tape.add_backward_op(move |grads: &mut Gradients<f32, D>| {
             let grads = (grads as &mut dyn Any)
                 .downcast_mut::<Gradients<f32, Cpu>>()
@@ -291,24 +307,42 @@ fn host_affine<D: Device<f32>, T: Tape<f32, D>>(
             // dfdx's own backward steps allocate as these do and panic when the
             // host is out of memory (`backward` unwraps).
             const ALLOC: &str = "memory for a gradient";
-            // The ReLU's `0 + [pre > 0] g`, or without it the product's output
-            // gradient `0 + g` (in dfdx a fresh buffer plus `g`): both are the
-            // product's output gradient (`0 + ·` again changes no bits), and the
-            // bias's gradient, which never holds -0, sums them to the same bits.
-            let g = grads.get_or_alloc_mut(&result).expect(ALLOC);
-            let g: Vec<f32> = if relu {
-                g.iter().zip(&active).map(|(&g, &on)| 0.0 + if on { 1.0 } else { 0.0 } * g).collect()
-            } else {
-                g.iter().map(|&g| 0.0 + g).collect()
+            // A layer's output gradient through its ReLU (`0 + [pre > 0] g`),
+            // or without one `0 + g` (in dfdx a fresh buffer plus `g`): both
+            // are the product's output gradient (`0 + ·` again changes no
+            // bits), and the bias's gradient, which never holds -0, sums them
+            // to the same bits.
+            let through = |g: &[f32], relu: bool, on: &[bool]| -> Vec<f32> {
+                if relu {
+                    g.iter().zip(on).map(|(&g, &on)| 0.0 + if on { 1.0 } else { 0.0 } * g).collect()
+                } else {
+                    g.iter().map(|&g| 0.0 + g).collect()
+                }
             };
-            let gb = grads.get_or_alloc_mut(&b).expect(ALLOC);
-            for row in g.chunks_exact(n) {
-                gb.iter_mut().zip(row).for_each(|(a, &x)| *a += x);
+            let last = params.len() - 1;
+            let mut g = through(grads.get_or_alloc_mut(&result_id).expect(ALLOC), params[last].2, &active[last]);
+            for (i, (w, b, _)) in params.iter().enumerate().rev() {
+                let (k, n) = shapes[i];
+                let gb = grads.get_or_alloc_mut(b).expect(ALLOC);
+                for row in g.chunks_exact(n) {
+                    gb.iter_mut().zip(row).for_each(|(a, &x)| *a += x);
+                }
+                // The layer input's gradient: `x`'s, or a fresh buffer for an
+                // activation between layers, as dfdx would hold.
+                let mut between = Vec::new();
+                let gx = if i == 0 {
+                    grads.get_or_alloc_mut(&x).expect(ALLOC)
+                } else {
+                    between.resize(m * k, 0.0);
+                    &mut between[..]
+                };
+                product(m, n, k, (&g, [n, 1]), (&weights[i], [1, n]), gx, true);
+                let gw = grads.get_or_alloc_mut(w).expect(ALLOC);
+                product(k, m, n, (&inputs[i], [1, k]), (&g, [n, 1]), gw, true);
+                if i > 0 {
+                    g = through(&between, params[i - 1].2, &active[i - 1]);
+                }
             }
-            let gx = grads.get_or_alloc_mut(&x).expect(ALLOC);
-            product(m, n, k, (&g, [n, 1]), (&ws, [1, n]), gx, true);
-            let gw = grads.get_or_alloc_mut(&w).expect(ALLOC);
-            product(k, m, n, (&xs, [1, k]), (&g, [n, 1]), gw, true);
             Ok(())
         });
     }
@@ -463,6 +497,36 @@ mod tests {
                 }
                 // (One row may leave every ReLU dead.)
                 assert!(shape.0 == 1 || host_grads.iter().all(|g| g.iter().any(|&x| x != 0.0)), "{shape:?}");
+            }
+        }
+        // A whole tower as one host operation, its activations between
+        // layers never in dfdx: the same bits as layer after layer in dfdx.
+        for (b, widths) in [(13, vec![9, 17, 5, 3]), (256, vec![64, 256, 64])] {
+            let tower = |host: bool| {
+                let dev: Cpu = Default::default();
+                let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+                let layers: Vec<Layer> = widths.windows(2).map(|w| Layer::uniform(w[0], w[1], &mut rng)).collect();
+                let t: Vec<LayerTensors<Cpu>> = layers.iter().map(|l| l.tensors(&dev)).collect();
+                let x: Vec<f32> = (0..b * widths[0]).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let x = dev.tensor_from_vec(x, (b, widths[0]));
+                let xt = x.retaped::<OwnedTape<f32, Cpu>>();
+                let out = if host {
+                    mlp(xt, &t)
+                } else {
+                    let last = t.len() - 1;
+                    t.iter().enumerate().fold(xt, |x, (i, l)| dfdx_affine(x, l, i < last))
+                };
+                let value = out.as_vec();
+                let g: Vec<f32> = (0..value.len()).map(|i| (i as f32 * 0.29).cos()).collect();
+                let grads = (out * dev.tensor_from_vec(g, (b, widths[widths.len() - 1]))).sum::<(), _>().backward();
+                let mut all = vec![value, grads.get(&x).as_vec()];
+                t.iter().for_each(|(w, bias)| all.extend([grads.get(w).as_vec(), grads.get(bias).as_vec()]));
+                all
+            };
+            let (host, reference) = funnel_kernels::par::with_threads(2, || (tower(true), tower(false)));
+            for (i, (a, b)) in host.iter().zip(&reference).enumerate() {
+                let differ = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                assert_eq!((a.len(), differ), (b.len(), 0), "tower output/gradient {i}, widths {widths:?}");
             }
         }
         // Without a tape (inference) the host path gives the same values.
