@@ -246,6 +246,7 @@ fn dfdx_product(
 /// block, and so does `chained_gemm`, on AVX-512. Smaller products (a
 /// recurrent cell's gates) stay on `gemm`: there the two threads' split cost
 /// what the wider kernel saved.
+#[allow(clippy::too_many_arguments)]
 fn product(
     m: usize,
     k: usize,
@@ -254,11 +255,13 @@ fn product(
     b: (&[f32], [usize; 2]),
     c: &mut [f32],
     accumulate: bool,
+    alone: bool,
 ) {
     const CHAINED_FROM: usize = 1 << 21;
     // Split over the cores when dfdx's `gemm` would (see the model's
-    // `split_tower_products`); each output is computed the same way either way.
-    let split = m * k * n >= gemm_common::gemm::get_threading_threshold();
+    // `split_tower_products`) and no other product runs beside (`alone`);
+    // each output is computed the same way either way.
+    let split = alone && m * k * n >= gemm_common::gemm::get_threading_threshold();
     let chained = (3..=512).contains(&k) && m >= 2 && n >= 2 && m * k * n >= CHAINED_FROM;
     if !(chained && funnel_kernels::chained_gemm(m, k, n, a, b, c, accumulate, split)) {
         dfdx_product(m, k, n, a, b, c, accumulate);
@@ -276,7 +279,7 @@ fn host_layers<D: Device<f32>, T: Tape<f32, D>>(x: Mat<Cpu>, stack: &[HostLayer<
         let (k, n) = *w.shape();
         let (ws, bias) = (to_host(w), to_host(b));
         let mut out = vec![0.0; m * n];
-        product(m, k, n, (inputs.last().expect("x is the first input"), [k, 1]), (&ws, [n, 1]), &mut out, false);
+        product(m, k, n, (inputs.last().expect("x is the first input"), [k, 1]), (&ws, [n, 1]), &mut out, false, true);
         let keep = relu && T::OWNS_TAPE;
         let mut on = Vec::with_capacity(if keep { m * n } else { 0 });
         for row in out.chunks_exact_mut(n) {
@@ -329,6 +332,12 @@ fn host_layers<D: Device<f32>, T: Tape<f32, D>>(x: Mat<Cpu>, stack: &[HostLayer<
                 }
                 // The layer input's gradient: `x`'s, or a fresh buffer for an
                 // activation between layers, as dfdx would hold.
+                // The layer input's gradient (`x`'s, or a fresh buffer for an
+                // activation between layers, as dfdx would hold) and `W`'s
+                // are independent: one on each thread, whole. `W`'s buffer is
+                // taken out of `grads` meanwhile, and put back.
+                let (gy, input) = ((&g[..], [n, 1]), (&inputs[i][..], [1, k]));
+                let mut gw: Vec<f32> = std::mem::take(&mut **grads.get_or_alloc_mut(w).expect(ALLOC));
                 let mut between = Vec::new();
                 let gx = if i == 0 {
                     grads.get_or_alloc_mut(&x).expect(ALLOC)
@@ -336,9 +345,11 @@ fn host_layers<D: Device<f32>, T: Tape<f32, D>>(x: Mat<Cpu>, stack: &[HostLayer<
                     between.resize(m * k, 0.0);
                     &mut between[..]
                 };
-                product(m, n, k, (&g, [n, 1]), (&weights[i], [1, n]), gx, true);
-                let gw = grads.get_or_alloc_mut(w).expect(ALLOC);
-                product(k, m, n, (&inputs[i], [1, k]), (&g, [n, 1]), gw, true);
+                funnel_kernels::par::beside(
+                    || product(m, n, k, gy, (&weights[i], [1, n]), gx, true, false),
+                    || product(k, m, n, input, gy, &mut gw, true, false),
+                );
+                **grads.get_or_alloc_mut(w).expect(ALLOC) = gw;
                 if i > 0 {
                     g = through(&between, params[i - 1].2, &active[i - 1]);
                 }
