@@ -345,10 +345,18 @@ fn host_layers<D: Device<f32>, T: Tape<f32, D>>(x: Mat<Cpu>, stack: &[HostLayer<
                     between.resize(m * k, 0.0);
                     &mut between[..]
                 };
-                funnel_kernels::par::beside(
-                    || product(m, n, k, gy, (&weights[i], [1, n]), gx, true, false),
-                    || product(k, m, n, input, gy, &mut gw, true, false),
-                );
+                // Only where dfdx's `gemm` would split them too (see the model's
+                // `split_tower_products`): a step whose other core is busy
+                // already runs them one after the other.
+                if m * k * n >= gemm_common::gemm::get_threading_threshold() {
+                    funnel_kernels::par::beside(
+                        || product(m, n, k, gy, (&weights[i], [1, n]), gx, true, false),
+                        || product(k, m, n, input, gy, &mut gw, true, false),
+                    );
+                } else {
+                    product(m, n, k, gy, (&weights[i], [1, n]), gx, true, true);
+                    product(k, m, n, input, gy, &mut gw, true, true);
+                }
                 **grads.get_or_alloc_mut(w).expect(ALLOC) = gw;
                 if i > 0 {
                     g = through(&between, params[i - 1].2, &active[i - 1]);
