@@ -79,7 +79,10 @@ pub trait Model {
     /// so the caller can refuse a diverging step.
     fn compute_gradients(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats>;
 
-    /// Applies the gradients of the last `compute_gradients`.
+    /// Applies the gradients of the last `compute_gradients`. A model may
+    /// leave part of the update pending until its next `compute_gradients`
+    /// or `finish_steps` (the built-in model does, to overlap it with the
+    /// next step's work).
     fn apply_gradients(&mut self);
 
     /// Sets the optimizer's step size for the steps that follow. The trainer
@@ -102,8 +105,8 @@ pub trait Model {
     }
 
     /// Brings parameters that training steps keep elsewhere (a device
-    /// holding the whole step, say) back to where the reading methods see
-    /// them. The core calls it after each epoch's steps, before it
+    /// holding the whole step, say) or leave pending back to where the
+    /// reading methods see them. The core calls it after each epoch's steps, before it
     /// evaluates or saves; a model whose steps leave nothing elsewhere
     /// keeps the default.
     fn finish_steps(&mut self) -> Result<()> {

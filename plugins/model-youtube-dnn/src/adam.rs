@@ -64,6 +64,7 @@ impl Adam {
 }
 
 /// One step's Adam coefficients (see [`Adam::row_step`]).
+#[derive(Debug, Clone)]
 pub struct RowStep {
     pub beta1: f32,
     pub beta2: f32,

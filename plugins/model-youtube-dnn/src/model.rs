@@ -598,12 +598,18 @@ impl<D: Device<f32>> CandidateModel<D> {
         Ok(StepStats { loss, grad_norm })
     }
 
-    /// Refuses to read host parameters the device has moved past.
+    /// Refuses to read host parameters the device has moved past, or whose
+    /// last update is still deferred.
     fn ensure_host_current(&self) -> Result<()> {
         ensure!(
             !self.resident.as_ref().is_some_and(|r| r.ahead),
             "the model's parameters on the device are ahead of the host's: Model::finish_steps must run after \
              training steps and before reading the model"
+        );
+        ensure!(
+            self.output.as_ref().is_none_or(|o| o.table.is_settled()),
+            "the output embeddings' last update is deferred: Model::finish_steps must run after training steps \
+             and before reading the model"
         );
         Ok(())
     }
@@ -697,6 +703,35 @@ impl<D: Device<f32>> CandidateModel<D> {
 
 #[allow(private_bounds)]
 impl<D: EncoderThreads> CandidateModel<D> {
+    /// The leaves and user vectors of a step's queries (the first part's, with windows).
+    fn encode_queries<T: Tape<f32, D> + Merge<T>>(
+        &self,
+        queries: &Queries,
+        windows: Option<&Windows>,
+        t: &DenseTensors<D>,
+    ) -> Result<(QueryLeaves<D>, Mat<D, T>)> {
+        let leaves = self.query_leaves(queries, 0..queries.len(), windows, Some(0))?;
+        let u = self.user_graph::<T>(&leaves, t);
+        Ok((leaves, u))
+    }
+
+    /// Settles the output table's deferred step (see `apply`) on the pool
+    /// while `beside` runs on this thread, and returns what `beside` returns.
+    /// The table's rows go in chunks to whichever thread is free, so this
+    /// thread takes the rest once `beside` is done. `beside` must not read
+    /// the output table (it is taken out meanwhile).
+    fn settle_output<R>(&mut self, beside: impl FnOnce(&Self) -> R) -> R {
+        if self.output.as_ref().is_none_or(|o| o.table.is_settled()) {
+            return beside(self);
+        }
+        let mut output = self.output.take().expect("checked above");
+        let mut out = None;
+        let this = &*self;
+        funnel_kernels::par::beside(|| out = Some(beside(this)), || output.table.settle());
+        self.output = Some(output);
+        out.expect("beside ran both halves")
+    }
+
     /// Forward and backward pass; leaves gradients in the tables and layers.
     ///
     /// The towers run on dfdx; the loss over the candidates runs on the host
@@ -709,10 +744,16 @@ impl<D: EncoderThreads> CandidateModel<D> {
     fn forward_backward(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
         type Taped<D> = OwnedTape<f32, D>;
         let d = self.cfg.params.dim;
-        let items = self.prepare(batch)?;
-        let t = self.dense_tensors();
+        check_batch(batch)?;
         let parts = (D::IN_PARTS && self.encode_in_parts).then(|| split_windows(batch)).flatten();
+        let t = self.dense_tensors();
         split_tower_products(parts.is_none() && funnel_kernels::par::on_pool());
+        // Without windows the queries are encoded while the pool settles the
+        // output table's last step (the query side never reads that table).
+        let encoded = self.settle_output(|this| {
+            parts.is_none().then(|| this.encode_queries::<Taped<D>>(batch.queries, batch.windows, &t))
+        });
+        let items = self.prepare(batch)?;
         let how = self.logits();
         let groups = window_groups(batch);
         let seen = self.cfg.params.exclude_seen.then(|| seen_columns(batch, self.n_items));
@@ -729,8 +770,10 @@ impl<D: EncoderThreads> CandidateModel<D> {
                 Some([a, _]) => (&a.queries, Some(&a.windows)),
                 None => (batch.queries, batch.windows),
             };
-            let leaves = this.query_leaves(queries, 0..queries.len(), windows, Some(0))?;
-            let u = this.user_graph::<Taped<D>>(&leaves, &t);
+            let (leaves, u) = match encoded {
+                Some(encoded) => encoded?,
+                None => this.encode_queries::<Taped<D>>(queries, windows, &t)?,
+            };
             let v = this.candidate_vectors::<Taped<D>>(&items.v, &t);
             let r = this.candidate_vectors::<Taped<D>>(&items.r, &t);
             let values = |c: &CandidateVectors<D, Taped<D>>| c.out.as_ref().map(to_host);
@@ -917,15 +960,24 @@ impl<D: Device<f32>> CandidateModel<D> {
         }
     }
 
+    /// Applies the step's gradients, except the output table's: its update
+    /// is deferred to the next step, which settles it on the pool while this
+    /// thread encodes the queries (`settle_output`), or to `finish_steps`.
+    /// Only the candidates read that table, after the queries are encoded.
     fn apply(&mut self) {
         self.adam.begin_step();
         let (adam, how) = (self.adam.clone(), self.cfg.params.embedding_optimizer);
+        let mut output = self.output.take();
         for (_, p) in self.params_mut() {
             match p {
                 ParamMut::Dense(d) => adam.update(&mut d.values, &d.grad, &mut d.moments),
                 ParamMut::Table(t) => t.apply(&adam, how),
             }
         }
+        if let Some(o) = output.as_mut() {
+            o.table.defer(&adam, how);
+        }
+        self.output = output;
     }
 
     /// Every parameter buffer with its name in snapshots and checkpoints.
@@ -1054,6 +1106,7 @@ const ENCODE_IN_HALVES_FROM: usize = 256;
 impl<D: EncoderThreads> CandidateModel<D> {
     /// Loss of a batch without touching any state (gradient checks).
     fn loss(&self, batch: &TrainBatch<'_>) -> f32 {
+        self.ensure_host_current().unwrap();
         let p = self.prepare(batch).unwrap();
         let t = self.dense_tensors();
         // Encoded as a step encodes it: in the same parts, with the same dropout.
@@ -1352,6 +1405,7 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
 
     fn compute_gradients(&mut self, batch: &TrainBatch<'_>) -> Result<StepStats> {
         if self.on_device {
+            self.settle_output(|_| ());
             return self.device_step(batch);
         }
         self.forward_backward(batch)
@@ -1368,6 +1422,10 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
     }
 
     fn finish_steps(&mut self) -> Result<()> {
+        self.settle_output(|_| ());
+        if let Some(o) = self.output.as_mut() {
+            o.table.settle();
+        }
         if let Some(mut r) = self.resident.take() {
             if r.ahead {
                 r.download_into(self.host_params());
@@ -1809,6 +1867,7 @@ mod tests {
         for _ in 0..200 {
             m.train_step(&batch).unwrap();
         }
+        m.finish_steps().unwrap();
         assert!(m.loss(&batch) < first * 0.2, "{} -> {}", first, m.loss(&batch));
     }
 
@@ -2055,8 +2114,14 @@ mod tests {
             assert!(funnel_kernels::par::on_pool());
             let mut m = sized_model(params.clone(), n_items, width);
             let losses: Vec<f32> = (0..3).map(|_| m.train_step(&batch).unwrap().loss).collect();
+            // The output table's last update is still deferred: the state
+            // includes it, and reading methods wait for `finish_steps`.
+            let state = m.training_state();
+            assert!(m.user_vectors(&q).unwrap_err().to_string().contains("finish_steps"));
+            m.finish_steps().unwrap();
+            assert!(state == m.training_state(), "the state read before finish_steps differs");
             let vectors = m.user_vectors(&q).unwrap();
-            (losses, m.training_state(), vectors)
+            (losses, state, vectors)
         };
         let one = funnel_kernels::par::with_threads(1, train);
         let two = funnel_kernels::par::with_threads(2, train);

@@ -27,6 +27,9 @@ pub struct EmbeddingTable {
     slot_of: Vec<u32>,
     /// Rows with a gradient this step, in slot order.
     touched: Vec<u32>,
+    /// A step whose update was deferred ([`EmbeddingTable::defer`]): its
+    /// gradient stays in `grads` until [`EmbeddingTable::settle`].
+    pending: Option<(RowStep, EmbeddingOptimizer)>,
 }
 
 const UNTOUCHED: u32 = u32::MAX;
@@ -62,7 +65,7 @@ impl EmbeddingTable {
         // Row visits look their row's slot up at random too.
         let mut slot_of = huge_pages(rows);
         slot_of.resize(rows, UNTOUCHED);
-        EmbeddingTable { dim, n_rows: rows, blocks, grads: Vec::new(), slot_of, touched: Vec::new() }
+        EmbeddingTable { dim, n_rows: rows, blocks, grads: Vec::new(), slot_of, touched: Vec::new(), pending: None }
     }
 
     /// Number of rows.
@@ -75,18 +78,34 @@ impl EmbeddingTable {
     }
 
     pub fn row(&self, r: u32) -> &[f32] {
+        debug_assert!(self.pending.is_none(), "a table's rows are read after its deferred step is settled");
         &self.block(r as usize)[..self.dim]
     }
 
-    /// Part `k` (0 weights, 1 first moment, 2 second moment) of every row, row-major.
+    /// Part `k` (0 weights, 1 first moment, 2 second moment) of every row,
+    /// row-major, with a deferred step's update included.
     fn part(&self, k: usize) -> Vec<f32> {
         let d = self.dim;
-        self.blocks.chunks_exact(3 * d).flat_map(|b| &b[k * d..(k + 1) * d]).copied().collect()
+        let settled;
+        let blocks = match &self.pending {
+            None => &self.blocks,
+            Some((step, how)) => {
+                let mut copy = self.blocks.clone();
+                self.update_rows(&mut copy, step, *how);
+                settled = copy;
+                &settled
+            }
+        };
+        blocks.chunks_exact(3 * d).flat_map(|b| &b[k * d..(k + 1) * d]).copied().collect()
     }
 
+    /// Replaces part `k` of every row; a deferred step is dropped with its gradient.
     fn set_part(&mut self, k: usize, values: &[f32]) {
         let d = self.dim;
         assert_eq!(values.len(), self.n_rows * d, "checked by the caller");
+        if self.pending.take().is_some() {
+            self.clear_gradient();
+        }
         for (b, src) in self.blocks.chunks_exact_mut(3 * d).zip(values.chunks_exact(d)) {
             b[k * d..(k + 1) * d].copy_from_slice(src);
         }
@@ -129,6 +148,7 @@ impl EmbeddingTable {
 
     /// Adds `scale * g` to the gradient of row `r`.
     pub fn accumulate(&mut self, r: u32, g: &[f32], scale: f32) {
+        debug_assert!(self.pending.is_none(), "a deferred step is settled before the next gradient");
         let d = self.dim;
         let slot = &mut self.slot_of[r as usize];
         if *slot == UNTOUCHED {
@@ -176,20 +196,74 @@ impl EmbeddingTable {
         self.apply_with(adam, how, parallel);
     }
 
-    fn apply_with(&mut self, adam: &Adam, how: EmbeddingOptimizer, parallel: bool) {
-        let (d, step) = (self.dim, adam.row_step());
+    /// Keeps this step's update pending instead of applying it: the rows,
+    /// moments and gradient stay as they are until [`EmbeddingTable::settle`],
+    /// which the caller runs before the table's rows are read or a new
+    /// gradient is accumulated. `weights` and `moments` include the pending
+    /// update meanwhile.
+    pub fn defer(&mut self, adam: &Adam, how: EmbeddingOptimizer) {
+        assert!(self.pending.is_none(), "a deferred step is settled before the next one");
+        self.pending = Some((adam.row_step(), how));
+    }
+
+    /// Whether no deferred step waits.
+    pub fn is_settled(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Applies and clears a deferred step's gradient (nothing without one).
+    /// Its rows go in chunks to whichever pool thread is free, so a thread
+    /// busy with other work leaves them to the next one; each row sees the
+    /// same operations as in [`EmbeddingTable::apply`], so the same bits.
+    pub fn settle(&mut self) {
+        use funnel_kernels::par::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
+        /// Rows a chunk: enough to pay for a task, few enough to balance.
+        const CHUNK: usize = 64;
+        let Some((step, how)) = self.pending.take() else { return };
+        let d = self.dim;
         match how {
-            // Untouched rows have a zero gradient; their moments still decay
-            // and their weights still move, as in a dense Adam step.
             EmbeddingOptimizer::Adam => {
                 let grads = &self.grads[..];
-                let rows = |blocks: &mut [f32], slots: &[u32]| {
-                    let zero = vec![0.0; d];
-                    for (block, &slot) in blocks.chunks_exact_mut(3 * d).zip(slots) {
-                        let g = if slot == UNTOUCHED { &zero[..] } else { &grads[slot as usize * d..][..d] };
-                        update_block(&step, block, g);
-                    }
-                };
+                self.blocks
+                    .par_chunks_mut(CHUNK * 3 * d)
+                    .zip(self.slot_of.par_chunks(CHUNK))
+                    .for_each(|(blocks, slots)| dense_rows(&step, d, grads, blocks, slots));
+            }
+            EmbeddingOptimizer::LazyAdam => {
+                let rows = TouchedRows::new(&mut self.blocks, d);
+                let (touched, grads) = (&self.touched[..], &self.grads[..]);
+                let n = touched.len();
+                funnel_kernels::par::IntoParallelIterator::into_par_iter(0..n.div_ceil(CHUNK))
+                    .for_each(|c| rows.update(&step, touched, grads, c * CHUNK..((c + 1) * CHUNK).min(n)));
+            }
+        }
+        self.clear_gradient();
+    }
+
+    /// A deferred step's update applied to `blocks` (the table's or a copy), on this thread.
+    fn update_rows(&self, blocks: &mut [f32], step: &RowStep, how: EmbeddingOptimizer) {
+        match how {
+            EmbeddingOptimizer::Adam => dense_rows(step, self.dim, &self.grads, blocks, &self.slot_of),
+            EmbeddingOptimizer::LazyAdam => {
+                TouchedRows::new(blocks, self.dim).update(step, &self.touched, &self.grads, 0..self.touched.len());
+            }
+        }
+    }
+
+    fn clear_gradient(&mut self) {
+        for &r in &self.touched {
+            self.slot_of[r as usize] = UNTOUCHED;
+        }
+        self.touched.clear();
+        self.grads.clear();
+    }
+
+    fn apply_with(&mut self, adam: &Adam, how: EmbeddingOptimizer, parallel: bool) {
+        debug_assert!(self.pending.is_none(), "a deferred step is settled before the next one");
+        let (d, step) = (self.dim, adam.row_step());
+        match how {
+            EmbeddingOptimizer::Adam => {
+                let grads = &self.grads[..];
                 if parallel {
                     // Two halves of the rows, one on this thread and one on
                     // the pool: the same operations on each row, so the
@@ -197,9 +271,12 @@ impl EmbeddingTable {
                     let half = self.n_rows / 2;
                     let (first, second) = self.blocks.split_at_mut(half * 3 * d);
                     let (first_slots, second_slots) = self.slot_of.split_at(half);
-                    par::beside(|| rows(first, first_slots), || rows(second, second_slots));
+                    par::beside(
+                        || dense_rows(&step, d, grads, first, first_slots),
+                        || dense_rows(&step, d, grads, second, second_slots),
+                    );
                 } else {
-                    rows(&mut self.blocks, &self.slot_of);
+                    dense_rows(&step, d, grads, &mut self.blocks, &self.slot_of);
                 }
             }
             EmbeddingOptimizer::LazyAdam => {
@@ -217,11 +294,18 @@ impl EmbeddingTable {
                 }
             }
         }
-        for &r in &self.touched {
-            self.slot_of[r as usize] = UNTOUCHED;
-        }
-        self.touched.clear();
-        self.grads.clear();
+        self.clear_gradient();
+    }
+}
+
+/// A dense Adam step on consecutive rows' blocks, `slots` their gradient
+/// slots. Untouched rows have a zero gradient; their moments still decay and
+/// their weights still move, as in PyTorch's dense Adam.
+fn dense_rows(step: &RowStep, d: usize, grads: &[f32], blocks: &mut [f32], slots: &[u32]) {
+    let zero = vec![0.0; d];
+    for (block, &slot) in blocks.chunks_exact_mut(3 * d).zip(slots) {
+        let g = if slot == UNTOUCHED { &zero[..] } else { &grads[slot as usize * d..][..d] };
+        update_block(step, block, g);
     }
 }
 
@@ -365,5 +449,53 @@ mod tests {
         }
         assert_eq!(one.weights(), two.weights());
         assert_eq!(one.moments(), two.moments());
+    }
+
+    #[test]
+    fn a_deferred_step_reads_and_settles_to_the_bits_of_an_applied_one() {
+        for how in [EmbeddingOptimizer::Adam, EmbeddingOptimizer::LazyAdam] {
+            for threads in [1, 2] {
+                let mut adam = Adam::new(0.1);
+                // Many chunks of rows, and a last one cut short.
+                let (mut applied, mut deferred) = (table(1001), table(1001));
+                for step in 0..3u32 {
+                    adam.begin_step();
+                    for t in [&mut applied, &mut deferred] {
+                        for r in (0..1001u32).filter(|r| r % 3 != step) {
+                            t.accumulate(r, &[r as f32 * 0.001, -1.0, 0.5], 1.0);
+                        }
+                    }
+                    let before = deferred.weights();
+                    applied.apply(&adam, how);
+                    deferred.defer(&adam, how);
+                    assert!(!deferred.is_settled());
+                    // Reading a table with a deferred step includes it, and leaves it deferred.
+                    assert_eq!(deferred.weights(), applied.weights(), "{how:?} step {step}");
+                    assert_eq!(deferred.moments(), applied.moments(), "{how:?} step {step}");
+                    assert_eq!(
+                        deferred.blocks.chunks_exact(9).flat_map(|b| &b[..3]).copied().collect::<Vec<_>>(),
+                        before
+                    );
+                    funnel_kernels::par::with_threads(threads, || deferred.settle());
+                    assert!(deferred.is_settled() && deferred.gradient_sq_norm() == 0.0);
+                    assert_eq!(deferred.blocks, applied.blocks, "{how:?} step {step}, {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn loading_weights_drops_a_deferred_step_and_its_gradient() {
+        let mut adam = Adam::new(0.1);
+        adam.begin_step();
+        let mut t = table(4);
+        t.accumulate(1, &[1.0, 2.0, 3.0], 1.0);
+        t.defer(&adam, EmbeddingOptimizer::Adam);
+        let w: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        t.set_weights(&w);
+        assert!(t.is_settled() && t.gradient_sq_norm() == 0.0);
+        t.settle();
+        assert_eq!(t.weights(), w);
+        assert_eq!(t.row(1), &[3.0, 4.0, 5.0]);
     }
 }
