@@ -392,6 +392,16 @@ mod tests {
         EmbeddingTable::normal(rows, 3, 0.5, &mut rand::rngs::StdRng::seed_from_u64(1))
     }
 
+    /// The same gradient on both tables: every row but each third one (which
+    /// third turns with `step`).
+    fn accumulate_step(tables: [&mut EmbeddingTable; 2], rows: u32, step: u32) {
+        for t in tables {
+            for r in (0..rows).filter(|r| r % 3 != step) {
+                t.accumulate(r, &[r as f32 * 0.001, -1.0, 0.5], 1.0);
+            }
+        }
+    }
+
     #[test]
     fn weights_and_moments_round_trip_through_the_interleaved_blocks() {
         let mut t = table(4);
@@ -410,11 +420,7 @@ mod tests {
         let (mut one, mut two) = (table(5000), table(5000));
         for step in 0..3u32 {
             adam.begin_step();
-            for t in [&mut one, &mut two] {
-                for r in (0..5000u32).filter(|r| r % 3 != step) {
-                    t.accumulate(r, &[r as f32 * 0.001, -1.0, 0.5], 1.0);
-                }
-            }
+            accumulate_step([&mut one, &mut two], 5000, step);
             let before = one.weights();
             one.apply_with(&adam, EmbeddingOptimizer::LazyAdam, false);
             two.apply_with(&adam, EmbeddingOptimizer::LazyAdam, true);
@@ -434,11 +440,7 @@ mod tests {
         let (mut one, mut two) = (table(5001), table(5001));
         for step in 0..3u32 {
             adam.begin_step();
-            for t in [&mut one, &mut two] {
-                for r in (0..5001u32).filter(|r| r % 3 != step) {
-                    t.accumulate(r, &[r as f32 * 0.001, -1.0, 0.5], 1.0);
-                }
-            }
+            accumulate_step([&mut one, &mut two], 5001, step);
             let before = one.weights();
             one.apply_with(&adam, EmbeddingOptimizer::Adam, false);
             two.apply_with(&adam, EmbeddingOptimizer::Adam, true);
@@ -460,11 +462,7 @@ mod tests {
                 let (mut applied, mut deferred) = (table(1001), table(1001));
                 for step in 0..3u32 {
                     adam.begin_step();
-                    for t in [&mut applied, &mut deferred] {
-                        for r in (0..1001u32).filter(|r| r % 3 != step) {
-                            t.accumulate(r, &[r as f32 * 0.001, -1.0, 0.5], 1.0);
-                        }
-                    }
+                    accumulate_step([&mut applied, &mut deferred], 1001, step);
                     let before = deferred.weights();
                     applied.apply(&adam, how);
                     deferred.defer(&adam, how);
