@@ -17,7 +17,9 @@
 //! and positives drawn from M of them; `--catalogs none` skips them),
 //! `--peer-python PATH` with `--peer-script PATH`, `--engines host,device`
 //! (`[train] engine`; with both, each loss also prints how far the device
-//! step's epoch losses and test Recall@10 are from the host's).
+//! step's epoch losses and test Recall@10 are from the host's, and beside
+//! them how far the host engine moves from itself when the temperature
+//! moves by one unit in the last place: the floor rounding sets).
 //!
 //! With a peer (`cargo xtask bench train --peer` finds the venv that
 //! `../shared/peer/README.md` describes), each loss's funnel run is followed
@@ -352,6 +354,18 @@ fn peer(python: &str, script: &str, ml1m: &Path, loss: &str) -> Result<f64> {
         .with_context(|| format!("the peer printed no examples_per_s for {loss}:\n{stdout}"))
 }
 
+/// Prints how far `m`'s epoch losses and test Recall@10 are from the host
+/// engine's run `h`, and its speed relative to it.
+fn versus_host(label: &str, m: &Measured, h: &Measured) {
+    let worst = h.losses.iter().zip(&m.losses).map(|(a, b)| ((a - b) / a).abs()).fold(0.0, f64::max);
+    println!(
+        "{:<18} epoch losses within {worst:.1e} relative of the host's, test R@10 {:+.4}, {:.2}x its examples/s",
+        format!("  {label}:"),
+        m.test_recall_at_10 - h.test_recall_at_10,
+        m.examples_per_second / h.examples_per_second
+    );
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--one-catalog") {
@@ -378,6 +392,7 @@ fn run() -> Result<()> {
         "test R@10",
         if o.peer.is_some() { format!(" {:>12} {:>8}", "peer ex/s", "ratio") } else { String::new() }
     );
+    let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
     for loss in &o.losses {
         let mut host: Option<Measured> = None;
         let mut theirs: Option<f64> = None;
@@ -391,7 +406,6 @@ fn run() -> Result<()> {
             let (mut ours, mut peers, mut ratios, mut last) = (Vec::new(), Vec::new(), Vec::new(), None);
             for _ in 0..rounds {
                 let dir = tempfile::tempdir()?;
-                let dataset = format!("type = \"movielens\"\nvariant = \"ml-1m\"\npath = \"{}\"", ml1m.display());
                 let m = train(dir.path(), &experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER, engine))?;
                 if let (Some((python, script)), 0) = (&o.peer, i) {
                     let p = peer(python, script, &ml1m, loss)?;
@@ -432,16 +446,20 @@ fn run() -> Result<()> {
                 m.test_recall_at_10
             );
             match &host {
-                Some(h) if engine != "host" => {
-                    let worst = h.losses.iter().zip(&m.losses).map(|(a, b)| ((a - b) / a).abs()).fold(0.0, f64::max);
-                    println!(
-                        "{:<18} epoch losses within {worst:.1e} relative of the host's, test R@10 {:+.4}, {:.2}x its examples/s",
-                        format!("  {engine} vs host:"),
-                        m.test_recall_at_10 - h.test_recall_at_10,
-                        m.examples_per_second / h.examples_per_second
-                    );
+                Some(h) if engine != "host" => versus_host(&format!("{engine} vs host"), &m, h),
+                None if engine == "host" => {
+                    if o.engines.len() > 1 {
+                        // How far training moves from rounding alone, the floor
+                        // for comparing engines: the host engine again with the
+                        // logits' temperature one unit in the last place above its
+                        // default 1.0 (1.0000001 is read as the next f32).
+                        let dir = tempfile::tempdir()?;
+                        let nudged = format!("{PEER_OPTIMIZER}temperature = 1.0000001\n");
+                        let toml = experiment(&dataset, sampler(loss)?, o.epochs, &nudged, "host");
+                        versus_host("host, temperature + 1 ulp", &train(dir.path(), &toml)?, &m);
+                    }
+                    host = Some(m);
                 }
-                _ if engine == "host" => host = Some(m),
                 _ => {}
             }
         }
