@@ -106,9 +106,9 @@ pub trait Model {
 
     /// Brings parameters that training steps keep elsewhere (a device
     /// holding the whole step, say) or leave pending back to where the
-    /// reading methods see them. The core calls it after each epoch's steps, before it
-    /// evaluates or saves; a model whose steps leave nothing elsewhere
-    /// keeps the default.
+    /// reading methods see them. The core calls it after each epoch's
+    /// steps, before it evaluates or saves; a model whose steps leave
+    /// nothing elsewhere keeps the default.
     fn finish_steps(&mut self) -> Result<()> {
         Ok(())
     }

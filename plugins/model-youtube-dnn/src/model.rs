@@ -1423,9 +1423,6 @@ impl<D: EncoderThreads> Model for CandidateModel<D> {
 
     fn finish_steps(&mut self) -> Result<()> {
         self.settle_output(|_| ());
-        if let Some(o) = self.output.as_mut() {
-            o.table.settle();
-        }
         if let Some(mut r) = self.resident.take() {
             if r.ahead {
                 r.download_into(self.host_params());
