@@ -19,7 +19,11 @@
 //! (`[train] engine`; with both, each loss also prints how far the device
 //! step's epoch losses and test Recall@10 are from the host's, and beside
 //! them how far the host engine moves from itself when the temperature
-//! moves by one unit in the last place: the floor rounding sets).
+//! moves by one unit in the last place: the floor rounding sets; then a
+//! run of the host engine with the device's step taken beside each step from
+//! the host's state prints, per epoch, how far the two steps land apart,
+//! which independent runs cannot show once rounding has added up: see
+//! `train/beside.rs`).
 //!
 //! With a peer (`cargo xtask bench train --peer` finds the venv that
 //! `../shared/peer/README.md` describes), each loss's funnel run is followed
@@ -40,9 +44,14 @@ const DIM: usize = 64;
 const HIDDEN: usize = 256;
 const BATCH: usize = 256;
 
+#[path = "train/beside.rs"]
+mod beside;
 mod support;
 
 fn main() -> ExitCode {
+    if std::env::var_os(beside::AS_FUNNEL).is_some() {
+        return funnel::cli::main(beside::registry());
+    }
     support::main_with(run)
 }
 
@@ -366,6 +375,29 @@ fn versus_host(label: &str, m: &Measured, h: &Measured) {
     );
 }
 
+/// Runs the bench binary as `funnel` with [`beside::NAME`] registered on
+/// `toml` in `dir`; returns each epoch's line of agreement.
+fn step_beside_step(dir: &Path, toml: &str) -> Result<Vec<String>> {
+    std::fs::write(dir.join("exp.toml"), toml)?;
+    let watched = support::run_watched(
+        Command::new(std::env::current_exe()?)
+            .current_dir(dir)
+            .env(beside::AS_FUNNEL, "1")
+            .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"])
+            .env_remove("MLFLOW_TRACKING_URI"),
+        false,
+    )?;
+    if !watched.success {
+        bail!("funnel run with the device beside the host failed:\n{}", watched.stderr);
+    }
+    let lines: Vec<String> =
+        watched.stderr.lines().filter_map(|l| l.strip_prefix(beside::LINE)).map(|l| l.trim().to_string()).collect();
+    if lines.is_empty() {
+        bail!("the run with the device beside the host printed no agreement:\n{}", watched.stderr);
+    }
+    Ok(lines)
+}
+
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--one-catalog") {
@@ -461,6 +493,14 @@ fn run() -> Result<()> {
                     host = Some(m);
                 }
                 _ => {}
+            }
+            if engine == "device" && host.is_some() {
+                let dir = tempfile::tempdir()?;
+                let toml = experiment(&dataset, sampler(loss)?, o.epochs, PEER_OPTIMIZER, "host")
+                    .replace("type = \"youtube_dnn\"", &format!("type = \"{}\"", beside::NAME));
+                for line in step_beside_step(dir.path(), &toml)? {
+                    println!("  device, each step from the host's state, {line}");
+                }
             }
         }
     }
