@@ -194,11 +194,12 @@ struct Measured {
     losses: Vec<f64>,
 }
 
-/// Runs `funnel run exp.toml` in `dir`, polling the child's peak RSS.
-fn train(dir: &Path, toml: &str) -> Result<Measured> {
+/// Runs `funnel_binary run exp.toml` on `toml` in `dir` to completion,
+/// polling the child's peak RSS.
+fn funnel_run(mut funnel_binary: Command, dir: &Path, toml: &str) -> Result<support::Watched> {
     std::fs::write(dir.join("exp.toml"), toml)?;
     let watched = support::run_watched(
-        Command::new(env!("CARGO_BIN_EXE_funnel"))
+        funnel_binary
             .current_dir(dir)
             .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"])
             .env_remove("MLFLOW_TRACKING_URI"),
@@ -207,6 +208,12 @@ fn train(dir: &Path, toml: &str) -> Result<Measured> {
     if !watched.success {
         bail!("funnel run failed:\n{}", watched.stderr);
     }
+    Ok(watched)
+}
+
+/// Runs `funnel run exp.toml` in `dir`.
+fn train(dir: &Path, toml: &str) -> Result<Measured> {
+    let watched = funnel_run(Command::new(env!("CARGO_BIN_EXE_funnel")), dir, toml)?;
     let peak_kb = watched.peak_bytes / 1024;
     let run_dir = std::fs::read_dir(dir.join("runs/bench"))?.next().context("no run folder")??.path();
     let (mut per_epoch, mut losses) = (Vec::new(), Vec::new());
@@ -378,18 +385,9 @@ fn versus_host(label: &str, m: &Measured, h: &Measured) {
 /// Runs the bench binary as `funnel` with [`beside::NAME`] registered on
 /// `toml` in `dir`; returns each epoch's line of agreement.
 fn step_beside_step(dir: &Path, toml: &str) -> Result<Vec<String>> {
-    std::fs::write(dir.join("exp.toml"), toml)?;
-    let watched = support::run_watched(
-        Command::new(std::env::current_exe()?)
-            .current_dir(dir)
-            .env(beside::AS_FUNNEL, "1")
-            .args(["run", "exp.toml", "--runs-dir", "runs", "--reports-dir", "reports"])
-            .env_remove("MLFLOW_TRACKING_URI"),
-        false,
-    )?;
-    if !watched.success {
-        bail!("funnel run with the device beside the host failed:\n{}", watched.stderr);
-    }
+    let mut as_funnel = Command::new(std::env::current_exe()?);
+    as_funnel.env(beside::AS_FUNNEL, "1");
+    let watched = funnel_run(as_funnel, dir, toml)?;
     let lines: Vec<String> =
         watched.stderr.lines().filter_map(|l| l.strip_prefix(beside::LINE)).map(|l| l.trim().to_string()).collect();
     if lines.is_empty() {
